@@ -1,0 +1,121 @@
+//! The reference executor: plain sequential revm over a block.
+//!
+//! This is the oracle of the whole project. Every fast path (IR interpreter, JIT, parallel
+//! fallback, the block executor) is compared against what this module produces on the same
+//! state and context. It therefore does nothing clever: one revm instance, one transaction
+//! after another, each committed before the next one runs, exactly as `transact_commit`.
+//!
+//! ```text
+//!   CfgEnv + BlockEnv ─┐
+//!   TxEnv₀ … TxEnvₙ ───┼─▶ revm::transact ─▶ TxOutcome ─┬─▶ commit ─▶ next tx
+//!   state (Database) ──┘                                └─▶ receipt (cumulative gas, bloom)
+//!                                                             │
+//!                                       BlockOutcome ◀────────┘ (gas used, receipts root, bloom)
+//! ```
+
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Bloom, logs_bloom};
+use alloy::consensus::{Eip658Value, Receipt, ReceiptEnvelope, TxType, proofs::calculate_receipt_root};
+use revm::{
+    Context, Database, DatabaseCommit, ExecuteEvm, MainBuilder, MainContext,
+    context::{BlockEnv, CfgEnv, ContextTr, TxEnv, result::EVMError},
+    primitives::B256,
+};
+
+use crate::outcome::TxOutcome;
+
+/// What sequential revm produced for one block.
+#[derive(Clone, Debug)]
+pub struct BlockOutcome {
+    /// One outcome per transaction, in block order.
+    pub txs: Vec<TxOutcome>,
+    /// One receipt per transaction, in block order (status receipts, as from Byzantium on).
+    pub receipts: Vec<ReceiptEnvelope>,
+    /// Sum of the transactions' receipt gas.
+    pub gas_used: u64,
+    /// Union of the receipts' blooms.
+    pub logs_bloom: Bloom,
+    /// Root of the receipts trie. Meaningful from Byzantium on: earlier receipts carry an
+    /// intermediate state root that a transaction-only replay does not compute.
+    pub receipts_root: B256,
+    /// Wall time spent inside revm (execution and commit), excluding receipt hashing.
+    pub exec_time: Duration,
+}
+
+/// A transaction revm refused to execute (invalid nonce, fee, or a database failure).
+#[derive(Debug, thiserror::Error)]
+#[error("transaction {index}: {message}")]
+pub struct ReferenceError {
+    /// Position of the transaction in the block.
+    pub index: usize,
+    /// revm's error, rendered.
+    pub message: String,
+    /// Whether the state backend (not the transaction) failed.
+    pub is_database: bool,
+}
+
+/// Executes `txs` in order on `db`, committing each, and returns their outcomes and receipts.
+///
+/// On return `db` holds the post-block state (transactions only: no block reward,
+/// withdrawals or system calls). A transaction revm rejects stops the block with an error,
+/// as a node would reject the block.
+pub fn execute_block<DB>(
+    db: &mut DB,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    txs: &[TxEnv],
+) -> Result<BlockOutcome, ReferenceError>
+where
+    DB: Database + DatabaseCommit,
+{
+    let started = Instant::now();
+    let mut evm = Context::mainnet().with_db(&mut *db).with_cfg(cfg.clone()).with_block(block.clone()).build_mainnet();
+    let mut outcomes = Vec::with_capacity(txs.len());
+    for (index, tx) in txs.iter().enumerate() {
+        let res = evm.transact(tx.clone()).map_err(|e| ReferenceError {
+            index,
+            is_database: matches!(e, EVMError::Database(_)),
+            message: e.to_string(),
+        })?;
+        outcomes.push(TxOutcome::from_revm(&res.result, &res.state));
+        evm.ctx.db_mut().commit(res.state);
+    }
+    let exec_time = started.elapsed();
+    drop(evm);
+
+    let mut gas_used = 0u64;
+    let mut bloom = Bloom::ZERO;
+    let receipts: Vec<ReceiptEnvelope> = outcomes
+        .iter()
+        .zip(txs)
+        .map(|(outcome, tx)| {
+            gas_used += outcome.gas_used;
+            let receipt = Receipt {
+                status: Eip658Value::Eip658(outcome.status.is_success()),
+                cumulative_gas_used: gas_used,
+                logs: outcome.logs.clone(),
+            };
+            let receipt_bloom = logs_bloom(&outcome.logs);
+            bloom.accrue_bloom(&receipt_bloom);
+            // revm accepted the transaction, so its type byte is one alloy knows.
+            let ty = TxType::try_from(tx.tx_type).unwrap_or(TxType::Legacy);
+            ReceiptEnvelope::from_typed(ty, receipt.with_bloom())
+        })
+        .collect();
+    let receipts_root = calculate_receipt_root(&receipts);
+    Ok(BlockOutcome { txs: outcomes, receipts, gas_used, logs_bloom: bloom, receipts_root, exec_time })
+}
+
+/// Initializes precompile state that revm loads lazily (the KZG trusted setup, about 2 s),
+/// so that it is not charged to the first Cancun block that calls the point evaluation.
+pub fn warm_up() {
+    use revm::precompile::kzg_point_evaluation::{kzg_to_versioned_hash, run};
+    // A well-formed input whose versioned hash matches its commitment reaches the proof
+    // check, which loads the setup. The proof itself is invalid; the error is expected.
+    let mut input = [0u8; 192];
+    input[96] = 0xc0; // the compressed point at infinity
+    let hash = kzg_to_versioned_hash(&input[96..144]);
+    input[..32].copy_from_slice(&hash);
+    let _rejected = run(&input, u64::MAX);
+}

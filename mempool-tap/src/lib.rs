@@ -1,0 +1,5 @@
+#![doc = include_str!("../README.md")]
+
+pub mod recorded;
+
+pub use recorded::{BlockRef, BlockSource, Dataset, LoadError, LoadErrorKind, RecordedBlock};

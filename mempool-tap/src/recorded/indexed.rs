@@ -1,0 +1,305 @@
+//! The indexed layout (shared `mainnet/`, and prescient recordings).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+};
+
+use alloy::{
+    consensus::{Transaction as _, TxEnvelope, proofs::calculate_transaction_root},
+    eips::{Encodable2718, Typed2718},
+    rpc::types::{Block as RpcBlock, Transaction as RpcTransaction},
+};
+use revm::{
+    context::{BlockEnv, TxEnv, either::Either},
+    primitives::{Address, B256, Bytes, KECCAK_EMPTY, U256, hardfork::SpecId, keccak256},
+    state::Bytecode,
+};
+use serde::Deserialize;
+
+use super::{
+    Arrival, BlockRef, BlockSource, HeaderChecks, PostAccount, PostState, PreAccount, PreState, RecordedBlock,
+    RecordedTx, RecordingManifest, cfg_for,
+    error::{LoadError, LoadErrorKind},
+    fork::{mainnet_blob_fee, parse_fork},
+    json,
+};
+
+/// One record of `index.json`. Fields the loader does not need are ignored.
+#[derive(Debug, Deserialize)]
+struct IndexEntry {
+    number: u64,
+    fork: String,
+    dir: String,
+    #[serde(default = "yes")]
+    complete: bool,
+    #[serde(default)]
+    tx_count: Option<usize>,
+    #[serde(default)]
+    missing_code_hashes: Vec<B256>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+struct RawPreAccount {
+    balance: U256,
+    nonce: u64,
+    #[serde(default)]
+    code_hash: Option<B256>,
+    #[serde(default)]
+    storage: BTreeMap<U256, U256>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawPostAccount {
+    balance: U256,
+    nonce: u64,
+    #[serde(default)]
+    code_hash: Option<B256>,
+    #[serde(default)]
+    exists: Option<bool>,
+    #[serde(default)]
+    storage: BTreeMap<U256, U256>,
+}
+
+/// An opened indexed folder: its index, block-hash table and (for recordings) manifest.
+#[derive(Debug)]
+pub(super) struct IndexedSet {
+    /// The folder holding `index.json`.
+    root: PathBuf,
+    entries: Vec<IndexEntry>,
+    block_hashes: BTreeMap<u64, B256>,
+    pub(super) manifest: Option<RecordingManifest>,
+}
+
+impl IndexedSet {
+    pub(super) fn open(root: &Path) -> Result<Self, LoadError> {
+        let entries: Vec<IndexEntry> = json::read(&root.join("index.json"))?;
+        let hashes_path = root.join("block_hashes.json");
+        let raw_hashes: BTreeMap<String, B256> =
+            if hashes_path.is_file() { json::read(&hashes_path)? } else { BTreeMap::new() };
+        let mut block_hashes = BTreeMap::new();
+        for (number, hash) in raw_hashes {
+            let parsed = number.parse::<u64>().map_err(|e| {
+                LoadError::at(&hashes_path, number.clone(), LoadErrorKind::Invalid(format!("not a block number: {e}")))
+            })?;
+            block_hashes.insert(parsed, hash);
+        }
+        let manifest_path = root.join("recording.json");
+        let manifest: Option<RecordingManifest> =
+            if manifest_path.is_file() { Some(json::read(&manifest_path)?) } else { None };
+        if let Some(m) = &manifest
+            && (m.format != "prescient-recording" || m.version != 1)
+        {
+            let kind = LoadErrorKind::Invalid(format!("unsupported format {} version {}", m.format, m.version));
+            return Err(LoadError::at(&manifest_path, "format", kind));
+        }
+        Ok(Self { root: root.to_path_buf(), entries, block_hashes, manifest })
+    }
+
+    /// Resolves an index `dir`: against this folder, then against its parent (the shared
+    /// layout writes `mainnet/blocks/<N>`, relative to `bench-data/`).
+    fn resolve(&self, dir: &str) -> PathBuf {
+        let here = self.root.join(dir);
+        match self.root.parent() {
+            Some(parent) if !here.exists() && parent.join(dir).exists() => parent.join(dir),
+            _ => here,
+        }
+    }
+
+    pub(super) fn block_refs(&self) -> Result<Vec<BlockRef>, LoadError> {
+        let source = if self.manifest.is_some() { BlockSource::Recording } else { BlockSource::Mainnet };
+        let refs = self
+            .entries
+            .iter()
+            .map(|e| BlockRef {
+                number: e.number,
+                source,
+                fork: e.fork.clone(),
+                tx_count: e.tx_count,
+                // An entry marked incomplete without a list still counts as incomplete.
+                missing_code: if e.complete { 0 } else { e.missing_code_hashes.len().max(1) },
+                dir: self.resolve(&e.dir),
+            })
+            .collect();
+        Ok(refs)
+    }
+
+    pub(super) fn read_bytecodes(&self) -> Result<HashMap<B256, Bytes>, LoadError> {
+        let path = self.root.join("bytecodes.json.gz");
+        if !path.exists() && self.entries.is_empty() {
+            return Ok(HashMap::new());
+        }
+        json::read(&path)
+    }
+
+    pub(super) fn arrivals(&self) -> Result<Vec<Arrival>, LoadError> {
+        let path = ["arrivals.jsonl", "arrivals.jsonl.gz"].iter().map(|f| self.root.join(f)).find(|p| p.is_file());
+        let Some(path) = path else { return Ok(Vec::new()) };
+        let bytes = json::read_bytes(&path)?;
+        let mut arrivals = Vec::new();
+        for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let arrival: Arrival = json::parse(&path, line).map_err(|mut e| {
+                e.field = Some(format!("line {}{}", i + 1, e.field.map(|f| format!(": {f}")).unwrap_or_default()));
+                e
+            })?;
+            arrivals.push(arrival);
+        }
+        arrivals.sort_by_key(|a| a.t_ms);
+        Ok(arrivals)
+    }
+
+    pub(super) fn load(&self, block: &BlockRef, code: &HashMap<B256, Bytes>) -> Result<RecordedBlock, LoadError> {
+        let spec = parse_fork(&block.fork).ok_or_else(|| {
+            let at = format!("[number={}].fork", block.number);
+            LoadError::at(self.root.join("index.json"), at, LoadErrorKind::UnknownFork(block.fork.clone()))
+        })?;
+        let chain_id = self.manifest.as_ref().map_or(1, |m| m.chain_id);
+        let block_path = block.dir.join("block.json.gz");
+        let rpc: RpcBlock<RpcTransaction> = json::read(&block_path)?;
+        let header = &rpc.header;
+        if header.number != block.number {
+            let kind = LoadErrorKind::Invalid(format!("block {} listed as {}", header.number, block.number));
+            return Err(LoadError::at(&block_path, "number", kind));
+        }
+        let computed = header.inner.hash_slow();
+        if computed != header.hash {
+            let kind = LoadErrorKind::HashMismatch { what: "header", recorded: header.hash, computed };
+            return Err(LoadError::at(&block_path, "hash", kind));
+        }
+        let Some(rpc_txs) = rpc.transactions.as_transactions() else {
+            let kind = LoadErrorKind::Invalid("transactions are hashes; full transaction objects are needed".into());
+            return Err(LoadError::at(&block_path, "transactions", kind));
+        };
+        let mut txs = Vec::with_capacity(rpc_txs.len());
+        let mut envelopes = Vec::with_capacity(rpc_txs.len());
+        for (i, tx) in rpc_txs.iter().enumerate() {
+            let envelope: &TxEnvelope = tx.inner.inner();
+            let computed = keccak256(envelope.encoded_2718());
+            let recorded = *envelope.tx_hash();
+            if computed != recorded {
+                let kind = LoadErrorKind::HashMismatch { what: "transaction", recorded, computed };
+                return Err(LoadError::at(&block_path, format!("transactions[{i}].hash"), kind));
+            }
+            txs.push(RecordedTx { hash: Some(recorded), env: tx_env(tx.inner.signer(), envelope) });
+            envelopes.push(envelope.clone());
+        }
+        let computed = calculate_transaction_root(&envelopes);
+        if computed != header.transactions_root {
+            let kind = LoadErrorKind::HashMismatch {
+                what: "transaction list",
+                recorded: header.transactions_root,
+                computed,
+            };
+            return Err(LoadError::at(&block_path, "transactionsRoot", kind));
+        }
+
+        let timestamp = header.timestamp;
+        let env = BlockEnv {
+            number: U256::from(header.number),
+            beneficiary: header.beneficiary,
+            timestamp: U256::from(timestamp),
+            gas_limit: header.gas_limit,
+            basefee: header.base_fee_per_gas.unwrap_or(0),
+            difficulty: header.difficulty,
+            // Before the Merge the field is the PoW mix hash and DIFFICULTY reads `difficulty`.
+            prevrandao: spec.is_enabled_in(SpecId::MERGE).then_some(header.mix_hash),
+            blob_excess_gas_and_price: mainnet_blob_fee(spec, timestamp, header.excess_blob_gas.unwrap_or(0)),
+            ..Default::default()
+        };
+
+        let pre_path = block.dir.join("pre_state.json.gz");
+        let raw_pre: BTreeMap<Address, RawPreAccount> = json::read(&pre_path)?;
+        let mut pre_state = PreState::new();
+        for (address, raw) in raw_pre {
+            let code = match raw.code_hash {
+                None => None,
+                Some(hash) if hash == KECCAK_EMPTY => None,
+                Some(hash) => Some(self.bytecode(code, hash).map_err(|kind| {
+                    LoadError::at(&pre_path, format!("{address:#x}.code_hash"), kind)
+                })?),
+            };
+            pre_state.insert(address, PreAccount { balance: raw.balance, nonce: raw.nonce, code, storage: raw.storage });
+        }
+
+        let post_path = block.dir.join("post_state.json.gz");
+        let post_state = if post_path.is_file() {
+            let raw: BTreeMap<Address, RawPostAccount> = json::read(&post_path)?;
+            let post = raw
+                .into_iter()
+                .map(|(address, a)| {
+                    // Older geth proofs say "no account" with a zero code hash.
+                    let exists = a.exists.unwrap_or(a.code_hash.is_some_and(|h| h != B256::ZERO));
+                    (address, PostAccount { balance: a.balance, nonce: a.nonce, exists, storage: a.storage })
+                })
+                .collect::<PostState>();
+            Some(post)
+        } else {
+            None
+        };
+
+        let mut block_hashes = self.block_hashes.clone();
+        if header.number > 0 {
+            block_hashes.insert(header.number - 1, header.parent_hash);
+        }
+        Ok(RecordedBlock {
+            number: block.number,
+            source: block.source,
+            fork: block.fork.clone(),
+            spec,
+            cfg: cfg_for(spec, chain_id),
+            env,
+            txs,
+            header: Some(HeaderChecks {
+                hash: header.hash,
+                gas_used: header.gas_used,
+                receipts_root: header.receipts_root,
+                logs_bloom: header.logs_bloom,
+            }),
+            parent_hash: Some(header.parent_hash),
+            pre_state,
+            block_hashes,
+            post_state,
+        })
+    }
+
+    /// Looks up and checks one bytecode: its keccak256 must equal the key it is stored under.
+    fn bytecode(&self, code: &HashMap<B256, Bytes>, hash: B256) -> Result<Bytecode, LoadErrorKind> {
+        let bytes = code.get(&hash).ok_or(LoadErrorKind::MissingBytecode(hash))?;
+        let computed = keccak256(bytes);
+        if computed != hash {
+            return Err(LoadErrorKind::HashMismatch { what: "bytecode", recorded: hash, computed });
+        }
+        Ok(Bytecode::new_raw(bytes.clone()))
+    }
+}
+
+/// Maps a signed transaction to revm's `TxEnv` (the table in the data README).
+pub(crate) fn tx_env(caller: Address, tx: &TxEnvelope) -> TxEnv {
+    TxEnv {
+        tx_type: tx.ty(),
+        caller,
+        gas_limit: tx.gas_limit(),
+        // `max_fee_per_gas` is `gasPrice` for legacy and EIP-2930 transactions.
+        gas_price: tx.max_fee_per_gas(),
+        gas_priority_fee: tx.max_priority_fee_per_gas(),
+        kind: tx.kind(),
+        value: tx.value(),
+        data: tx.input().clone(),
+        nonce: tx.nonce(),
+        chain_id: tx.chain_id(),
+        access_list: tx.access_list().cloned().unwrap_or_default(),
+        blob_hashes: tx.blob_versioned_hashes().map(<[B256]>::to_vec).unwrap_or_default(),
+        max_fee_per_blob_gas: tx.max_fee_per_blob_gas().unwrap_or(0),
+        authorization_list: tx
+            .authorization_list()
+            .map(|list| list.iter().cloned().map(Either::Left).collect())
+            .unwrap_or_default(),
+    }
+}
