@@ -12,7 +12,11 @@ use mempool_tap::{
 use prescient_tools::replay::{Summary, Verdict, mgas_per_s, replay_block, source_label};
 
 #[derive(Parser)]
-#[command(name = "prescient", version, about = "Speculative pre-execution for Ethereum block import")]
+#[command(
+    name = "prescient",
+    version,
+    about = "Speculative pre-execution for Ethereum block import"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,7 +41,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Replay { data, blocks, no_progress } => replay(data, &blocks, no_progress),
+        Command::Replay {
+            data,
+            blocks,
+            no_progress,
+        } => replay(data, &blocks, no_progress),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -56,12 +64,23 @@ fn replay(data: Option<PathBuf>, numbers: &[u64], no_progress: bool) -> Result<b
     let selected = if numbers.is_empty() {
         dataset.complete_blocks().cloned().collect::<Vec<_>>()
     } else {
-        numbers.iter().map(|n| dataset.find(*n).cloned()).collect::<Result<Vec<_>, _>>()?
+        numbers
+            .iter()
+            .map(|n| dataset.find(*n).cloned())
+            .collect::<Result<Vec<_>, _>>()?
     };
-    eyre::ensure!(!selected.is_empty(), "{} lists no complete block", dir.display());
+    eyre::ensure!(
+        !selected.is_empty(),
+        "{} lists no complete block",
+        dir.display()
+    );
     ir::warm_up();
 
-    let bar = if no_progress { ProgressBar::hidden() } else { ProgressBar::new(selected.len() as u64) };
+    let bar = if no_progress {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(selected.len() as u64)
+    };
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} blocks {msg}")
             .expect("static template")
@@ -96,7 +115,11 @@ fn replay(data: Option<PathBuf>, numbers: &[u64], no_progress: bool) -> Result<b
                 Verdict::Fail(_) => format!("{} FAIL", c.name),
             })
             .collect();
-        let fork = if block.fork.is_empty() { format!("{:?}", block.spec) } else { block.fork.clone() };
+        // Show the recorded label, and the spec actually used when the label says otherwise.
+        let fork = match mempool_tap::recorded::fork::parse_fork(&block.fork) {
+            Some(spec) if spec == block.spec => block.fork.clone(),
+            _ => format!("{:?} ({})", block.spec, block.fork),
+        };
         bar.suspend(|| {
             println!(
                 "{:>10}  {:<8}  {:<16}  {:>5}  {:>11}  {:>9.3}  {:>8.1}  {}",

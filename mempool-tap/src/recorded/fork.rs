@@ -52,9 +52,12 @@ const BPO2_UPDATE_FRACTION: u64 = 11_684_671;
 /// The spec mainnet runs at block `number` with `timestamp`.
 pub fn mainnet_spec(number: u64, timestamp: u64) -> SpecId {
     // Timestamp-scheduled forks first, newest first.
-    for (time, spec) in
-        [(OSAKA_TIME, SpecId::OSAKA), (PRAGUE_TIME, SpecId::PRAGUE), (CANCUN_TIME, SpecId::CANCUN), (SHANGHAI_TIME, SpecId::SHANGHAI)]
-    {
+    for (time, spec) in [
+        (OSAKA_TIME, SpecId::OSAKA),
+        (PRAGUE_TIME, SpecId::PRAGUE),
+        (CANCUN_TIME, SpecId::CANCUN),
+        (SHANGHAI_TIME, SpecId::SHANGHAI),
+    ] {
         if timestamp >= time {
             return spec;
         }
@@ -81,7 +84,11 @@ pub fn mainnet_spec(number: u64, timestamp: u64) -> SpecId {
 ///
 /// `None` before Cancun (no blobs). After Osaka the update fraction follows the EIP-7892
 /// schedule (BPO1, BPO2), which revm's `new_with_spec` does not know about.
-pub fn mainnet_blob_fee(spec: SpecId, timestamp: u64, excess_blob_gas: u64) -> Option<BlobExcessGasAndPrice> {
+pub fn mainnet_blob_fee(
+    spec: SpecId,
+    timestamp: u64,
+    excess_blob_gas: u64,
+) -> Option<BlobExcessGasAndPrice> {
     if !spec.is_enabled_in(SpecId::CANCUN) {
         return None;
     }

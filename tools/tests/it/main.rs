@@ -1,0 +1,3 @@
+//! Integration tests of the `prescient` tools (one binary, as reth does, to keep link time down).
+
+mod ground_truth;
