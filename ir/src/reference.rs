@@ -138,3 +138,28 @@ pub fn warm_up() {
     input[..32].copy_from_slice(&hash);
     let _rejected = run(&input, u64::MAX);
 }
+
+/// Executes one transaction on `db` without committing: the reference outcome of a single
+/// transaction, and the state revm would commit.
+pub fn execute_tx<D>(
+    db: &D,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    tx: &TxEnv,
+) -> Result<(TxOutcome, revm::state::EvmState), ReferenceError>
+where
+    D: revm::DatabaseRef,
+    D::Error: revm::database_interface::DBErrorMarker,
+{
+    let mut evm = Context::mainnet()
+        .with_db(revm::database_interface::WrapDatabaseRef(db))
+        .with_cfg(cfg.clone())
+        .with_block(block.clone())
+        .build_mainnet();
+    let res = evm.transact(tx.clone()).map_err(|e| ReferenceError {
+        index: 0,
+        is_database: matches!(e, EVMError::Database(_)),
+        message: e.to_string(),
+    })?;
+    Ok((TxOutcome::from_revm(&res.result, &res.state), res.state))
+}

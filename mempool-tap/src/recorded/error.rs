@@ -12,9 +12,9 @@ pub struct LoadError {
     pub file: PathBuf,
     /// The field inside the file, as a JSON path (`transactions[3].gas`), when known.
     pub field: Option<String>,
-    /// What is wrong.
+    /// What is wrong (boxed: the error stays small on the happy path's `Result`s).
     #[source]
-    pub kind: LoadErrorKind,
+    pub kind: Box<LoadErrorKind>,
 }
 
 impl fmt::Display for LoadError {
@@ -74,7 +74,7 @@ impl LoadError {
         Self {
             file: file.into(),
             field: None,
-            kind,
+            kind: Box::new(kind),
         }
     }
 
@@ -83,12 +83,12 @@ impl LoadError {
         Self {
             file: file.into(),
             field: Some(field.into()),
-            kind,
+            kind: Box::new(kind),
         }
     }
 
     /// Whether the file or folder simply does not exist (as opposed to being wrong).
     pub fn is_not_found(&self) -> bool {
-        matches!(&self.kind, LoadErrorKind::Io(e) if e.kind() == std::io::ErrorKind::NotFound)
+        matches!(&*self.kind, LoadErrorKind::Io(e) if e.kind() == std::io::ErrorKind::NotFound)
     }
 }

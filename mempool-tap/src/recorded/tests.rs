@@ -194,7 +194,7 @@ fn malformed_json_names_the_field() {
         v["transactions"][1]["gas"] = "lots".into()
     });
     let err = load_err(dir.path());
-    assert!(matches!(err.kind, LoadErrorKind::Json(_)), "{err}");
+    assert!(matches!(*err.kind, LoadErrorKind::Json(_)), "{err}");
     assert_eq!(err.field.as_deref(), Some("transactions[1]"), "{err}");
     assert!(
         err.to_string()
@@ -211,7 +211,7 @@ fn truncated_gzip_is_an_io_error() {
     let bytes = fs::read(&path).expect("read");
     fs::write(&path, &bytes[..bytes.len() / 2]).expect("truncate");
     let err = load_err(dir.path());
-    assert!(matches!(err.kind, LoadErrorKind::Io(_)), "{err}");
+    assert!(matches!(*err.kind, LoadErrorKind::Io(_)), "{err}");
     assert_eq!(err.file, path);
 }
 
@@ -238,7 +238,7 @@ fn unknown_fork() {
     fs::write(&index, text).expect("write");
     let err = load_err(dir.path());
     assert!(
-        matches!(&err.kind, LoadErrorKind::UnknownFork(f) if f == "GLAMSTERDAM"),
+        matches!(&*err.kind, LoadErrorKind::UnknownFork(f) if f == "GLAMSTERDAM"),
         "{err}"
     );
     assert_eq!(err.file, index);
@@ -253,7 +253,7 @@ fn missing_bytecode() {
     rewrite_gz(&path, |v| *v = serde_json::json!({}));
     let err = load_err(dir.path());
     assert!(
-        matches!(err.kind, LoadErrorKind::MissingBytecode(_)),
+        matches!(*err.kind, LoadErrorKind::MissingBytecode(_)),
         "{err}"
     );
     assert_eq!(err.field, Some(format!("{CONTRACT:#x}.code_hash")), "{err}");
@@ -271,7 +271,7 @@ fn bytecode_with_wrong_hash() {
     let err = load_err(dir.path());
     assert!(
         matches!(
-            err.kind,
+            *err.kind,
             LoadErrorKind::HashMismatch {
                 what: "bytecode",
                 ..
@@ -291,7 +291,7 @@ fn transaction_with_wrong_hash() {
     let err = load_err(dir.path());
     assert!(
         matches!(
-            err.kind,
+            *err.kind,
             LoadErrorKind::HashMismatch {
                 what: "transaction",
                 ..
@@ -311,7 +311,10 @@ fn header_with_wrong_hash() {
     });
     let err = load_err(dir.path());
     assert!(
-        matches!(err.kind, LoadErrorKind::HashMismatch { what: "header", .. }),
+        matches!(
+            *err.kind,
+            LoadErrorKind::HashMismatch { what: "header", .. }
+        ),
         "{err}"
     );
 }
@@ -326,7 +329,7 @@ fn dropped_transaction_breaks_the_transactions_root() {
     let err = load_err(dir.path());
     assert!(
         matches!(
-            err.kind,
+            *err.kind,
             LoadErrorKind::HashMismatch {
                 what: "transaction list",
                 ..
@@ -368,7 +371,7 @@ fn incomplete_block_is_refused() {
     fs::write(&index, text).expect("write");
     let err = load_err(dir.path());
     assert!(
-        matches!(err.kind, LoadErrorKind::Incomplete { number: 5, .. }),
+        matches!(*err.kind, LoadErrorKind::Incomplete { number: 5, .. }),
         "{err}"
     );
 }

@@ -1,0 +1,485 @@
+//! The reference IR interpreter: evaluates a program against a state and a block context.
+//!
+//! It is the semantics of the IR: the JIT must agree with it, and it must agree with revm
+//! on every hit. It is written for clarity, not speed. Evaluation is fuel-limited (one unit
+//! per instruction) so a malformed or hostile program cannot hang it.
+//!
+//! ```text
+//!   for inst in program:       load/context ─▶ read state / block
+//!                              compute      ─▶ pure function (revm's own i256 helpers)
+//!                              guard        ─▶ value ≠ expected ⇒ Miss(kind)
+//!                              store        ─▶ append to the outcome (stores follow every guard)
+//!   ⇒ Hit(TxOutcome)
+//! ```
+
+use std::collections::BTreeMap;
+
+use revm::{
+    DatabaseRef,
+    context::{BlockEnv, CfgEnv},
+    interpreter::instructions::i256::{i256_cmp, i256_div, i256_mod},
+    primitives::{
+        Address, B256, Bytes, KECCAK_EMPTY, Log, LogData, U256, hardfork::SpecId, keccak256,
+    },
+};
+
+use crate::{
+    ops::{GuardKind, Op, OpKind},
+    outcome::{AccountChange, TxOutcome},
+    program::{Imm, Program, Value},
+};
+
+/// A runtime value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Val {
+    /// A word.
+    Word(U256),
+    /// A byte string.
+    Bytes(Bytes),
+}
+
+/// Why an evaluation did not produce an outcome. A value, not an error: misses are normal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum MissReason {
+    /// A guard of this kind failed.
+    Guard(GuardKind),
+    /// The fuel ran out.
+    OutOfFuel,
+    /// The chain rules (spec, chain id) differ from the recording's.
+    Env,
+    /// The state backend failed.
+    State,
+    /// The program is ill-formed (a verifier would have rejected it): a bug.
+    Malformed,
+}
+
+/// A miss: the reason and the instruction where it happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Miss {
+    /// Why.
+    pub reason: MissReason,
+    /// Where.
+    pub at: Value,
+}
+
+/// The result of evaluating a program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Evaluation {
+    /// Every guard held: the transaction's outcome.
+    Hit(TxOutcome),
+    /// A guard failed (or the program could not run): fall back to execution.
+    Miss(Miss),
+}
+
+/// Folds a word computation over constant operands; `None` for ops that are not word
+/// computations.
+pub fn fold_word(op: Op, a: &[U256]) -> Option<U256> {
+    let bool_word = |b: bool| if b { U256::from(1) } else { U256::ZERO };
+    let shift = |s: U256| {
+        if s < U256::from(256) {
+            Some(s.to::<usize>())
+        } else {
+            None
+        }
+    };
+    Some(match (op, a) {
+        (Op::Add, [x, y]) => x.wrapping_add(*y),
+        (Op::Sub, [x, y]) => x.wrapping_sub(*y),
+        (Op::Mul, [x, y]) => x.wrapping_mul(*y),
+        (Op::Div, [x, y]) => x.checked_div(*y).unwrap_or_default(),
+        (Op::SDiv, [x, y]) => i256_div(*x, *y),
+        (Op::Mod, [x, y]) => x.checked_rem(*y).unwrap_or_default(),
+        (Op::SMod, [x, y]) => i256_mod(*x, *y),
+        (Op::AddMod, [x, y, n]) => x.add_mod(*y, *n),
+        (Op::MulMod, [x, y, n]) => x.mul_mod(*y, *n),
+        (Op::Exp, [x, y]) => x.pow(*y),
+        (Op::SignExtend, [b, x]) => {
+            if *b < U256::from(31) {
+                let bit = b.to::<usize>() * 8 + 7;
+                let mask = (U256::from(1) << bit) - U256::from(1);
+                if x.bit(bit) { *x | !mask } else { *x & mask }
+            } else {
+                *x
+            }
+        }
+        (Op::Lt, [x, y]) => bool_word(x < y),
+        (Op::Gt, [x, y]) => bool_word(x > y),
+        (Op::SLt, [x, y]) => bool_word(i256_cmp(x, y).is_lt()),
+        (Op::SGt, [x, y]) => bool_word(i256_cmp(x, y).is_gt()),
+        (Op::Eq, [x, y]) => bool_word(x == y),
+        (Op::IsZero, [x]) => bool_word(x.is_zero()),
+        (Op::And, [x, y]) => x & y,
+        (Op::Or, [x, y]) => x | y,
+        (Op::Xor, [x, y]) => x ^ y,
+        (Op::Not, [x]) => !x,
+        (Op::Byte, [i, x]) => {
+            if *i < U256::from(32) {
+                U256::from(x.byte(31 - i.to::<usize>()))
+            } else {
+                U256::ZERO
+            }
+        }
+        (Op::Shl, [s, x]) => shift(*s).map_or(U256::ZERO, |s| *x << s),
+        (Op::Shr, [s, x]) => shift(*s).map_or(U256::ZERO, |s| *x >> s),
+        (Op::Sar, [s, x]) => {
+            let negative = x.bit(255);
+            match shift(*s) {
+                Some(s) => x.arithmetic_shr(s),
+                None if negative => U256::MAX,
+                None => U256::ZERO,
+            }
+        }
+        (Op::Min, [x, y]) => *x.min(y),
+        _ => return None,
+    })
+}
+
+/// Reads an address from the low 160 bits of a word.
+pub fn word_to_address(w: U256) -> Address {
+    Address::from_word(B256::from(w))
+}
+
+/// Evaluates `program` on `db` in the context `block` / `cfg`, with at most `fuel`
+/// instructions.
+pub fn evaluate<D: DatabaseRef>(
+    program: &Program,
+    db: &D,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    fuel: u64,
+) -> Evaluation {
+    match run(program, db, cfg, block, fuel) {
+        Ok(outcome) => Evaluation::Hit(outcome),
+        Err(miss) => Evaluation::Miss(miss),
+    }
+}
+
+fn run<D: DatabaseRef>(
+    program: &Program,
+    db: &D,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    fuel: u64,
+) -> Result<TxOutcome, Miss> {
+    let Some(status) = program.status.clone() else {
+        return Err(Miss {
+            reason: MissReason::Malformed,
+            at: Value(0),
+        });
+    };
+    // A program holds only under the rules it was recorded under.
+    if program.env.spec != cfg.spec || program.env.chain_id != cfg.chain_id {
+        return Err(Miss {
+            reason: MissReason::Env,
+            at: Value(0),
+        });
+    }
+    let mut vals: Vec<Option<Val>> = Vec::with_capacity(program.insts.len());
+    let mut outcome = TxOutcome {
+        status,
+        gas_used: program.gas_used,
+        gas_refunded: program.gas_refunded,
+        logs: Vec::new(),
+        output: Bytes::new(),
+        created_address: None,
+        state: BTreeMap::new(),
+    };
+    if program.insts.len() as u64 > fuel {
+        return Err(Miss {
+            reason: MissReason::OutOfFuel,
+            at: Value(fuel.min(u32::MAX as u64) as u32),
+        });
+    }
+    for (index, inst) in program.insts.iter().enumerate() {
+        let here = Value(index as u32);
+        let malformed = Miss {
+            reason: MissReason::Malformed,
+            at: here,
+        };
+        let state_err = |_| Miss {
+            reason: MissReason::State,
+            at: here,
+        };
+        let word = |v: &Value| match vals.get(v.index()) {
+            Some(Some(Val::Word(w))) if v.index() < index => Ok(*w),
+            _ => Err(malformed),
+        };
+        let bytes = |v: &Value| match vals.get(v.index()) {
+            Some(Some(Val::Bytes(b))) if v.index() < index => Ok(b.clone()),
+            _ => Err(malformed),
+        };
+        let result = match (inst.op.kind(), inst.op) {
+            (OpKind::Const, Op::Const) => match &inst.imm {
+                Imm::Word(w) => Some(Val::Word(*w)),
+                _ => return Err(malformed),
+            },
+            (OpKind::Const, _) => match &inst.imm {
+                Imm::Bytes(b) => Some(Val::Bytes(b.clone())),
+                _ => return Err(malformed),
+            },
+            (OpKind::Load, op) => {
+                let args: Vec<U256> = inst.args.iter().map(word).collect::<Result<_, _>>()?;
+                Some(Val::Word(
+                    load_word(op, &args, db, block)
+                        .map_err(state_err)?
+                        .ok_or(malformed)?,
+                ))
+            }
+            (OpKind::Context, op) => Some(Val::Word(context(op, cfg, block))),
+            (OpKind::Compute, op) => Some(compute(op, inst, &vals, here)?),
+            (OpKind::Guard, _) => {
+                let Imm::Guard(kind, expected) = inst.imm else {
+                    return Err(malformed);
+                };
+                let v = word(inst.args.first().ok_or(malformed)?)?;
+                if v != expected {
+                    return Err(Miss {
+                        reason: MissReason::Guard(kind),
+                        at: here,
+                    });
+                }
+                None
+            }
+            (OpKind::Store, op) => {
+                store(op, inst, &mut outcome, &word, &bytes)?
+                    .then_some(())
+                    .ok_or(malformed)?;
+                None
+            }
+        };
+        vals.push(result);
+    }
+    Ok(outcome)
+}
+
+/// Reads a load's value from the state: the one definition the tracer and the interpreter
+/// share, so a guard's traced value and its evaluated value mean the same thing.
+pub fn load_word<D: DatabaseRef>(
+    op: Op,
+    args: &[U256],
+    db: &D,
+    block: &BlockEnv,
+) -> Result<Option<U256>, D::Error> {
+    Ok(Some(match (op, args) {
+        (Op::Balance, [a]) => db
+            .basic_ref(word_to_address(*a))?
+            .map_or(U256::ZERO, |i| i.balance),
+        (Op::Nonce, [a]) => U256::from(db.basic_ref(word_to_address(*a))?.map_or(0, |i| i.nonce)),
+        (Op::CodeHash, [a]) => db
+            .basic_ref(word_to_address(*a))?
+            .map_or(KECCAK_EMPTY, |i| i.code_hash)
+            .into(),
+        (Op::Exists, [a]) => U256::from(db.basic_ref(word_to_address(*a))?.is_some() as u8),
+        (Op::Storage, [a, k]) => db.storage_ref(word_to_address(*a), *k)?,
+        (Op::BlockHash, [n]) => {
+            // BLOCKHASH: only the 256 blocks before the current one.
+            let current = block.number;
+            if *n < current && current - *n <= U256::from(256) {
+                db.block_hash_ref(n.to::<u64>())?.into()
+            } else {
+                U256::ZERO
+            }
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// Reads a block-context field.
+pub fn context(op: Op, cfg: &CfgEnv, block: &BlockEnv) -> U256 {
+    match op {
+        Op::Number => block.number,
+        Op::Timestamp => block.timestamp,
+        Op::Coinbase => block.beneficiary.into_word().into(),
+        Op::BaseFee => U256::from(block.basefee),
+        Op::GasLimit => U256::from(block.gas_limit),
+        Op::Random => match block.prevrandao {
+            Some(r) if cfg.spec.is_enabled_in(SpecId::MERGE) => r.into(),
+            _ => block.difficulty,
+        },
+        Op::BlobBaseFee => U256::from(
+            block
+                .blob_excess_gas_and_price
+                .map_or(0, |b| b.blob_gasprice),
+        ),
+        _ => U256::ZERO,
+    }
+}
+
+type WordOf<'a> = dyn Fn(&Value) -> Result<U256, Miss> + 'a;
+type BytesOf<'a> = dyn Fn(&Value) -> Result<Bytes, Miss> + 'a;
+
+/// Computes a pure operation on runtime values; `None` when the operands do not fit the
+/// operation (a malformed program). Shared by the interpreter and the recording builder.
+pub fn compute_val(op: Op, imm: &Imm, args: &[&Val]) -> Option<Val> {
+    let word = |v: &Val| match v {
+        Val::Word(w) => Some(*w),
+        Val::Bytes(_) => None,
+    };
+    let bytes = |v: &Val| match v {
+        Val::Bytes(b) => Some(b.clone()),
+        Val::Word(_) => None,
+    };
+    Some(match (op, args) {
+        (Op::Concat, _) => {
+            let mut out = Vec::new();
+            for a in args {
+                out.extend_from_slice(&bytes(a)?);
+            }
+            Val::Bytes(out.into())
+        }
+        (Op::Slice, [src]) => {
+            let Imm::Slice(offset, len) = *imm else {
+                return None;
+            };
+            let src = bytes(src)?;
+            let mut out = vec![0u8; len as usize];
+            let start = (offset as usize).min(src.len());
+            let end = (offset as usize + len as usize).min(src.len());
+            out[..end - start].copy_from_slice(&src[start..end]);
+            Val::Bytes(out.into())
+        }
+        (Op::ToBytes, [a]) => Val::Bytes(Bytes::copy_from_slice(&word(a)?.to_be_bytes::<32>())),
+        (Op::ToWord, [a]) => {
+            let b = bytes(a)?;
+            if b.len() > 32 {
+                return None;
+            }
+            Val::Word(U256::from_be_slice(&b))
+        }
+        (Op::Keccak, [a]) => Val::Word(keccak256(bytes(a)?).into()),
+        _ => {
+            let words: Vec<U256> = args.iter().map(|a| word(a)).collect::<Option<_>>()?;
+            Val::Word(fold_word(op, &words)?)
+        }
+    })
+}
+
+fn compute(
+    op: Op,
+    inst: &crate::program::Inst,
+    vals: &[Option<Val>],
+    here: Value,
+) -> Result<Val, Miss> {
+    let malformed = Miss {
+        reason: MissReason::Malformed,
+        at: here,
+    };
+    let args: Vec<&Val> = inst
+        .args
+        .iter()
+        .map(|a| {
+            if a.index() < here.index() {
+                vals.get(a.index()).and_then(Option::as_ref)
+            } else {
+                None
+            }
+        })
+        .collect::<Option<_>>()
+        .ok_or(malformed)?;
+    compute_val(op, &inst.imm, &args).ok_or(malformed)
+}
+
+/// Applies a store to the outcome; `Ok(false)` when the store is ill-formed.
+fn store(
+    op: Op,
+    inst: &crate::program::Inst,
+    out: &mut TxOutcome,
+    word: &WordOf<'_>,
+    bytes: &BytesOf<'_>,
+) -> Result<bool, Miss> {
+    match (op, inst.args.as_slice()) {
+        (Op::StoreAccount, [a, balance, nonce, code_hash]) => {
+            let Imm::Flags(flags) = inst.imm else {
+                return Ok(false);
+            };
+            let nonce = word(nonce)?;
+            if nonce > U256::from(u64::MAX) {
+                return Ok(false);
+            }
+            let change = AccountChange {
+                balance: word(balance)?,
+                nonce: nonce.to::<u64>(),
+                code_hash: B256::from(word(code_hash)?),
+                code: None,
+                created: flags.created,
+                selfdestructed: flags.selfdestructed,
+                storage: BTreeMap::new(),
+            };
+            // Two stores to one account mean two symbolic addresses met without an alias
+            // guard: never a hit.
+            Ok(out
+                .state
+                .insert(word_to_address(word(a)?), change)
+                .is_none())
+        }
+        (Op::StoreSlot, [a, k, v]) => match out.state.get_mut(&word_to_address(word(a)?)) {
+            Some(account) => Ok(account.storage.insert(word(k)?, word(v)?).is_none()),
+            None => Ok(false),
+        },
+        (Op::StoreCode, [a, code]) => match out.state.get_mut(&word_to_address(word(a)?)) {
+            Some(account) => {
+                account.code = Some(bytes(code)?);
+                Ok(true)
+            }
+            None => Ok(false),
+        },
+        (Op::Log, [a, data, topics @ ..]) if topics.len() <= 4 => {
+            let topics: Vec<B256> = topics
+                .iter()
+                .map(|t| word(t).map(B256::from))
+                .collect::<Result<_, _>>()?;
+            let data = LogData::new_unchecked(topics, bytes(data)?);
+            out.logs.push(Log {
+                address: word_to_address(word(a)?),
+                data,
+            });
+            Ok(true)
+        }
+        (Op::Output, [b]) => {
+            out.output = bytes(b)?;
+            Ok(true)
+        }
+        (Op::Created, [a]) => {
+            out.created_address = Some(word_to_address(word(a)?));
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fold_matches_evm_semantics_on_edge_cases() {
+        let n = |x: u64| U256::from(x);
+        let neg = |x: u64| U256::ZERO.wrapping_sub(U256::from(x));
+        let cases: &[(Op, &[U256], U256)] = &[
+            (Op::Div, &[n(7), n(0)], n(0)),
+            (Op::Mod, &[n(7), n(0)], n(0)),
+            (Op::SDiv, &[neg(7), n(2)], neg(3)),
+            (Op::SMod, &[neg(7), n(2)], neg(1)),
+            (Op::AddMod, &[U256::MAX, n(2), n(10)], n(7)),
+            (Op::MulMod, &[U256::MAX, U256::MAX, n(12)], n(9)),
+            (Op::Exp, &[n(2), n(256)], n(0)),
+            (Op::SignExtend, &[n(0), n(0xff)], U256::MAX),
+            (Op::SignExtend, &[n(0), n(0x7f)], n(0x7f)),
+            (Op::SignExtend, &[n(40), n(0xff)], n(0xff)),
+            (Op::SLt, &[neg(1), n(0)], n(1)),
+            (Op::SGt, &[neg(1), n(0)], n(0)),
+            (Op::Byte, &[n(31), n(0xab)], n(0xab)),
+            (Op::Byte, &[n(32), n(0xab)], n(0)),
+            (Op::Shl, &[n(256), n(1)], n(0)),
+            (Op::Shr, &[n(1), n(2)], n(1)),
+            (Op::Sar, &[n(300), neg(5)], U256::MAX),
+            (Op::Sar, &[n(1), neg(4)], neg(2)),
+            (Op::Min, &[n(3), n(2)], n(2)),
+        ];
+        for (op, args, expected) in cases {
+            assert_eq!(fold_word(*op, args), Some(*expected), "{op} {args:?}");
+        }
+        assert_eq!(fold_word(Op::Keccak, &[n(1)]), None);
+    }
+}

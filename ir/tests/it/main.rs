@@ -1,0 +1,5 @@
+//! Integration tests of `prescient-ir` (one binary, as reth does, to keep link time down).
+
+use prescient_ir as ir;
+
+mod oracle;
