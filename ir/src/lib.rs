@@ -3,9 +3,12 @@
 pub mod interp;
 pub mod ops;
 pub mod outcome;
+pub mod passes;
 pub mod program;
 pub mod record;
 pub mod reference;
+pub mod text;
+pub mod verify;
 
 pub use outcome::{AccountChange, Difference, StateChanges, TxOutcome, TxStatus};
 pub use reference::{BlockOutcome, ReferenceError, execute_block, execute_tx, warm_up};

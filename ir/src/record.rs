@@ -403,6 +403,8 @@ fn store_accounts<D: DatabaseRef>(
         return Err(NoApReason::Unmodelled);
     }
     let spec = w.cfg.spec;
+    // Guards first, stores after them all: a miss must leave nothing behind.
+    let mut stores = Vec::with_capacity(touched.len());
     for (address, account) in touched {
         let Some(sym) = w.accounts.get(&address) else {
             return Err(NoApReason::Unmodelled);
@@ -446,11 +448,10 @@ fn store_accounts<D: DatabaseRef>(
             created: account.is_created(),
             selfdestructed: account.is_selfdestructed(),
         };
-        w.b.store(
-            Op::StoreAccount,
-            &[addr, balance, nonce, code_hash],
-            Imm::Flags(flags),
-        );
+        stores.push(([addr, balance, nonce, code_hash], flags));
+    }
+    for (args, flags) in stores {
+        w.b.store(Op::StoreAccount, &args, Imm::Flags(flags));
     }
     Ok(())
 }

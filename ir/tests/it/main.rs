@@ -2,4 +2,5 @@
 
 use prescient_ir as ir;
 
+mod golden;
 mod oracle;

@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 use crate::ir::{
     TxOutcome,
     interp::{Evaluation, MissReason, evaluate},
+    passes::optimize,
     record::{NoApReason, RecordConfig, record},
+    text,
+    verify::verify,
 };
 use mempool_tap::{Dataset, RecordedBlock, recorded::shared_data_for_tests};
 use revm::{
@@ -32,6 +35,8 @@ struct Tally {
     no_ap: BTreeMap<&'static str, usize>,
     invalid_future: usize,
     wrong: Vec<String>,
+    insts: usize,
+    optimized_insts: usize,
 }
 
 impl Tally {
@@ -53,14 +58,16 @@ impl Tally {
 
     fn line(&self, name: &str) -> String {
         format!(
-            "{name}: {} txs, {} hits ({:.2}%), misses {:?}, no program {:?}, invalid in that future {}, wrong hits {}",
+            "{name}: {} txs, {} hits ({:.2}%), misses {:?}, no program {:?}, invalid in that future {}, wrong hits {}, instructions {} -> {} optimized",
             self.txs,
             self.hits,
             self.rate(),
             self.misses,
             self.no_ap,
             self.invalid_future,
-            self.wrong.len()
+            self.wrong.len(),
+            self.insts,
+            self.optimized_insts
         )
     }
 }
@@ -74,7 +81,35 @@ fn check(
     expected: &TxOutcome,
     what: &str,
 ) {
-    match evaluate(program, db, &block.cfg, &block.env, FUEL) {
+    // Every recorded program is well-formed, survives the text format, and means the same
+    // after optimization.
+    if let Err(e) = verify(program) {
+        tally.wrong.push(format!("{what}: verifier: {e}"));
+        return;
+    }
+    if text::parse(&text::print(program)).as_ref() != Ok(program) {
+        tally
+            .wrong
+            .push(format!("{what}: text round trip changed the program"));
+    }
+    let evaluation = evaluate(program, db, &block.cfg, &block.env, FUEL);
+    let optimized = optimize(program);
+    if let Err(e) = verify(&optimized) {
+        tally
+            .wrong
+            .push(format!("{what}: verifier after optimize: {e}"));
+    }
+    let optimized_evaluation = evaluate(&optimized, db, &block.cfg, &block.env, FUEL);
+    match (&evaluation, &optimized_evaluation) {
+        (Evaluation::Hit(a), Evaluation::Hit(b)) if a == b => {}
+        (Evaluation::Miss(a), Evaluation::Miss(b)) if a.reason == b.reason => {}
+        _ => tally
+            .wrong
+            .push(format!("{what}: optimize changed the evaluation")),
+    }
+    tally.optimized_insts += optimized.insts.len();
+    tally.insts += program.insts.len();
+    match evaluation {
         Evaluation::Hit(got) => match got.first_difference(expected) {
             None => tally.hits += 1,
             Some(d) => tally.wrong.push(format!("{what}: WRONG HIT: {d}")),
