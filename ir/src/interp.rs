@@ -18,9 +18,7 @@ use revm::{
     DatabaseRef,
     context::{BlockEnv, CfgEnv},
     interpreter::instructions::i256::{i256_cmp, i256_div, i256_mod},
-    primitives::{
-        Address, B256, Bytes, KECCAK_EMPTY, Log, LogData, U256, hardfork::SpecId, keccak256,
-    },
+    primitives::{Address, B256, Bytes, KECCAK_EMPTY, Log, LogData, U256, hardfork::SpecId, keccak256},
 };
 
 use crate::{
@@ -77,11 +75,7 @@ pub enum Evaluation {
 pub fn fold_word(op: Op, a: &[U256]) -> Option<U256> {
     let bool_word = |b: bool| if b { U256::from(1) } else { U256::ZERO };
     let shift = |s: U256| {
-        if s < U256::from(256) {
-            Some(s.to::<usize>())
-        } else {
-            None
-        }
+        if s < U256::from(256) { Some(s.to::<usize>()) } else { None }
     };
     Some(match (op, a) {
         (Op::Add, [x, y]) => x.wrapping_add(*y),
@@ -142,13 +136,7 @@ pub fn word_to_address(w: U256) -> Address {
 
 /// Evaluates `program` on `db` in the context `block` / `cfg`, with at most `fuel`
 /// instructions.
-pub fn evaluate<D: DatabaseRef>(
-    program: &Program,
-    db: &D,
-    cfg: &CfgEnv,
-    block: &BlockEnv,
-    fuel: u64,
-) -> Evaluation {
+pub fn evaluate<D: DatabaseRef>(program: &Program, db: &D, cfg: &CfgEnv, block: &BlockEnv, fuel: u64) -> Evaluation {
     match run(program, db, cfg, block, fuel) {
         Ok(outcome) => Evaluation::Hit(outcome),
         Err(miss) => Evaluation::Miss(miss),
@@ -163,17 +151,11 @@ fn run<D: DatabaseRef>(
     fuel: u64,
 ) -> Result<TxOutcome, Miss> {
     let Some(status) = program.status.clone() else {
-        return Err(Miss {
-            reason: MissReason::Malformed,
-            at: Value(0),
-        });
+        return Err(Miss { reason: MissReason::Malformed, at: Value(0) });
     };
     // A program holds only under the rules it was recorded under.
     if program.env.spec != cfg.spec || program.env.chain_id != cfg.chain_id {
-        return Err(Miss {
-            reason: MissReason::Env,
-            at: Value(0),
-        });
+        return Err(Miss { reason: MissReason::Env, at: Value(0) });
     }
     let mut vals: Vec<Option<Val>> = Vec::with_capacity(program.insts.len());
     let mut outcome = TxOutcome {
@@ -186,21 +168,12 @@ fn run<D: DatabaseRef>(
         state: BTreeMap::new(),
     };
     if program.insts.len() as u64 > fuel {
-        return Err(Miss {
-            reason: MissReason::OutOfFuel,
-            at: Value(fuel.min(u32::MAX as u64) as u32),
-        });
+        return Err(Miss { reason: MissReason::OutOfFuel, at: Value(fuel.min(u32::MAX as u64) as u32) });
     }
     for (index, inst) in program.insts.iter().enumerate() {
         let here = Value(index as u32);
-        let malformed = Miss {
-            reason: MissReason::Malformed,
-            at: here,
-        };
-        let state_err = |_| Miss {
-            reason: MissReason::State,
-            at: here,
-        };
+        let malformed = Miss { reason: MissReason::Malformed, at: here };
+        let state_err = |_| Miss { reason: MissReason::State, at: here };
         let word = |v: &Value| match vals.get(v.index()) {
             Some(Some(Val::Word(w))) if v.index() < index => Ok(*w),
             _ => Err(malformed),
@@ -220,11 +193,7 @@ fn run<D: DatabaseRef>(
             },
             (OpKind::Load, op) => {
                 let args: Vec<U256> = inst.args.iter().map(word).collect::<Result<_, _>>()?;
-                Some(Val::Word(
-                    load_word(op, &args, db, block)
-                        .map_err(state_err)?
-                        .ok_or(malformed)?,
-                ))
+                Some(Val::Word(load_word(op, &args, db, block).map_err(state_err)?.ok_or(malformed)?))
             }
             (OpKind::Context, op) => Some(Val::Word(context(op, cfg, block))),
             (OpKind::Compute, op) => Some(compute(op, inst, &vals, here)?),
@@ -234,17 +203,12 @@ fn run<D: DatabaseRef>(
                 };
                 let v = word(inst.args.first().ok_or(malformed)?)?;
                 if v != expected {
-                    return Err(Miss {
-                        reason: MissReason::Guard(kind),
-                        at: here,
-                    });
+                    return Err(Miss { reason: MissReason::Guard(kind), at: here });
                 }
                 None
             }
             (OpKind::Store, op) => {
-                store(op, inst, &mut outcome, &word, &bytes)?
-                    .then_some(())
-                    .ok_or(malformed)?;
+                store(op, inst, &mut outcome, &word, &bytes)?.then_some(()).ok_or(malformed)?;
                 None
             }
         };
@@ -255,21 +219,11 @@ fn run<D: DatabaseRef>(
 
 /// Reads a load's value from the state: the one definition the tracer and the interpreter
 /// share, so a guard's traced value and its evaluated value mean the same thing.
-pub fn load_word<D: DatabaseRef>(
-    op: Op,
-    args: &[U256],
-    db: &D,
-    block: &BlockEnv,
-) -> Result<Option<U256>, D::Error> {
+pub fn load_word<D: DatabaseRef>(op: Op, args: &[U256], db: &D, block: &BlockEnv) -> Result<Option<U256>, D::Error> {
     Ok(Some(match (op, args) {
-        (Op::Balance, [a]) => db
-            .basic_ref(word_to_address(*a))?
-            .map_or(U256::ZERO, |i| i.balance),
+        (Op::Balance, [a]) => db.basic_ref(word_to_address(*a))?.map_or(U256::ZERO, |i| i.balance),
         (Op::Nonce, [a]) => U256::from(db.basic_ref(word_to_address(*a))?.map_or(0, |i| i.nonce)),
-        (Op::CodeHash, [a]) => db
-            .basic_ref(word_to_address(*a))?
-            .map_or(KECCAK_EMPTY, |i| i.code_hash)
-            .into(),
+        (Op::CodeHash, [a]) => db.basic_ref(word_to_address(*a))?.map_or(KECCAK_EMPTY, |i| i.code_hash).into(),
         (Op::Exists, [a]) => U256::from(db.basic_ref(word_to_address(*a))?.is_some() as u8),
         (Op::Storage, [a, k]) => db.storage_ref(word_to_address(*a), *k)?,
         (Op::BlockHash, [n]) => {
@@ -297,11 +251,7 @@ pub fn context(op: Op, cfg: &CfgEnv, block: &BlockEnv) -> U256 {
             Some(r) if cfg.spec.is_enabled_in(SpecId::MERGE) => r.into(),
             _ => block.difficulty,
         },
-        Op::BlobBaseFee => U256::from(
-            block
-                .blob_excess_gas_and_price
-                .map_or(0, |b| b.blob_gasprice),
-        ),
+        Op::BlobBaseFee => U256::from(block.blob_excess_gas_and_price.map_or(0, |b| b.blob_gasprice)),
         _ => U256::ZERO,
     }
 }
@@ -355,26 +305,12 @@ pub fn compute_val(op: Op, imm: &Imm, args: &[&Val]) -> Option<Val> {
     })
 }
 
-fn compute(
-    op: Op,
-    inst: &crate::program::Inst,
-    vals: &[Option<Val>],
-    here: Value,
-) -> Result<Val, Miss> {
-    let malformed = Miss {
-        reason: MissReason::Malformed,
-        at: here,
-    };
+fn compute(op: Op, inst: &crate::program::Inst, vals: &[Option<Val>], here: Value) -> Result<Val, Miss> {
+    let malformed = Miss { reason: MissReason::Malformed, at: here };
     let args: Vec<&Val> = inst
         .args
         .iter()
-        .map(|a| {
-            if a.index() < here.index() {
-                vals.get(a.index()).and_then(Option::as_ref)
-            } else {
-                None
-            }
-        })
+        .map(|a| if a.index() < here.index() { vals.get(a.index()).and_then(Option::as_ref) } else { None })
         .collect::<Option<_>>()
         .ok_or(malformed)?;
     compute_val(op, &inst.imm, &args).ok_or(malformed)
@@ -408,10 +344,7 @@ fn store(
             };
             // Two stores to one account mean two symbolic addresses met without an alias
             // guard: never a hit.
-            Ok(out
-                .state
-                .insert(word_to_address(word(a)?), change)
-                .is_none())
+            Ok(out.state.insert(word_to_address(word(a)?), change).is_none())
         }
         (Op::StoreSlot, [a, k, v]) => match out.state.get_mut(&word_to_address(word(a)?)) {
             Some(account) => Ok(account.storage.insert(word(k)?, word(v)?).is_none()),
@@ -425,15 +358,9 @@ fn store(
             None => Ok(false),
         },
         (Op::Log, [a, data, topics @ ..]) if topics.len() <= 4 => {
-            let topics: Vec<B256> = topics
-                .iter()
-                .map(|t| word(t).map(B256::from))
-                .collect::<Result<_, _>>()?;
+            let topics: Vec<B256> = topics.iter().map(|t| word(t).map(B256::from)).collect::<Result<_, _>>()?;
             let data = LogData::new_unchecked(topics, bytes(data)?);
-            out.logs.push(Log {
-                address: word_to_address(word(a)?),
-                data,
-            });
+            out.logs.push(Log { address: word_to_address(word(a)?), data });
             Ok(true)
         }
         (Op::Output, [b]) => {

@@ -205,10 +205,7 @@ impl Op {
     /// Whether the operation has no side effect and its result depends only on its operands
     /// (and immediate), so CSE and dead-code elimination may touch it.
     pub const fn is_pure(self) -> bool {
-        matches!(
-            self.kind(),
-            OpKind::Const | OpKind::Compute | OpKind::Load | OpKind::Context
-        )
+        matches!(self.kind(), OpKind::Const | OpKind::Compute | OpKind::Load | OpKind::Context)
     }
 }
 
@@ -220,9 +217,7 @@ impl fmt::Display for Op {
 
 /// Why a guard exists. Each kind is documented where the tracer emits it; the kind is
 /// carried into miss reasons and metrics.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum GuardKind {
     /// Transaction validity: nonce, balance sufficiency, fee caps, sender code.
     Envelope,

@@ -96,9 +96,7 @@ impl TxOutcome {
                 (TxStatus::Success(*reason), output.data().clone(), created)
             }
             ExecutionResult::Revert { output, .. } => (TxStatus::Revert, output.clone(), None),
-            ExecutionResult::Halt { reason, .. } => {
-                (TxStatus::Halt(reason.clone()), Bytes::new(), None)
-            }
+            ExecutionResult::Halt { reason, .. } => (TxStatus::Halt(reason.clone()), Bytes::new(), None),
         };
         Self {
             status,
@@ -115,11 +113,7 @@ impl TxOutcome {
     /// reference), in words; `None` when they are equal under the rules in the module docs.
     pub fn first_difference(&self, expected: &Self) -> Option<Difference> {
         let diff = |field: String, expected: &dyn fmt::Debug, actual: &dyn fmt::Debug| {
-            Some(Difference {
-                field,
-                expected: format!("{expected:?}"),
-                actual: format!("{actual:?}"),
-            })
+            Some(Difference { field, expected: format!("{expected:?}"), actual: format!("{actual:?}") })
         };
         if self.status != expected.status {
             return diff("status".into(), &expected.status, &self.status);
@@ -128,21 +122,13 @@ impl TxOutcome {
             return diff("gas used".into(), &expected.gas_used, &self.gas_used);
         }
         if self.gas_refunded != expected.gas_refunded {
-            return diff(
-                "gas refunded".into(),
-                &expected.gas_refunded,
-                &self.gas_refunded,
-            );
+            return diff("gas refunded".into(), &expected.gas_refunded, &self.gas_refunded);
         }
         if self.output != expected.output {
             return diff("output".into(), &expected.output, &self.output);
         }
         if self.created_address != expected.created_address {
-            return diff(
-                "created address".into(),
-                &expected.created_address,
-                &self.created_address,
-            );
+            return diff("created address".into(), &expected.created_address, &self.created_address);
         }
         if let Some(d) = logs_difference(&self.logs, &expected.logs) {
             return Some(d);
@@ -164,119 +150,61 @@ pub struct Difference {
 
 impl fmt::Display for Difference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} differs: expected {}, got {}",
-            self.field, self.expected, self.actual
-        )
+        write!(f, "{} differs: expected {}, got {}", self.field, self.expected, self.actual)
     }
 }
 
 fn logs_difference(actual: &[Log], expected: &[Log]) -> Option<Difference> {
-    let mk = |field: String, e: String, a: String| {
-        Some(Difference {
-            field,
-            expected: e,
-            actual: a,
-        })
-    };
+    let mk = |field: String, e: String, a: String| Some(Difference { field, expected: e, actual: a });
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
         if a.address != e.address {
-            return mk(
-                format!("log {i} address"),
-                e.address.to_string(),
-                a.address.to_string(),
-            );
+            return mk(format!("log {i} address"), e.address.to_string(), a.address.to_string());
         }
         if a.topics() != e.topics() {
-            return mk(
-                format!("log {i} topics"),
-                format!("{:?}", e.topics()),
-                format!("{:?}", a.topics()),
-            );
+            return mk(format!("log {i} topics"), format!("{:?}", e.topics()), format!("{:?}", a.topics()));
         }
         if a.data.data != e.data.data {
-            return mk(
-                format!("log {i} data"),
-                e.data.data.to_string(),
-                a.data.data.to_string(),
-            );
+            return mk(format!("log {i} data"), e.data.data.to_string(), a.data.data.to_string());
         }
     }
     if actual.len() != expected.len() {
-        return mk(
-            "number of logs".into(),
-            expected.len().to_string(),
-            actual.len().to_string(),
-        );
+        return mk("number of logs".into(), expected.len().to_string(), actual.len().to_string());
     }
     None
 }
 
 fn state_difference(actual: &StateChanges, expected: &StateChanges) -> Option<Difference> {
-    let mk = |field: String, e: String, a: String| {
-        Some(Difference {
-            field,
-            expected: e,
-            actual: a,
-        })
-    };
+    let mk = |field: String, e: String, a: String| Some(Difference { field, expected: e, actual: a });
     // Walk the union of addresses in order so the first difference is deterministic.
-    let addresses: std::collections::BTreeSet<&Address> =
-        actual.keys().chain(expected.keys()).collect();
+    let addresses: std::collections::BTreeSet<&Address> = actual.keys().chain(expected.keys()).collect();
     for address in addresses {
         let (a, e) = match (actual.get(address), expected.get(address)) {
             (Some(a), Some(e)) => (a, e),
             (None, Some(_)) => {
-                return mk(
-                    format!("account {address}"),
-                    "changed".into(),
-                    "unchanged".into(),
-                );
+                return mk(format!("account {address}"), "changed".into(), "unchanged".into());
             }
             (Some(_), None) => {
-                return mk(
-                    format!("account {address}"),
-                    "unchanged".into(),
-                    "changed".into(),
-                );
+                return mk(format!("account {address}"), "unchanged".into(), "changed".into());
             }
             (None, None) => unreachable!("address comes from one of the two maps"),
         };
         let field = |name: &str| format!("account {address} {name}");
         if a.balance != e.balance {
-            return mk(
-                field("balance"),
-                e.balance.to_string(),
-                a.balance.to_string(),
-            );
+            return mk(field("balance"), e.balance.to_string(), a.balance.to_string());
         }
         if a.nonce != e.nonce {
             return mk(field("nonce"), e.nonce.to_string(), a.nonce.to_string());
         }
         if a.code_hash != e.code_hash || a.code != e.code {
-            return mk(
-                field("code"),
-                e.code_hash.to_string(),
-                a.code_hash.to_string(),
-            );
+            return mk(field("code"), e.code_hash.to_string(), a.code_hash.to_string());
         }
         if a.created != e.created {
-            return mk(
-                field("created flag"),
-                e.created.to_string(),
-                a.created.to_string(),
-            );
+            return mk(field("created flag"), e.created.to_string(), a.created.to_string());
         }
         if a.selfdestructed != e.selfdestructed {
-            return mk(
-                field("self-destructed flag"),
-                e.selfdestructed.to_string(),
-                a.selfdestructed.to_string(),
-            );
+            return mk(field("self-destructed flag"), e.selfdestructed.to_string(), a.selfdestructed.to_string());
         }
-        let slots: std::collections::BTreeSet<&U256> =
-            a.storage.keys().chain(e.storage.keys()).collect();
+        let slots: std::collections::BTreeSet<&U256> = a.storage.keys().chain(e.storage.keys()).collect();
         for slot in slots {
             let (av, ev) = (a.storage.get(slot), e.storage.get(slot));
             if av != ev {
@@ -297,19 +225,11 @@ fn state_changes(state: &EvmState) -> StateChanges {
             let created = account.is_created();
             // Code is part of the change only when this transaction deployed it.
             let code = if created {
-                account
-                    .info
-                    .code
-                    .as_ref()
-                    .map(Bytecode::original_bytes)
-                    .filter(|c| !c.is_empty())
+                account.info.code.as_ref().map(Bytecode::original_bytes).filter(|c| !c.is_empty())
             } else {
                 None
             };
-            let storage = account
-                .changed_storage_slots()
-                .map(|(slot, value)| (*slot, value.present_value()))
-                .collect();
+            let storage = account.changed_storage_slots().map(|(slot, value)| (*slot, value.present_value())).collect();
             let change = AccountChange {
                 balance: account.info.balance,
                 nonce: account.info.nonce,
@@ -334,9 +254,7 @@ mod tests {
         let log = Log {
             address: token,
             data: LogData::new_unchecked(
-                vec![b256!(
-                    "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
-                )],
+                vec![b256!("0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef")],
                 Bytes::from_static(&[1, 2, 3]),
             ),
         };
@@ -372,37 +290,19 @@ mod tests {
     #[test]
     fn catches_one_wei() {
         let mut actual = sample();
-        let account = actual
-            .state
-            .values_mut()
-            .next()
-            .expect("sample has an account");
+        let account = actual.state.values_mut().next().expect("sample has an account");
         account.balance += U256::from(1);
-        let d = actual
-            .first_difference(&sample())
-            .expect("one wei must differ");
-        assert_eq!(
-            d.field,
-            "account 0x00000000000000000000000000000000000000bb balance"
-        );
-        assert_eq!(
-            (d.expected.as_str(), d.actual.as_str()),
-            ("1000000", "1000001")
-        );
-        assert!(
-            d.to_string()
-                .contains("balance differs: expected 1000000, got 1000001"),
-            "{d}"
-        );
+        let d = actual.first_difference(&sample()).expect("one wei must differ");
+        assert_eq!(d.field, "account 0x00000000000000000000000000000000000000bb balance");
+        assert_eq!((d.expected.as_str(), d.actual.as_str()), ("1000000", "1000001"));
+        assert!(d.to_string().contains("balance differs: expected 1000000, got 1000001"), "{d}");
     }
 
     #[test]
     fn catches_one_missing_log() {
         let mut actual = sample();
         actual.logs.pop();
-        let d = actual
-            .first_difference(&sample())
-            .expect("a missing log must differ");
+        let d = actual.first_difference(&sample()).expect("a missing log must differ");
         assert_eq!(d.field, "number of logs");
         assert_eq!((d.expected.as_str(), d.actual.as_str()), ("2", "1"));
     }
@@ -412,9 +312,7 @@ mod tests {
         let mut actual = sample();
         let data = Bytes::from_static(&[1, 2, 4]);
         actual.logs[1].data = LogData::new_unchecked(actual.logs[1].topics().to_vec(), data);
-        let d = actual
-            .first_difference(&sample())
-            .expect("log data must differ");
+        let d = actual.first_difference(&sample()).expect("log data must differ");
         assert_eq!(d.field, "log 1 data");
     }
 
@@ -427,10 +325,7 @@ mod tests {
             ("gas refunded", |o| o.gas_refunded = 4800),
             ("output", |o| o.output = Bytes::from_static(&[0])),
             ("log 0 topics", |o| {
-                o.logs[0] = Log {
-                    address: o.logs[0].address,
-                    data: LogData::new_unchecked(vec![], Bytes::new()),
-                }
+                o.logs[0] = Log { address: o.logs[0].address, data: LogData::new_unchecked(vec![], Bytes::new()) }
             }),
             ("nonce", |o| o.state.values_mut().for_each(|a| a.nonce += 1)),
             ("slot 0x1", |o| {
@@ -443,9 +338,7 @@ mod tests {
         for (needle, mutate) in cases {
             let mut actual = sample();
             mutate(&mut actual);
-            let d = actual
-                .first_difference(&sample())
-                .unwrap_or_else(|| panic!("{needle}: no difference"));
+            let d = actual.first_difference(&sample()).unwrap_or_else(|| panic!("{needle}: no difference"));
             assert!(d.field.contains(needle), "{needle}: reported {d}");
         }
     }

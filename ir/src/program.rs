@@ -96,10 +96,7 @@ pub struct ProgramEnv {
 
 impl Default for ProgramEnv {
     fn default() -> Self {
-        Self {
-            spec: SpecId::default(),
-            chain_id: 1,
-        }
+        Self { spec: SpecId::default(), chain_id: 1 }
     }
 }
 
@@ -171,62 +168,28 @@ impl Builder {
 
     /// A word constant.
     pub fn word(&mut self, w: U256) -> Value {
-        self.push(
-            Inst {
-                op: Op::Const,
-                args: vec![],
-                imm: Imm::Word(w),
-            },
-            Some(Val::Word(w)),
-        )
+        self.push(Inst { op: Op::Const, args: vec![], imm: Imm::Word(w) }, Some(Val::Word(w)))
     }
 
     /// A byte-string constant.
     pub fn bytes(&mut self, b: Bytes) -> Value {
         let traced = Some(Val::Bytes(b.clone()));
-        self.push(
-            Inst {
-                op: Op::ConstBytes,
-                args: vec![],
-                imm: Imm::Bytes(b),
-            },
-            traced,
-        )
+        self.push(Inst { op: Op::ConstBytes, args: vec![], imm: Imm::Bytes(b) }, traced)
     }
 
     /// A load or context read that returned `traced` in the trace.
     pub fn load(&mut self, op: Op, args: &[Value], traced: U256) -> Value {
-        debug_assert!(
-            matches!(op.kind(), OpKind::Load | OpKind::Context),
-            "{op} is not a load"
-        );
-        self.push(
-            Inst {
-                op,
-                args: args.to_vec(),
-                imm: Imm::None,
-            },
-            Some(Val::Word(traced)),
-        )
+        debug_assert!(matches!(op.kind(), OpKind::Load | OpKind::Context), "{op} is not a load");
+        self.push(Inst { op, args: args.to_vec(), imm: Imm::None }, Some(Val::Word(traced)))
     }
 
     /// A computation (with immediate `imm`), folded when every operand is a constant.
     pub fn compute_imm(&mut self, op: Op, args: &[Value], imm: Imm) -> Value {
         debug_assert_eq!(op.kind(), OpKind::Compute);
-        let inst = Inst {
-            op,
-            args: args.to_vec(),
-            imm,
-        };
-        let arg_vals: Option<Vec<&Val>> = args
-            .iter()
-            .map(|a| self.traced[a.index()].as_ref())
-            .collect();
+        let inst = Inst { op, args: args.to_vec(), imm };
+        let arg_vals: Option<Vec<&Val>> = args.iter().map(|a| self.traced[a.index()].as_ref()).collect();
         let traced = arg_vals.and_then(|vals| crate::interp::compute_val(op, &inst.imm, &vals));
-        if args
-            .iter()
-            .all(|a| self.program.inst(*a).op.kind() == OpKind::Const)
-        {
+        if args.iter().all(|a| self.program.inst(*a).op.kind() == OpKind::Const) {
             match &traced {
                 Some(Val::Word(w)) => return self.word(*w),
                 Some(Val::Bytes(b)) => return self.bytes(b.clone()),
@@ -251,27 +214,13 @@ impl Builder {
             // Only words are guarded; a byte string here is a tracer bug.
             panic!("guard on {v}, which has no traced word: a tracer bug");
         };
-        self.push(
-            Inst {
-                op: Op::Guard,
-                args: vec![v],
-                imm: Imm::Guard(kind, expected),
-            },
-            None,
-        );
+        self.push(Inst { op: Op::Guard, args: vec![v], imm: Imm::Guard(kind, expected) }, None);
     }
 
     /// Appends a store.
     pub fn store(&mut self, op: Op, args: &[Value], imm: Imm) {
         debug_assert_eq!(op.kind(), OpKind::Store);
-        self.push(
-            Inst {
-                op,
-                args: args.to_vec(),
-                imm,
-            },
-            None,
-        );
+        self.push(Inst { op, args: args.to_vec(), imm }, None);
     }
 
     /// The constant word `v` holds, if any.
@@ -293,13 +242,7 @@ impl Builder {
     }
 
     /// Finishes the program with the path's constants and environment.
-    pub fn finish(
-        mut self,
-        env: ProgramEnv,
-        status: TxStatus,
-        gas_used: u64,
-        gas_refunded: u64,
-    ) -> Program {
+    pub fn finish(mut self, env: ProgramEnv, status: TxStatus, gas_used: u64, gas_refunded: u64) -> Program {
         self.program.env = env;
         self.program.status = Some(status);
         self.program.gas_used = gas_used;

@@ -25,10 +25,7 @@ use revm::{
     Context, DatabaseRef, InspectEvm, Inspector, MainBuilder, MainContext,
     context::{BlockEnv, CfgEnv, ContextTr, TxEnv, result::ExecutionResult},
     database_interface::{DBErrorMarker, WrapDatabaseRef},
-    interpreter::{
-        CallInputs, CallOutcome, CreateInputs, CreateOutcome, Interpreter,
-        interpreter::EthInterpreter,
-    },
+    interpreter::{CallInputs, CallOutcome, CreateInputs, CreateOutcome, Interpreter, interpreter::EthInterpreter},
     primitives::{Address, KECCAK_EMPTY, TxKind, U256, hardfork::SpecId},
     state::EvmState,
 };
@@ -97,6 +94,8 @@ pub struct Recording {
     pub outcome: TxOutcome,
     /// The program, or why there is none.
     pub program: Result<Program, NoApReason>,
+    /// What the tracer saw.
+    pub tracer: Tracer,
 }
 
 /// revm refused the transaction (invalid in this future): no outcome, no program.
@@ -146,25 +145,13 @@ where
         .with_cfg(cfg.clone())
         .with_block(block.clone())
         .build_mainnet_with_inspector(Tracer::default());
-    let res = evm
-        .inspect_tx(tx.clone())
-        .map_err(|e| RecordError(e.to_string()))?;
+    let res = evm.inspect_tx(tx.clone()).map_err(|e| RecordError(e.to_string()))?;
     let tracer = std::mem::take(&mut evm.inspector);
     drop(evm);
     let outcome = TxOutcome::from_revm(&res.result, &res.state);
-    let program = lower(db, cfg, block, tx, &tracer, &outcome, &res.state).and_then(|p| {
-        if p.insts.len() > config.max_insts {
-            Err(NoApReason::TooLarge)
-        } else {
-            Ok(p)
-        }
-    });
-    Ok(Recording {
-        result: res.result,
-        state: res.state,
-        outcome,
-        program,
-    })
+    let program = lower(db, cfg, block, tx, &tracer, &outcome, &res.state)
+        .and_then(|p| if p.insts.len() > config.max_insts { Err(NoApReason::TooLarge) } else { Ok(p) });
+    Ok(Recording { result: res.result, state: res.state, outcome, program, tracer })
 }
 
 /// One account as the lowering tracks it: its symbolic address and current info.
@@ -197,10 +184,7 @@ impl<D: DatabaseRef> World<'_, D> {
         } else {
             let words: Vec<U256> = args.iter().map(|a| self.b.traced_word(*a)).collect();
             // The pre-execution just read the same state successfully.
-            load_word(op, &words, self.db, self.block)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
+            load_word(op, &words, self.db, self.block).ok().flatten().unwrap_or_default()
         };
         self.b.load(op, args, traced)
     }
@@ -224,18 +208,9 @@ impl<D: DatabaseRef> World<'_, D> {
             }
             let balance = self.load(Op::Balance, &[addr]);
             let nonce = self.load(Op::Nonce, &[addr]);
-            self.accounts.insert(
-                address,
-                SymAccount {
-                    addr,
-                    balance,
-                    nonce,
-                },
-            );
+            self.accounts.insert(address, SymAccount { addr, balance, nonce });
         }
-        self.accounts
-            .get_mut(&address)
-            .expect("present: found or inserted above")
+        self.accounts.get_mut(&address).expect("present: found or inserted above")
     }
 }
 
@@ -263,19 +238,11 @@ fn lower<D: DatabaseRef>(
         return Err(NoApReason::CodeExecution);
     }
     let spec = cfg.spec;
-    if revm::precompile::Precompiles::new(revm::precompile::PrecompileSpecId::from_spec_id(spec))
-        .contains(&to)
-    {
+    if revm::precompile::Precompiles::new(revm::precompile::PrecompileSpecId::from_spec_id(spec)).contains(&to) {
         return Err(NoApReason::Precompile);
     }
 
-    let mut w = World {
-        db,
-        cfg,
-        block,
-        b: Builder::new(),
-        accounts: BTreeMap::new(),
-    };
+    let mut w = World { db, cfg, block, b: Builder::new(), accounts: BTreeMap::new() };
     let caller = w.b.word(word(tx.caller));
     let recipient = w.b.word(word(to));
     let coinbase = w.load(Op::Coinbase, &[]);
@@ -294,11 +261,9 @@ fn lower<D: DatabaseRef>(
     w.b.guard(GuardKind::Envelope, sender_code);
     // The balance must cover gas_limit * max_fee + value (+ max blob fee): revm's
     // `max_balance_spending`, with the same constants.
-    let blob_gas = U256::from(tx.blob_hashes.len() as u64)
-        * U256::from(revm::primitives::eip4844::GAS_PER_BLOB);
-    let max_spending = U256::from(tx.gas_limit) * U256::from(tx.gas_price)
-        + tx.value
-        + blob_gas * U256::from(tx.max_fee_per_blob_gas);
+    let blob_gas = U256::from(tx.blob_hashes.len() as u64) * U256::from(revm::primitives::eip4844::GAS_PER_BLOB);
+    let max_spending =
+        U256::from(tx.gas_limit) * U256::from(tx.gas_price) + tx.value + blob_gas * U256::from(tx.max_fee_per_blob_gas);
     let max_spending = w.b.word(max_spending);
     let short = w.b.compute(Op::Lt, &[sender_balance, max_spending]);
     w.b.guard(GuardKind::Envelope, short);
@@ -362,11 +327,7 @@ fn lower<D: DatabaseRef>(
 
     // The fee recipient gets gas_used * (price - base fee) from London, gas_used * price
     // before. Whether it is the sender or the recipient is guarded by `account`.
-    let tip_price = if spec.is_enabled_in(SpecId::LONDON) {
-        w.b.compute(Op::Sub, &[price, basefee])
-    } else {
-        price
-    };
+    let tip_price = if spec.is_enabled_in(SpecId::LONDON) { w.b.compute(Op::Sub, &[price, basefee]) } else { price };
     let reward = w.b.compute(Op::Mul, &[gas_used, tip_price]);
     let before = w.account(block.beneficiary, coinbase).balance;
     let credited = add_no_overflow(&mut w.b, before, reward);
@@ -375,29 +336,15 @@ fn lower<D: DatabaseRef>(
     store_accounts(&mut w, state)?;
     let output = w.b.bytes(outcome.output.clone());
     w.b.store(Op::Output, &[output], Imm::None);
-    let env = ProgramEnv {
-        spec,
-        chain_id: cfg.chain_id,
-    };
-    Ok(w.b.finish(
-        env,
-        outcome.status.clone(),
-        outcome.gas_used,
-        outcome.gas_refunded,
-    ))
+    let env = ProgramEnv { spec, chain_id: cfg.chain_id };
+    Ok(w.b.finish(env, outcome.status.clone(), outcome.gas_used, outcome.gas_refunded))
 }
 
 /// Emits the final info of every account revm touched, checking that the lowering's
 /// traced values are revm's (a difference is a lowering bug: no program then).
-fn store_accounts<D: DatabaseRef>(
-    w: &mut World<'_, D>,
-    state: &EvmState,
-) -> Result<(), NoApReason> {
-    let touched: Vec<(Address, &revm::state::Account)> = state
-        .iter()
-        .filter(|(_, a)| a.is_touched())
-        .map(|(addr, a)| (*addr, a))
-        .collect();
+fn store_accounts<D: DatabaseRef>(w: &mut World<'_, D>, state: &EvmState) -> Result<(), NoApReason> {
+    let touched: Vec<(Address, &revm::state::Account)> =
+        state.iter().filter(|(_, a)| a.is_touched()).map(|(addr, a)| (*addr, a)).collect();
     if touched.len() != w.accounts.len() {
         // An account changed here that revm did not touch, or the reverse.
         return Err(NoApReason::Unmodelled);
@@ -413,22 +360,9 @@ fn store_accounts<D: DatabaseRef>(
         // No code runs on this path, so every code hash is the one loaded: pinned for the
         // sender and recipient, data for the fee recipient.
         let code_hash = w.load(Op::CodeHash, &[addr]);
-        let traced = (
-            w.b.traced_word(balance),
-            w.b.traced_word(nonce),
-            w.b.traced_word(code_hash),
-        );
-        if traced
-            != (
-                account.info.balance,
-                U256::from(account.info.nonce),
-                account.info.code_hash.into(),
-            )
-        {
-            debug_assert!(
-                false,
-                "lowering disagrees with revm on {address}: {traced:?}"
-            );
+        let traced = (w.b.traced_word(balance), w.b.traced_word(nonce), w.b.traced_word(code_hash));
+        if traced != (account.info.balance, U256::from(account.info.nonce), account.info.code_hash.into()) {
+            debug_assert!(false, "lowering disagrees with revm on {address}: {traced:?}");
             return Err(NoApReason::Unmodelled);
         }
         if !spec.is_enabled_in(SpecId::SPURIOUS_DRAGON) {
@@ -444,10 +378,7 @@ fn store_accounts<D: DatabaseRef>(
             let empty = w.b.compute(Op::And, &[no_funds, no_code]);
             w.b.guard(GuardKind::WriteSet, empty);
         }
-        let flags = AccountFlags {
-            created: account.is_created(),
-            selfdestructed: account.is_selfdestructed(),
-        };
+        let flags = AccountFlags { created: account.is_created(), selfdestructed: account.is_selfdestructed() };
         stores.push(([addr, balance, nonce, code_hash], flags));
     }
     for (args, flags) in stores {

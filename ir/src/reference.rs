@@ -15,9 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use alloy::consensus::{
-    Eip658Value, Receipt, ReceiptEnvelope, TxType, proofs::calculate_receipt_root,
-};
+use alloy::consensus::{Eip658Value, Receipt, ReceiptEnvelope, TxType, proofs::calculate_receipt_root};
 use alloy::primitives::{Bloom, logs_bloom};
 use revm::{
     Context, Database, DatabaseCommit, ExecuteEvm, MainBuilder, MainContext,
@@ -72,11 +70,7 @@ where
     DB: Database + DatabaseCommit,
 {
     let mut exec_time = Duration::ZERO;
-    let mut evm = Context::mainnet()
-        .with_db(&mut *db)
-        .with_cfg(cfg.clone())
-        .with_block(block.clone())
-        .build_mainnet();
+    let mut evm = Context::mainnet().with_db(&mut *db).with_cfg(cfg.clone()).with_block(block.clone()).build_mainnet();
     let mut outcomes = Vec::with_capacity(txs.len());
     for (index, tx) in txs.iter().enumerate() {
         let tx = tx.clone();
@@ -116,14 +110,7 @@ where
         })
         .collect();
     let receipts_root = calculate_receipt_root(&receipts);
-    Ok(BlockOutcome {
-        txs: outcomes,
-        receipts,
-        gas_used,
-        logs_bloom: bloom,
-        receipts_root,
-        exec_time,
-    })
+    Ok(BlockOutcome { txs: outcomes, receipts, gas_used, logs_bloom: bloom, receipts_root, exec_time })
 }
 
 /// Initializes precompile state that revm loads lazily (the KZG trusted setup, about 2 s),

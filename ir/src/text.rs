@@ -42,11 +42,7 @@ pub fn print(p: &Program) -> String {
 
 /// Prints one instruction (with its result name, or indented when it has none).
 pub fn print_inst(v: Value, inst: &Inst) -> String {
-    let mut line = if inst.op.ty() == Ty::None {
-        format!("    {}", inst.op)
-    } else {
-        format!("{v} = {}", inst.op)
-    };
+    let mut line = if inst.op.ty() == Ty::None { format!("    {}", inst.op) } else { format!("{v} = {}", inst.op) };
     let mut parts: Vec<String> = Vec::new();
     if let Imm::Guard(kind, _) = &inst.imm {
         line.push(' ');
@@ -91,10 +87,7 @@ pub struct ParseError {
 pub fn parse(text: &str) -> Result<Program, ParseError> {
     let mut p = Program::default();
     for (n, raw) in text.lines().enumerate() {
-        let err = |message: String| ParseError {
-            line: n + 1,
-            message,
-        };
+        let err = |message: String| ParseError { line: n + 1, message };
         let line = raw.split(';').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
@@ -112,8 +105,7 @@ pub fn parse(text: &str) -> Result<Program, ParseError> {
             }
             Some("status") => {
                 let json = line["status".len()..].trim();
-                let status: TxStatus =
-                    serde_json::from_str(json).map_err(|e| err(format!("status: {e}")))?;
+                let status: TxStatus = serde_json::from_str(json).map_err(|e| err(format!("status: {e}")))?;
                 p.status = Some(status);
             }
             Some("gas") => {
@@ -158,9 +150,7 @@ fn parse_word(token: &str) -> Result<U256, String> {
 
 fn parse_inst(line: &str, index: u32) -> Result<Inst, String> {
     let (result, rest) = match line.split_once('=') {
-        Some((lhs, rhs)) if lhs.trim().starts_with('v') => {
-            (Some(parse_value(lhs.trim())?), rhs.trim())
-        }
+        Some((lhs, rhs)) if lhs.trim().starts_with('v') => (Some(parse_value(lhs.trim())?), rhs.trim()),
         _ => (None, line),
     };
     let (name, operands) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
@@ -174,18 +164,13 @@ fn parse_inst(line: &str, index: u32) -> Result<Inst, String> {
         (Some(_), Ty::None) => return Err(format!("`{op}` has no result")),
         (None, _) => return Err(format!("`{op}` needs a result name")),
     }
-    let mut tokens: Vec<&str> = operands
-        .split([',', ' '])
-        .filter(|t| !t.is_empty())
-        .collect();
+    let mut tokens: Vec<&str> = operands.split([',', ' ']).filter(|t| !t.is_empty()).collect();
     let mut imm = Imm::None;
     match op {
         Op::Const => imm = Imm::Word(parse_word(tokens.pop().ok_or("missing constant")?)?),
         Op::ConstBytes => {
             let token = tokens.pop().ok_or("missing bytes")?;
-            imm = Imm::Bytes(
-                Bytes::from_str(token).map_err(|e| format!("bad bytes `{token}`: {e}"))?,
-            );
+            imm = Imm::Bytes(Bytes::from_str(token).map_err(|e| format!("bad bytes `{token}`: {e}"))?);
         }
         Op::Guard => {
             let expected = parse_word(tokens.pop().ok_or("missing expected value")?)?;
@@ -193,21 +178,12 @@ fn parse_inst(line: &str, index: u32) -> Result<Inst, String> {
                 return Err("missing guard kind".into());
             }
             let kind = tokens.remove(0);
-            let kind =
-                GuardKind::from_name(kind).ok_or_else(|| format!("unknown guard kind `{kind}`"))?;
+            let kind = GuardKind::from_name(kind).ok_or_else(|| format!("unknown guard kind `{kind}`"))?;
             imm = Imm::Guard(kind, expected);
         }
         Op::Slice => {
-            let len = tokens
-                .pop()
-                .ok_or("missing length")?
-                .parse()
-                .map_err(|e| format!("length: {e}"))?;
-            let offset = tokens
-                .pop()
-                .ok_or("missing offset")?
-                .parse()
-                .map_err(|e| format!("offset: {e}"))?;
+            let len = tokens.pop().ok_or("missing length")?.parse().map_err(|e| format!("length: {e}"))?;
+            let offset = tokens.pop().ok_or("missing offset")?.parse().map_err(|e| format!("offset: {e}"))?;
             imm = Imm::Slice(offset, len);
         }
         Op::StoreAccount => {
@@ -224,10 +200,7 @@ fn parse_inst(line: &str, index: u32) -> Result<Inst, String> {
         }
         _ => {}
     }
-    let args = tokens
-        .into_iter()
-        .map(parse_value)
-        .collect::<Result<_, _>>()?;
+    let args = tokens.into_iter().map(parse_value).collect::<Result<_, _>>()?;
     Ok(Inst { op, args, imm })
 }
 
@@ -239,59 +212,25 @@ mod tests {
 
     fn sample() -> Program {
         let mut insts = vec![
-            Inst {
-                op: Op::Const,
-                args: vec![],
-                imm: Imm::Word(U256::from(0x1234)),
-            },
-            Inst {
-                op: Op::Balance,
-                args: vec![Value(0)],
-                imm: Imm::None,
-            },
-            Inst {
-                op: Op::ConstBytes,
-                args: vec![],
-                imm: Imm::Bytes(Bytes::from_static(&[0xde, 0xad])),
-            },
-            Inst {
-                op: Op::Slice,
-                args: vec![Value(2)],
-                imm: Imm::Slice(1, 4),
-            },
-            Inst {
-                op: Op::Lt,
-                args: vec![Value(1), Value(0)],
-                imm: Imm::None,
-            },
-            Inst {
-                op: Op::Guard,
-                args: vec![Value(4)],
-                imm: Imm::Guard(GuardKind::Envelope, U256::ZERO),
-            },
+            Inst { op: Op::Const, args: vec![], imm: Imm::Word(U256::from(0x1234)) },
+            Inst { op: Op::Balance, args: vec![Value(0)], imm: Imm::None },
+            Inst { op: Op::ConstBytes, args: vec![], imm: Imm::Bytes(Bytes::from_static(&[0xde, 0xad])) },
+            Inst { op: Op::Slice, args: vec![Value(2)], imm: Imm::Slice(1, 4) },
+            Inst { op: Op::Lt, args: vec![Value(1), Value(0)], imm: Imm::None },
+            Inst { op: Op::Guard, args: vec![Value(4)], imm: Imm::Guard(GuardKind::Envelope, U256::ZERO) },
         ];
         insts.push(Inst {
             op: Op::StoreAccount,
             args: vec![Value(0), Value(1), Value(0), Value(0)],
-            imm: Imm::Flags(AccountFlags {
-                created: true,
-                selfdestructed: false,
-            }),
+            imm: Imm::Flags(AccountFlags { created: true, selfdestructed: false }),
         });
-        insts.push(Inst {
-            op: Op::Output,
-            args: vec![Value(3)],
-            imm: Imm::None,
-        });
+        insts.push(Inst { op: Op::Output, args: vec![Value(3)], imm: Imm::None });
         Program {
             insts,
             status: Some(TxStatus::Success(SuccessReason::Return)),
             gas_used: 21_000,
             gas_refunded: 0,
-            env: ProgramEnv {
-                spec: SpecId::CANCUN,
-                chain_id: 1,
-            },
+            env: ProgramEnv { spec: SpecId::CANCUN, chain_id: 1 },
         }
     }
 
@@ -301,10 +240,7 @@ mod tests {
         let text = print(&p);
         assert_eq!(parse(&text), Ok(p), "{text}");
         assert!(text.contains("    guard envelope v4, 0x0"), "{text}");
-        assert!(
-            text.contains("    store.account v0, v1, v0, v0 created"),
-            "{text}"
-        );
+        assert!(text.contains("    store.account v0, v1, v0, v0 created"), "{text}");
     }
 
     #[test]

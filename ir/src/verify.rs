@@ -41,12 +41,7 @@ pub fn verify_structure(program: &Program) -> Result<(), VerifierError> {
 }
 
 fn check(program: &Program, stores_last: bool) -> Result<(), VerifierError> {
-    let fail = |i: usize, message: String| {
-        Err(VerifierError {
-            at: Value(i as u32),
-            message,
-        })
-    };
+    let fail = |i: usize, message: String| Err(VerifierError { at: Value(i as u32), message });
     if program.status.is_none() {
         return fail(0, "program has no status".into());
     }
@@ -59,10 +54,7 @@ fn check(program: &Program, stores_last: bool) -> Result<(), VerifierError> {
             Arity::AtLeast(k) => n >= k as usize,
         };
         if !arity_ok || (op == Op::Log && n > 6) {
-            return fail(
-                i,
-                format!("`{op}` takes {:?} operands, has {n}", op.arity()),
-            );
+            return fail(i, format!("`{op}` takes {:?} operands, has {n}", op.arity()));
         }
         for (position, arg) in inst.args.iter().enumerate() {
             if arg.index() >= i {
@@ -71,10 +63,7 @@ fn check(program: &Program, stores_last: bool) -> Result<(), VerifierError> {
             let defined = program.insts[arg.index()].op.ty();
             let wanted = operand_ty(op, position);
             if defined != wanted {
-                return fail(
-                    i,
-                    format!("operand {arg} is {defined:?}, `{op}` wants {wanted:?} there"),
-                );
+                return fail(i, format!("operand {arg} is {defined:?}, `{op}` wants {wanted:?} there"));
             }
         }
         let imm_ok = matches!(
@@ -84,20 +73,15 @@ fn check(program: &Program, stores_last: bool) -> Result<(), VerifierError> {
                 | (Op::Guard, Imm::Guard(..))
                 | (Op::Slice, Imm::Slice(..))
                 | (Op::StoreAccount, Imm::Flags(_))
-        ) || (!matches!(
-            op,
-            Op::Const | Op::ConstBytes | Op::Guard | Op::Slice | Op::StoreAccount
-        ) && inst.imm == Imm::None);
+        ) || (!matches!(op, Op::Const | Op::ConstBytes | Op::Guard | Op::Slice | Op::StoreAccount)
+            && inst.imm == Imm::None);
         if !imm_ok {
             return fail(i, format!("`{op}` has the wrong immediate {:?}", inst.imm));
         }
         match op.kind() {
             OpKind::Store => seen_store = true,
             OpKind::Guard if seen_store && stores_last => {
-                return fail(
-                    i,
-                    "guard after a store: a miss would leave writes behind".into(),
-                );
+                return fail(i, "guard after a store: a miss would leave writes behind".into());
             }
             _ => {}
         }
@@ -125,10 +109,7 @@ mod tests {
         let cases = [
             ("v0 = load.balance v0", "not defined before use"),
             ("v0 = const 0x1\nv1 = keccak v0", "wants Bytes"),
-            (
-                "v0 = const 0x1\n    store.account v0, v0, v0, v0\n    guard path v0, 0x1",
-                "guard after a store",
-            ),
+            ("v0 = const 0x1\n    store.account v0, v0, v0, v0\n    guard path v0, 0x1", "guard after a store"),
             ("v0 = const 0x1\nv1 = add v0", "takes"),
         ];
         for (body, needle) in cases {

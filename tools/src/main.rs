@@ -10,13 +10,10 @@ use mempool_tap::{
     recorded::{DATA_ENV, locate_data_dir},
 };
 use prescient_tools::replay::{Summary, Verdict, mgas_per_s, replay_block, source_label};
+use revm::primitives::B256;
 
 #[derive(Parser)]
-#[command(
-    name = "prescient",
-    version,
-    about = "Speculative pre-execution for Ethereum block import"
-)]
+#[command(name = "prescient", version, about = "Speculative pre-execution for Ethereum block import")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,16 +33,25 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Dump every stage of one transaction (trace, IR, optimized IR, evaluation against revm).
+    Diff {
+        /// Recorded-traffic folder (default: $PRESCIENT_DATA, then ../shared/bench-data).
+        #[arg(long, env = DATA_ENV)]
+        data: Option<PathBuf>,
+        /// The transaction hash.
+        #[arg(long)]
+        tx: B256,
+        /// Output folder (default: ./diff-<hash prefix>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Replay {
-            data,
-            blocks,
-            no_progress,
-        } => replay(data, &blocks, no_progress),
+        Command::Replay { data, blocks, no_progress } => replay(data, &blocks, no_progress),
+        Command::Diff { data, tx, out } => diff(data, tx, out),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -57,6 +63,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs `prescient diff`; `Ok(false)` on a wrong hit.
+fn diff(data: Option<PathBuf>, tx: B256, out: Option<PathBuf>) -> Result<bool> {
+    let dir = locate_data_dir(data.as_deref())?;
+    let dataset = Dataset::open(&dir).wrap_err_with(|| format!("opening {}", dir.display()))?;
+    ir::warm_up();
+    let out = out.unwrap_or_else(|| PathBuf::from(format!("diff-{}", &tx.to_string()[2..10])));
+    let (verdict, summary) = prescient_tools::diff::diff(&dataset, tx, &out)?;
+    print!("{summary}");
+    println!("stages written to {}", out.display());
+    Ok(verdict != prescient_tools::diff::DiffVerdict::WrongHit)
+}
+
 /// Runs `prescient replay`; `Ok(false)` when a check failed.
 fn replay(data: Option<PathBuf>, numbers: &[u64], no_progress: bool) -> Result<bool> {
     let dir = locate_data_dir(data.as_deref())?;
@@ -64,23 +82,12 @@ fn replay(data: Option<PathBuf>, numbers: &[u64], no_progress: bool) -> Result<b
     let selected = if numbers.is_empty() {
         dataset.complete_blocks().cloned().collect::<Vec<_>>()
     } else {
-        numbers
-            .iter()
-            .map(|n| dataset.find(*n).cloned())
-            .collect::<Result<Vec<_>, _>>()?
+        numbers.iter().map(|n| dataset.find(*n).cloned()).collect::<Result<Vec<_>, _>>()?
     };
-    eyre::ensure!(
-        !selected.is_empty(),
-        "{} lists no complete block",
-        dir.display()
-    );
+    eyre::ensure!(!selected.is_empty(), "{} lists no complete block", dir.display());
     ir::warm_up();
 
-    let bar = if no_progress {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(selected.len() as u64)
-    };
+    let bar = if no_progress { ProgressBar::hidden() } else { ProgressBar::new(selected.len() as u64) };
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} blocks {msg}")
             .expect("static template")

@@ -84,11 +84,7 @@ impl BlockReport {
 /// Million gas per second, or 0 for no time.
 pub fn mgas_per_s(gas: u64, time: Duration) -> f64 {
     let secs = time.as_secs_f64();
-    if secs > 0.0 {
-        gas as f64 / secs / 1e6
-    } else {
-        0.0
-    }
+    if secs > 0.0 { gas as f64 / secs / 1e6 } else { 0.0 }
 }
 
 /// Replays one block and checks it. A transaction revm rejects fails the `valid` check and
@@ -107,31 +103,17 @@ pub fn replay_block(block: &RecordedBlock) -> BlockReport {
     let outcome = match execute_block(&mut db, &block.cfg, &block.env, &block.tx_envs()) {
         Ok(outcome) => outcome,
         Err(e) => {
-            let hash = block
-                .txs
-                .get(e.index)
-                .and_then(|t| t.hash)
-                .map(|h| format!(" ({h})"))
-                .unwrap_or_default();
-            report.checks.push(Check {
-                name: "valid",
-                verdict: Verdict::Fail(format!("{e}{hash}")),
-            });
+            let hash = block.txs.get(e.index).and_then(|t| t.hash).map(|h| format!(" ({h})")).unwrap_or_default();
+            report.checks.push(Check { name: "valid", verdict: Verdict::Fail(format!("{e}{hash}")) });
             return report;
         }
     };
     report.gas_used = outcome.gas_used;
     report.exec_time = outcome.exec_time;
-    report.checks.push(Check {
-        name: "valid",
-        verdict: Verdict::Pass,
-    });
+    report.checks.push(Check { name: "valid", verdict: Verdict::Pass });
     report.checks.extend(header_checks(block, &outcome));
     if block.post_state.is_some() {
-        report.checks.push(Check {
-            name: "post",
-            verdict: post_state_check(block, &db),
-        });
+        report.checks.push(Check { name: "post", verdict: post_state_check(block, &db) });
     }
     report
 }
@@ -142,11 +124,7 @@ fn header_checks(block: &RecordedBlock, outcome: &BlockOutcome) -> Vec<Check> {
     };
     let compare = |name, ok: bool, expected: String, got: String| Check {
         name,
-        verdict: if ok {
-            Verdict::Pass
-        } else {
-            Verdict::Fail(format!("header says {expected}, replay gives {got}"))
-        },
+        verdict: if ok { Verdict::Pass } else { Verdict::Fail(format!("header says {expected}, replay gives {got}")) },
     };
     let mut checks = vec![compare(
         "gas",
@@ -184,10 +162,7 @@ fn post_state_check(block: &RecordedBlock, db: &InMemoryDB) -> Verdict {
         };
         let nonce = ours.as_ref().map_or(0, |i| i.nonce);
         if nonce != expected.nonce {
-            failures.push(format!(
-                "{address} nonce: proven {}, replay {nonce}",
-                expected.nonce
-            ));
+            failures.push(format!("{address} nonce: proven {}, replay {nonce}", expected.nonce));
         }
         if is_system_written(block, *address) {
             continue;
@@ -198,9 +173,7 @@ fn post_state_check(block: &RecordedBlock, db: &InMemoryDB) -> Verdict {
                 Err(never) => match never {},
             };
             if got != *value {
-                failures.push(format!(
-                    "{address} slot {slot:#x}: proven {value:#x}, replay {got:#x}"
-                ));
+                failures.push(format!("{address} slot {slot:#x}: proven {value:#x}, replay {got:#x}"));
             }
         }
     }

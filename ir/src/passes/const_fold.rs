@@ -18,8 +18,7 @@ pub fn const_fold(p: &Program) -> Program {
         let inst = rw.renamed(inst);
         // A guard on a constant that equals its expectation always holds. (One that differs
         // always fails: it is kept, and the program never hits.)
-        if let (Op::Guard, Imm::Guard(_, expected), [v]) =
-            (inst.op, &inst.imm, inst.args.as_slice())
+        if let (Op::Guard, Imm::Guard(_, expected), [v]) = (inst.op, &inst.imm, inst.args.as_slice())
             && rw_const(&rw, v.index()) == Some(&Imm::Word(*expected))
         {
             rw.drop_inst();
@@ -34,11 +33,7 @@ pub fn const_fold(p: &Program) -> Program {
                 _ => None,
             }
         {
-            rw.emit(Inst {
-                op: Op::Const,
-                args: vec![],
-                imm: Imm::Word(w),
-            });
+            rw.emit(Inst { op: Op::Const, args: vec![], imm: Imm::Word(w) });
             continue;
         }
         if inst.op.kind() == OpKind::Compute {
@@ -55,19 +50,11 @@ pub fn const_fold(p: &Program) -> Program {
                 let refs: Vec<&Val> = constants.iter().collect();
                 match compute_val(inst.op, &inst.imm, &refs) {
                     Some(Val::Word(w)) => {
-                        rw.emit(Inst {
-                            op: Op::Const,
-                            args: vec![],
-                            imm: Imm::Word(w),
-                        });
+                        rw.emit(Inst { op: Op::Const, args: vec![], imm: Imm::Word(w) });
                         continue;
                     }
                     Some(Val::Bytes(b)) => {
-                        rw.emit(Inst {
-                            op: Op::ConstBytes,
-                            args: vec![],
-                            imm: Imm::Bytes(b),
-                        });
+                        rw.emit(Inst { op: Op::ConstBytes, args: vec![], imm: Imm::Bytes(b) });
                         continue;
                     }
                     None => {}

@@ -34,14 +34,8 @@ pub(crate) struct Rewriter {
 
 impl Rewriter {
     pub(crate) fn new(p: &Program) -> Self {
-        let out = Program {
-            insts: Vec::with_capacity(p.insts.len()),
-            ..p.clone()
-        };
-        Self {
-            out,
-            map: Vec::with_capacity(p.insts.len()),
-        }
+        let out = Program { insts: Vec::with_capacity(p.insts.len()), ..p.clone() };
+        Self { out, map: Vec::with_capacity(p.insts.len()) }
     }
 
     /// The new value for old value `v` (every operand is mapped before it is used).
@@ -51,11 +45,7 @@ impl Rewriter {
 
     /// `inst` with its operands renamed.
     pub(crate) fn renamed(&self, inst: &Inst) -> Inst {
-        Inst {
-            op: inst.op,
-            args: inst.args.iter().map(|a| self.map(*a)).collect(),
-            imm: inst.imm.clone(),
-        }
+        Inst { op: inst.op, args: inst.args.iter().map(|a| self.map(*a)).collect(), imm: inst.imm.clone() }
     }
 
     /// Emits `inst` as the image of the next old instruction.

@@ -18,18 +18,11 @@ pub fn store_sink(p: &Program) -> Program {
     for (new, old) in order.iter().enumerate() {
         new_index[*old] = new as u32;
     }
-    let mut out = Program {
-        insts: Vec::with_capacity(p.insts.len()),
-        ..p.clone()
-    };
+    let mut out = Program { insts: Vec::with_capacity(p.insts.len()), ..p.clone() };
     for old in order {
         let mut inst = p.insts[old].clone();
         // Stores define no value, so no operand ever points at a moved instruction.
-        inst.args = inst
-            .args
-            .iter()
-            .map(|a| Value(new_index[a.index()]))
-            .collect();
+        inst.args = inst.args.iter().map(|a| Value(new_index[a.index()])).collect();
         out.insts.push(inst);
     }
     out

@@ -19,31 +19,18 @@ const MARKER: &str = "; --- optimized";
 fn golden_pass_outputs() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let bless = std::env::var_os("BLESS").is_some();
-    let mut files: Vec<_> = fs::read_dir(&dir)
-        .expect("golden dir")
-        .map(|e| e.expect("entry").path())
-        .collect();
+    let mut files: Vec<_> = fs::read_dir(&dir).expect("golden dir").map(|e| e.expect("entry").path()).collect();
     files.sort();
     let mut failures = Vec::new();
     let mut checked = 0;
-    for path in files
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "ir"))
-    {
+    for path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "ir")) {
         let content = fs::read_to_string(path).expect("readable");
         let (input, expected) = content.split_once(MARKER).unwrap_or((&content, ""));
         let program = text::parse(input).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        verify_structure(&program)
-            .unwrap_or_else(|e| panic!("{}: input fails the verifier: {e}", path.display()));
-        assert_eq!(
-            text::parse(&text::print(&program)).as_ref(),
-            Ok(&program),
-            "{}: round trip",
-            path.display()
-        );
+        verify_structure(&program).unwrap_or_else(|e| panic!("{}: input fails the verifier: {e}", path.display()));
+        assert_eq!(text::parse(&text::print(&program)).as_ref(), Ok(&program), "{}: round trip", path.display());
         let optimized = optimize(&program);
-        verify(&optimized)
-            .unwrap_or_else(|e| panic!("{}: a pass broke the verifier: {e}", path.display()));
+        verify(&optimized).unwrap_or_else(|e| panic!("{}: a pass broke the verifier: {e}", path.display()));
         let printed = text::print(&optimized);
         let expected: String = expected
             .lines()
@@ -53,27 +40,14 @@ fn golden_pass_outputs() {
         if printed.trim() != expected.trim() {
             if bless {
                 let commented: String = printed.lines().map(|l| format!("; {l}\n")).collect();
-                fs::write(
-                    path,
-                    format!(
-                        "{}{MARKER}\n{commented}",
-                        input.trim_end().to_string() + "\n"
-                    ),
-                )
-                .expect("write");
+                fs::write(path, format!("{}{MARKER}\n{commented}", input.trim_end().to_string() + "\n"))
+                    .expect("write");
             } else {
-                failures.push(format!(
-                    "{}:\n--- expected\n{expected}--- got\n{printed}",
-                    path.display()
-                ));
+                failures.push(format!("{}:\n--- expected\n{expected}--- got\n{printed}", path.display()));
             }
         }
         checked += 1;
     }
     assert!(checked >= 3, "expected golden files in {}", dir.display());
-    assert!(
-        failures.is_empty(),
-        "run with BLESS=1 to accept:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "run with BLESS=1 to accept:\n{}", failures.join("\n"));
 }

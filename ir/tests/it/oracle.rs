@@ -49,11 +49,7 @@ impl Tally {
     }
 
     fn rate(&self) -> f64 {
-        if self.txs == 0 {
-            0.0
-        } else {
-            100.0 * self.hits as f64 / self.txs as f64
-        }
+        if self.txs == 0 { 0.0 } else { 100.0 * self.hits as f64 / self.txs as f64 }
     }
 
     fn line(&self, name: &str) -> String {
@@ -88,24 +84,18 @@ fn check(
         return;
     }
     if text::parse(&text::print(program)).as_ref() != Ok(program) {
-        tally
-            .wrong
-            .push(format!("{what}: text round trip changed the program"));
+        tally.wrong.push(format!("{what}: text round trip changed the program"));
     }
     let evaluation = evaluate(program, db, &block.cfg, &block.env, FUEL);
     let optimized = optimize(program);
     if let Err(e) = verify(&optimized) {
-        tally
-            .wrong
-            .push(format!("{what}: verifier after optimize: {e}"));
+        tally.wrong.push(format!("{what}: verifier after optimize: {e}"));
     }
     let optimized_evaluation = evaluate(&optimized, db, &block.cfg, &block.env, FUEL);
     match (&evaluation, &optimized_evaluation) {
         (Evaluation::Hit(a), Evaluation::Hit(b)) if a == b => {}
         (Evaluation::Miss(a), Evaluation::Miss(b)) if a.reason == b.reason => {}
-        _ => tally
-            .wrong
-            .push(format!("{what}: optimize changed the evaluation")),
+        _ => tally.wrong.push(format!("{what}: optimize changed the evaluation")),
     }
     tally.optimized_insts += optimized.insts.len();
     tally.insts += program.insts.len();
@@ -138,12 +128,9 @@ fn self_hit_and_cross_future_on_mainnet() {
     let dataset = Dataset::open(&dir).expect("open the shared data");
     crate::ir::warm_up();
     let config = RecordConfig::default();
-    let (mut own, mut pre_state, mut context) =
-        (Tally::default(), Tally::default(), Tally::default());
+    let (mut own, mut pre_state, mut context) = (Tally::default(), Tally::default(), Tally::default());
     for block_ref in dataset.complete_blocks() {
-        let block = dataset
-            .load(block_ref)
-            .unwrap_or_else(|e| panic!("block {}: {e}", block_ref.number));
+        let block = dataset.load(block_ref).unwrap_or_else(|e| panic!("block {}: {e}", block_ref.number));
         let pristine = block.state_db();
         let mut db = block.state_db();
         let other_env = perturbed(&block.env);
@@ -155,13 +142,8 @@ fn self_hit_and_cross_future_on_mainnet() {
 
             // Self-hit: pre-executed in the very future it runs in.
             own.txs += 1;
-            let rec = record(&db, &block.cfg, &block.env, &tx.env, config)
-                .expect("valid on its own state");
-            assert_eq!(
-                rec.outcome.first_difference(&expected),
-                None,
-                "{what}: traced run differs from revm"
-            );
+            let rec = record(&db, &block.cfg, &block.env, &tx.env, config).expect("valid on its own state");
+            assert_eq!(rec.outcome.first_difference(&expected), None, "{what}: traced run differs from revm");
             match &rec.program {
                 Ok(p) => check(&mut own, p, &db, &block, &expected, &format!("{what} self")),
                 Err(r) => own.no_ap(*r),
@@ -171,14 +153,7 @@ fn self_hit_and_cross_future_on_mainnet() {
             pre_state.txs += 1;
             match record(&pristine, &block.cfg, &block.env, &tx.env, config) {
                 Ok(rec) => match &rec.program {
-                    Ok(p) => check(
-                        &mut pre_state,
-                        p,
-                        &db,
-                        &block,
-                        &expected,
-                        &format!("{what} pre-state"),
-                    ),
+                    Ok(p) => check(&mut pre_state, p, &db, &block, &expected, &format!("{what} pre-state")),
                     Err(r) => pre_state.no_ap(*r),
                 },
                 Err(_) => pre_state.invalid_future += 1,
@@ -188,14 +163,7 @@ fn self_hit_and_cross_future_on_mainnet() {
             context.txs += 1;
             match record(&db, &block.cfg, &other_env, &tx.env, config) {
                 Ok(rec) => match &rec.program {
-                    Ok(p) => check(
-                        &mut context,
-                        p,
-                        &db,
-                        &block,
-                        &expected,
-                        &format!("{what} context"),
-                    ),
+                    Ok(p) => check(&mut context, p, &db, &block, &expected, &format!("{what} context")),
                     Err(r) => context.no_ap(*r),
                 },
                 Err(_) => context.invalid_future += 1,
@@ -208,22 +176,12 @@ fn self_hit_and_cross_future_on_mainnet() {
     eprintln!("{}", pre_state.line("cross-future, block pre-state"));
     eprintln!("{}", context.line("cross-future, perturbed context"));
 
-    let wrong: Vec<_> = own
-        .wrong
-        .iter()
-        .chain(&pre_state.wrong)
-        .chain(&context.wrong)
-        .collect();
+    let wrong: Vec<_> = own.wrong.iter().chain(&pre_state.wrong).chain(&context.wrong).collect();
     assert!(
         wrong.is_empty(),
         "{} wrong hits:\n{}",
         wrong.len(),
-        wrong
-            .iter()
-            .take(20)
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
+        wrong.iter().take(20).map(|s| s.as_str()).collect::<Vec<_>>().join("\n")
     );
     // Every program hits in the future it was recorded in.
     assert!(own.misses.is_empty(), "self-misses: {:?}", own.misses);

@@ -71,20 +71,12 @@ pub enum LoadErrorKind {
 impl LoadError {
     /// An error about a whole file.
     pub fn new(file: impl Into<PathBuf>, kind: LoadErrorKind) -> Self {
-        Self {
-            file: file.into(),
-            field: None,
-            kind: Box::new(kind),
-        }
+        Self { file: file.into(), field: None, kind: Box::new(kind) }
     }
 
     /// An error about one field of a file.
     pub fn at(file: impl Into<PathBuf>, field: impl Into<String>, kind: LoadErrorKind) -> Self {
-        Self {
-            file: file.into(),
-            field: Some(field.into()),
-            kind: Box::new(kind),
-        }
+        Self { file: file.into(), field: Some(field.into()), kind: Box::new(kind) }
     }
 
     /// Whether the file or folder simply does not exist (as opposed to being wrong).

@@ -84,11 +84,7 @@ pub fn mainnet_spec(number: u64, timestamp: u64) -> SpecId {
 ///
 /// `None` before Cancun (no blobs). After Osaka the update fraction follows the EIP-7892
 /// schedule (BPO1, BPO2), which revm's `new_with_spec` does not know about.
-pub fn mainnet_blob_fee(
-    spec: SpecId,
-    timestamp: u64,
-    excess_blob_gas: u64,
-) -> Option<BlobExcessGasAndPrice> {
+pub fn mainnet_blob_fee(spec: SpecId, timestamp: u64, excess_blob_gas: u64) -> Option<BlobExcessGasAndPrice> {
     if !spec.is_enabled_in(SpecId::CANCUN) {
         return None;
     }

@@ -4,9 +4,7 @@ use std::{collections::BTreeMap, path::Path};
 
 use revm::{
     context::{BlockEnv, TxEnv, either::Either},
-    context_interface::transaction::{
-        AccessList, AccessListItem, Authorization, SignedAuthorization,
-    },
+    context_interface::transaction::{AccessList, AccessListItem, Authorization, SignedAuthorization},
     primitives::{Address, B256, Bytes, TxKind, U256},
     state::Bytecode,
 };
@@ -88,11 +86,7 @@ pub(super) fn block_refs(dir: &Path) -> Result<Vec<BlockRef>, LoadError> {
     let mut refs = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| LoadError::new(dir, e.into()))? {
         let entry = entry.map_err(|e| LoadError::new(dir, e.into()))?;
-        let Some(number) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
+        let Some(number) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else {
             continue;
         };
         refs.push(BlockRef {
@@ -136,13 +130,7 @@ pub(super) fn load(block: &BlockRef) -> Result<RecordedBlock, LoadError> {
 
     let txs_path = block.dir.join("txs.json.gz");
     let raw_txs: Vec<RawTx> = json::read(&txs_path)?;
-    let txs = raw_txs
-        .into_iter()
-        .map(|t| RecordedTx {
-            hash: None,
-            env: tx_env(t),
-        })
-        .collect();
+    let txs = raw_txs.into_iter().map(|t| RecordedTx { hash: None, env: tx_env(t) }).collect();
 
     let pre_path = block.dir.join("pre_state.json.gz");
     let raw_pre: BTreeMap<Address, RawAccount> = json::read(&pre_path)?;
@@ -156,15 +144,7 @@ pub(super) fn load(block: &BlockRef) -> Result<RecordedBlock, LoadError> {
                 LoadError::at(&pre_path, format!("{address:#x}.code"), kind)
             })?),
         };
-        pre_state.insert(
-            address,
-            PreAccount {
-                balance: a.balance,
-                nonce: a.nonce,
-                code,
-                storage: a.storage,
-            },
-        );
+        pre_state.insert(address, PreAccount { balance: a.balance, nonce: a.nonce, code, storage: a.storage });
     }
 
     Ok(RecordedBlock {
@@ -187,24 +167,15 @@ fn tx_env(t: RawTx) -> TxEnv {
     let access_list = AccessList(
         t.access_list
             .into_iter()
-            .map(|item| AccessListItem {
-                address: item.address,
-                storage_keys: item.storage_keys,
-            })
+            .map(|item| AccessListItem { address: item.address, storage_keys: item.storage_keys })
             .collect(),
     );
     let authorization_list = t
         .authorization_list
         .into_iter()
         .map(|a| {
-            let inner = Authorization {
-                chain_id: a.chain_id,
-                address: a.address,
-                nonce: a.nonce,
-            };
-            Either::Left(SignedAuthorization::new_unchecked(
-                inner, a.y_parity, a.r, a.s,
-            ))
+            let inner = Authorization { chain_id: a.chain_id, address: a.address, nonce: a.nonce };
+            Either::Left(SignedAuthorization::new_unchecked(inner, a.y_parity, a.r, a.s))
         })
         .collect();
     TxEnv {

@@ -18,8 +18,8 @@ use revm::{
 use serde::Deserialize;
 
 use super::{
-    Arrival, BlockRef, BlockSource, HeaderChecks, PostAccount, PostState, PreAccount, PreState,
-    RecordedBlock, RecordedTx, RecordingManifest, cfg_for,
+    Arrival, BlockRef, BlockSource, HeaderChecks, PostAccount, PostState, PreAccount, PreState, RecordedBlock,
+    RecordedTx, RecordingManifest, cfg_for,
     error::{LoadError, LoadErrorKind},
     fork::{mainnet_blob_fee, parse_fork},
     json,
@@ -79,43 +79,25 @@ impl IndexedSet {
     pub(super) fn open(root: &Path) -> Result<Self, LoadError> {
         let entries: Vec<IndexEntry> = json::read(&root.join("index.json"))?;
         let hashes_path = root.join("block_hashes.json");
-        let raw_hashes: BTreeMap<String, B256> = if hashes_path.is_file() {
-            json::read(&hashes_path)?
-        } else {
-            BTreeMap::new()
-        };
+        let raw_hashes: BTreeMap<String, B256> =
+            if hashes_path.is_file() { json::read(&hashes_path)? } else { BTreeMap::new() };
         let mut block_hashes = BTreeMap::new();
         for (number, hash) in raw_hashes {
             let parsed = number.parse::<u64>().map_err(|e| {
-                LoadError::at(
-                    &hashes_path,
-                    number.clone(),
-                    LoadErrorKind::Invalid(format!("not a block number: {e}")),
-                )
+                LoadError::at(&hashes_path, number.clone(), LoadErrorKind::Invalid(format!("not a block number: {e}")))
             })?;
             block_hashes.insert(parsed, hash);
         }
         let manifest_path = root.join("recording.json");
-        let manifest: Option<RecordingManifest> = if manifest_path.is_file() {
-            Some(json::read(&manifest_path)?)
-        } else {
-            None
-        };
+        let manifest: Option<RecordingManifest> =
+            if manifest_path.is_file() { Some(json::read(&manifest_path)?) } else { None };
         if let Some(m) = &manifest
             && (m.format != "prescient-recording" || m.version != 1)
         {
-            let kind = LoadErrorKind::Invalid(format!(
-                "unsupported format {} version {}",
-                m.format, m.version
-            ));
+            let kind = LoadErrorKind::Invalid(format!("unsupported format {} version {}", m.format, m.version));
             return Err(LoadError::at(&manifest_path, "format", kind));
         }
-        Ok(Self {
-            root: root.to_path_buf(),
-            entries,
-            block_hashes,
-            manifest,
-        })
+        Ok(Self { root: root.to_path_buf(), entries, block_hashes, manifest })
     }
 
     /// Resolves an index `dir`: against this folder, then against its parent (the shared
@@ -129,11 +111,7 @@ impl IndexedSet {
     }
 
     pub(super) fn block_refs(&self) -> Result<Vec<BlockRef>, LoadError> {
-        let source = if self.manifest.is_some() {
-            BlockSource::Recording
-        } else {
-            BlockSource::Mainnet
-        };
+        let source = if self.manifest.is_some() { BlockSource::Recording } else { BlockSource::Mainnet };
         let refs = self
             .entries
             .iter()
@@ -143,11 +121,7 @@ impl IndexedSet {
                 fork: e.fork.clone(),
                 tx_count: e.tx_count,
                 // An entry marked incomplete without a list still counts as incomplete.
-                missing_code: if e.complete {
-                    0
-                } else {
-                    e.missing_code_hashes.len().max(1)
-                },
+                missing_code: if e.complete { 0 } else { e.missing_code_hashes.len().max(1) },
                 dir: self.resolve(&e.dir),
             })
             .collect();
@@ -163,10 +137,7 @@ impl IndexedSet {
     }
 
     pub(super) fn arrivals(&self) -> Result<Vec<Arrival>, LoadError> {
-        let path = ["arrivals.jsonl", "arrivals.jsonl.gz"]
-            .iter()
-            .map(|f| self.root.join(f))
-            .find(|p| p.is_file());
+        let path = ["arrivals.jsonl", "arrivals.jsonl.gz"].iter().map(|f| self.root.join(f)).find(|p| p.is_file());
         let Some(path) = path else {
             return Ok(Vec::new());
         };
@@ -177,11 +148,7 @@ impl IndexedSet {
                 continue;
             }
             let arrival: Arrival = json::parse(&path, line).map_err(|mut e| {
-                e.field = Some(format!(
-                    "line {}{}",
-                    i + 1,
-                    e.field.map(|f| format!(": {f}")).unwrap_or_default()
-                ));
+                e.field = Some(format!("line {}{}", i + 1, e.field.map(|f| format!(": {f}")).unwrap_or_default()));
                 e
             })?;
             arrivals.push(arrival);
@@ -190,43 +157,26 @@ impl IndexedSet {
         Ok(arrivals)
     }
 
-    pub(super) fn load(
-        &self,
-        block: &BlockRef,
-        code: &HashMap<B256, Bytes>,
-    ) -> Result<RecordedBlock, LoadError> {
+    pub(super) fn load(&self, block: &BlockRef, code: &HashMap<B256, Bytes>) -> Result<RecordedBlock, LoadError> {
         let spec = parse_fork(&block.fork).ok_or_else(|| {
             let at = format!("[number={}].fork", block.number);
-            LoadError::at(
-                self.root.join("index.json"),
-                at,
-                LoadErrorKind::UnknownFork(block.fork.clone()),
-            )
+            LoadError::at(self.root.join("index.json"), at, LoadErrorKind::UnknownFork(block.fork.clone()))
         })?;
         let chain_id = self.manifest.as_ref().map_or(1, |m| m.chain_id);
         let block_path = block.dir.join("block.json.gz");
         let rpc = read_block(&block_path)?;
         let header = &rpc.header;
         if header.number != block.number {
-            let kind = LoadErrorKind::Invalid(format!(
-                "block {} listed as {}",
-                header.number, block.number
-            ));
+            let kind = LoadErrorKind::Invalid(format!("block {} listed as {}", header.number, block.number));
             return Err(LoadError::at(&block_path, "number", kind));
         }
         let computed = header.inner.hash_slow();
         if computed != header.hash {
-            let kind = LoadErrorKind::HashMismatch {
-                what: "header",
-                recorded: header.hash,
-                computed,
-            };
+            let kind = LoadErrorKind::HashMismatch { what: "header", recorded: header.hash, computed };
             return Err(LoadError::at(&block_path, "hash", kind));
         }
         let Some(rpc_txs) = rpc.transactions.as_transactions() else {
-            let kind = LoadErrorKind::Invalid(
-                "transactions are hashes; full transaction objects are needed".into(),
-            );
+            let kind = LoadErrorKind::Invalid("transactions are hashes; full transaction objects are needed".into());
             return Err(LoadError::at(&block_path, "transactions", kind));
         };
         let mut txs = Vec::with_capacity(rpc_txs.len());
@@ -236,30 +186,16 @@ impl IndexedSet {
             let computed = keccak256(envelope.encoded_2718());
             let recorded = *envelope.tx_hash();
             if computed != recorded {
-                let kind = LoadErrorKind::HashMismatch {
-                    what: "transaction",
-                    recorded,
-                    computed,
-                };
-                return Err(LoadError::at(
-                    &block_path,
-                    format!("transactions[{i}].hash"),
-                    kind,
-                ));
+                let kind = LoadErrorKind::HashMismatch { what: "transaction", recorded, computed };
+                return Err(LoadError::at(&block_path, format!("transactions[{i}].hash"), kind));
             }
-            txs.push(RecordedTx {
-                hash: Some(recorded),
-                env: tx_env(tx.inner.signer(), envelope),
-            });
+            txs.push(RecordedTx { hash: Some(recorded), env: tx_env(tx.inner.signer(), envelope) });
             envelopes.push(envelope.clone());
         }
         let computed = calculate_transaction_root(&envelopes);
         if computed != header.transactions_root {
-            let kind = LoadErrorKind::HashMismatch {
-                what: "transaction list",
-                recorded: header.transactions_root,
-                computed,
-            };
+            let kind =
+                LoadErrorKind::HashMismatch { what: "transaction list", recorded: header.transactions_root, computed };
             return Err(LoadError::at(&block_path, "transactionsRoot", kind));
         }
 
@@ -273,11 +209,7 @@ impl IndexedSet {
             difficulty: header.difficulty,
             // Before the Merge the field is the PoW mix hash and DIFFICULTY reads `difficulty`.
             prevrandao: spec.is_enabled_in(SpecId::MERGE).then_some(header.mix_hash),
-            blob_excess_gas_and_price: mainnet_blob_fee(
-                spec,
-                timestamp,
-                header.excess_blob_gas.unwrap_or(0),
-            ),
+            blob_excess_gas_and_price: mainnet_blob_fee(spec, timestamp, header.excess_blob_gas.unwrap_or(0)),
             ..Default::default()
         };
 
@@ -288,19 +220,13 @@ impl IndexedSet {
             let code = match raw.code_hash {
                 None => None,
                 Some(hash) if hash == KECCAK_EMPTY => None,
-                Some(hash) => Some(self.bytecode(code, hash).map_err(|kind| {
-                    LoadError::at(&pre_path, format!("{address:#x}.code_hash"), kind)
-                })?),
+                Some(hash) => Some(
+                    self.bytecode(code, hash)
+                        .map_err(|kind| LoadError::at(&pre_path, format!("{address:#x}.code_hash"), kind))?,
+                ),
             };
-            pre_state.insert(
-                address,
-                PreAccount {
-                    balance: raw.balance,
-                    nonce: raw.nonce,
-                    code,
-                    storage: raw.storage,
-                },
-            );
+            pre_state
+                .insert(address, PreAccount { balance: raw.balance, nonce: raw.nonce, code, storage: raw.storage });
         }
 
         let post_path = block.dir.join("post_state.json.gz");
@@ -310,18 +236,8 @@ impl IndexedSet {
                 .into_iter()
                 .map(|(address, a)| {
                     // Older geth proofs say "no account" with a zero code hash.
-                    let exists = a
-                        .exists
-                        .unwrap_or(a.code_hash.is_some_and(|h| h != B256::ZERO));
-                    (
-                        address,
-                        PostAccount {
-                            balance: a.balance,
-                            nonce: a.nonce,
-                            exists,
-                            storage: a.storage,
-                        },
-                    )
+                    let exists = a.exists.unwrap_or(a.code_hash.is_some_and(|h| h != B256::ZERO));
+                    (address, PostAccount { balance: a.balance, nonce: a.nonce, exists, storage: a.storage })
                 })
                 .collect::<PostState>();
             Some(post)
@@ -356,16 +272,10 @@ impl IndexedSet {
 
     /// Looks up and checks one bytecode: its keccak256 must equal the key it is stored under.
     fn bytecode(&self, code: &HashMap<B256, Bytes>, hash: B256) -> Result<Bytecode, LoadErrorKind> {
-        let bytes = code
-            .get(&hash)
-            .ok_or(LoadErrorKind::MissingBytecode(hash))?;
+        let bytes = code.get(&hash).ok_or(LoadErrorKind::MissingBytecode(hash))?;
         let computed = keccak256(bytes);
         if computed != hash {
-            return Err(LoadErrorKind::HashMismatch {
-                what: "bytecode",
-                recorded: hash,
-                computed,
-            });
+            return Err(LoadErrorKind::HashMismatch { what: "bytecode", recorded: hash, computed });
         }
         Ok(Bytecode::new_raw(bytes.clone()))
     }
@@ -378,10 +288,7 @@ impl IndexedSet {
 pub(crate) fn read_block(path: &Path) -> Result<RpcBlock<RpcTransaction>, LoadError> {
     let mut value: serde_json::Value = json::read(path)?;
     let Some(object) = value.as_object_mut() else {
-        return Err(LoadError::new(
-            path,
-            LoadErrorKind::Json("expected a block object".into()),
-        ));
+        return Err(LoadError::new(path, LoadErrorKind::Json("expected a block object".into())));
     };
     let txs = match object.remove("transactions") {
         Some(serde_json::Value::Array(txs)) => txs,
@@ -394,26 +301,14 @@ pub(crate) fn read_block(path: &Path) -> Result<RpcBlock<RpcTransaction>, LoadEr
     for (i, tx) in txs.into_iter().enumerate() {
         let tx: RpcTransaction = serde_path_to_error::deserialize(tx).map_err(|e| {
             let inner = e.path().to_string();
-            let field = if inner == "." {
-                format!("transactions[{i}]")
-            } else {
-                format!("transactions[{i}].{inner}")
-            };
+            let field = if inner == "." { format!("transactions[{i}]") } else { format!("transactions[{i}].{inner}") };
             LoadError::at(path, field, LoadErrorKind::Json(e.into_inner().to_string()))
         })?;
         parsed.push(tx);
     }
-    let header = serde_path_to_error::deserialize(value).map_err(|e| {
-        LoadError::at(
-            path,
-            e.path().to_string(),
-            LoadErrorKind::Json(e.into_inner().to_string()),
-        )
-    })?;
-    Ok(RpcBlock::new(
-        header,
-        alloy::rpc::types::BlockTransactions::Full(parsed),
-    ))
+    let header = serde_path_to_error::deserialize(value)
+        .map_err(|e| LoadError::at(path, e.path().to_string(), LoadErrorKind::Json(e.into_inner().to_string())))?;
+    Ok(RpcBlock::new(header, alloy::rpc::types::BlockTransactions::Full(parsed)))
 }
 
 /// Maps a signed transaction to revm's `TxEnv` (the table in the data README).
@@ -431,10 +326,7 @@ pub(crate) fn tx_env(caller: Address, tx: &TxEnvelope) -> TxEnv {
         nonce: tx.nonce(),
         chain_id: tx.chain_id(),
         access_list: tx.access_list().cloned().unwrap_or_default(),
-        blob_hashes: tx
-            .blob_versioned_hashes()
-            .map(<[B256]>::to_vec)
-            .unwrap_or_default(),
+        blob_hashes: tx.blob_versioned_hashes().map(<[B256]>::to_vec).unwrap_or_default(),
         max_fee_per_blob_gas: tx.max_fee_per_blob_gas().unwrap_or(0),
         authorization_list: tx
             .authorization_list()

@@ -40,15 +40,11 @@ pub fn locate_data_dir(explicit: Option<&Path>) -> Result<PathBuf, DataDirNotFou
         Some(path) => candidates.push(("--data".into(), path.to_path_buf())),
         None => {
             match std::env::var_os(DATA_ENV) {
-                Some(v) if !v.is_empty() => {
-                    candidates.push((format!("${DATA_ENV}"), PathBuf::from(v)))
-                }
+                Some(v) if !v.is_empty() => candidates.push((format!("${DATA_ENV}"), PathBuf::from(v))),
                 _ => looked_at.push((format!("${DATA_ENV}"), "not set".into())),
             }
             candidates.push(("default".into(), PathBuf::from(DEFAULT_DATA_DIR)));
-            let from_source = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join(DEFAULT_DATA_DIR);
+            let from_source = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(DEFAULT_DATA_DIR);
             candidates.push(("default, from the source tree".into(), from_source));
         }
     }
@@ -57,11 +53,7 @@ pub fn locate_data_dir(explicit: Option<&Path>) -> Result<PathBuf, DataDirNotFou
             return Ok(path);
         }
         let shown = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
-        let why = if path.exists() {
-            "not a folder"
-        } else {
-            "does not exist"
-        };
+        let why = if path.exists() { "not a folder" } else { "does not exist" };
         looked_at.push((format!("{label} {}", shown.display()), why.into()));
         // An explicit path that is wrong is an error, not a reason to guess elsewhere.
         if explicit.is_some() {

@@ -36,9 +36,7 @@ use std::{
 
 use alloy::{primitives::Bloom, rpc::types::Transaction as RpcTransaction};
 pub use error::{LoadError, LoadErrorKind};
-pub use locate::{
-    DATA_ENV, DEFAULT_DATA_DIR, DataDirNotFound, locate_data_dir, shared_data_for_tests,
-};
+pub use locate::{DATA_ENV, DEFAULT_DATA_DIR, DataDirNotFound, locate_data_dir, shared_data_for_tests};
 use revm::{
     context::{BlockEnv, CfgEnv, TxEnv},
     database::InMemoryDB,
@@ -181,27 +179,12 @@ impl RecordedBlock {
         let mut db = InMemoryDB::default();
         for (address, account) in &self.pre_state {
             let info = match &account.code {
-                Some(code) => AccountInfo::new(
-                    account.balance,
-                    account.nonce,
-                    code.hash_slow(),
-                    code.clone(),
-                ),
-                None => AccountInfo {
-                    balance: account.balance,
-                    nonce: account.nonce,
-                    ..Default::default()
-                },
+                Some(code) => AccountInfo::new(account.balance, account.nonce, code.hash_slow(), code.clone()),
+                None => AccountInfo { balance: account.balance, nonce: account.nonce, ..Default::default() },
             };
             db.insert_account_info(*address, info);
-            let cached = db
-                .cache
-                .accounts
-                .get_mut(address)
-                .expect("inserted just above");
-            cached
-                .storage
-                .extend(account.storage.iter().map(|(k, v)| (*k, *v)));
+            let cached = db.cache.accounts.get_mut(address).expect("inserted just above");
+            cached.storage.extend(account.storage.iter().map(|(k, v)| (*k, *v)));
         }
         for (number, hash) in &self.block_hashes {
             db.cache.block_hashes.insert(U256::from(*number), *hash);
@@ -262,10 +245,7 @@ impl Dataset {
         let root = root.as_ref().to_path_buf();
         let meta = std::fs::metadata(&root).map_err(|e| LoadError::new(&root, e.into()))?;
         if !meta.is_dir() {
-            return Err(LoadError::new(
-                &root,
-                LoadErrorKind::Invalid("not a folder".into()),
-            ));
+            return Err(LoadError::new(&root, LoadErrorKind::Invalid("not a folder".into())));
         }
         let mut blocks = Vec::new();
         // The indexed layout: here, or under `mainnet/` of the shared root.
@@ -280,10 +260,7 @@ impl Dataset {
             blocks.extend(set.block_refs()?);
         }
         // grevm fixtures: here, under `mainnet_blocks/`, or under `grevm-fixtures/mainnet_blocks/`.
-        for dir in [
-            root.join("grevm-fixtures/mainnet_blocks"),
-            root.join("mainnet_blocks"),
-        ] {
+        for dir in [root.join("grevm-fixtures/mainnet_blocks"), root.join("mainnet_blocks")] {
             if dir.is_dir() {
                 blocks.extend(grevm::block_refs(&dir)?);
             }
@@ -295,12 +272,7 @@ impl Dataset {
             return Err(LoadError::new(&root, kind));
         }
         blocks.sort_by_key(|b| (b.number, b.source as u8));
-        Ok(Self {
-            root,
-            blocks,
-            indexed,
-            code: Mutex::new(None),
-        })
+        Ok(Self { root, blocks, indexed, code: Mutex::new(None) })
     }
 
     /// The folder the dataset was opened from.
@@ -329,19 +301,13 @@ impl Dataset {
     /// Loads one block: context, transactions, pre-state, and its checks.
     pub fn load(&self, block: &BlockRef) -> Result<RecordedBlock, LoadError> {
         if !block.is_complete() {
-            let kind = LoadErrorKind::Incomplete {
-                number: block.number,
-                missing: block.missing_code,
-            };
+            let kind = LoadErrorKind::Incomplete { number: block.number, missing: block.missing_code };
             return Err(LoadError::new(&block.dir, kind));
         }
         match block.source {
             BlockSource::Grevm => grevm::load(block),
             BlockSource::Mainnet | BlockSource::Recording => {
-                let set = self
-                    .indexed
-                    .as_ref()
-                    .expect("indexed blocks come from an indexed set");
+                let set = self.indexed.as_ref().expect("indexed blocks come from an indexed set");
                 let code = self.code_table(set)?;
                 set.load(block, &code)
             }
@@ -363,10 +329,7 @@ impl Dataset {
     }
 
     fn code_table(&self, set: &indexed::IndexedSet) -> Result<CodeTable, LoadError> {
-        let mut slot = self
-            .code
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut slot = self.code.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(table) = slot.as_ref() {
             return Ok(table.clone());
         }

@@ -3,14 +3,9 @@
 use std::{fs, io::Write, path::Path};
 
 use alloy::{
-    consensus::{
-        Header, SignableTransaction, Signed, TxEnvelope, TxLegacy,
-        proofs::calculate_transaction_root,
-    },
+    consensus::{Header, SignableTransaction, Signed, TxEnvelope, TxLegacy, proofs::calculate_transaction_root},
     primitives::Signature,
-    rpc::types::{
-        Block as RpcBlock, BlockTransactions, Header as RpcHeader, Transaction as RpcTransaction,
-    },
+    rpc::types::{Block as RpcBlock, BlockTransactions, Header as RpcHeader, Transaction as RpcTransaction},
 };
 use revm::{
     primitives::{Address, B256, Bytes, TxKind, U256, address, hardfork::SpecId},
@@ -63,15 +58,7 @@ fn sample_block(number: u64, txs: Vec<RpcTransaction>) -> RpcBlock<RpcTransactio
 fn sample_pre_state() -> PreState {
     let code = Bytecode::new_raw(Bytes::from_static(&[0x60, 0x01, 0x60, 0x00, 0x55, 0x00]));
     PreState::from([
-        (
-            SENDER,
-            PreAccount {
-                balance: U256::from(10u64.pow(18)),
-                nonce: 0,
-                code: None,
-                storage: Default::default(),
-            },
-        ),
+        (SENDER, PreAccount { balance: U256::from(10u64.pow(18)), nonce: 0, code: None, storage: Default::default() }),
         (
             CONTRACT,
             PreAccount {
@@ -93,16 +80,9 @@ fn write_sample(dir: &Path) {
         node: Some("anvil/test".into()),
     };
     let mut w = RecordingWriter::create(dir, &manifest).expect("create");
-    w.add_arrival(1_700_000_001_000, &sample_tx(0))
-        .expect("arrival");
-    w.add_arrival(1_700_000_000_500, &sample_tx(1))
-        .expect("arrival");
-    w.add_block(
-        "PRAGUE",
-        &sample_block(5, vec![sample_tx(0), sample_tx(1)]),
-        &sample_pre_state(),
-    )
-    .expect("block");
+    w.add_arrival(1_700_000_001_000, &sample_tx(0)).expect("arrival");
+    w.add_arrival(1_700_000_000_500, &sample_tx(1)).expect("arrival");
+    w.add_block("PRAGUE", &sample_block(5, vec![sample_tx(0), sample_tx(1)]), &sample_pre_state()).expect("block");
     w.finish().expect("finish");
 }
 
@@ -110,8 +90,7 @@ fn rewrite_gz(path: &Path, f: impl FnOnce(&mut serde_json::Value)) {
     let mut value: serde_json::Value = json::read(path).expect("readable");
     f(&mut value);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&serde_json::to_vec(&value).expect("json"))
-        .expect("gzip");
+    gz.write_all(&serde_json::to_vec(&value).expect("json")).expect("gzip");
     fs::write(path, gz.finish().expect("gzip")).expect("write");
 }
 
@@ -144,20 +123,11 @@ fn round_trip_through_the_writer() {
     assert_eq!(block.header.as_ref().map(|h| h.gas_used), Some(42_000));
     // Arrivals come back in time order, whatever order they were written in.
     let arrivals = dataset.arrivals().expect("arrivals");
-    assert_eq!(
-        arrivals.iter().map(|a| a.t_ms).collect::<Vec<_>>(),
-        [1_700_000_000_500, 1_700_000_001_000]
-    );
-    assert_eq!(
-        arrivals[0].tx.inner.inner().tx_hash(),
-        sample_tx(1).inner.inner().tx_hash()
-    );
+    assert_eq!(arrivals.iter().map(|a| a.t_ms).collect::<Vec<_>>(), [1_700_000_000_500, 1_700_000_001_000]);
+    assert_eq!(arrivals[0].tx.inner.inner().tx_hash(), sample_tx(1).inner.inner().tx_hash());
     // The pre-state is usable by revm as is.
     let db = block.state_db();
-    assert_eq!(
-        db.cache.accounts[&CONTRACT].storage[&U256::from(1)],
-        U256::from(42)
-    );
+    assert_eq!(db.cache.accounts[&CONTRACT].storage[&U256::from(1)], U256::from(42));
 }
 
 #[test]
@@ -190,17 +160,11 @@ fn missing_block_file() {
 fn malformed_json_names_the_field() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_sample(dir.path());
-    rewrite_gz(&dir.path().join("blocks/5/block.json.gz"), |v| {
-        v["transactions"][1]["gas"] = "lots".into()
-    });
+    rewrite_gz(&dir.path().join("blocks/5/block.json.gz"), |v| v["transactions"][1]["gas"] = "lots".into());
     let err = load_err(dir.path());
     assert!(matches!(*err.kind, LoadErrorKind::Json(_)), "{err}");
     assert_eq!(err.field.as_deref(), Some("transactions[1]"), "{err}");
-    assert!(
-        err.to_string()
-            .contains("block.json.gz: field `transactions[1]`"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("block.json.gz: field `transactions[1]`"), "{err}");
 }
 
 #[test]
@@ -220,9 +184,7 @@ fn malformed_pre_state_value_names_account_and_field() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_sample(dir.path());
     let key = format!("{CONTRACT:#x}");
-    rewrite_gz(&dir.path().join("blocks/5/pre_state.json.gz"), |v| {
-        v[&key]["nonce"] = "0xzz".into()
-    });
+    rewrite_gz(&dir.path().join("blocks/5/pre_state.json.gz"), |v| v[&key]["nonce"] = "0xzz".into());
     let err = load_err(dir.path());
     assert_eq!(err.field, Some(format!("{key}.nonce")), "{err}");
 }
@@ -232,15 +194,10 @@ fn unknown_fork() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_sample(dir.path());
     let index = dir.path().join("index.json");
-    let text = fs::read_to_string(&index)
-        .expect("read")
-        .replace("PRAGUE", "GLAMSTERDAM");
+    let text = fs::read_to_string(&index).expect("read").replace("PRAGUE", "GLAMSTERDAM");
     fs::write(&index, text).expect("write");
     let err = load_err(dir.path());
-    assert!(
-        matches!(&*err.kind, LoadErrorKind::UnknownFork(f) if f == "GLAMSTERDAM"),
-        "{err}"
-    );
+    assert!(matches!(&*err.kind, LoadErrorKind::UnknownFork(f) if f == "GLAMSTERDAM"), "{err}");
     assert_eq!(err.file, index);
     assert_eq!(err.field.as_deref(), Some("[number=5].fork"));
 }
@@ -252,10 +209,7 @@ fn missing_bytecode() {
     let path = dir.path().join("bytecodes.json.gz");
     rewrite_gz(&path, |v| *v = serde_json::json!({}));
     let err = load_err(dir.path());
-    assert!(
-        matches!(*err.kind, LoadErrorKind::MissingBytecode(_)),
-        "{err}"
-    );
+    assert!(matches!(*err.kind, LoadErrorKind::MissingBytecode(_)), "{err}");
     assert_eq!(err.field, Some(format!("{CONTRACT:#x}.code_hash")), "{err}");
 }
 
@@ -269,36 +223,16 @@ fn bytecode_with_wrong_hash() {
         }
     });
     let err = load_err(dir.path());
-    assert!(
-        matches!(
-            *err.kind,
-            LoadErrorKind::HashMismatch {
-                what: "bytecode",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(*err.kind, LoadErrorKind::HashMismatch { what: "bytecode", .. }), "{err}");
 }
 
 #[test]
 fn transaction_with_wrong_hash() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_sample(dir.path());
-    rewrite_gz(&dir.path().join("blocks/5/block.json.gz"), |v| {
-        v["transactions"][0]["value"] = "0x2".into()
-    });
+    rewrite_gz(&dir.path().join("blocks/5/block.json.gz"), |v| v["transactions"][0]["value"] = "0x2".into());
     let err = load_err(dir.path());
-    assert!(
-        matches!(
-            *err.kind,
-            LoadErrorKind::HashMismatch {
-                what: "transaction",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(*err.kind, LoadErrorKind::HashMismatch { what: "transaction", .. }), "{err}");
     assert_eq!(err.field.as_deref(), Some("transactions[0].hash"));
 }
 
@@ -306,17 +240,9 @@ fn transaction_with_wrong_hash() {
 fn header_with_wrong_hash() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_sample(dir.path());
-    rewrite_gz(&dir.path().join("blocks/5/block.json.gz"), |v| {
-        v["gasUsed"] = "0x1".into()
-    });
+    rewrite_gz(&dir.path().join("blocks/5/block.json.gz"), |v| v["gasUsed"] = "0x1".into());
     let err = load_err(dir.path());
-    assert!(
-        matches!(
-            *err.kind,
-            LoadErrorKind::HashMismatch { what: "header", .. }
-        ),
-        "{err}"
-    );
+    assert!(matches!(*err.kind, LoadErrorKind::HashMismatch { what: "header", .. }), "{err}");
 }
 
 #[test]
@@ -327,37 +253,17 @@ fn dropped_transaction_breaks_the_transactions_root() {
         v["transactions"].as_array_mut().expect("array").pop();
     });
     let err = load_err(dir.path());
-    assert!(
-        matches!(
-            *err.kind,
-            LoadErrorKind::HashMismatch {
-                what: "transaction list",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(*err.kind, LoadErrorKind::HashMismatch { what: "transaction list", .. }), "{err}");
 }
 
 #[test]
 fn malformed_arrival_names_the_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_sample(dir.path());
-    let mut f = fs::OpenOptions::new()
-        .append(true)
-        .open(dir.path().join("arrivals.jsonl"))
-        .expect("open");
+    let mut f = fs::OpenOptions::new().append(true).open(dir.path().join("arrivals.jsonl")).expect("open");
     writeln!(f, "{{\"t_ms\": 5, \"tx\": 17}}").expect("write");
-    let err = Dataset::open(dir.path())
-        .expect("open")
-        .arrivals()
-        .expect_err("bad line");
-    assert!(
-        err.field
-            .as_deref()
-            .is_some_and(|f| f.starts_with("line 3")),
-        "{err}"
-    );
+    let err = Dataset::open(dir.path()).expect("open").arrivals().expect_err("bad line");
+    assert!(err.field.as_deref().is_some_and(|f| f.starts_with("line 3")), "{err}");
 }
 
 #[test]
@@ -365,15 +271,10 @@ fn incomplete_block_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_sample(dir.path());
     let index = dir.path().join("index.json");
-    let text = fs::read_to_string(&index)
-        .expect("read")
-        .replace("\"complete\":true", "\"complete\":false");
+    let text = fs::read_to_string(&index).expect("read").replace("\"complete\":true", "\"complete\":false");
     fs::write(&index, text).expect("write");
     let err = load_err(dir.path());
-    assert!(
-        matches!(*err.kind, LoadErrorKind::Incomplete { number: 5, .. }),
-        "{err}"
-    );
+    assert!(matches!(*err.kind, LoadErrorKind::Incomplete { number: 5, .. }), "{err}");
 }
 
 #[test]
@@ -392,10 +293,7 @@ fn grevm_fixture_errors_name_the_field() {
             "gas_limit": 30_000_000, "basefee": 7, "difficulty": "0x0", "prevrandao": format!("{:#x}", B256::ZERO),
             "excess_blob_gas": 0, "chain_id": 1, "spec_id": "Prague"}),
     );
-    write(
-        "txs.json.gz",
-        serde_json::json!([{"tx_type": 2, "caller": "0x12"}]),
-    );
+    write("txs.json.gz", serde_json::json!([{"tx_type": 2, "caller": "0x12"}]));
     write("pre_state.json.gz", serde_json::json!({}));
     let dataset = Dataset::open(dir.path()).expect("open");
     let block = dataset.find(7).expect("listed").clone();
@@ -408,9 +306,6 @@ fn grevm_fixture_errors_name_the_field() {
 fn locate_reports_every_place_it_looked() {
     let err = locate_data_dir(Some(Path::new("/definitely/not/here"))).expect_err("absent");
     let text = err.to_string();
-    assert!(
-        text.contains("--data /definitely/not/here: does not exist"),
-        "{text}"
-    );
+    assert!(text.contains("--data /definitely/not/here: does not exist"), "{text}");
     assert!(text.contains("PRESCIENT_DATA"), "{text}");
 }

@@ -64,8 +64,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), LoadError> {
-    let bytes = serde_json::to_vec(value)
-        .map_err(|e| LoadError::new(path, LoadErrorKind::Json(e.to_string())))?;
+    let bytes = serde_json::to_vec(value).map_err(|e| LoadError::new(path, LoadErrorKind::Json(e.to_string())))?;
     // Write to a temporary name and rename, so a reader never sees half a file.
     let tmp = path.with_extension("partial");
     {
@@ -73,14 +72,10 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), LoadError> {
         if path.extension().is_some_and(|e| e == "gz") {
             // No timestamp in the gzip header: identical content gives identical files.
             let mut gz = GzEncoder::new(BufWriter::new(file), Compression::default());
-            gz.write_all(&bytes)
-                .and_then(|()| gz.finish()?.flush())
-                .map_err(io_err(&tmp))?;
+            gz.write_all(&bytes).and_then(|()| gz.finish()?.flush()).map_err(io_err(&tmp))?;
         } else {
             let mut w = BufWriter::new(file);
-            w.write_all(&bytes)
-                .and_then(|()| w.flush())
-                .map_err(io_err(&tmp))?;
+            w.write_all(&bytes).and_then(|()| w.flush()).map_err(io_err(&tmp))?;
         }
     }
     fs::rename(&tmp, path).map_err(io_err(path))
@@ -92,8 +87,7 @@ impl RecordingWriter {
         let root = root.as_ref().to_path_buf();
         fs::create_dir_all(root.join("blocks")).map_err(io_err(&root))?;
         if root.join("index.json").exists() {
-            let kind =
-                LoadErrorKind::Invalid("already holds a recording; choose an empty folder".into());
+            let kind = LoadErrorKind::Invalid("already holds a recording; choose an empty folder".into());
             return Err(LoadError::new(&root, kind));
         }
         #[derive(Serialize)]
@@ -111,11 +105,8 @@ impl RecordingWriter {
         };
         write_json(&root.join("recording.json"), &out)?;
         let arrivals_path = root.join("arrivals.jsonl");
-        let arrivals = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&arrivals_path)
-            .map_err(io_err(&arrivals_path))?;
+        let arrivals =
+            OpenOptions::new().create(true).append(true).open(&arrivals_path).map_err(io_err(&arrivals_path))?;
         let mut writer = Self {
             root,
             index: Vec::new(),
@@ -132,9 +123,7 @@ impl RecordingWriter {
         let path = self.root.join("arrivals.jsonl");
         let line = serde_json::to_string(&ArrivalOut { t_ms, tx })
             .map_err(|e| LoadError::new(&path, LoadErrorKind::Json(e.to_string())))?;
-        writeln!(self.arrivals, "{line}")
-            .and_then(|()| self.arrivals.flush())
-            .map_err(io_err(&path))
+        writeln!(self.arrivals, "{line}").and_then(|()| self.arrivals.flush()).map_err(io_err(&path))
     }
 
     /// Adds one block (full transactions) with the pre-state its transactions read.
@@ -158,18 +147,12 @@ impl RecordingWriter {
             });
             pre.insert(
                 *address,
-                PreAccountOut {
-                    balance: account.balance,
-                    nonce: account.nonce,
-                    code_hash,
-                    storage: &account.storage,
-                },
+                PreAccountOut { balance: account.balance, nonce: account.nonce, code_hash, storage: &account.storage },
             );
         }
         write_json(&dir.join("pre_state.json.gz"), &pre)?;
         if number > 0 {
-            self.block_hashes
-                .insert(number - 1, block.header.parent_hash);
+            self.block_hashes.insert(number - 1, block.header.parent_hash);
         }
         self.block_hashes.insert(number, block.header.hash);
         self.index.retain(|e| e.number != number);
@@ -203,11 +186,7 @@ impl RecordingWriter {
     fn write_tables(&mut self) -> Result<(), LoadError> {
         write_json(&self.root.join("index.json"), &self.index)?;
         write_json(&self.root.join("bytecodes.json.gz"), &self.bytecodes)?;
-        let hashes: BTreeMap<String, B256> = self
-            .block_hashes
-            .iter()
-            .map(|(n, h)| (n.to_string(), *h))
-            .collect();
+        let hashes: BTreeMap<String, B256> = self.block_hashes.iter().map(|(n, h)| (n.to_string(), *h)).collect();
         write_json(&self.root.join("block_hashes.json"), &hashes)
     }
 }

@@ -17,32 +17,18 @@ fn every_complete_block_matches_its_ground_truth() {
     let dataset = Dataset::open(&dir).expect("open the shared data");
     ir::warm_up();
     let blocks: Vec<_> = dataset.complete_blocks().cloned().collect();
-    let mainnet = blocks
-        .iter()
-        .filter(|b| b.source == BlockSource::Mainnet)
-        .count();
-    let grevm = blocks
-        .iter()
-        .filter(|b| b.source == BlockSource::Grevm)
-        .count();
-    assert_eq!(
-        (mainnet, grevm),
-        (72, 2),
-        "the shared data should list 72 complete mainnet blocks and 2 grevm blocks"
-    );
+    let mainnet = blocks.iter().filter(|b| b.source == BlockSource::Mainnet).count();
+    let grevm = blocks.iter().filter(|b| b.source == BlockSource::Grevm).count();
+    assert_eq!((mainnet, grevm), (72, 2), "the shared data should list 72 complete mainnet blocks and 2 grevm blocks");
 
     let mut failures = Vec::new();
     let (mut post_checked, mut receipts_checked) = (0, 0);
     for block_ref in &blocks {
-        let block = dataset
-            .load(block_ref)
-            .unwrap_or_else(|e| panic!("block {}: {e}", block_ref.number));
+        let block = dataset.load(block_ref).unwrap_or_else(|e| panic!("block {}: {e}", block_ref.number));
         let report = replay_block(&block);
         for check in &report.checks {
             match (&check.verdict, check.name) {
-                (Verdict::Fail(why), name) => {
-                    failures.push(format!("block {} {name}: {why}", block.number))
-                }
+                (Verdict::Fail(why), name) => failures.push(format!("block {} {name}: {why}", block.number)),
                 (Verdict::Pass, "post") => post_checked += 1,
                 (Verdict::Pass, "receipts") => receipts_checked += 1,
                 _ => {}
@@ -51,22 +37,13 @@ fn every_complete_block_matches_its_ground_truth() {
         if block.source == BlockSource::Mainnet {
             // Every mainnet block has a header, so the gas and bloom checks must have run.
             let names: Vec<_> = report.checks.iter().map(|c| c.name).collect();
-            assert!(
-                names.contains(&"gas") && names.contains(&"bloom"),
-                "block {}: {names:?}",
-                block.number
-            );
+            assert!(names.contains(&"gas") && names.contains(&"bloom"), "block {}: {names:?}", block.number);
         }
         if let Some((_, gas)) = GREVM_GAS.iter().find(|(n, _)| *n == block.number) {
             assert_eq!(report.gas_used, *gas, "grevm block {}", block.number);
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} checks failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} checks failed:\n{}", failures.len(), failures.join("\n"));
     // 11 development blocks carry a proven post-state (the 12th zeth block is sealed), and
     // 49 complete mainnet blocks are Byzantium or later.
     assert_eq!(post_checked, 11, "post-state checks run");
@@ -81,40 +58,20 @@ fn a_wrong_pre_state_fails_the_checks() {
         return;
     };
     let dataset = Dataset::open(&dir).expect("open the shared data");
-    let mut block = dataset
-        .load(dataset.find(46_147).expect("listed"))
-        .expect("load");
+    let mut block = dataset.load(dataset.find(46_147).expect("listed")).expect("load");
     let sender = block.txs[0].env.caller;
     block.pre_state.remove(&sender);
     let report = replay_block(&block);
     assert!(!report.passed());
-    assert!(
-        matches!(&report.checks[0].verdict, Verdict::Fail(why) if why.contains("transaction 0")),
-        "{report:?}"
-    );
+    assert!(matches!(&report.checks[0].verdict, Verdict::Fail(why) if why.contains("transaction 0")), "{report:?}");
 
     // A changed storage slot in a post-state block fails the post check.
-    let mut block = dataset
-        .load(dataset.find(15_050_000).expect("listed"))
-        .expect("load");
-    let post = block
-        .post_state
-        .as_mut()
-        .expect("zeth block has a post-state");
-    let (_, account) = post
-        .iter_mut()
-        .find(|(_, a)| !a.storage.is_empty())
-        .expect("some storage");
+    let mut block = dataset.load(dataset.find(15_050_000).expect("listed")).expect("load");
+    let post = block.post_state.as_mut().expect("zeth block has a post-state");
+    let (_, account) = post.iter_mut().find(|(_, a)| !a.storage.is_empty()).expect("some storage");
     let value = account.storage.values_mut().next().expect("a slot");
     *value += revm::primitives::U256::from(1);
     let report = replay_block(&block);
-    let post_check = report
-        .checks
-        .iter()
-        .find(|c| c.name == "post")
-        .expect("post check ran");
-    assert!(
-        matches!(&post_check.verdict, Verdict::Fail(why) if why.contains("slot")),
-        "{post_check:?}"
-    );
+    let post_check = report.checks.iter().find(|c| c.name == "post").expect("post check ran");
+    assert!(matches!(&post_check.verdict, Verdict::Fail(why) if why.contains("slot")), "{post_check:?}");
 }

@@ -1,0 +1,118 @@
+//! `prescient diff`: every stage of one transaction, dumped into a folder.
+//!
+//! ```text
+//!   <out>/summary.txt      what happened, and the first difference if any
+//!   <out>/trace.txt        the pre-execution as the tracer saw it
+//!   <out>/program.ir       the lowered program (text format)
+//!   <out>/optimized.ir     after passes::optimize
+//!   <out>/revm.json        the reference outcome (sequential revm on the actual state)
+//!   <out>/evaluation.json  the interpreter's result on the same state
+//! ```
+//!
+//! The transaction runs on its block's actual state: the pre-state with every earlier
+//! transaction of the block committed.
+
+use std::{fmt::Write as _, fs, path::Path};
+
+use eyre::{Result, WrapErr, eyre};
+use ir::{
+    interp::{Evaluation, evaluate},
+    passes::optimize,
+    record::{RecordConfig, record},
+    text,
+    verify::verify,
+};
+use mempool_tap::Dataset;
+use revm::{DatabaseCommit, primitives::B256};
+
+/// Fuel for the interpreter in `diff`.
+const FUEL: u64 = 1 << 24;
+
+/// What `diff` found, for the command line's exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiffVerdict {
+    /// The program hit and equals revm.
+    Hit,
+    /// The program missed (or there is none): no wrong result.
+    NoHit,
+    /// The program hit with a result different from revm's: a soundness bug.
+    WrongHit,
+}
+
+/// Finds `hash` in `dataset`, runs every stage and writes the folder `out`.
+pub fn diff(dataset: &Dataset, hash: B256, out: &Path) -> Result<(DiffVerdict, String)> {
+    let mut found = None;
+    for block_ref in dataset.complete_blocks() {
+        let block = dataset.load(block_ref)?;
+        if let Some(index) = block.txs.iter().position(|t| t.hash == Some(hash)) {
+            found = Some((block, index));
+            break;
+        }
+    }
+    let (block, index) =
+        found.ok_or_else(|| eyre!("transaction {hash} is in no complete block of {}", dataset.root().display()))?;
+    let mut db = block.state_db();
+    for tx in &block.txs[..index] {
+        let (_, state) = ir::execute_tx(&db, &block.cfg, &block.env, &tx.env)?;
+        db.commit(state);
+    }
+    let tx = &block.txs[index].env;
+    fs::create_dir_all(out).wrap_err_with(|| format!("creating {}", out.display()))?;
+    let write = |name: &str, content: &str| {
+        fs::write(out.join(name), content).wrap_err_with(|| format!("writing {}", out.join(name).display()))
+    };
+
+    let (expected, _) = ir::execute_tx(&db, &block.cfg, &block.env, tx)?;
+    write("revm.json", &serde_json::to_string_pretty(&expected)?)?;
+    let recording = record(&db, &block.cfg, &block.env, tx, RecordConfig::default())?;
+    let mut summary = String::new();
+    let _ = writeln!(summary, "transaction {hash}: block {} index {index}, {:?}", block.number, block.spec);
+    let _ = writeln!(summary, "revm: {:?}, gas {}", expected.status, expected.gas_used);
+    write("trace.txt", &format!("{:#?}\n", recording.tracer))?;
+
+    let verdict = match &recording.program {
+        Err(reason) => {
+            let _ = writeln!(summary, "no program: {}", reason.name());
+            DiffVerdict::NoHit
+        }
+        Ok(program) => {
+            write("program.ir", &text::print(program))?;
+            if let Err(e) = verify(program) {
+                let _ = writeln!(summary, "VERIFIER FAILED (a bug): {e}");
+            }
+            let optimized = optimize(program);
+            write("optimized.ir", &text::print(&optimized))?;
+            let _ = writeln!(
+                summary,
+                "program: {} instructions, {} guards; optimized: {} instructions, {} guards",
+                program.insts.len(),
+                program.guard_count(),
+                optimized.insts.len(),
+                optimized.guard_count()
+            );
+            match evaluate(&optimized, &db, &block.cfg, &block.env, FUEL) {
+                Evaluation::Hit(outcome) => {
+                    write("evaluation.json", &serde_json::to_string_pretty(&outcome)?)?;
+                    match outcome.first_difference(&expected) {
+                        None => {
+                            let _ = writeln!(summary, "evaluation: hit, identical to revm");
+                            DiffVerdict::Hit
+                        }
+                        Some(d) => {
+                            let _ = writeln!(summary, "evaluation: WRONG HIT: {d}");
+                            DiffVerdict::WrongHit
+                        }
+                    }
+                }
+                Evaluation::Miss(miss) => {
+                    let at = optimized.insts.get(miss.at.index()).map(|i| text::print_inst(miss.at, i));
+                    write("evaluation.json", &format!("{{\"miss\": \"{:?}\"}}\n", miss.reason))?;
+                    let _ = writeln!(summary, "evaluation: miss {:?} at {}", miss.reason, at.unwrap_or_default());
+                    DiffVerdict::NoHit
+                }
+            }
+        }
+    };
+    write("summary.txt", &summary)?;
+    Ok((verdict, summary))
+}
