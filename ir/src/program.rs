@@ -228,6 +228,21 @@ impl Builder {
         self.program.as_const(v)
     }
 
+    /// The instruction defining `v`.
+    pub fn program_inst(&self, v: Value) -> &Inst {
+        self.program.inst(v)
+    }
+
+    /// Number of instructions so far.
+    pub fn len(&self) -> usize {
+        self.program.insts.len()
+    }
+
+    /// Whether nothing has been built yet.
+    pub fn is_empty(&self) -> bool {
+        self.program.insts.is_empty()
+    }
+
     /// The value `v` had in the trace.
     pub fn traced(&self, v: Value) -> Option<&Val> {
         self.traced.get(v.index()).and_then(Option::as_ref)

@@ -68,7 +68,7 @@ pub fn diff(dataset: &Dataset, hash: B256, out: &Path) -> Result<(DiffVerdict, S
     let mut summary = String::new();
     let _ = writeln!(summary, "transaction {hash}: block {} index {index}, {:?}", block.number, block.spec);
     let _ = writeln!(summary, "revm: {:?}, gas {}", expected.status, expected.gas_used);
-    write("trace.txt", &format!("{:#?}\n", recording.tracer))?;
+    write("trace.txt", &format!("{:#?}\n", recording.trace))?;
 
     let verdict = match &recording.program {
         Err(reason) => {

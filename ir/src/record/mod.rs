@@ -1,0 +1,368 @@
+//! Recording: pre-execute a transaction in revm and turn what happened into a [`Program`].
+//!
+//! ```text
+//!   record(db, cfg, block, tx)
+//!     ├─ prologue   validity guards (nonce, sender code, balance, fee caps, gas limit),
+//!     │             the price paid, gas purchase, nonce bump
+//!     ├─ revm + Tracer (Inspector): value transfer, every frame's opcodes, world
+//!     │             checkpoints on revert (tracer.rs, world.rs, memory.rs)
+//!     ├─ epilogue   refund of unused gas, fee-recipient payment
+//!     └─ stores     final info of every touched account, changed slots, logs, output
+//! ```
+//!
+//! **Soundness.** Every value the path's shape depends on is guarded, at the place the
+//! dependency arises (each guard says why it is needed and why it is enough). Every traced
+//! value is checked against revm as the recording goes (stack at each step, memory size,
+//! calldata, frame outputs, final accounts and slots): a disagreement ends the recording
+//! with [`NoApReason::Unmodelled`]. What is not modelled gets no program and a counted
+//! reason; it never gets a wrong one.
+
+mod memory;
+mod tracer;
+mod world;
+
+use std::collections::BTreeMap;
+
+use revm::{
+    Context, DatabaseRef, InspectEvm, MainBuilder, MainContext,
+    context::{BlockEnv, CfgEnv, TxEnv, result::ExecutionResult},
+    database_interface::{DBErrorMarker, WrapDatabaseRef},
+    precompile::{PrecompileSpecId, Precompiles},
+    primitives::{Address, B256, KECCAK_EMPTY, TxKind, U256, hardfork::SpecId},
+    state::EvmState,
+};
+
+use crate::{
+    ops::{GuardKind, Op},
+    outcome::TxOutcome,
+    program::{AccountFlags, Builder, Imm, Program, ProgramEnv, Value},
+};
+use tracer::{TopCall, Tracer};
+use world::{Lowering, World, word};
+
+/// Why a pre-execution produced no program. A value, not an error: counted, never fatal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum NoApReason {
+    /// The transaction creates a contract (top level or inside).
+    Create,
+    /// A self-destruct.
+    SelfDestruct,
+    /// A call into a precompile other than identity.
+    Precompile,
+    /// An EIP-7702 authorization list, or a call into a delegated account.
+    Authorization,
+    /// The trace exceeded the size cap.
+    TooLarge,
+    /// revm did something the tracer does not model, or a traced value disagreed with
+    /// revm's: refused rather than guessed.
+    Unmodelled,
+}
+
+impl NoApReason {
+    /// Short name for reports and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::SelfDestruct => "selfdestruct",
+            Self::Precompile => "precompile",
+            Self::Authorization => "authorization",
+            Self::TooLarge => "too-large",
+            Self::Unmodelled => "unmodelled",
+        }
+    }
+}
+
+/// Limits on recording.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordConfig {
+    /// Largest program, in instructions; a longer trace gets [`NoApReason::TooLarge`].
+    pub max_insts: usize,
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        Self { max_insts: 1 << 20 }
+    }
+}
+
+/// What the tracer saw, for reports and `prescient diff`.
+#[derive(Clone, Debug, Default)]
+pub struct TraceSummary {
+    /// Interpreter steps traced.
+    pub steps: u64,
+    /// Why the recording stopped early, in words.
+    pub abort: Option<String>,
+}
+
+/// What one pre-execution produced.
+#[derive(Debug)]
+pub struct Recording {
+    /// revm's result of the pre-execution.
+    pub result: ExecutionResult,
+    /// revm's post-transaction state (not committed).
+    pub state: EvmState,
+    /// The outcome of the pre-execution, as the reference executor reports it.
+    pub outcome: TxOutcome,
+    /// The program, or why there is none.
+    pub program: Result<Program, NoApReason>,
+    /// What the tracer saw.
+    pub trace: TraceSummary,
+}
+
+/// revm refused the transaction (invalid in this future): no outcome, no program.
+#[derive(Debug, thiserror::Error)]
+#[error("revm rejected the transaction: {0}")]
+pub struct RecordError(pub String);
+
+/// Pre-executes `tx` on `db` (read-only) in the context `cfg` / `block`, and lowers the trace.
+pub fn record<D>(
+    db: &D,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    tx: &TxEnv,
+    config: RecordConfig,
+) -> Result<Recording, RecordError>
+where
+    D: DatabaseRef,
+    D::Error: DBErrorMarker,
+{
+    let precompiles = Precompiles::new(PrecompileSpecId::from_spec_id(cfg.spec));
+    let bound = precompiles.addresses().map(|a| word(*a)).max().unwrap_or_default() + U256::from(1);
+    let prewarmed: BTreeMap<Address, Vec<B256>> =
+        tx.access_list.0.iter().map(|item| (item.address, item.storage_keys.clone())).collect();
+    let mut low = Lowering {
+        db,
+        cfg,
+        block,
+        b: Builder::new(),
+        world: World::default(),
+        prewarmed,
+        precompile_bound: bound,
+        price: Value(0),
+    };
+    let early = match tx.kind {
+        TxKind::Create => Some((NoApReason::Create, "contract creation".to_string())),
+        TxKind::Call(_) if !tx.authorization_list.is_empty() => {
+            Some((NoApReason::Authorization, "authorization list".to_string()))
+        }
+        TxKind::Call(_) => None,
+    };
+    let to = match tx.kind {
+        TxKind::Call(to) => to,
+        TxKind::Create => Address::ZERO,
+    };
+    let top = prologue(&mut low, tx, to);
+    let mut tracer = Tracer::new(low, top, config.max_insts);
+    if let Some(abort) = early {
+        tracer.abort = Some(abort);
+    }
+    let mut evm = Context::mainnet()
+        .with_db(WrapDatabaseRef(db))
+        .with_cfg(cfg.clone())
+        .with_block(block.clone())
+        .build_mainnet_with_inspector(tracer);
+    let res = evm.inspect_tx(tx.clone()).map_err(|e| RecordError(e.to_string()))?;
+    let tracer = evm.inspector;
+    let outcome = TxOutcome::from_revm(&res.result, &res.state);
+    let trace = TraceSummary { steps: tracer.steps, abort: tracer.abort.as_ref().map(|(_, why)| why.clone()) };
+    let program = match tracer.abort {
+        Some((reason, _)) => Err(reason),
+        None => {
+            let output = tracer.top_output;
+            finish(tracer.low, tx, &outcome, &res.state, output)
+                .and_then(|p| if p.insts.len() > config.max_insts { Err(NoApReason::TooLarge) } else { Ok(p) })
+        }
+    };
+    Ok(Recording { result: res.result, state: res.state, outcome, program, trace })
+}
+
+impl<D: DatabaseRef> Lowering<'_, D> {
+    /// `a + x`, guarded not to wrap: revm refuses a credit that would overflow a balance.
+    pub(crate) fn add_no_overflow(&mut self, a: Value, x: Value) -> Value {
+        let sum = self.b.compute(Op::Add, &[a, x]);
+        let wrapped = self.b.compute(Op::Lt, &[sum, a]);
+        self.b.guard(GuardKind::Envelope, wrapped);
+        sum
+    }
+
+    /// Whether `address` is a precompile under the recording's spec.
+    pub(crate) fn is_precompile(&self, address: Address) -> bool {
+        Precompiles::new(PrecompileSpecId::from_spec_id(self.cfg.spec)).contains(&address)
+    }
+}
+
+/// The envelope before execution: the guards behind every check revm's handler makes
+/// against the state and the block, the price paid, the gas purchase and the nonce bump.
+/// Transaction-only checks (chain id, intrinsic gas, priority fee <= max fee) depend on
+/// constants and need no guard.
+fn prologue<D: DatabaseRef>(w: &mut Lowering<'_, D>, tx: &TxEnv, to: Address) -> TopCall {
+    let caller = w.b.word(word(tx.caller));
+    let recipient = w.b.word(word(to));
+    let coinbase = w.load(Op::Coinbase, &[]);
+    let basefee = w.load(Op::BaseFee, &[]);
+    // The fee recipient is in the world from the start, so every account the transaction
+    // touches is compared with it: the fee payment at the end then lands on the right one.
+    w.account(w.block.beneficiary, coinbase);
+    let sender = w.account(tx.caller, caller).clone();
+    // The nonce must equal the transaction's: pinning it is exactly revm's check.
+    w.b.guard(GuardKind::Envelope, sender.nonce);
+    // EIP-3607: a sender with code is rejected (EIP-7702 delegations excepted); pinning the
+    // code hash decides the check the same way in every future.
+    w.b.guard(GuardKind::Envelope, sender.code_hash);
+    // The balance must cover gas_limit * max_fee + value (+ max blob fee): revm's
+    // `max_balance_spending`, with the same constants.
+    let blob_gas = U256::from(tx.blob_hashes.len() as u64) * U256::from(revm::primitives::eip4844::GAS_PER_BLOB);
+    let max_spending =
+        U256::from(tx.gas_limit) * U256::from(tx.gas_price) + tx.value + blob_gas * U256::from(tx.max_fee_per_blob_gas);
+    let max_spending = w.b.word(max_spending);
+    let short = w.b.compute(Op::Lt, &[sender.balance, max_spending]);
+    w.b.guard(GuardKind::Envelope, short);
+    // The fee cap must reach the base fee (checked for every type; 0 before London).
+    let max_fee = w.b.word(U256::from(tx.gas_price));
+    let below_base = w.b.compute(Op::Lt, &[max_fee, basefee]);
+    w.b.guard(GuardKind::Envelope, below_base);
+    // The gas limit must fit in the block's.
+    let block_gas = w.load(Op::GasLimit, &[]);
+    let tx_gas = w.b.word(U256::from(tx.gas_limit));
+    let over = w.b.compute(Op::Lt, &[block_gas, tx_gas]);
+    w.b.guard(GuardKind::Envelope, over);
+    // EIP-1559 types pay min(max fee, base fee + tip); older types their gas price.
+    w.price = match tx.gas_priority_fee {
+        Some(tip) if tx.tx_type >= 2 => {
+            let tip = w.b.word(U256::from(tip));
+            let offered = w.b.compute(Op::Add, &[basefee, tip]);
+            w.b.compute(Op::Min, &[max_fee, offered])
+        }
+        _ => max_fee,
+    };
+    // Gas purchase: the whole limit now (the unused part comes back in the epilogue), and
+    // the blob fee, which does not.
+    let purchase = w.b.compute(Op::Mul, &[tx_gas, w.price]);
+    let mut balance = w.b.compute(Op::Sub, &[sender.balance, purchase]);
+    if !blob_gas.is_zero() {
+        // EIP-4844: the blob base fee must not exceed the transaction's cap.
+        let blob_price = w.load(Op::BlobBaseFee, &[]);
+        let cap = w.b.word(U256::from(tx.max_fee_per_blob_gas));
+        let over = w.b.compute(Op::Lt, &[cap, blob_price]);
+        w.b.guard(GuardKind::Envelope, over);
+        let blob_gas = w.b.word(blob_gas);
+        let blob_fee = w.b.compute(Op::Mul, &[blob_gas, blob_price]);
+        balance = w.b.compute(Op::Sub, &[balance, blob_fee]);
+    }
+    let one = w.b.word(U256::from(1));
+    let nonce = w.b.compute(Op::Add, &[sender.nonce, one]);
+    let account = w.account(tx.caller, caller);
+    account.balance = balance;
+    if matches!(tx.kind, TxKind::Call(_)) {
+        account.nonce = nonce;
+    }
+    let value_v = w.b.word(tx.value);
+    let calldata = w.b.bytes(tx.data.clone());
+    TopCall { caller_v: caller, to, to_v: recipient, value_v, calldata }
+}
+
+/// The envelope after execution, then the stores.
+fn finish<D: DatabaseRef>(
+    mut w: Lowering<'_, D>,
+    tx: &TxEnv,
+    outcome: &TxOutcome,
+    state: &EvmState,
+    output: Option<Value>,
+) -> Result<Program, NoApReason> {
+    let spec = w.cfg.spec;
+    let caller = w.b.word(word(tx.caller));
+    let gas_used = w.b.word(U256::from(outcome.gas_used));
+    // Refund of unused gas: (limit - used) * price, which nets the purchase to used * price.
+    let unused = w.b.word(U256::from(tx.gas_limit - outcome.gas_used.min(tx.gas_limit)));
+    let refund = w.b.compute(Op::Mul, &[unused, w.price]);
+    let before = w.account(tx.caller, caller).balance;
+    let after = w.b.compute(Op::Add, &[before, refund]);
+    w.account(tx.caller, caller).balance = after;
+    // The fee recipient gets used * (price - base fee) from London, used * price before.
+    let basefee = w.load(Op::BaseFee, &[]);
+    let tip_price =
+        if spec.is_enabled_in(SpecId::LONDON) { w.b.compute(Op::Sub, &[w.price, basefee]) } else { w.price };
+    let reward = w.b.compute(Op::Mul, &[gas_used, tip_price]);
+    let coinbase = w.load(Op::Coinbase, &[]);
+    let before = w.account(w.block.beneficiary, coinbase).balance;
+    let after = w.add_no_overflow(before, reward);
+    w.account(w.block.beneficiary, coinbase).balance = after;
+
+    // Guards first, stores after them all: a miss must leave nothing behind.
+    let mut account_stores = Vec::new();
+    let mut slot_stores = Vec::new();
+    let world = w.world.clone();
+    for (address, sym) in &world.accounts {
+        let revm_account = state.get(address).filter(|a| a.is_touched());
+        let Some(account) = revm_account else {
+            // Loaded but not touched: the lowering must not have changed it.
+            let loaded = (w.load(Op::Balance, &[sym.addr]), w.load(Op::Nonce, &[sym.addr]));
+            let changed_slot = sym.storage.values().any(|s| w.b.traced_word(s.current) != w.b.traced_word(s.original));
+            if loaded != (sym.balance, sym.nonce) || changed_slot {
+                return Err(NoApReason::Unmodelled);
+            }
+            continue;
+        };
+        let traced = (w.b.traced_word(sym.balance), w.b.traced_word(sym.nonce), w.b.traced_word(sym.code_hash));
+        if traced != (account.info.balance, U256::from(account.info.nonce), account.info.code_hash.into()) {
+            return Err(NoApReason::Unmodelled);
+        }
+        let mut changed: BTreeMap<U256, U256> =
+            account.changed_storage_slots().map(|(k, v)| (*k, v.present_value())).collect();
+        for (key, slot) in &sym.storage {
+            if slot.current == slot.original {
+                continue;
+            }
+            // Whether a written slot ends up changed decides the write set: pin it.
+            let same = w.b.compute(Op::Eq, &[slot.original, slot.current]);
+            w.b.guard(GuardKind::WriteSet, same);
+            if w.b.traced_word(same) == U256::ZERO {
+                if changed.remove(key) != Some(w.b.traced_word(slot.current)) {
+                    return Err(NoApReason::Unmodelled);
+                }
+                slot_stores.push([sym.addr, slot.key, slot.current]);
+            }
+        }
+        if !changed.is_empty() {
+            // revm changed a slot the lowering did not see written.
+            return Err(NoApReason::Unmodelled);
+        }
+        if !spec.is_enabled_in(SpecId::SPURIOUS_DRAGON) {
+            // Before EIP-161 revm normalizes touched empty accounts (marked created if they
+            // did not exist, untouched if they did): pin existence and emptiness, which
+            // decide that normalization.
+            let exists = w.load(Op::Exists, &[sym.addr]);
+            w.b.guard(GuardKind::WriteSet, exists);
+            let used = w.b.compute(Op::Or, &[sym.balance, sym.nonce]);
+            let no_funds = w.b.compute(Op::IsZero, &[used]);
+            let empty_code = w.b.word(KECCAK_EMPTY.into());
+            let no_code = w.b.compute(Op::Eq, &[sym.code_hash, empty_code]);
+            let empty = w.b.compute(Op::And, &[no_funds, no_code]);
+            w.b.guard(GuardKind::WriteSet, empty);
+        }
+        let flags = AccountFlags { created: account.is_created(), selfdestructed: account.is_selfdestructed() };
+        account_stores.push(([sym.addr, sym.balance, sym.nonce, sym.code_hash], flags));
+    }
+    // Every account revm touched must be one the lowering knows.
+    if state.iter().any(|(a, acc)| acc.is_touched() && !world.accounts.contains_key(a)) {
+        return Err(NoApReason::Unmodelled);
+    }
+    for (args, flags) in account_stores {
+        w.b.store(Op::StoreAccount, &args, Imm::Flags(flags));
+    }
+    for args in slot_stores {
+        w.b.store(Op::StoreSlot, &args, Imm::None);
+    }
+    if outcome.status.is_success() {
+        for log in &world.logs {
+            let mut args = vec![log.address, log.data];
+            args.extend(&log.topics);
+            w.b.store(Op::Log, &args, Imm::None);
+        }
+    }
+    let output = output.unwrap_or_else(|| w.b.bytes(Default::default()));
+    w.b.store(Op::Output, &[output], Imm::None);
+    let env = ProgramEnv { spec, chain_id: w.cfg.chain_id };
+    Ok(w.b.finish(env, outcome.status.clone(), outcome.gas_used, outcome.gas_refunded))
+}

@@ -1,0 +1,184 @@
+//! The symbolic world: accounts and storage as the transaction sees them, keyed by their
+//! *concrete* address and slot in this trace.
+//!
+//! Keying by the concrete value is what makes aliasing explicit. When a symbolic address
+//! (or storage key) is first used, it is compared with every address (key) already in the
+//! world and with every pre-warmed one, and each comparison is guarded. In any future where
+//! the guards hold, two symbolic addresses name the same account exactly when they did in
+//! the trace, so the wiring of loads to earlier stores, and warm/cold access costs, are the
+//! trace's. Data stays free: only equalities are pinned, not the addresses or keys.
+
+use std::collections::BTreeMap;
+
+use revm::{
+    DatabaseRef,
+    context::{BlockEnv, CfgEnv},
+    primitives::{Address, B256, U256},
+};
+
+use crate::{
+    interp::{context, load_word},
+    ops::{GuardKind, Op},
+    program::{Builder, Value},
+};
+
+/// One storage slot: its symbolic key, value before the transaction, and current value.
+#[derive(Clone, Debug)]
+pub(crate) struct SymSlot {
+    pub(crate) key: Value,
+    pub(crate) original: Value,
+    pub(crate) current: Value,
+}
+
+/// One account: its symbolic address and current info.
+#[derive(Clone, Debug)]
+pub(crate) struct SymAccount {
+    pub(crate) addr: Value,
+    pub(crate) balance: Value,
+    pub(crate) nonce: Value,
+    pub(crate) code_hash: Value,
+    pub(crate) storage: BTreeMap<U256, SymSlot>,
+    pub(crate) transient: BTreeMap<U256, SymSlot>,
+}
+
+/// A log, in emission order.
+#[derive(Clone, Debug)]
+pub(crate) struct SymLog {
+    pub(crate) address: Value,
+    pub(crate) data: Value,
+    pub(crate) topics: Vec<Value>,
+}
+
+/// Accounts, storage and logs: everything a frame revert rolls back.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct World {
+    pub(crate) accounts: BTreeMap<Address, SymAccount>,
+    pub(crate) logs: Vec<SymLog>,
+}
+
+/// The recording state: the builder, the world, and what loads read from.
+pub(crate) struct Lowering<'a, D> {
+    pub(crate) db: &'a D,
+    pub(crate) cfg: &'a CfgEnv,
+    pub(crate) block: &'a BlockEnv,
+    pub(crate) b: Builder,
+    pub(crate) world: World,
+    /// Addresses warm from the start besides the world's (access list), with their keys.
+    pub(crate) prewarmed: BTreeMap<Address, Vec<B256>>,
+    /// One past the highest precompile address of the spec.
+    pub(crate) precompile_bound: U256,
+    /// The price per gas the transaction pays (set by the prologue).
+    pub(crate) price: Value,
+}
+
+pub(crate) fn word(a: Address) -> U256 {
+    a.into_word().into()
+}
+
+impl<D: DatabaseRef> Lowering<'_, D> {
+    /// A load or context read; its traced value is read through the interpreter's own
+    /// functions, so it means exactly what the interpreter will compare against.
+    pub(crate) fn load(&mut self, op: Op, args: &[Value]) -> Value {
+        let traced = if args.is_empty() {
+            context(op, self.cfg, self.block)
+        } else {
+            let words: Vec<U256> = args.iter().map(|a| self.b.traced_word(*a)).collect();
+            // The pre-execution just read the same state successfully.
+            load_word(op, &words, self.db, self.block).ok().flatten().unwrap_or_default()
+        };
+        self.b.load(op, args, traced)
+    }
+
+    /// Pins how a symbolic address relates to the constant precompile and access-list
+    /// addresses: these are warm from the start, so equality with them decides gas.
+    fn pin_prewarmed(&mut self, addr: Value) {
+        if self.b.as_const(addr).is_some() {
+            return;
+        }
+        // One comparison covers every precompile: below the bound, pin the address itself.
+        let bound = self.b.word(self.precompile_bound);
+        let below = self.b.compute(Op::Lt, &[addr, bound]);
+        self.b.guard(GuardKind::Alias, below);
+        if self.b.traced_word(below) == U256::from(1) {
+            self.b.guard(GuardKind::Alias, addr);
+        }
+        let listed: Vec<Address> = self.prewarmed.keys().copied().collect();
+        for other in listed {
+            let other = self.b.word(word(other));
+            let same = self.b.compute(Op::Eq, &[addr, other]);
+            self.b.guard(GuardKind::Alias, same);
+        }
+    }
+
+    /// The account at concrete `address`, reached through the symbolic `addr`.
+    pub(crate) fn account(&mut self, address: Address, addr: Value) -> &mut SymAccount {
+        if let Some(existing) = self.world.accounts.get(&address).map(|a| a.addr) {
+            // The same account as an earlier access: pin the equality.
+            if existing != addr {
+                let same = self.b.compute(Op::Eq, &[existing, addr]);
+                self.b.guard(GuardKind::Alias, same);
+            }
+        } else {
+            // A new account: pin that it differs from every account seen so far, or its
+            // loads would miss what earlier stores did (and warm/cold costs would change).
+            let others: Vec<Value> = self.world.accounts.values().map(|a| a.addr).collect();
+            for other in others {
+                let same = self.b.compute(Op::Eq, &[other, addr]);
+                self.b.guard(GuardKind::Alias, same);
+            }
+            self.pin_prewarmed(addr);
+            let balance = self.load(Op::Balance, &[addr]);
+            let nonce = self.load(Op::Nonce, &[addr]);
+            let code_hash = self.load(Op::CodeHash, &[addr]);
+            let account =
+                SymAccount { addr, balance, nonce, code_hash, storage: BTreeMap::new(), transient: BTreeMap::new() };
+            self.world.accounts.insert(address, account);
+        }
+        self.world.accounts.get_mut(&address).expect("present: found or inserted above")
+    }
+
+    /// The slot at concrete `key` of the account at `address`, reached through symbolic
+    /// `key_value`; `transient` selects EIP-1153 storage (which starts at zero).
+    pub(crate) fn slot(&mut self, address: Address, key: U256, key_value: Value, transient: bool) -> &mut SymSlot {
+        let addr = self.world.accounts.get(&address).expect("the frame's account is in the world").addr;
+        fn map(w: &mut World, address: Address, transient: bool) -> &mut BTreeMap<U256, SymSlot> {
+            let account = w.accounts.get_mut(&address).expect("the frame's account is in the world");
+            if transient { &mut account.transient } else { &mut account.storage }
+        }
+        if let Some(existing) = map(&mut self.world, address, transient).get(&key).map(|s| s.key) {
+            if existing != key_value {
+                let same = self.b.compute(Op::Eq, &[existing, key_value]);
+                self.b.guard(GuardKind::Alias, same);
+            }
+        } else {
+            if self.b.as_const(key_value).is_none() {
+                // Distinct from every key seen in this account (and, for storage, from the
+                // access list's keys, which start warm).
+                let mut others: Vec<Value> = map(&mut self.world, address, transient).values().map(|s| s.key).collect();
+                if !transient {
+                    let listed = self.prewarmed.get(&address).cloned().unwrap_or_default();
+                    others.extend(listed.into_iter().map(|k| self.b.word(k.into())));
+                }
+                for other in others {
+                    let same = self.b.compute(Op::Eq, &[other, key_value]);
+                    self.b.guard(GuardKind::Alias, same);
+                }
+            } else {
+                // A constant key can still equal an earlier symbolic one.
+                let others: Vec<Value> = map(&mut self.world, address, transient)
+                    .values()
+                    .map(|s| s.key)
+                    .filter(|k| self.b.as_const(*k).is_none())
+                    .collect();
+                for other in others {
+                    let same = self.b.compute(Op::Eq, &[other, key_value]);
+                    self.b.guard(GuardKind::Alias, same);
+                }
+            }
+            let original = if transient { self.b.word(U256::ZERO) } else { self.load(Op::Storage, &[addr, key_value]) };
+            map(&mut self.world, address, transient)
+                .insert(key, SymSlot { key: key_value, original, current: original });
+        }
+        map(&mut self.world, address, transient).get_mut(&key).expect("present: found or inserted above")
+    }
+}
