@@ -298,11 +298,35 @@ pub fn compute_val(op: Op, imm: &Imm, args: &[&Val]) -> Option<Val> {
             Val::Word(U256::from_be_slice(&b))
         }
         (Op::Keccak, [a]) => Val::Word(keccak256(bytes(a)?).into()),
+        (Op::Len, [a]) => Val::Word(U256::from(bytes(a)?.len())),
+        (Op::PCall, [a]) => {
+            let Imm::Precompile(address, gas_limit, spec) = *imm else { return None };
+            Val::Bytes(run_precompile(address, gas_limit, spec, &bytes(a)?)?)
+        }
         _ => {
             let words: Vec<U256> = args.iter().map(|a| word(a)).collect::<Option<_>>()?;
             Val::Word(fold_word(op, &words)?)
         }
     })
+}
+
+/// Runs a precompile exactly as revm does, packed as `pcall` defines: status byte, gas used
+/// (8 bytes, big-endian), output. `None` when there is no such precompile (a bug) or revm
+/// reports a fatal error.
+fn run_precompile(address: Address, gas_limit: u64, spec: SpecId, input: &[u8]) -> Option<Bytes> {
+    use revm::precompile::{PrecompileSpecId, PrecompileStatus, Precompiles};
+    let precompile = Precompiles::new(PrecompileSpecId::from_spec_id(spec)).get(&address)?;
+    let out = precompile.execute(input, gas_limit, 0).ok()?;
+    let status = match out.status {
+        PrecompileStatus::Success => 0u8,
+        PrecompileStatus::Revert => 1,
+        PrecompileStatus::Halt(_) => 2,
+    };
+    let mut packed = Vec::with_capacity(9 + out.bytes.len());
+    packed.push(status);
+    packed.extend_from_slice(&out.gas_used.to_be_bytes());
+    packed.extend_from_slice(&out.bytes);
+    Some(packed.into())
 }
 
 fn compute(op: Op, inst: &crate::program::Inst, vals: &[Option<Val>], here: Value) -> Result<Val, Miss> {

@@ -178,6 +178,12 @@ ops! {
     ToWord = "toword", Compute, Fixed(1), Word;
     /// keccak256 of a byte string.
     Keccak = "keccak", Compute, Fixed(1), Word;
+    /// Length of a byte string.
+    Len = "len", Compute, Fixed(1), Word;
+    /// A precompile run on its input (immediate: address, gas limit, spec), as revm runs
+    /// it: one status byte (0 success, 1 revert, 2 halt), the gas used as 8 big-endian
+    /// bytes, then the output.
+    PCall = "pcall", Compute, Fixed(1), Bytes;
 
     /// Asserts operand 0 equals the immediate word (immediate: guard kind, expected value).
     Guard = "guard", Guard, Fixed(1), None;

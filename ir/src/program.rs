@@ -7,7 +7,7 @@
 
 use std::{collections::HashMap, fmt};
 
-use revm::primitives::{Bytes, U256, hardfork::SpecId};
+use revm::primitives::{Address, Bytes, U256, hardfork::SpecId};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -57,6 +57,8 @@ pub enum Imm {
     Slice(u32, u32),
     /// Account flags (`store.account`).
     Flags(AccountFlags),
+    /// A precompile call: which precompile, the gas it is given, and the rules it runs under.
+    Precompile(Address, u64, SpecId),
 }
 
 /// One instruction.

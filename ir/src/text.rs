@@ -17,7 +17,7 @@
 
 use std::{fmt::Write, str::FromStr};
 
-use revm::primitives::{Bytes, U256, hardfork::SpecId};
+use revm::primitives::{Address, Bytes, U256, hardfork::SpecId};
 
 use crate::{
     ops::{GuardKind, Op, Ty},
@@ -56,6 +56,11 @@ pub fn print_inst(v: Value, inst: &Inst) -> String {
         Imm::Slice(offset, len) => {
             parts.push(offset.to_string());
             parts.push(len.to_string());
+        }
+        Imm::Precompile(address, gas_limit, spec) => {
+            parts.push(address.to_string());
+            parts.push(gas_limit.to_string());
+            parts.push(spec.to_string());
         }
     }
     if !parts.is_empty() {
@@ -186,6 +191,14 @@ fn parse_inst(line: &str, index: u32) -> Result<Inst, String> {
             let offset = tokens.pop().ok_or("missing offset")?.parse().map_err(|e| format!("offset: {e}"))?;
             imm = Imm::Slice(offset, len);
         }
+        Op::PCall => {
+            let spec = tokens.pop().ok_or("missing spec")?;
+            let spec = parse_spec(spec).ok_or_else(|| format!("unknown spec `{spec}`"))?;
+            let gas = tokens.pop().ok_or("missing gas limit")?.parse().map_err(|e| format!("gas limit: {e}"))?;
+            let address = tokens.pop().ok_or("missing address")?;
+            let address = Address::from_str(address).map_err(|e| format!("bad address `{address}`: {e}"))?;
+            imm = Imm::Precompile(address, gas, spec);
+        }
         Op::StoreAccount => {
             let mut flags = AccountFlags::default();
             while let Some(last) = tokens.last() {
@@ -225,6 +238,11 @@ mod tests {
             imm: Imm::Flags(AccountFlags { created: true, selfdestructed: false }),
         });
         insts.push(Inst { op: Op::Output, args: vec![Value(3)], imm: Imm::None });
+        insts.push(Inst {
+            op: Op::PCall,
+            args: vec![Value(2)],
+            imm: Imm::Precompile(Address::with_last_byte(2), 5_000, SpecId::CANCUN),
+        });
         Program {
             insts,
             status: Some(TxStatus::Success(SuccessReason::Return)),

@@ -22,7 +22,7 @@ pub struct VerifierError {
 /// What each operand of `op` must be, by position.
 fn operand_ty(op: Op, position: usize) -> Ty {
     match (op, position) {
-        (Op::Concat | Op::Slice | Op::ToWord | Op::Keccak | Op::Output, _) => Ty::Bytes,
+        (Op::Concat | Op::Slice | Op::ToWord | Op::Keccak | Op::Len | Op::PCall | Op::Output, _) => Ty::Bytes,
         (Op::StoreCode, 1) | (Op::Log, 1) => Ty::Bytes,
         _ => Ty::Word,
     }
@@ -66,15 +66,17 @@ fn check(program: &Program, stores_last: bool) -> Result<(), VerifierError> {
                 return fail(i, format!("operand {arg} is {defined:?}, `{op}` wants {wanted:?} there"));
             }
         }
-        let imm_ok = matches!(
-            (op, &inst.imm),
-            (Op::Const, Imm::Word(_))
-                | (Op::ConstBytes, Imm::Bytes(_))
-                | (Op::Guard, Imm::Guard(..))
-                | (Op::Slice, Imm::Slice(..))
-                | (Op::StoreAccount, Imm::Flags(_))
-        ) || (!matches!(op, Op::Const | Op::ConstBytes | Op::Guard | Op::Slice | Op::StoreAccount)
-            && inst.imm == Imm::None);
+        let imm_ok =
+            matches!(
+                (op, &inst.imm),
+                (Op::Const, Imm::Word(_))
+                    | (Op::ConstBytes, Imm::Bytes(_))
+                    | (Op::Guard, Imm::Guard(..))
+                    | (Op::Slice, Imm::Slice(..))
+                    | (Op::StoreAccount, Imm::Flags(_))
+                    | (Op::PCall, Imm::Precompile(..))
+            ) || (!matches!(op, Op::Const | Op::ConstBytes | Op::Guard | Op::Slice | Op::StoreAccount | Op::PCall)
+                && inst.imm == Imm::None);
         if !imm_ok {
             return fail(i, format!("`{op}` has the wrong immediate {:?}", inst.imm));
         }

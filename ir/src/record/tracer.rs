@@ -34,7 +34,7 @@ use super::{
 use crate::{
     interp::{Val, word_to_address},
     ops::{GuardKind, Op},
-    program::Value,
+    program::{Imm, Value},
 };
 
 /// The identity precompile, modelled exactly (its output is its input).
@@ -274,7 +274,7 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
                 let [i] = self.pop_n::<1>()?;
                 let i = self.pin_usize(i)?;
                 let calldata = self.frame().calldata;
-                let bytes = self.low.b.compute_imm(Op::Slice, &[calldata], crate::program::Imm::Slice(i as u32, 32));
+                let bytes = self.low.b.compute_imm(Op::Slice, &[calldata], Imm::Slice(i as u32, 32));
                 let v = self.low.b.compute(Op::ToWord, &[bytes]);
                 self.push(v);
             }
@@ -579,6 +579,27 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
         Some(())
     }
 
+    /// A precompile call on `input` with `gas_limit`: its output, as a value.
+    ///
+    /// The status (success, revert, halt) decides the caller's path and the gas used its
+    /// remaining gas: both are pinned in one guard. The output's length decides the return
+    /// data's layout: pinned too. The output bytes are data.
+    fn precompile(&mut self, address: Address, input: Value, gas_limit: u64) -> Option<Value> {
+        let imm = Imm::Precompile(address, gas_limit, self.low.cfg.spec);
+        let packed = self.low.b.compute_imm(Op::PCall, &[input], imm);
+        let Some(Val::Bytes(traced)) = self.low.b.traced(packed) else {
+            self.stop(NoApReason::Unmodelled, format!("precompile {address} did not run"));
+            return None;
+        };
+        let len = traced.len();
+        let head = self.low.b.compute_imm(Op::Slice, &[packed], Imm::Slice(0, 9));
+        let head = self.low.b.compute(Op::ToWord, &[head]);
+        self.low.b.guard(GuardKind::Gas, head);
+        let n = self.low.b.compute(Op::Len, &[packed]);
+        self.low.b.guard(GuardKind::Memory, n);
+        Some(self.low.b.compute_imm(Op::Slice, &[packed], Imm::Slice(9, len as u32 - 9)))
+    }
+
     /// Moves `value` from `from` to `to` as revm's transfer does, pinning sufficiency.
     fn transfer(&mut self, from: (Address, Value), to: (Address, Value), value: Value) {
         if self.low.b.as_const(value) == Some(U256::ZERO) {
@@ -708,10 +729,11 @@ impl<CTX: ContextTr, D: DatabaseRef> Inspector<CTX, EthInterpreter> for Tracer<'
             self.stop(NoApReason::Authorization, "call into an EIP-7702 delegation");
             return None;
         }
-        if self.low.is_precompile(code_address) && code_address != IDENTITY {
-            self.stop(NoApReason::Precompile, format!("precompile {code_address}"));
-            return None;
-        }
+        let precompile_output = if self.low.is_precompile(code_address) && code_address != IDENTITY {
+            Some(self.precompile(code_address, calldata, inputs.gas_limit)?)
+        } else {
+            None
+        };
         self.snapshots.push(self.low.world.clone());
         if let Some((from, to, value)) = transfer {
             self.transfer(from, to, value);
@@ -727,7 +749,7 @@ impl<CTX: ContextTr, D: DatabaseRef> Inspector<CTX, EthInterpreter> for Tracer<'
             calldata,
             code,
             return_data: empty,
-            output: None,
+            output: precompile_output,
             ret,
         });
         None
@@ -747,7 +769,10 @@ impl<CTX: ContextTr, D: DatabaseRef> Inspector<CTX, EthInterpreter> for Tracer<'
             return;
         };
         let result = outcome.result.result;
-        let output = if inputs.bytecode_address == IDENTITY && outcome.was_precompile_called {
+        let output = if outcome.was_precompile_called && inputs.bytecode_address != IDENTITY {
+            // Built by `precompile` when the call began; revm's output is checked below.
+            frame.output.unwrap_or_else(|| self.low.b.bytes(Bytes::new()))
+        } else if inputs.bytecode_address == IDENTITY && outcome.was_precompile_called {
             // The identity precompile returns its input (its gas depends on the length,
             // which is pinned with the memory layout).
             if result.is_ok() { frame.calldata } else { self.low.b.bytes(Bytes::new()) }
