@@ -141,13 +141,8 @@ where
         precompile_bound: bound,
         price: Value(0),
     };
-    let early = match tx.kind {
-        TxKind::Create => Some((NoApReason::Create, "contract creation".to_string())),
-        TxKind::Call(_) if !tx.authorization_list.is_empty() => {
-            Some((NoApReason::Authorization, "authorization list".to_string()))
-        }
-        TxKind::Call(_) => None,
-    };
+    let early =
+        (!tx.authorization_list.is_empty()).then(|| (NoApReason::Authorization, "authorization list".to_string()));
     let to = match tx.kind {
         TxKind::Call(to) => to,
         TxKind::Create => Address::ZERO,
@@ -169,8 +164,8 @@ where
     let program = match tracer.abort {
         Some((reason, _)) => Err(reason),
         None => {
-            let output = tracer.top_output;
-            finish(tracer.low, tx, &outcome, &res.state, output)
+            let (output, created) = (tracer.top_output, tracer.top_created);
+            finish(tracer.low, tx, &outcome, &res.state, output, created)
                 .and_then(|p| if p.insts.len() > config.max_insts { Err(NoApReason::TooLarge) } else { Ok(p) })
         }
     };
@@ -269,6 +264,7 @@ fn finish<D: DatabaseRef>(
     outcome: &TxOutcome,
     state: &EvmState,
     output: Option<Value>,
+    created: Option<Value>,
 ) -> Result<Program, NoApReason> {
     let spec = w.cfg.spec;
     let caller = w.b.word(word(tx.caller));
@@ -292,6 +288,7 @@ fn finish<D: DatabaseRef>(
     // Guards first, stores after them all: a miss must leave nothing behind.
     let mut account_stores = Vec::new();
     let mut slot_stores = Vec::new();
+    let mut code_stores = Vec::new();
     let world = w.world.clone();
     for (address, sym) in &world.accounts {
         let revm_account = state.get(address).filter(|a| a.is_touched());
@@ -343,6 +340,13 @@ fn finish<D: DatabaseRef>(
         }
         let flags = AccountFlags { created: account.is_created(), selfdestructed: account.is_selfdestructed() };
         account_stores.push(([sym.addr, sym.balance, sym.nonce, sym.code_hash], flags));
+        // Deployed code is part of the change (empty code is not, as in the outcome).
+        if let Some(code) = sym.code
+            && account.is_created()
+            && matches!(w.b.traced(code), Some(crate::interp::Val::Bytes(c)) if !c.is_empty())
+        {
+            code_stores.push([sym.addr, code]);
+        }
     }
     // Every account revm touched must be one the lowering knows.
     if state.iter().any(|(a, acc)| acc.is_touched() && !world.accounts.contains_key(a)) {
@@ -350,6 +354,9 @@ fn finish<D: DatabaseRef>(
     }
     for (args, flags) in account_stores {
         w.b.store(Op::StoreAccount, &args, Imm::Flags(flags));
+    }
+    for args in code_stores {
+        w.b.store(Op::StoreCode, &args, Imm::None);
     }
     for args in slot_stores {
         w.b.store(Op::StoreSlot, &args, Imm::None);
@@ -363,6 +370,9 @@ fn finish<D: DatabaseRef>(
     }
     let output = output.unwrap_or_else(|| w.b.bytes(Default::default()));
     w.b.store(Op::Output, &[output], Imm::None);
+    if let Some(created) = created {
+        w.b.store(Op::Created, &[created], Imm::None);
+    }
     let env = ProgramEnv { spec, chain_id: w.cfg.chain_id };
     Ok(w.b.finish(env, outcome.status.clone(), outcome.gas_used, outcome.gas_refunded))
 }

@@ -17,7 +17,7 @@
 use revm::{
     DatabaseRef, Inspector,
     bytecode::opcode as op,
-    context::ContextTr,
+    context::{ContextTr, JournalTr},
     interpreter::{
         CallInputs, CallOutcome, CallScheme, CreateInputs, CreateOutcome, Interpreter,
         interpreter::EthInterpreter,
@@ -57,6 +57,26 @@ struct Frame {
     output: Option<Value>,
     /// Where the parent wants the output copied.
     ret: (usize, usize),
+    /// For an init-code frame: the account being created (address, symbolic address), or
+    /// `None` when creation failed before the frame could run (depth, funds, collision).
+    create: Option<CreateFrame>,
+}
+
+/// What a creation frame needs at its end.
+#[derive(Debug, Clone, Copy)]
+enum CreateFrame {
+    /// The init code runs for the account at this address.
+    Running(Address, Value),
+    /// Creation failed before any code ran.
+    Failed,
+}
+
+/// What a CREATE / CREATE2 instruction left for the `create` hook.
+#[derive(Debug)]
+struct PendingCreate {
+    value_v: Value,
+    initcode: Value,
+    salt: Option<Value>,
 }
 
 /// What a CALL-family instruction left for the `call` hook.
@@ -87,10 +107,13 @@ pub(crate) struct Tracer<'a, D> {
     frames: Vec<Frame>,
     snapshots: Vec<World>,
     pending_call: Option<PendingCall>,
+    pending_create: Option<PendingCreate>,
     /// Push revm's top of stack at `step_end` (PUSH immediates, GAS, PC).
     push_concrete: bool,
     pub(crate) abort: Option<(NoApReason, String)>,
     pub(crate) top_output: Option<Value>,
+    /// The address a top-level creation deployed to.
+    pub(crate) top_created: Option<Value>,
     pub(crate) steps: u64,
     max_insts: usize,
 }
@@ -103,9 +126,11 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
             frames: Vec::new(),
             snapshots: Vec::new(),
             pending_call: None,
+            pending_create: None,
             push_concrete: false,
             abort: None,
             top_output: None,
+            top_created: None,
             steps: 0,
             max_insts,
         }
@@ -497,8 +522,11 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
             }
             op::INVALID => {}
             op::CREATE | op::CREATE2 => {
-                self.stop(NoApReason::Create, "CREATE inside a call");
-                return None;
+                let [value_v, offset, len] = self.pop_n::<3>()?;
+                let salt = if opcode == op::CREATE2 { Some(self.pop()?) } else { None };
+                let (offset, len) = (self.pin_usize(offset)?, self.pin_usize(len)?);
+                let initcode = self.read_memory(offset, len);
+                self.pending_create = Some(PendingCreate { value_v, initcode, salt });
             }
             op::SELFDESTRUCT => {
                 self.stop(NoApReason::SelfDestruct, "SELFDESTRUCT");
@@ -598,6 +626,179 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
         let n = self.low.b.compute(Op::Len, &[packed]);
         self.low.b.guard(GuardKind::Memory, n);
         Some(self.low.b.compute_imm(Op::Slice, &[packed], Imm::Slice(9, len as u32 - 9)))
+    }
+
+    /// The `create` hook, in revm's order: depth and balance checks, nonce bump, address,
+    /// collision check, checkpoint, value transfer, then the init code runs.
+    fn begin_create(&mut self, depth: usize, inputs: &CreateInputs) -> Option<()> {
+        let (creator, creator_v, value_v, initcode, salt) = match self.pending_create.take() {
+            None if self.frames.is_empty() => {
+                (inputs.caller(), self.top.caller_v, self.top.value_v, self.top.calldata, None)
+            }
+            None => {
+                self.stop(NoApReason::Unmodelled, "a creation without a CREATE instruction");
+                return None;
+            }
+            Some(p) => {
+                let parent = self.frames.last().expect("a pending creation has a parent");
+                (parent.address, parent.address_v, p.value_v, p.initcode, p.salt)
+            }
+        };
+        if self.low.b.traced(initcode) != Some(&Val::Bytes(inputs.init_code().clone())) {
+            self.stop(NoApReason::Unmodelled, "init code differs from revm's");
+            return None;
+        }
+        // Which init code runs decides everything that follows (and CREATE2's address):
+        // pin it by its hash. The bytes are then constants.
+        let code_hash = self.low.b.compute(Op::Keccak, &[initcode]);
+        self.low.b.guard(GuardKind::Code, code_hash);
+        let code = inputs.init_code().clone();
+        let empty = self.low.b.bytes(Bytes::new());
+        let mut frame = Frame {
+            stack: Vec::new(),
+            memory: Memory::default(),
+            address: Address::ZERO,
+            address_v: empty,
+            caller_v: creator_v,
+            value_v,
+            calldata: empty,
+            code,
+            return_data: empty,
+            output: None,
+            ret: (0, 0),
+            create: Some(CreateFrame::Failed),
+        };
+        let account = self.low.account(creator, creator_v).clone();
+        // Depth is a constant of the path; funds are pinned here. Either failure happens
+        // before the nonce bump.
+        let short = self.low.b.compute(Op::Lt, &[account.balance, value_v]);
+        self.low.b.guard(GuardKind::Path, short);
+        if depth > revm::primitives::CALL_STACK_LIMIT as usize || self.low.b.traced_word(short) == U256::from(1) {
+            self.frames.push(frame);
+            return Some(());
+        }
+        // A creator whose nonce is at its maximum fails (pinned, as it decides the path).
+        let max = self.low.b.word(U256::from(u64::MAX));
+        let at_max = self.low.b.compute(Op::Eq, &[account.nonce, max]);
+        self.low.b.guard(GuardKind::Path, at_max);
+        let old_nonce = self.low.b.traced_word(account.nonce).to::<u64>();
+        let one = self.low.b.word(U256::from(1));
+        let bumped = self.low.b.compute(Op::Add, &[account.nonce, one]);
+        self.low.account(creator, creator_v).nonce = bumped;
+        let address = inputs.created_address(old_nonce);
+        let address_v = match salt {
+            None => {
+                // CREATE: the address follows from the creator's nonce; pinning the nonce
+                // makes it a constant.
+                self.low.b.guard(GuardKind::Alias, account.nonce);
+                self.low.b.word(crate::record::world::word(address))
+            }
+            Some(salt) => {
+                // CREATE2: keccak256(0xff ++ creator ++ salt ++ keccak256(init code)).
+                let b = &mut self.low.b;
+                let prefix = b.bytes(Bytes::from_static(&[0xff]));
+                let creator_bytes = b.compute(Op::ToBytes, &[creator_v]);
+                let creator_bytes = b.compute_imm(Op::Slice, &[creator_bytes], Imm::Slice(12, 20));
+                let salt_bytes = b.compute(Op::ToBytes, &[salt]);
+                let hash_bytes = b.compute(Op::ToBytes, &[code_hash]);
+                let preimage = b.compute(Op::Concat, &[prefix, creator_bytes, salt_bytes, hash_bytes]);
+                let hash = b.compute(Op::Keccak, &[preimage]);
+                let mask = b.word(address_mask());
+                b.compute(Op::And, &[hash, mask])
+            }
+        };
+        if self.low.b.traced_word(address_v) != crate::record::world::word(address) {
+            self.stop(NoApReason::Unmodelled, "created address differs from revm's");
+            return None;
+        }
+        // Collision: an account with code or a nonce cannot be created over (pinned).
+        let target = self.low.account(address, address_v).clone();
+        self.low.b.guard(GuardKind::Code, target.code_hash);
+        let fresh = self.low.b.compute(Op::IsZero, &[target.nonce]);
+        self.low.b.guard(GuardKind::Path, fresh);
+        if self.low.b.traced_word(fresh) == U256::ZERO
+            || self.low.b.traced_word(target.code_hash) != U256::from_be_bytes(KECCAK_EMPTY.0)
+        {
+            self.frames.push(frame);
+            return Some(());
+        }
+        self.snapshots.push(self.low.world.clone());
+        let nonce = if self.low.cfg.spec.is_enabled_in(revm::primitives::hardfork::SpecId::SPURIOUS_DRAGON) {
+            one
+        } else {
+            target.nonce
+        };
+        let created = self.low.account(address, address_v);
+        created.created = true;
+        created.storage.clear();
+        created.nonce = nonce;
+        self.transfer((creator, creator_v), (address, address_v), value_v);
+        frame.address = address;
+        frame.address_v = address_v;
+        frame.create = Some(CreateFrame::Running(address, address_v));
+        self.frames.push(frame);
+        Some(())
+    }
+
+    /// The `create_end` hook: deposit the code, or roll the creation back.
+    fn end_create(&mut self, outcome: &CreateOutcome) -> Option<()> {
+        let Some(frame) = self.frames.pop() else {
+            self.stop(NoApReason::Unmodelled, "create_end without a frame");
+            return None;
+        };
+        let result = outcome.result.result;
+        let empty = self.low.b.bytes(Bytes::new());
+        let (return_data, pushed, created) = match frame.create {
+            Some(CreateFrame::Running(address, address_v)) => {
+                let snapshot = self.snapshots.pop()?;
+                let returned = frame.output.unwrap_or(empty);
+                if !result.is_revert() && frame.output.is_some() {
+                    // The deployed code decides the deposit (size limit, 0xEF prefix, gas)
+                    // and every later call into it: pin it by its hash.
+                    let hash = self.low.b.compute(Op::Keccak, &[returned]);
+                    self.low.b.guard(GuardKind::Code, hash);
+                }
+                if result.is_ok() {
+                    let traced = self.low.b.traced(returned).cloned();
+                    let Some(Val::Bytes(code)) = traced else { return None };
+                    let hash = self.low.b.word(revm::primitives::keccak256(&code).into());
+                    let code_v = self.low.b.bytes(code);
+                    let account = self.low.account(address, address_v);
+                    account.code_hash = hash;
+                    account.code = Some(code_v);
+                    (empty, address_v, Some((address_v, code_v)))
+                } else {
+                    self.low.world = snapshot;
+                    let data = if result.is_revert() { returned } else { empty };
+                    let zero = self.low.b.word(U256::ZERO);
+                    (data, zero, None)
+                }
+            }
+            _ => {
+                let zero = self.low.b.word(U256::ZERO);
+                (empty, zero, None)
+            }
+        };
+        // revm's view of the frame's output: the deployed code, or the revert data.
+        let shown = match created {
+            Some((_, code)) => code,
+            None => return_data,
+        };
+        if self.low.b.traced(shown) != Some(&Val::Bytes(outcome.result.output.clone())) {
+            self.stop(NoApReason::Unmodelled, "creation output differs from revm's");
+            return None;
+        }
+        match self.frames.last_mut() {
+            None => {
+                self.top_output = Some(shown);
+                self.top_created = created.map(|(address, _)| address);
+            }
+            Some(parent) => {
+                parent.return_data = return_data;
+                parent.stack.push(pushed);
+            }
+        }
+        Some(())
     }
 
     /// Moves `value` from `from` to `to` as revm's transfer does, pinning sufficiency.
@@ -751,6 +952,7 @@ impl<CTX: ContextTr, D: DatabaseRef> Inspector<CTX, EthInterpreter> for Tracer<'
             return_data: empty,
             output: precompile_output,
             ret,
+            create: None,
         });
         None
     }
@@ -804,8 +1006,18 @@ impl<CTX: ContextTr, D: DatabaseRef> Inspector<CTX, EthInterpreter> for Tracer<'
         }
     }
 
-    fn create(&mut self, _context: &mut CTX, _inputs: &mut CreateInputs) -> Option<CreateOutcome> {
-        self.stop(NoApReason::Create, "contract creation");
+    fn create(&mut self, context: &mut CTX, inputs: &mut CreateInputs) -> Option<CreateOutcome> {
+        if self.abort.is_some() {
+            return None;
+        }
+        let _ = self.begin_create(context.journal().depth(), inputs);
         None
+    }
+
+    fn create_end(&mut self, _context: &mut CTX, _inputs: &CreateInputs, outcome: &mut CreateOutcome) {
+        if self.abort.is_some() {
+            return;
+        }
+        let _ = self.end_create(outcome);
     }
 }

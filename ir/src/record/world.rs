@@ -39,6 +39,10 @@ pub(crate) struct SymAccount {
     pub(crate) code_hash: Value,
     pub(crate) storage: BTreeMap<U256, SymSlot>,
     pub(crate) transient: BTreeMap<U256, SymSlot>,
+    /// Created in this transaction: its storage starts empty (no loads).
+    pub(crate) created: bool,
+    /// Code deployed in this transaction.
+    pub(crate) code: Option<Value>,
 }
 
 /// A log, in emission order.
@@ -130,8 +134,16 @@ impl<D: DatabaseRef> Lowering<'_, D> {
             let balance = self.load(Op::Balance, &[addr]);
             let nonce = self.load(Op::Nonce, &[addr]);
             let code_hash = self.load(Op::CodeHash, &[addr]);
-            let account =
-                SymAccount { addr, balance, nonce, code_hash, storage: BTreeMap::new(), transient: BTreeMap::new() };
+            let account = SymAccount {
+                addr,
+                balance,
+                nonce,
+                code_hash,
+                storage: BTreeMap::new(),
+                transient: BTreeMap::new(),
+                created: false,
+                code: None,
+            };
             self.world.accounts.insert(address, account);
         }
         self.world.accounts.get_mut(&address).expect("present: found or inserted above")
@@ -175,7 +187,11 @@ impl<D: DatabaseRef> Lowering<'_, D> {
                     self.b.guard(GuardKind::Alias, same);
                 }
             }
-            let original = if transient { self.b.word(U256::ZERO) } else { self.load(Op::Storage, &[addr, key_value]) };
+            // Transient storage, and the storage of an account created in this transaction,
+            // start at zero: nothing is loaded.
+            let created = self.world.accounts.get(&address).is_some_and(|a| a.created);
+            let original =
+                if transient || created { self.b.word(U256::ZERO) } else { self.load(Op::Storage, &[addr, key_value]) };
             map(&mut self.world, address, transient)
                 .insert(key, SymSlot { key: key_value, original, current: original });
         }
