@@ -291,6 +291,21 @@ fn finish<D: DatabaseRef>(
     let mut code_stores = Vec::new();
     let world = w.world.clone();
     for (address, sym) in &world.accounts {
+        if !spec.is_enabled_in(SpecId::SPURIOUS_DRAGON) {
+            // Before EIP-161 revm normalizes touched empty accounts: marked created if they
+            // did not exist, untouched if they did. Whether an account ends up in the write
+            // set therefore depends on its existence and emptiness, for every account the
+            // transaction reached (an untouched one may be untouched only because it was
+            // empty): pin both.
+            let exists = w.load(Op::Exists, &[sym.addr]);
+            w.b.guard(GuardKind::WriteSet, exists);
+            let used = w.b.compute(Op::Or, &[sym.balance, sym.nonce]);
+            let no_funds = w.b.compute(Op::IsZero, &[used]);
+            let empty_code = w.b.word(KECCAK_EMPTY.into());
+            let no_code = w.b.compute(Op::Eq, &[sym.code_hash, empty_code]);
+            let empty = w.b.compute(Op::And, &[no_funds, no_code]);
+            w.b.guard(GuardKind::WriteSet, empty);
+        }
         let revm_account = state.get(address).filter(|a| a.is_touched());
         let Some(account) = revm_account else {
             // Loaded but not touched: the lowering must not have changed it.
@@ -324,19 +339,6 @@ fn finish<D: DatabaseRef>(
         if !changed.is_empty() {
             // revm changed a slot the lowering did not see written.
             return Err(NoApReason::Unmodelled);
-        }
-        if !spec.is_enabled_in(SpecId::SPURIOUS_DRAGON) {
-            // Before EIP-161 revm normalizes touched empty accounts (marked created if they
-            // did not exist, untouched if they did): pin existence and emptiness, which
-            // decide that normalization.
-            let exists = w.load(Op::Exists, &[sym.addr]);
-            w.b.guard(GuardKind::WriteSet, exists);
-            let used = w.b.compute(Op::Or, &[sym.balance, sym.nonce]);
-            let no_funds = w.b.compute(Op::IsZero, &[used]);
-            let empty_code = w.b.word(KECCAK_EMPTY.into());
-            let no_code = w.b.compute(Op::Eq, &[sym.code_hash, empty_code]);
-            let empty = w.b.compute(Op::And, &[no_funds, no_code]);
-            w.b.guard(GuardKind::WriteSet, empty);
         }
         let flags = AccountFlags { created: account.is_created(), selfdestructed: account.is_selfdestructed() };
         account_stores.push(([sym.addr, sym.balance, sym.nonce, sym.code_hash], flags));

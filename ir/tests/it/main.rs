@@ -2,5 +2,6 @@
 
 use prescient_ir as ir;
 
+mod fuzz;
 mod golden;
 mod oracle;
