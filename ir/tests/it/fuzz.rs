@@ -154,7 +154,10 @@ fn perturb(case: &Case, db: &mut InMemoryDB, env: &mut BlockEnv, kind: u8, index
     }
 }
 
-fn run_case(seed: (usize, Vec<(u8, usize, u8, [u8; 32])>)) -> Result<(), TestCaseError> {
+/// One change: (kind, index, pick, random bytes), as `perturb` reads them.
+type Change = (u8, usize, u8, [u8; 32]);
+
+fn run_case(seed: (usize, Vec<Change>)) -> Result<(), TestCaseError> {
     let Some(cases) = cases() else { return Ok(()) };
     let case = &cases[seed.0 % cases.len()];
     let mut db = case.db.clone();
