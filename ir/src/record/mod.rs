@@ -78,11 +78,14 @@ impl NoApReason {
 pub struct RecordConfig {
     /// Largest program, in instructions; a longer trace gets [`NoApReason::TooLarge`].
     pub max_insts: usize,
+    /// Most interpreter steps traced; a longer execution gets [`NoApReason::TooLarge`]
+    /// (revm still runs it to the end, so the outcome is known either way).
+    pub max_steps: u64,
 }
 
 impl Default for RecordConfig {
     fn default() -> Self {
-        Self { max_insts: 1 << 20 }
+        Self { max_insts: 1 << 20, max_steps: 4_000_000 }
     }
 }
 
@@ -148,7 +151,7 @@ where
         TxKind::Create => Address::ZERO,
     };
     let top = prologue(&mut low, tx, to);
-    let mut tracer = Tracer::new(low, top, config.max_insts);
+    let mut tracer = Tracer::new(low, top, config.max_insts, config.max_steps);
     if let Some(abort) = early {
         tracer.abort = Some(abort);
     }

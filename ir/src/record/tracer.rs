@@ -37,6 +37,9 @@ use crate::{
     program::{Imm, Value},
 };
 
+/// The largest memory offset or size the tracer follows (see `pin_usize`).
+const MAX_MEMORY: usize = 32 << 20;
+
 /// The identity precompile, modelled exactly (its output is its input).
 const IDENTITY: Address = Address::with_last_byte(4);
 
@@ -116,10 +119,11 @@ pub(crate) struct Tracer<'a, D> {
     pub(crate) top_created: Option<Value>,
     pub(crate) steps: u64,
     max_insts: usize,
+    max_steps: u64,
 }
 
 impl<'a, D: DatabaseRef> Tracer<'a, D> {
-    pub(crate) fn new(low: Lowering<'a, D>, top: TopCall, max_insts: usize) -> Self {
+    pub(crate) fn new(low: Lowering<'a, D>, top: TopCall, max_insts: usize, max_steps: u64) -> Self {
         Self {
             low,
             top,
@@ -133,6 +137,7 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
             top_created: None,
             steps: 0,
             max_insts,
+            max_steps,
         }
     }
 
@@ -147,9 +152,11 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
     fn pin_usize(&mut self, v: Value) -> Option<usize> {
         self.low.b.guard(GuardKind::Memory, v);
         let w = self.low.b.traced_word(v);
-        if w > U256::from(u32::MAX) {
-            // revm would run out of gas; nothing a program can follow.
-            self.stop(NoApReason::Unmodelled, "memory offset beyond 2^32");
+        // Memory this large costs more gas than any block holds (expanding to 32 MiB costs
+        // over 2 * 10^9 gas), so revm is about to halt. Refuse rather than allocate: a
+        // hostile offset must never make the tracer allocate what revm never would.
+        if w > U256::from(MAX_MEMORY) {
+            self.stop(NoApReason::TooLarge, "memory access beyond 32 MiB");
             return None;
         }
         Some(w.to::<usize>())
@@ -839,6 +846,10 @@ impl<CTX: ContextTr, D: DatabaseRef> Inspector<CTX, EthInterpreter> for Tracer<'
             return;
         }
         self.steps += 1;
+        if self.steps > self.max_steps {
+            self.stop(NoApReason::TooLarge, "trace over the step budget");
+            return;
+        }
         if self.low.b.len() > self.max_insts {
             self.stop(NoApReason::TooLarge, "trace over the size cap");
             return;

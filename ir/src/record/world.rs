@@ -43,7 +43,15 @@ pub(crate) struct SymAccount {
     pub(crate) created: bool,
     /// Code deployed in this transaction.
     pub(crate) code: Option<Value>,
+    /// The non-constant storage keys used so far (at most [`MAX_SYMBOLIC`]).
+    pub(crate) symbolic_keys: Vec<Value>,
+    /// The non-constant transient-storage keys used so far.
+    pub(crate) symbolic_tkeys: Vec<Value>,
 }
+
+/// Non-constant keys (per account) and addresses compared pairwise before new ones are
+/// pinned outright.
+pub(crate) const MAX_SYMBOLIC: usize = 64;
 
 /// A log, in emission order.
 #[derive(Clone, Debug)]
@@ -58,6 +66,8 @@ pub(crate) struct SymLog {
 pub(crate) struct World {
     pub(crate) accounts: BTreeMap<Address, SymAccount>,
     pub(crate) logs: Vec<SymLog>,
+    /// The non-constant addresses of `accounts` (at most [`MAX_SYMBOLIC`]).
+    pub(crate) symbolic_addrs: Vec<Value>,
 }
 
 /// The recording state: the builder, the world, and what loads read from.
@@ -125,7 +135,18 @@ impl<D: DatabaseRef> Lowering<'_, D> {
         } else {
             // A new account: pin that it differs from every account seen so far, or its
             // loads would miss what earlier stores did (and warm/cold costs would change).
-            let others: Vec<Value> = self.world.accounts.values().map(|a| a.addr).collect();
+            // Past the bound, a non-constant address is pinned outright (linear guards).
+            let mut addr = addr;
+            if self.b.as_const(addr).is_none() && self.world.symbolic_addrs.len() >= MAX_SYMBOLIC {
+                self.b.guard(GuardKind::Alias, addr);
+                addr = self.b.word(word(address));
+            }
+            let others: Vec<Value> = if self.b.as_const(addr).is_none() {
+                self.world.symbolic_addrs.push(addr);
+                self.world.accounts.values().map(|a| a.addr).collect()
+            } else {
+                self.world.symbolic_addrs.clone()
+            };
             for other in others {
                 let same = self.b.compute(Op::Eq, &[other, addr]);
                 self.b.guard(GuardKind::Alias, same);
@@ -143,6 +164,8 @@ impl<D: DatabaseRef> Lowering<'_, D> {
                 transient: BTreeMap::new(),
                 created: false,
                 code: None,
+                symbolic_keys: Vec::new(),
+                symbolic_tkeys: Vec::new(),
             };
             self.world.accounts.insert(address, account);
         }
@@ -157,13 +180,27 @@ impl<D: DatabaseRef> Lowering<'_, D> {
             let account = w.accounts.get_mut(&address).expect("the frame's account is in the world");
             if transient { &mut account.transient } else { &mut account.storage }
         }
+        fn symbolic(w: &mut World, address: Address, transient: bool) -> &mut Vec<Value> {
+            let account = w.accounts.get_mut(&address).expect("the frame's account is in the world");
+            if transient { &mut account.symbolic_tkeys } else { &mut account.symbolic_keys }
+        }
         if let Some(existing) = map(&mut self.world, address, transient).get(&key).map(|s| s.key) {
             if existing != key_value {
                 let same = self.b.compute(Op::Eq, &[existing, key_value]);
                 self.b.guard(GuardKind::Alias, same);
             }
         } else {
-            if self.b.as_const(key_value).is_none() {
+            let mut key_value = key_value;
+            if self.b.as_const(key_value).is_none()
+                && symbolic(&mut self.world, address, transient).len() >= MAX_SYMBOLIC
+            {
+                // Past the bound, pin the key itself: stronger than its equalities, and it
+                // keeps the number of alias guards linear in the trace (a transaction
+                // writing thousands of data-dependent keys cannot make it quadratic).
+                self.b.guard(GuardKind::Alias, key_value);
+                key_value = self.b.word(key);
+            }
+            let others: Vec<Value> = if self.b.as_const(key_value).is_none() {
                 // Distinct from every key seen in this account (and, for storage, from the
                 // access list's keys, which start warm).
                 let mut others: Vec<Value> = map(&mut self.world, address, transient).values().map(|s| s.key).collect();
@@ -171,21 +208,15 @@ impl<D: DatabaseRef> Lowering<'_, D> {
                     let listed = self.prewarmed.get(&address).cloned().unwrap_or_default();
                     others.extend(listed.into_iter().map(|k| self.b.word(k.into())));
                 }
-                for other in others {
-                    let same = self.b.compute(Op::Eq, &[other, key_value]);
-                    self.b.guard(GuardKind::Alias, same);
-                }
+                symbolic(&mut self.world, address, transient).push(key_value);
+                others
             } else {
                 // A constant key can still equal an earlier symbolic one.
-                let others: Vec<Value> = map(&mut self.world, address, transient)
-                    .values()
-                    .map(|s| s.key)
-                    .filter(|k| self.b.as_const(*k).is_none())
-                    .collect();
-                for other in others {
-                    let same = self.b.compute(Op::Eq, &[other, key_value]);
-                    self.b.guard(GuardKind::Alias, same);
-                }
+                symbolic(&mut self.world, address, transient).clone()
+            };
+            for other in others {
+                let same = self.b.compute(Op::Eq, &[other, key_value]);
+                self.b.guard(GuardKind::Alias, same);
             }
             // Transient storage, and the storage of an account created in this transaction,
             // start at zero: nothing is loaded.

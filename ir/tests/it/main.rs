@@ -5,3 +5,4 @@ use prescient_ir as ir;
 mod fuzz;
 mod golden;
 mod oracle;
+mod state_tests;
