@@ -535,10 +535,7 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
                 let initcode = self.read_memory(offset, len);
                 self.pending_create = Some(PendingCreate { value_v, initcode, salt });
             }
-            op::SELFDESTRUCT => {
-                self.stop(NoApReason::SelfDestruct, "SELFDESTRUCT");
-                return None;
-            }
+            op::SELFDESTRUCT => self.selfdestruct()?,
             op::EXTCODECOPY => {
                 self.stop(NoApReason::Unmodelled, "EXTCODECOPY");
                 return None;
@@ -805,6 +802,50 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
                 parent.stack.push(pushed);
             }
         }
+        Some(())
+    }
+
+    /// SELFDESTRUCT, as revm's journal does it: the balance moves to the target (unless it
+    /// is the contract itself), and the account is destroyed before Cancun, or from Cancun
+    /// only when it was created in this transaction (EIP-6780); destroying into itself burns
+    /// the balance.
+    fn selfdestruct(&mut self) -> Option<()> {
+        use revm::primitives::hardfork::SpecId;
+        let [target] = self.pop_n::<1>()?;
+        let mask = self.low.b_word(address_mask());
+        let target_v = self.low.b.compute(Op::And, &[target, mask]);
+        let target = word_to_address(self.low.b.traced_word(target_v));
+        let (address, address_v) = (self.frame().address, self.frame().address_v);
+        if self.frames.last().is_some_and(|f| f.create.is_some()) {
+            self.stop(NoApReason::SelfDestruct, "SELFDESTRUCT in init code");
+            return None;
+        }
+        let contract = self.low.account(address, address_v).clone();
+        // Warm/cold access to the target: pinned by the world's aliasing guards.
+        let beneficiary = self.low.account(target, target_v).clone();
+        // Gas: a new-account charge applies when the target is empty (before EIP-161: does
+        // not exist) and the contract has a balance. Pin all three facts.
+        let exists = self.low.load(Op::Exists, &[beneficiary.addr]);
+        self.low.b.guard(GuardKind::Gas, exists);
+        let used = self.low.b.compute(Op::Or, &[beneficiary.balance, beneficiary.nonce]);
+        let no_funds = self.low.b.compute(Op::IsZero, &[used]);
+        let empty_code = self.low.b_word(KECCAK_EMPTY.into());
+        let no_code = self.low.b.compute(Op::Eq, &[beneficiary.code_hash, empty_code]);
+        let empty = self.low.b.compute(Op::And, &[no_funds, no_code]);
+        self.low.b.guard(GuardKind::Gas, empty);
+        let broke = self.low.b.compute(Op::IsZero, &[contract.balance]);
+        self.low.b.guard(GuardKind::Gas, broke);
+        if address != target {
+            let credited = self.low.add_no_overflow(beneficiary.balance, contract.balance);
+            self.low.account(target, target_v).balance = credited;
+        }
+        let destroy = contract.created || !self.low.cfg.spec.is_enabled_in(SpecId::CANCUN);
+        if destroy || address != target {
+            let zero = self.low.b_word(U256::ZERO);
+            self.low.account(address, address_v).balance = zero;
+        }
+        let empty_output = self.low.b.bytes(Bytes::new());
+        self.frame().output = Some(empty_output);
         Some(())
     }
 
