@@ -64,11 +64,24 @@ pub fn diff(dataset: &Dataset, hash: B256, out: &Path) -> Result<(DiffVerdict, S
 
     let (expected, _) = ir::execute_tx(&db, &block.cfg, &block.env, tx)?;
     write("revm.json", &serde_json::to_string_pretty(&expected)?)?;
-    let recording = record(&db, &block.cfg, &block.env, tx, RecordConfig::default())?;
+    let config = RecordConfig { log_steps: true, ..RecordConfig::default() };
+    let recording = record(&db, &block.cfg, &block.env, tx, config)?;
     let mut summary = String::new();
     let _ = writeln!(summary, "transaction {hash}: block {} index {index}, {:?}", block.number, block.spec);
     let _ = writeln!(summary, "revm: {:?}, gas {}", expected.status, expected.gas_used);
-    write("trace.txt", &format!("{:#?}\n", recording.trace))?;
+    let mut trace = format!(
+        "{} steps traced{}\n; each line: depth, pc, opcode, symbolic stack depth and top values, program size\n",
+        recording.trace.steps,
+        recording.trace.abort.as_ref().map(|a| format!(", stopped: {a}")).unwrap_or_default()
+    );
+    for line in &recording.trace.log {
+        trace.push_str(line);
+        trace.push('\n');
+    }
+    write("trace.txt", &trace)?;
+    if let Some(why) = &recording.trace.abort {
+        let _ = writeln!(summary, "tracer stopped: {why}");
+    }
 
     let verdict = match &recording.program {
         Err(reason) => {

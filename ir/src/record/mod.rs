@@ -81,11 +81,13 @@ pub struct RecordConfig {
     /// Most interpreter steps traced; a longer execution gets [`NoApReason::TooLarge`]
     /// (revm still runs it to the end, so the outcome is known either way).
     pub max_steps: u64,
+    /// Keep a line per interpreter step (for `prescient diff`; costly, off by default).
+    pub log_steps: bool,
 }
 
 impl Default for RecordConfig {
     fn default() -> Self {
-        Self { max_insts: 1 << 20, max_steps: 4_000_000 }
+        Self { max_insts: 1 << 20, max_steps: 4_000_000, log_steps: false }
     }
 }
 
@@ -96,6 +98,8 @@ pub struct TraceSummary {
     pub steps: u64,
     /// Why the recording stopped early, in words.
     pub abort: Option<String>,
+    /// One line per step (depth, pc, opcode, stack top, program size), when asked for.
+    pub log: Vec<String>,
 }
 
 /// What one pre-execution produced.
@@ -152,6 +156,9 @@ where
     };
     let top = prologue(&mut low, tx, to);
     let mut tracer = Tracer::new(low, top, config.max_insts, config.max_steps);
+    if config.log_steps {
+        tracer.log = Some(Vec::new());
+    }
     if let Some(abort) = early {
         tracer.abort = Some(abort);
     }
@@ -163,7 +170,11 @@ where
     let res = evm.inspect_tx(tx.clone()).map_err(|e| RecordError(e.to_string()))?;
     let tracer = evm.inspector;
     let outcome = TxOutcome::from_revm(&res.result, &res.state);
-    let trace = TraceSummary { steps: tracer.steps, abort: tracer.abort.as_ref().map(|(_, why)| why.clone()) };
+    let trace = TraceSummary {
+        steps: tracer.steps,
+        abort: tracer.abort.as_ref().map(|(_, why)| why.clone()),
+        log: tracer.log.clone().unwrap_or_default(),
+    };
     let program = match tracer.abort {
         Some((reason, _)) => Err(reason),
         None => {

@@ -120,6 +120,8 @@ pub(crate) struct Tracer<'a, D> {
     pub(crate) steps: u64,
     max_insts: usize,
     max_steps: u64,
+    /// A line per step, when `RecordConfig::log_steps` asks for it.
+    pub(crate) log: Option<Vec<String>>,
 }
 
 impl<'a, D: DatabaseRef> Tracer<'a, D> {
@@ -138,6 +140,7 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
             steps: 0,
             max_insts,
             max_steps,
+            log: None,
         }
     }
 
@@ -906,6 +909,18 @@ impl<CTX: ContextTr, D: DatabaseRef> Inspector<CTX, EthInterpreter> for Tracer<'
         }
         let opcode = interp.bytecode.opcode();
         let pc = interp.bytecode.pc();
+        if let Some(log) = &mut self.log {
+            let name = revm::bytecode::opcode::OpCode::new(opcode).map_or("UNKNOWN", |o| o.as_str());
+            let frame = self.frames.last().expect("checked above");
+            let top: Vec<String> = frame.stack.iter().rev().take(3).map(|v| v.to_string()).collect();
+            log.push(format!(
+                "d{} pc={pc:<5} {name:<14} stack[{}] top {}  (program: {} insts)",
+                self.frames.len(),
+                frame.stack.len(),
+                top.join(" "),
+                self.low.b.len()
+            ));
+        }
         self.push_concrete = false;
         let _ = self.apply(opcode, pc);
     }
