@@ -1,6 +1,6 @@
 //! The IR's operations: one declarative table (name, kind, operand count, result type).
 //!
-//! Every operation is listed once, in [`ops!`]; the printer, the parser, the verifier and the
+//! Every operation is listed once, in the `ops!` macro below; the printer, the parser, the verifier and the
 //! interpreter all read this table, so adding an operation is one line here plus its
 //! semantics in `interp.rs` (see the checklist in `ARCHITECTURE.md`).
 
