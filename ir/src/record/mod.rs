@@ -378,6 +378,30 @@ fn finish<D: DatabaseRef>(
         w.b.store(Op::StoreSlot, &args, Imm::None);
     }
     if outcome.status.is_success() {
+        // The logs must be revm's, field by field (a modelling error in memory would show
+        // here first).
+        let traced_logs: Vec<(U256, Option<crate::interp::Val>, Vec<U256>)> = world
+            .logs
+            .iter()
+            .map(|l| {
+                (
+                    w.b.traced_word(l.address),
+                    w.b.traced(l.data).cloned(),
+                    l.topics.iter().map(|t| w.b.traced_word(*t)).collect(),
+                )
+            })
+            .collect();
+        let revm_logs: Vec<(U256, Option<crate::interp::Val>, Vec<U256>)> = outcome
+            .logs
+            .iter()
+            .map(|l| {
+                let data = Some(crate::interp::Val::Bytes(l.data.data.clone()));
+                (word(l.address), data, l.topics().iter().map(|t| U256::from_be_bytes(t.0)).collect())
+            })
+            .collect();
+        if traced_logs != revm_logs {
+            return Err(NoApReason::Unmodelled);
+        }
         for log in &world.logs {
             let mut args = vec![log.address, log.data];
             args.extend(&log.topics);

@@ -540,8 +540,27 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
             }
             op::SELFDESTRUCT => self.selfdestruct()?,
             op::EXTCODECOPY => {
-                self.stop(NoApReason::Unmodelled, "EXTCODECOPY");
-                return None;
+                let [a, dest, offset, len] = self.pop_n::<4>()?;
+                let mask = self.low.b_word(address_mask());
+                let a = self.low.b.compute(Op::And, &[a, mask]);
+                let address = word_to_address(self.low.b.traced_word(a));
+                let account = self.low.account(address, a).clone();
+                // Which code is there decides the bytes copied: pin it; they are constants.
+                self.low.b.guard(GuardKind::Code, account.code_hash);
+                let (dest, offset, len) = (self.pin_usize(dest)?, self.pin_usize(offset)?, self.pin_usize(len)?);
+                let code = match account.code {
+                    Some(code) => code,
+                    None => {
+                        let bytes = self.low.code_of(address);
+                        if bytes.starts_with(&[0xef, 0x01, 0x00]) {
+                            self.stop(NoApReason::Authorization, "EXTCODECOPY of an EIP-7702 delegation");
+                            return None;
+                        }
+                        self.low.b.bytes(bytes)
+                    }
+                };
+                let frame = self.frames.last_mut().expect("inside a frame");
+                frame.memory.write(&self.low.b, dest, code, offset, len);
             }
             other => {
                 // An undefined opcode halts the frame; nothing to model.
@@ -755,10 +774,14 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
         };
         let result = outcome.result.result;
         let empty = self.low.b.bytes(Bytes::new());
+        // What the init code returned, when it ran: revm reports it as the output of a
+        // creation that then failed its code deposit.
+        let mut returned_bytes = None;
         let (return_data, pushed, created) = match frame.create {
             Some(CreateFrame::Running(address, address_v)) => {
                 let snapshot = self.snapshots.pop()?;
                 let returned = frame.output.unwrap_or(empty);
+                returned_bytes = Some(returned);
                 if !result.is_revert() && frame.output.is_some() {
                     // The deployed code decides the deposit (size limit, 0xEF prefix, gas)
                     // and every later call into it: pin it by its hash.
@@ -766,8 +789,10 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
                     self.low.b.guard(GuardKind::Code, hash);
                 }
                 if result.is_ok() {
-                    let traced = self.low.b.traced(returned).cloned();
-                    let Some(Val::Bytes(code)) = traced else { return None };
+                    // The returned bytes are pinned by hash above, so what revm deposits
+                    // (them, or nothing under Frontier's rule for a deposit it cannot pay
+                    // for) is a constant of the path.
+                    let code = outcome.result.output.clone();
                     let hash = self.low.b.word(revm::primitives::keccak256(&code).into());
                     let code_v = self.low.b.bytes(code);
                     let account = self.low.account(address, address_v);
@@ -791,8 +816,22 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
             Some((_, code)) => code,
             None => return_data,
         };
-        if self.low.b.traced(shown) != Some(&Val::Bytes(outcome.result.output.clone())) {
-            self.stop(NoApReason::Unmodelled, "creation output differs from revm's");
+        let revm_output = Some(Val::Bytes(outcome.result.output.clone()));
+        let deposit_failed = !result.is_ok() && !result.is_revert();
+        let matches = self.low.b.traced(shown).cloned() == revm_output
+            || (deposit_failed && returned_bytes.and_then(|r| self.low.b.traced(r).cloned()) == revm_output);
+        if !matches {
+            let ours = match self.low.b.traced(shown) {
+                Some(Val::Bytes(b)) => b.len(),
+                _ => usize::MAX,
+            };
+            let why = format!(
+                "creation output differs from revm's ({:?}, {} bytes vs revm's {})",
+                result,
+                ours,
+                outcome.result.output.len()
+            );
+            self.stop(NoApReason::Unmodelled, why);
             return None;
         }
         match self.frames.last_mut() {

@@ -103,6 +103,17 @@ impl<D: DatabaseRef> Lowering<'_, D> {
         self.b.load(op, args, traced)
     }
 
+    /// The code an account holds before the transaction (empty when it has none).
+    pub(crate) fn code_of(&self, address: Address) -> revm::primitives::Bytes {
+        match self.db.basic_ref(address) {
+            Ok(Some(info)) => match info.code {
+                Some(code) => code.original_bytes(),
+                None => self.db.code_by_hash_ref(info.code_hash).map(|c| c.original_bytes()).unwrap_or_default(),
+            },
+            _ => revm::primitives::Bytes::new(),
+        }
+    }
+
     /// Pins how a symbolic address relates to the constant precompile and access-list
     /// addresses: these are warm from the start, so equality with them decides gas.
     fn pin_prewarmed(&mut self, addr: Value) {

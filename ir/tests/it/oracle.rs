@@ -130,6 +130,7 @@ fn self_hit_and_cross_future_on_mainnet() {
     let config = RecordConfig::default();
     let (mut own, mut pre_state, mut context) = (Tally::default(), Tally::default(), Tally::default());
     let mut per_block = Vec::new();
+    let mut unmodelled: BTreeMap<String, usize> = BTreeMap::new();
     for block_ref in dataset.complete_blocks() {
         let block = dataset.load(block_ref).unwrap_or_else(|e| panic!("block {}: {e}", block_ref.number));
         let pristine = block.state_db();
@@ -148,7 +149,12 @@ fn self_hit_and_cross_future_on_mainnet() {
             assert_eq!(rec.outcome.first_difference(&expected), None, "{what}: traced run differs from revm");
             match &rec.program {
                 Ok(p) => check(&mut own, p, &db, &block, &expected, &format!("{what} self")),
-                Err(r) => own.no_ap(*r),
+                Err(r) => {
+                    own.no_ap(*r);
+                    if let Some(why) = &rec.trace.abort {
+                        *unmodelled.entry(format!("{}: {why}", r.name())).or_default() += 1;
+                    }
+                }
             }
 
             // Cross-future 1: pre-executed on the block's pre-state, without its predecessors.
@@ -186,6 +192,7 @@ fn self_hit_and_cross_future_on_mainnet() {
         let pct = |x: &usize| if *txs == 0 { 0.0 } else { 100.0 * *x as f64 / *txs as f64 };
         eprintln!("{number:>10} {txs:>5} {:>8.1}% {:>11.1}% {:>11.1}%", pct(a), pct(b), pct(c));
     }
+    eprintln!("transactions without a program, by what stopped the tracer: {unmodelled:#?}");
     eprintln!("{}", own.line("self-hit"));
     eprintln!("{}", pre_state.line("cross-future, block pre-state"));
     eprintln!("{}", context.line("cross-future, perturbed context"));
