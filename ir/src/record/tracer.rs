@@ -1031,11 +1031,31 @@ impl<CTX: ContextTr, D: DatabaseRef> Inspector<CTX, EthInterpreter> for Tracer<'
         // Which code runs: pin the code hash of the code's account.
         let code_account = self.low.account(code_address, code_v).clone();
         self.low.b.guard(GuardKind::Code, code_account.code_hash);
-        let code = inputs.known_bytecode.1.original_bytes();
-        if code.starts_with(&[0xef, 0x01, 0x00]) {
-            self.stop(NoApReason::Authorization, "call into an EIP-7702 delegation");
+        // EIP-7702: an account whose code is a delegation designator runs its delegate's
+        // code. The pinned hash above fixes the designator (so the delegate's address); the
+        // delegate's own code must be pinned too, and its access is warm or cold like any
+        // other (the world's aliasing).
+        let own_code = match code_account.code.and_then(|c| self.low.b.traced(c).cloned()) {
+            Some(Val::Bytes(bytes)) => bytes,
+            _ => self.low.code_of(code_address),
+        };
+        if own_code.len() == 23 && own_code.starts_with(&[0xef, 0x01, 0x00]) {
+            let delegate = Address::from_slice(&own_code[3..]);
+            let delegate_v = self.low.b_word(crate::record::world::word(delegate));
+            let delegate_account = self.low.account(delegate, delegate_v).clone();
+            self.low.b.guard(GuardKind::Code, delegate_account.code_hash);
+            if self.low.b.traced_word(delegate_account.code_hash) != U256::from_be_bytes(inputs.known_bytecode.0.0) {
+                self.stop(NoApReason::Unmodelled, "delegate code differs from revm's");
+                return None;
+            }
+        } else if U256::from_be_bytes(inputs.known_bytecode.0.0) != self.low.b.traced_word(code_account.code_hash)
+            && !self.low.is_precompile(code_address)
+        {
+            // The code revm runs must be the one whose hash was pinned.
+            self.stop(NoApReason::Unmodelled, "called code differs from the pinned code");
             return None;
         }
+        let code = inputs.known_bytecode.1.original_bytes();
         let precompile_output = if self.low.is_precompile(code_address) && code_address != IDENTITY {
             Some(self.precompile(code_address, calldata, inputs.gas_limit)?)
         } else {

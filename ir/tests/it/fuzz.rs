@@ -48,8 +48,10 @@ struct Case {
     codes: Vec<Bytes>,
 }
 
-/// Blocks from several forks; every `STRIDE`th transaction of each.
-const BLOCKS: [u64; 8] = [116_525, 2_675_000, 4_370_000, 9_069_000, 13_217_637, 15_537_394, 18_988_207, 19_932_703];
+/// Blocks from several forks (the last two are Prague and Osaka, with EIP-7702
+/// delegations); every `STRIDE`th transaction of each.
+const BLOCKS: [u64; 10] =
+    [116_525, 2_675_000, 4_370_000, 9_069_000, 13_217_637, 15_537_394, 18_988_207, 19_932_703, 22_546_209, 25_323_281];
 const STRIDE: usize = 3;
 
 fn cases() -> Option<&'static Vec<Case>> {

@@ -2,6 +2,7 @@
 
 use prescient_ir as ir;
 
+mod delegation;
 mod fuzz;
 mod golden;
 mod oracle;
