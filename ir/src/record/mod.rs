@@ -148,8 +148,6 @@ where
         precompile_bound: bound,
         price: Value(0),
     };
-    let early =
-        (!tx.authorization_list.is_empty()).then(|| (NoApReason::Authorization, "authorization list".to_string()));
     let to = match tx.kind {
         TxKind::Call(to) => to,
         TxKind::Create => Address::ZERO,
@@ -158,9 +156,6 @@ where
     let mut tracer = Tracer::new(low, top, config.max_insts, config.max_steps);
     if config.log_steps {
         tracer.log = Some(Vec::new());
-    }
-    if let Some(abort) = early {
-        tracer.abort = Some(abort);
     }
     let mut evm = Context::mainnet()
         .with_db(WrapDatabaseRef(db))
@@ -266,9 +261,65 @@ fn prologue<D: DatabaseRef>(w: &mut Lowering<'_, D>, tx: &TxEnv, to: Address) ->
     if matches!(tx.kind, TxKind::Call(_)) {
         account.nonce = nonce;
     }
+    authorizations(w, tx);
     let value_v = w.b.word(tx.value);
     let calldata = w.b.bytes(tx.data.clone());
     TopCall { caller_v: caller, to, to_v: recipient, value_v, calldata }
+}
+
+/// EIP-7702: applies the authorization list as revm's `apply_auth_list` does, after the gas
+/// purchase. Chain id, nonce bound and the signer are transaction constants; the authority's
+/// code, nonce, existence and emptiness decide each step and are pinned.
+fn authorizations<D: DatabaseRef>(w: &mut Lowering<'_, D>, tx: &TxEnv) {
+    use revm::context_interface::transaction::AuthorizationTr;
+    for auth in &tx.authorization_list {
+        let chain = auth.chain_id();
+        if (!chain.is_zero() && chain != U256::from(w.cfg.chain_id)) || auth.nonce() == u64::MAX {
+            continue;
+        }
+        let Some(authority) = auth.authority() else { continue };
+        let authority_v = w.b.word(word(authority));
+        let account = w.account(authority, authority_v).clone();
+        // Only an account without code, or already delegated, can be delegated: pin its code.
+        w.b.guard(GuardKind::Code, account.code_hash);
+        let code = match account.code.and_then(|c| w.b.traced(c).cloned()) {
+            Some(crate::interp::Val::Bytes(bytes)) => bytes,
+            _ => w.code_of(authority),
+        };
+        if !code.is_empty() && !(code.len() == 23 && code.starts_with(&[0xef, 0x01, 0x00])) {
+            continue;
+        }
+        // The authorization's nonce must equal the account's: pin the equality.
+        let wanted = w.b.word(U256::from(auth.nonce()));
+        let same = w.b.compute(Op::Eq, &[account.nonce, wanted]);
+        w.b.guard(GuardKind::Path, same);
+        if w.b.traced_word(same).is_zero() {
+            continue;
+        }
+        // Whether the account existed decides a gas refund: pin existence and emptiness.
+        let exists = w.load(Op::Exists, &[authority_v]);
+        w.b.guard(GuardKind::Gas, exists);
+        let used = w.b.compute(Op::Or, &[account.balance, account.nonce]);
+        let no_funds = w.b.compute(Op::IsZero, &[used]);
+        w.b.guard(GuardKind::Gas, no_funds);
+        // Delegate (or clear, for the zero address) and bump the nonce.
+        let designator = if auth.address().is_zero() {
+            revm::primitives::Bytes::new()
+        } else {
+            let mut d = vec![0xef, 0x01, 0x00];
+            d.extend_from_slice(auth.address().as_slice());
+            d.into()
+        };
+        let hash = if designator.is_empty() { KECCAK_EMPTY } else { revm::primitives::keccak256(&designator) };
+        let hash = w.b.word(hash.into());
+        let code = w.b.bytes(designator);
+        let one = w.b.word(U256::from(1));
+        let nonce = w.b.compute(Op::Add, &[account.nonce, one]);
+        let account = w.account(authority, authority_v);
+        account.code_hash = hash;
+        account.code = Some(code);
+        account.nonce = nonce;
+    }
 }
 
 /// The envelope after execution, then the stores.
@@ -287,7 +338,9 @@ fn finish<D: DatabaseRef>(
     let unused = w.b.word(U256::from(tx.gas_limit - outcome.gas_used.min(tx.gas_limit)));
     let refund = w.b.compute(Op::Mul, &[unused, w.price]);
     let before = w.account(tx.caller, caller).balance;
-    let after = w.b.compute(Op::Add, &[before, refund]);
+    // revm drops a credit that would overflow the balance; the program must not wrap
+    // instead (found by the perturbation fuzzer), so the no-overflow case is pinned.
+    let after = w.add_no_overflow(before, refund);
     w.account(tx.caller, caller).balance = after;
     // The fee recipient gets used * (price - base fee) from London, used * price before.
     let basefee = w.load(Op::BaseFee, &[]);
