@@ -286,7 +286,8 @@ fn authorizations<D: DatabaseRef>(w: &mut Lowering<'_, D>, tx: &TxEnv) {
             Some(crate::interp::Val::Bytes(bytes)) => bytes,
             _ => w.code_of(authority),
         };
-        if !code.is_empty() && !(code.len() == 23 && code.starts_with(&[0xef, 0x01, 0x00])) {
+        let delegated = code.len() == 23 && code.starts_with(&[0xef, 0x01, 0x00]);
+        if !(code.is_empty() || delegated) {
             continue;
         }
         // The authorization's nonce must equal the account's: pin the equality.
