@@ -282,9 +282,7 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
             }
             op::BALANCE => {
                 let [a] = self.pop_n::<1>()?;
-                let mask = self.low.b_word(address_mask());
-                let a = self.low.b.compute(Op::And, &[a, mask]);
-                let address = word_to_address(self.low.b.traced_word(a));
+                let (address, a) = self.address_operand(a);
                 let v = self.low.account(address, a).balance;
                 self.push(v);
             }
@@ -344,9 +342,7 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
             }
             op::EXTCODESIZE | op::EXTCODEHASH => {
                 let [a] = self.pop_n::<1>()?;
-                let mask = self.low.b_word(address_mask());
-                let a = self.low.b.compute(Op::And, &[a, mask]);
-                let address = word_to_address(self.low.b.traced_word(a));
+                let (address, a) = self.address_operand(a);
                 let account = self.low.account(address, a).clone();
                 // Which code is there decides both results: pin it.
                 self.low.b.guard(GuardKind::Code, account.code_hash);
@@ -541,9 +537,7 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
             op::SELFDESTRUCT => self.selfdestruct()?,
             op::EXTCODECOPY => {
                 let [a, dest, offset, len] = self.pop_n::<4>()?;
-                let mask = self.low.b_word(address_mask());
-                let a = self.low.b.compute(Op::And, &[a, mask]);
-                let address = word_to_address(self.low.b.traced_word(a));
+                let (address, a) = self.address_operand(a);
                 let account = self.low.account(address, a).clone();
                 // Which code is there decides the bytes copied: pin it; they are constants.
                 self.low.b.guard(GuardKind::Code, account.code_hash);
@@ -573,6 +567,14 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
         Some(())
     }
 
+    /// An address taken from a stack word: its low 160 bits, as the EVM reads it, with the
+    /// concrete address it names in this trace.
+    fn address_operand(&mut self, word: Value) -> (Address, Value) {
+        let mask = self.low.b_word(address_mask());
+        let v = self.low.b.compute(Op::And, &[word, mask]);
+        (word_to_address(self.low.b.traced_word(v)), v)
+    }
+
     fn read_memory(&mut self, offset: usize, len: usize) -> Value {
         let frame = self.frames.last_mut().expect("inside a frame");
         frame.memory.read(&mut self.low.b, offset, len)
@@ -592,9 +594,7 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
         let (ret_offset, ret_len) = (self.pin_usize(ret_offset)?, self.pin_usize(ret_len)?);
         let calldata = self.read_memory(args_offset, args_len);
         self.frame().memory.touch(ret_offset, ret_len);
-        let mask = self.low.b_word(address_mask());
-        let target_v = self.low.b.compute(Op::And, &[target, mask]);
-        let target = word_to_address(self.low.b.traced_word(target_v));
+        let (target, target_v) = self.address_operand(target);
         let value_v = match value {
             Some(v) => {
                 // A value transfer costs extra gas: pin whether there is one.
@@ -854,9 +854,7 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
     fn selfdestruct(&mut self) -> Option<()> {
         use revm::primitives::hardfork::SpecId;
         let [target] = self.pop_n::<1>()?;
-        let mask = self.low.b_word(address_mask());
-        let target_v = self.low.b.compute(Op::And, &[target, mask]);
-        let target = word_to_address(self.low.b.traced_word(target_v));
+        let (target, target_v) = self.address_operand(target);
         let (address, address_v) = (self.frame().address, self.frame().address_v);
         if self.frames.last().is_some_and(|f| f.create.is_some()) {
             self.stop(NoApReason::SelfDestruct, "SELFDESTRUCT in init code");

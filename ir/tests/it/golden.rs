@@ -7,10 +7,13 @@
 
 use std::{fs, path::Path};
 
-use crate::ir::{
-    passes::optimize,
-    text,
-    verify::{verify, verify_structure},
+use crate::{
+    ir::{
+        passes::optimize,
+        text,
+        verify::{verify, verify_structure},
+    },
+    support::check_golden,
 };
 
 const MARKER: &str = "; --- optimized";
@@ -18,7 +21,6 @@ const MARKER: &str = "; --- optimized";
 #[test]
 fn golden_pass_outputs() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let bless = std::env::var_os("BLESS").is_some();
     let mut files: Vec<_> = fs::read_dir(&dir).expect("golden dir").map(|e| e.expect("entry").path()).collect();
     files.sort();
     let mut failures = Vec::new();
@@ -32,20 +34,7 @@ fn golden_pass_outputs() {
         let optimized = optimize(&program);
         verify(&optimized).unwrap_or_else(|e| panic!("{}: a pass broke the verifier: {e}", path.display()));
         let printed = text::print(&optimized);
-        let expected: String = expected
-            .lines()
-            .filter_map(|l| l.strip_prefix("; ").or_else(|| l.strip_prefix(";")))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        if printed.trim() != expected.trim() {
-            if bless {
-                let commented: String = printed.lines().map(|l| format!("; {l}\n")).collect();
-                fs::write(path, format!("{}{MARKER}\n{commented}", input.trim_end().to_string() + "\n"))
-                    .expect("write");
-            } else {
-                failures.push(format!("{}:\n--- expected\n{expected}--- got\n{printed}", path.display()));
-            }
-        }
+        failures.extend(check_golden(path, input, expected, &printed, MARKER));
         checked += 1;
     }
     assert!(checked >= 3, "expected golden files in {}", dir.display());
@@ -58,23 +47,21 @@ fn golden_pass_outputs() {
 #[test]
 fn golden_evm_lowering() {
     use revm::{
-        context::{BlockEnv, CfgEnv, TxEnv},
         database::InMemoryDB,
-        primitives::{B256, Bytes, TxKind, U256, address, hardfork::SpecId},
+        primitives::{Bytes, U256, address, hardfork::SpecId},
         state::{AccountInfo, Bytecode},
     };
 
-    use crate::ir::record::{RecordConfig, record};
+    use crate::{
+        ir::record::{RecordConfig, record},
+        support::{SENDER, synthetic_call, synthetic_env},
+    };
 
     const LOWERED: &str = "; --- lowered";
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/evm");
-    let bless = std::env::var_os("BLESS").is_some();
     let mut files: Vec<_> = fs::read_dir(&dir).expect("golden dir").map(|e| e.expect("entry").path()).collect();
     files.sort();
-    let (sender, contract) = (
-        address!("0x1000000000000000000000000000000000000001"),
-        address!("0x2000000000000000000000000000000000000002"),
-    );
+    let contract = address!("0x2000000000000000000000000000000000000002");
     let mut failures = Vec::new();
     let mut checked = 0;
     for path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "evm")) {
@@ -89,53 +76,17 @@ fn golden_evm_lowering() {
         let code: Bytes = field("code ").parse().expect("hex code");
         let calldata: Bytes = field("calldata ").parse().expect("hex calldata");
         let mut db = InMemoryDB::default();
-        db.insert_account_info(sender, AccountInfo::from_balance(U256::from(10u64.pow(18))));
+        db.insert_account_info(SENDER, AccountInfo::from_balance(U256::from(10u64.pow(18))));
         let code = Bytecode::new_raw(code);
         db.insert_account_info(contract, AccountInfo::new(U256::ZERO, 1, code.hash_slow(), code));
         db.insert_account_storage(contract, U256::ZERO, U256::from(5)).expect("in memory");
-        let mut cfg = CfgEnv::new();
-        cfg.chain_id = 1;
-        cfg.set_spec_and_mainnet_gas_params(SpecId::CANCUN);
-        let mut block = BlockEnv {
-            number: U256::from(1),
-            timestamp: U256::from(1_700_000_000u64),
-            basefee: 7,
-            gas_limit: 30_000_000,
-            beneficiary: address!("0x3000000000000000000000000000000000000003"),
-            prevrandao: Some(B256::ZERO),
-            ..Default::default()
-        };
-        block.set_blob_excess_gas_and_price(0, revm::primitives::eip4844::BLOB_BASE_FEE_UPDATE_FRACTION_CANCUN);
-        let tx = TxEnv {
-            tx_type: 2,
-            caller: sender,
-            gas_limit: 100_000,
-            gas_price: 10,
-            gas_priority_fee: Some(1),
-            kind: TxKind::Call(contract),
-            data: calldata,
-            nonce: 0,
-            chain_id: Some(1),
-            ..Default::default()
-        };
+        let (cfg, block) = synthetic_env(SpecId::CANCUN);
+        let tx = synthetic_call(contract, calldata);
         let rec = record(&db, &cfg, &block, &tx, RecordConfig::default()).expect("runs");
         let program = rec.program.unwrap_or_else(|r| panic!("{}: no program: {r:?}", path.display()));
         verify(&program).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let printed = text::print(&optimize(&program));
-        let expected: String = expected
-            .lines()
-            .filter_map(|l| l.strip_prefix("; ").or_else(|| l.strip_prefix(";")))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        if printed.trim() != expected.trim() {
-            if bless {
-                let commented: String = printed.lines().map(|l| format!("; {l}\n")).collect();
-                fs::write(path, format!("{}{LOWERED}\n{commented}", input.trim_end().to_string() + "\n"))
-                    .expect("write");
-            } else {
-                failures.push(format!("{}:\n--- expected\n{expected}--- got\n{printed}", path.display()));
-            }
-        }
+        failures.extend(check_golden(path, input, expected, &printed, LOWERED));
         checked += 1;
     }
     assert!(checked >= 4, "expected golden EVM files in {}", dir.display());

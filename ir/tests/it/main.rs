@@ -7,3 +7,4 @@ mod fuzz;
 mod golden;
 mod oracle;
 mod state_tests;
+mod support;
