@@ -856,10 +856,6 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
         let [target] = self.pop_n::<1>()?;
         let (target, target_v) = self.address_operand(target);
         let (address, address_v) = (self.frame().address, self.frame().address_v);
-        if self.frames.last().is_some_and(|f| f.create.is_some()) {
-            self.stop(NoApReason::SelfDestruct, "SELFDESTRUCT in init code");
-            return None;
-        }
         let contract = self.low.account(address, address_v).clone();
         // Warm/cold access to the target: pinned by the world's aliasing guards.
         let beneficiary = self.low.account(target, target_v).clone();
