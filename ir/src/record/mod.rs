@@ -44,13 +44,7 @@ use world::{Lowering, World, word};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum NoApReason {
-    /// The transaction creates a contract (top level or inside).
-    Create,
-    /// A self-destruct.
-    SelfDestruct,
-    /// A call into a precompile other than identity.
-    Precompile,
-    /// An EIP-7702 authorization list, or a call into a delegated account.
+    /// EXTCODECOPY of an EIP-7702 delegation designator (not modelled).
     Authorization,
     /// The trace exceeded the size cap.
     TooLarge,
@@ -63,9 +57,6 @@ impl NoApReason {
     /// Short name for reports and metrics.
     pub const fn name(self) -> &'static str {
         match self {
-            Self::Create => "create",
-            Self::SelfDestruct => "selfdestruct",
-            Self::Precompile => "precompile",
             Self::Authorization => "authorization",
             Self::TooLarge => "too-large",
             Self::Unmodelled => "unmodelled",
