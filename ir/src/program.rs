@@ -120,15 +120,6 @@ impl Program {
     pub fn guard_count(&self) -> usize {
         self.insts.iter().filter(|i| i.op == Op::Guard).count()
     }
-
-    /// Counts of instructions by kind, for reports.
-    pub fn kind_counts(&self) -> HashMap<OpKind, usize> {
-        let mut counts = HashMap::new();
-        for inst in &self.insts {
-            *counts.entry(inst.op.kind()).or_insert(0) += 1;
-        }
-        counts
-    }
 }
 
 /// Builds a program while recording, folding constants and sharing identical pure

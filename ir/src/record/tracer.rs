@@ -570,7 +570,7 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
     /// An address taken from a stack word: its low 160 bits, as the EVM reads it, with the
     /// concrete address it names in this trace.
     fn address_operand(&mut self, word: Value) -> (Address, Value) {
-        let mask = self.low.b_word(address_mask());
+        let mask = self.low.b.word(address_mask());
         let v = self.low.b.compute(Op::And, &[word, mask]);
         (word_to_address(self.low.b.traced_word(v)), v)
     }
@@ -619,7 +619,7 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
             if self.low.cfg.spec.is_enabled_in(revm::primitives::hardfork::SpecId::SPURIOUS_DRAGON) {
                 let used = self.low.b.compute(Op::Or, &[account.balance, account.nonce]);
                 let no_funds = self.low.b.compute(Op::IsZero, &[used]);
-                let empty_code = self.low.b_word(KECCAK_EMPTY.into());
+                let empty_code = self.low.b.word(KECCAK_EMPTY.into());
                 let no_code = self.low.b.compute(Op::Eq, &[account.code_hash, empty_code]);
                 let empty = self.low.b.compute(Op::And, &[no_funds, no_code]);
                 self.low.b.guard(GuardKind::Gas, empty);
@@ -865,7 +865,7 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
         self.low.b.guard(GuardKind::Gas, exists);
         let used = self.low.b.compute(Op::Or, &[beneficiary.balance, beneficiary.nonce]);
         let no_funds = self.low.b.compute(Op::IsZero, &[used]);
-        let empty_code = self.low.b_word(KECCAK_EMPTY.into());
+        let empty_code = self.low.b.word(KECCAK_EMPTY.into());
         let no_code = self.low.b.compute(Op::Eq, &[beneficiary.code_hash, empty_code]);
         let empty = self.low.b.compute(Op::And, &[no_funds, no_code]);
         self.low.b.guard(GuardKind::Gas, empty);
@@ -877,7 +877,7 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
         }
         let destroy = contract.created || !self.low.cfg.spec.is_enabled_in(SpecId::CANCUN);
         if destroy || address != target {
-            let zero = self.low.b_word(U256::ZERO);
+            let zero = self.low.b.word(U256::ZERO);
             self.low.account(address, address_v).balance = zero;
         }
         let empty_output = self.low.b.bytes(Bytes::new());
@@ -908,13 +908,6 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
 /// The low 160 bits: how the EVM reads an address from a word.
 fn address_mask() -> U256 {
     (U256::from(1) << 160) - U256::from(1)
-}
-
-impl<D: DatabaseRef> Lowering<'_, D> {
-    /// A word constant (shorthand).
-    pub(crate) fn b_word(&mut self, w: U256) -> Value {
-        self.b.word(w)
-    }
 }
 
 impl<CTX: ContextTr, D: DatabaseRef> Inspector<CTX, EthInterpreter> for Tracer<'_, D> {
@@ -1035,7 +1028,7 @@ impl<CTX: ContextTr, D: DatabaseRef> Inspector<CTX, EthInterpreter> for Tracer<'
         };
         if own_code.len() == 23 && own_code.starts_with(&[0xef, 0x01, 0x00]) {
             let delegate = Address::from_slice(&own_code[3..]);
-            let delegate_v = self.low.b_word(crate::record::world::word(delegate));
+            let delegate_v = self.low.b.word(crate::record::world::word(delegate));
             let delegate_account = self.low.account(delegate, delegate_v).clone();
             self.low.b.guard(GuardKind::Code, delegate_account.code_hash);
             if self.low.b.traced_word(delegate_account.code_hash) != U256::from_be_bytes(inputs.known_bytecode.0.0) {

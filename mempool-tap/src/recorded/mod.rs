@@ -78,11 +78,6 @@ impl BlockRef {
     pub fn is_complete(&self) -> bool {
         self.missing_code == 0
     }
-
-    /// The folder holding the block's files.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
 }
 
 /// One account of a pre-state.
@@ -195,11 +190,6 @@ impl RecordedBlock {
     /// The transactions as revm environments, in block order.
     pub fn tx_envs(&self) -> Vec<TxEnv> {
         self.txs.iter().map(|tx| tx.env.clone()).collect()
-    }
-
-    /// Total gas limit of the block's transactions (an upper bound on its gas used).
-    pub fn tx_gas_limit(&self) -> u64 {
-        self.txs.iter().map(|tx| tx.env.gas_limit).sum()
     }
 }
 
