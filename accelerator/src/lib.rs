@@ -1,1 +1,12 @@
 #![doc = include_str!("../README.md")]
+
+pub mod executor;
+pub mod predictor;
+pub mod rpc;
+pub mod service;
+pub mod store;
+
+pub use executor::{Import, ImportTx, TxPath, import_block, verify_against_reference};
+pub use predictor::{PendingPool, PreExecution, pre_execute};
+pub use service::{Service, ServiceConfig};
+pub use store::ApStore;

@@ -11,4 +11,4 @@ pub mod text;
 pub mod verify;
 
 pub use outcome::{AccountChange, Difference, StateChanges, TxOutcome, TxStatus};
-pub use reference::{BlockOutcome, ReferenceError, execute_block, execute_tx, warm_up};
+pub use reference::{BlockOutcome, Receipts, ReferenceError, execute_block, execute_tx, receipts, warm_up};

@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use alloy::consensus::{Eip658Value, Receipt, ReceiptEnvelope, TxType, proofs::calculate_receipt_root};
-use alloy::primitives::{Bloom, logs_bloom};
+use alloy::primitives::{Bloom, logs_bloom as logs_bloom_of};
 use revm::{
     Context, Database, DatabaseCommit, ExecuteEvm, MainBuilder, MainContext,
     context::{BlockEnv, CfgEnv, ContextTr, TxEnv, result::EVMError},
@@ -90,27 +90,46 @@ where
     }
     drop(evm);
 
+    let types: Vec<u8> = txs.iter().map(|tx| tx.tx_type).collect();
+    let Receipts { receipts, gas_used, logs_bloom, receipts_root } = receipts(&outcomes, &types);
+    Ok(BlockOutcome { txs: outcomes, receipts, gas_used, logs_bloom, receipts_root, exec_time })
+}
+
+/// The receipts of a block's outcomes, with what the header commits to.
+#[derive(Clone, Debug)]
+pub struct Receipts {
+    /// One receipt per transaction, in block order.
+    pub receipts: Vec<ReceiptEnvelope>,
+    /// Sum of the transactions' receipt gas.
+    pub gas_used: u64,
+    /// Union of the receipts' blooms.
+    pub logs_bloom: Bloom,
+    /// Root of the receipts trie.
+    pub receipts_root: B256,
+}
+
+/// Builds the receipts of `outcomes`, whose transactions have the EIP-2718 type bytes `types`.
+pub fn receipts(outcomes: &[TxOutcome], types: &[u8]) -> Receipts {
     let mut gas_used = 0u64;
-    let mut bloom = Bloom::ZERO;
+    let mut logs_bloom = Bloom::ZERO;
     let receipts: Vec<ReceiptEnvelope> = outcomes
         .iter()
-        .zip(txs)
-        .map(|(outcome, tx)| {
+        .zip(types)
+        .map(|(outcome, ty)| {
             gas_used += outcome.gas_used;
             let receipt = Receipt {
                 status: Eip658Value::Eip658(outcome.status.is_success()),
                 cumulative_gas_used: gas_used,
                 logs: outcome.logs.clone(),
             };
-            let receipt_bloom = logs_bloom(&outcome.logs);
-            bloom.accrue_bloom(&receipt_bloom);
+            logs_bloom.accrue_bloom(&logs_bloom_of(&outcome.logs));
             // revm accepted the transaction, so its type byte is one alloy knows.
-            let ty = TxType::try_from(tx.tx_type).unwrap_or(TxType::Legacy);
+            let ty = TxType::try_from(*ty).unwrap_or(TxType::Legacy);
             ReceiptEnvelope::from_typed(ty, receipt.with_bloom())
         })
         .collect();
     let receipts_root = calculate_receipt_root(&receipts);
-    Ok(BlockOutcome { txs: outcomes, receipts, gas_used, logs_bloom: bloom, receipts_root, exec_time })
+    Receipts { receipts, gas_used, logs_bloom, receipts_root }
 }
 
 /// Initializes precompile state that revm loads lazily (the KZG trusted setup, about 2 s),

@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 
+pub mod node;
 pub mod recorded;
 
+pub use node::{MempoolTap, MockTap, NodeClient, NodeError, NodeTap, NoopTap, PendingTx, RpcState, StateView, TapEvent};
 pub use recorded::{BlockRef, BlockSource, Dataset, LoadError, LoadErrorKind, RecordedBlock};

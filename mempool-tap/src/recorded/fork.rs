@@ -31,7 +31,8 @@ pub fn parse_fork(name: &str) -> Option<SpecId> {
         "SHANGHAI" => SpecId::SHANGHAI,
         "CANCUN" => SpecId::CANCUN,
         "PRAGUE" => SpecId::PRAGUE,
-        "OSAKA" => SpecId::OSAKA,
+        // The blob-parameter-only forks run Osaka's rules (their blob fee is the chain's).
+        "OSAKA" | "BPO1" | "BPO2" => SpecId::OSAKA,
         _ => return None,
     };
     Some(spec)

@@ -11,7 +11,8 @@ use revm::{
 use serde::Deserialize;
 
 use super::{
-    BlockRef, BlockSource, PreAccount, PreState, RecordedBlock, RecordedTx, cfg_for,
+    BlockRef, BlockSource, PreAccount, PreState, RecordedBlock, RecordedTx,
+    chain::cfg_for,
     error::{LoadError, LoadErrorKind},
     fork::{mainnet_blob_fee, mainnet_spec},
     json,

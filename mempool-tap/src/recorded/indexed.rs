@@ -6,22 +6,22 @@ use std::{
 };
 
 use alloy::{
-    consensus::{Transaction as _, TxEnvelope, proofs::calculate_transaction_root},
-    eips::{Encodable2718, Typed2718},
+    consensus::{TxEnvelope, proofs::calculate_transaction_root},
+    eips::Encodable2718,
     rpc::types::{Block as RpcBlock, Transaction as RpcTransaction},
 };
 use revm::{
-    context::{BlockEnv, TxEnv, either::Either},
-    primitives::{Address, B256, Bytes, KECCAK_EMPTY, U256, hardfork::SpecId, keccak256},
+    primitives::{Address, B256, Bytes, KECCAK_EMPTY, U256, keccak256},
     state::Bytecode,
 };
 use serde::Deserialize;
 
 use super::{
     Arrival, BlockRef, BlockSource, HeaderChecks, PostAccount, PostState, PreAccount, PreState, RecordedBlock,
-    RecordedTx, RecordingManifest, cfg_for,
+    RecordedTx, RecordingManifest,
+    chain::{ChainRules, cfg_for, tx_env},
     error::{LoadError, LoadErrorKind},
-    fork::{mainnet_blob_fee, parse_fork},
+    fork::parse_fork,
     json,
 };
 
@@ -199,19 +199,9 @@ impl IndexedSet {
             return Err(LoadError::at(&block_path, "transactionsRoot", kind));
         }
 
-        let timestamp = header.timestamp;
-        let env = BlockEnv {
-            number: U256::from(header.number),
-            beneficiary: header.beneficiary,
-            timestamp: U256::from(timestamp),
-            gas_limit: header.gas_limit,
-            basefee: header.base_fee_per_gas.unwrap_or(0),
-            difficulty: header.difficulty,
-            // Before the Merge the field is the PoW mix hash and DIFFICULTY reads `difficulty`.
-            prevrandao: spec.is_enabled_in(SpecId::MERGE).then_some(header.mix_hash),
-            blob_excess_gas_and_price: mainnet_blob_fee(spec, timestamp, header.excess_blob_gas.unwrap_or(0)),
-            ..Default::default()
-        };
+        // Mainnet follows its schedule; a recorded devnet runs the fork its index names.
+        let rules = if chain_id == 1 { ChainRules::MAINNET } else { ChainRules { chain_id, fixed: Some(spec) } };
+        let env = rules.block_env(header, spec);
 
         let pre_path = block.dir.join("pre_state.json.gz");
         let raw_pre: BTreeMap<Address, RawPreAccount> = json::read(&pre_path)?;
@@ -309,28 +299,4 @@ pub(crate) fn read_block(path: &Path) -> Result<RpcBlock<RpcTransaction>, LoadEr
     let header = serde_path_to_error::deserialize(value)
         .map_err(|e| LoadError::at(path, e.path().to_string(), LoadErrorKind::Json(e.into_inner().to_string())))?;
     Ok(RpcBlock::new(header, alloy::rpc::types::BlockTransactions::Full(parsed)))
-}
-
-/// Maps a signed transaction to revm's `TxEnv` (the table in the data README).
-pub(crate) fn tx_env(caller: Address, tx: &TxEnvelope) -> TxEnv {
-    TxEnv {
-        tx_type: tx.ty(),
-        caller,
-        gas_limit: tx.gas_limit(),
-        // `max_fee_per_gas` is `gasPrice` for legacy and EIP-2930 transactions.
-        gas_price: tx.max_fee_per_gas(),
-        gas_priority_fee: tx.max_priority_fee_per_gas(),
-        kind: tx.kind(),
-        value: tx.value(),
-        data: tx.input().clone(),
-        nonce: tx.nonce(),
-        chain_id: tx.chain_id(),
-        access_list: tx.access_list().cloned().unwrap_or_default(),
-        blob_hashes: tx.blob_versioned_hashes().map(<[B256]>::to_vec).unwrap_or_default(),
-        max_fee_per_blob_gas: tx.max_fee_per_blob_gas().unwrap_or(0),
-        authorization_list: tx
-            .authorization_list()
-            .map(|list| list.iter().cloned().map(Either::Left).collect())
-            .unwrap_or_default(),
-    }
 }

@@ -18,6 +18,7 @@
 //! Every failure is a [`LoadError`] naming the file and the field; nothing here panics on
 //! bad input.
 
+pub mod chain;
 mod error;
 pub mod fork;
 mod grevm;
@@ -35,6 +36,7 @@ use std::{
 };
 
 use alloy::{primitives::Bloom, rpc::types::Transaction as RpcTransaction};
+pub use chain::{ChainRules, cfg_for, tx_env};
 pub use error::{LoadError, LoadErrorKind};
 pub use locate::{DATA_ENV, DEFAULT_DATA_DIR, DataDirNotFound, locate_data_dir, shared_data_for_tests};
 use revm::{
@@ -327,12 +329,4 @@ impl Dataset {
         *slot = Some(table.clone());
         Ok(table)
     }
-}
-
-/// Builds the chain configuration for a spec and chain id.
-pub(crate) fn cfg_for(spec: SpecId, chain_id: u64) -> CfgEnv {
-    let mut cfg = CfgEnv::new();
-    cfg.chain_id = chain_id;
-    cfg.set_spec_and_mainnet_gas_params(spec);
-    cfg
 }

@@ -1,0 +1,275 @@
+//! The block executor: imports a block through the fast path, transaction by transaction.
+//!
+//! ```text
+//!   for tx in block:
+//!     programs(tx.hash) ── evaluate each on the current state ──▶ Hit(outcome) ─▶ apply outcome
+//!                                                              └▶ all Miss    ─▶ revm transact ─▶ commit
+//!   ⇒ outcomes, receipts (as sequential revm builds them), per-transaction path
+//! ```
+//!
+//! A hit's outcome is applied exactly as revm's commit would apply the same state (the
+//! [`TxOutcome`] holds every touched account's final info and every changed slot), so the
+//! state after a hit is the state after executing the transaction. Misses run in revm, one
+//! after another. [`verify_against_reference`] re-runs the block in sequential revm and
+//! compares every transaction's outcome in full: the shadow import and the tests use it.
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use ir::{
+    Receipts, TxOutcome,
+    interp::{Evaluation, MissReason, evaluate},
+    program::Program,
+};
+use revm::{
+    Context, DatabaseCommit, DatabaseRef, ExecuteCommitEvm, ExecuteEvm, MainBuilder, MainContext,
+    context::{BlockEnv, CfgEnv, TxEnv, result::EVMError},
+    database::CacheDB,
+    database_interface::DBErrorMarker,
+    primitives::{B256, HashMap},
+    state::{Account, AccountInfo, Bytecode, EvmState, EvmStorageSlot},
+};
+use serde::Serialize;
+
+/// Instructions a program may run at import before it counts as a miss.
+pub const IMPORT_FUEL: u64 = 1 << 22;
+
+/// One transaction to import.
+#[derive(Clone, Debug)]
+pub struct ImportTx {
+    /// The transaction hash (the key of its programs).
+    pub hash: B256,
+    /// The transaction as revm executes it.
+    pub env: TxEnv,
+}
+
+/// How a transaction was imported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "path")]
+pub enum TxPath {
+    /// A program's guards held: its outcome was applied.
+    Hit {
+        /// Which of the transaction's programs hit.
+        program: usize,
+    },
+    /// Programs existed but none held; revm executed the transaction.
+    Miss {
+        /// Why the last program tried missed.
+        reason: String,
+    },
+    /// No program for the transaction; revm executed it.
+    NoProgram,
+}
+
+impl TxPath {
+    /// Short name for metrics: `hit`, `miss` or `no_program`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Hit { .. } => "hit",
+            Self::Miss { .. } => "miss",
+            Self::NoProgram => "no_program",
+        }
+    }
+}
+
+/// The name of a miss reason, for reports and metrics.
+pub fn miss_name(reason: MissReason) -> String {
+    match reason {
+        MissReason::Guard(kind) => format!("guard:{}", kind.name()),
+        MissReason::OutOfFuel => "out-of-fuel".into(),
+        MissReason::Env => "env".into(),
+        MissReason::State => "state".into(),
+        MissReason::Malformed => "malformed".into(),
+    }
+}
+
+/// What importing a block produced.
+#[derive(Clone, Debug)]
+pub struct Import {
+    /// One outcome per transaction, in block order.
+    pub outcomes: Vec<TxOutcome>,
+    /// One path per transaction, in block order.
+    pub paths: Vec<TxPath>,
+    /// Receipts, gas, bloom and receipts root.
+    pub receipts: Receipts,
+    /// Wall time of the whole import (evaluation, revm for misses, commits).
+    pub time: Duration,
+}
+
+impl Import {
+    /// Transactions imported through a program.
+    pub fn hits(&self) -> usize {
+        self.paths.iter().filter(|p| matches!(p, TxPath::Hit { .. })).count()
+    }
+
+    /// Misses and transactions without a program, by reason.
+    pub fn misses(&self) -> BTreeMap<String, usize> {
+        let mut by = BTreeMap::new();
+        for p in &self.paths {
+            match p {
+                TxPath::Hit { .. } => {}
+                TxPath::Miss { reason } => *by.entry(reason.clone()).or_default() += 1,
+                TxPath::NoProgram => *by.entry("no-program".to_string()).or_default() += 1,
+            }
+        }
+        by
+    }
+}
+
+/// revm refused a transaction of the block, or the state failed.
+#[derive(Debug, thiserror::Error)]
+#[error("transaction {index} ({hash}): {message}")]
+pub struct ImportError {
+    /// Position in the block.
+    pub index: usize,
+    /// The transaction's hash.
+    pub hash: B256,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The state revm would commit for `outcome`: every changed account with its final info and
+/// changed slots, flagged touched (and created or self-destructed as the outcome says).
+pub fn outcome_state(outcome: &TxOutcome) -> EvmState {
+    let mut state = EvmState::default();
+    for (address, change) in &outcome.state {
+        let code = change.code.clone().map(Bytecode::new_raw);
+        let info = AccountInfo { balance: change.balance, nonce: change.nonce, code_hash: change.code_hash, code, ..Default::default() };
+        let mut account = Account::from(info);
+        account.storage = change
+            .storage
+            .iter()
+            .map(|(slot, value)| (*slot, EvmStorageSlot::new(*value, Default::default())))
+            .collect::<HashMap<_, _>>()
+            .into_iter()
+            .collect();
+        account.mark_touch();
+        if change.created {
+            account.mark_created();
+        }
+        if change.selfdestructed {
+            account.mark_selfdestruct();
+        }
+        state.insert(*address, account);
+    }
+    state
+}
+
+/// Imports `txs` on `db` in order: a program's outcome when one holds, revm otherwise.
+/// `programs` gives the programs of a transaction hash. On return `db` holds the post-block
+/// state (transactions only, as [`ir::execute_block`]).
+pub fn import_block<D>(
+    db: &mut CacheDB<D>,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    txs: &[ImportTx],
+    programs: &dyn Fn(&B256) -> Vec<Arc<Program>>,
+) -> Result<Import, ImportError>
+where
+    D: DatabaseRef,
+    D::Error: DBErrorMarker,
+{
+    let started = Instant::now();
+    let mut outcomes = Vec::with_capacity(txs.len());
+    let mut paths = Vec::with_capacity(txs.len());
+    for (index, tx) in txs.iter().enumerate() {
+        let candidates = programs(&tx.hash);
+        let mut path = TxPath::NoProgram;
+        let mut hit = None;
+        for (i, program) in candidates.iter().enumerate() {
+            match evaluate(program, &*db, cfg, block, IMPORT_FUEL) {
+                Evaluation::Hit(outcome) => {
+                    path = TxPath::Hit { program: i };
+                    hit = Some(outcome);
+                    break;
+                }
+                Evaluation::Miss(miss) => path = TxPath::Miss { reason: miss_name(miss.reason) },
+            }
+        }
+        let outcome = match hit {
+            Some(outcome) => {
+                db.commit(outcome_state(&outcome));
+                outcome
+            }
+            None => {
+                let mut evm = Context::mainnet()
+                    .with_db(&mut *db)
+                    .with_cfg(cfg.clone())
+                    .with_block(block.clone())
+                    .build_mainnet();
+                let res = evm.transact(tx.env.clone()).map_err(|e| ImportError {
+                    index,
+                    hash: tx.hash,
+                    message: match e {
+                        EVMError::Database(e) => format!("state: {e}"),
+                        other => other.to_string(),
+                    },
+                })?;
+                let outcome = TxOutcome::from_revm(&res.result, &res.state);
+                evm.commit(res.state);
+                outcome
+            }
+        };
+        outcomes.push(outcome);
+        paths.push(path);
+    }
+    let types: Vec<u8> = txs.iter().map(|t| t.env.tx_type).collect();
+    let receipts = ir::receipts(&outcomes, &types);
+    Ok(Import { outcomes, paths, receipts, time: started.elapsed() })
+}
+
+/// One transaction whose imported outcome differs from sequential revm's.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Divergence {
+    /// Position in the block.
+    pub index: usize,
+    /// The transaction's hash.
+    pub hash: B256,
+    /// How it was imported.
+    pub path: TxPath,
+    /// The first differing field, in words.
+    pub difference: String,
+}
+
+/// Re-runs the block in sequential revm on `db` (the same pre-state the import started from)
+/// and compares every transaction's outcome in full. Returns the divergences and how long
+/// revm took.
+pub fn verify_against_reference<D>(
+    db: &mut CacheDB<D>,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    txs: &[ImportTx],
+    import: &Import,
+) -> Result<(Vec<Divergence>, Duration), ImportError>
+where
+    D: DatabaseRef,
+    D::Error: DBErrorMarker,
+{
+    let envs: Vec<TxEnv> = txs.iter().map(|t| t.env.clone()).collect();
+    let started = Instant::now();
+    let reference = ir::execute_block(db, cfg, block, &envs).map_err(|e| ImportError {
+        index: e.index,
+        hash: txs.get(e.index).map(|t| t.hash).unwrap_or_default(),
+        message: e.message,
+    })?;
+    let time = started.elapsed();
+    let mut divergences = Vec::new();
+    for (index, (tx, (ours, theirs))) in txs.iter().zip(import.outcomes.iter().zip(&reference.txs)).enumerate() {
+        if let Some(d) = ours.first_difference(theirs) {
+            divergences.push(Divergence { index, hash: tx.hash, path: import.paths[index].clone(), difference: d.to_string() });
+        }
+    }
+    if reference.receipts_root != import.receipts.receipts_root && divergences.is_empty() {
+        divergences.push(Divergence {
+            index: txs.len(),
+            hash: B256::ZERO,
+            path: TxPath::NoProgram,
+            difference: "receipts root differs while every outcome is equal".into(),
+        });
+    }
+    Ok((divergences, time))
+}
