@@ -33,6 +33,64 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Evaluate the whole fast path offline: predict, pre-execute, import, compare with revm.
+    /// Default data: the devnet recording committed under bench-data/.
+    Eval {
+        /// Recorded-traffic folder (a prescient recording, or the shared bench-data).
+        #[arg(long, default_value = EMBEDDED_RECORDING)]
+        data: PathBuf,
+        /// Evaluate only these blocks (repeatable). Default: every complete block.
+        #[arg(long = "block", value_name = "N")]
+        blocks: Vec<u64>,
+        /// Most predecessors in a predicted-block future.
+        #[arg(long, default_value_t = 64)]
+        max_predecessors: usize,
+    },
+    /// Attach to a node: pre-execute its pending transactions and serve the fast path.
+    Serve {
+        /// The node's JSON-RPC endpoint (ws:// for subscriptions, http:// for polling).
+        #[arg(long)]
+        node: String,
+        /// JSON-RPC listen address.
+        #[arg(long, default_value = "127.0.0.1:8547")]
+        listen: std::net::SocketAddr,
+        /// Prometheus metrics listen address.
+        #[arg(long, default_value = "127.0.0.1:9547")]
+        metrics: std::net::SocketAddr,
+        /// Do not export metrics.
+        #[arg(long)]
+        no_metrics: bool,
+        /// The hardfork a devnet runs (default: mainnet's schedule on chain 1, osaka elsewhere).
+        #[arg(long)]
+        hardfork: Option<String>,
+        /// Pre-execution workers.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Do not import each new head in shadow mode.
+        #[arg(long)]
+        no_shadow: bool,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Record a node's pending-transaction arrivals and blocks with their pre-state.
+    Record {
+        /// The node's JSON-RPC endpoint.
+        #[arg(long)]
+        node: String,
+        /// Output folder (must not hold a recording yet).
+        #[arg(long)]
+        out: PathBuf,
+        /// Stop after this many blocks (default: until Ctrl-C / SIGTERM).
+        #[arg(long)]
+        blocks: Option<u64>,
+        /// The hardfork a devnet runs (default: mainnet's schedule on chain 1, osaka elsewhere).
+        #[arg(long)]
+        hardfork: Option<String>,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
     /// Dump every stage of one transaction (trace, IR, optimized IR, evaluation against revm).
     Diff {
         /// Recorded-traffic folder (default: $PRESCIENT_DATA, then ../shared/bench-data).
@@ -47,11 +105,52 @@ enum Command {
     },
 }
 
+/// The devnet recording committed with the sources (made by `prescient record` on anvil).
+const EMBEDDED_RECORDING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench-data/devnet");
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,jsonrpsee=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().wrap_err("starting the async runtime")
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay { data, blocks, no_progress } => replay(data, &blocks, no_progress),
         Command::Diff { data, tx, out } => diff(data, tx, out),
+        Command::Eval { data, blocks, max_predecessors } => eval(&data, &blocks, max_predecessors),
+        Command::Serve { node, listen, metrics, no_metrics, hardfork, workers, no_shadow, log_format } => {
+            init_logs(log_format);
+            let options = prescient_tools::live::ServeOptions {
+                node,
+                listen,
+                metrics: (!no_metrics).then_some(metrics),
+                hardfork,
+                workers,
+                shadow: !no_shadow,
+            };
+            runtime().and_then(|rt| rt.block_on(prescient_tools::live::serve(options))).map(|()| true)
+        }
+        Command::Record { node, out, blocks, hardfork, log_format } => {
+            init_logs(log_format);
+            let options = prescient_tools::live::RecordOptions { node, out, blocks, hardfork };
+            runtime().and_then(|rt| rt.block_on(prescient_tools::live::record(options))).map(|n| n > 0)
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -73,6 +172,57 @@ fn diff(data: Option<PathBuf>, tx: B256, out: Option<PathBuf>) -> Result<bool> {
     print!("{summary}");
     println!("stages written to {}", out.display());
     Ok(verdict != prescient_tools::diff::DiffVerdict::WrongHit)
+}
+
+/// Runs `prescient eval`; `Ok(false)` on a divergence from sequential revm.
+fn eval(data: &std::path::Path, numbers: &[u64], max_predecessors: usize) -> Result<bool> {
+    use prescient_tools::eval::{Arrivals, EvalSummary, eval_block};
+    let dataset = Dataset::open(data).wrap_err_with(|| format!("opening {}", data.display()))?;
+    let selected = if numbers.is_empty() {
+        dataset.complete_blocks().cloned().collect::<Vec<_>>()
+    } else {
+        numbers.iter().map(|n| dataset.find(*n).cloned()).collect::<Result<Vec<_>, _>>()?
+    };
+    eyre::ensure!(!selected.is_empty(), "{} lists no complete block", data.display());
+    ir::warm_up();
+    let mut arrivals = Arrivals::of(&dataset)?;
+    println!(
+        "{} ({}): {} blocks, {}",
+        data.display(),
+        dataset.manifest().map_or("recorded blocks".to_string(), |m| format!("chain {}, {}", m.chain_id, m.node.clone().unwrap_or_default())),
+        selected.len(),
+        if arrivals.is_some() { "pending transactions from the recorded arrivals" } else { "no arrivals: every transaction counted as heard" }
+    );
+    println!("{:>10}  {:>5}  {:>5}  {:>5}  {:>8}  {:>10}  {:>10}  misses", "block", "txs", "heard", "hits", "programs", "import ms", "revm ms");
+    let mut summary = EvalSummary::default();
+    for block_ref in &selected {
+        let block = dataset.load(block_ref)?;
+        let e = eval_block(&block, arrivals.as_mut(), max_predecessors)?;
+        println!(
+            "{:>10}  {:>5}  {:>5}  {:>5}  {:>8}  {:>10.3}  {:>10.3}  {:?}",
+            e.number, e.txs, e.heard, e.hits, e.programs, e.import.as_secs_f64() * 1e3, e.reference.as_secs_f64() * 1e3, e.misses
+        );
+        for d in &e.divergences {
+            println!("{:>10}  DIVERGENCE {d}", "");
+        }
+        summary.add(&e);
+    }
+    let pct = |a: usize, b: usize| if b == 0 { 0.0 } else { 100.0 * a as f64 / b as f64 };
+    println!(
+        "summary: {} blocks, {} txs, {} heard ({:.1}%), {} hits ({:.1}% of heard), misses {:?}; import {:.3} ms vs sequential revm {:.3} ms ({:.2}x); {} divergences",
+        summary.blocks,
+        summary.txs,
+        summary.heard,
+        pct(summary.heard, summary.txs),
+        summary.hits,
+        pct(summary.hits, summary.heard),
+        summary.misses,
+        summary.import.as_secs_f64() * 1e3,
+        summary.reference.as_secs_f64() * 1e3,
+        summary.reference.as_secs_f64() / summary.import.as_secs_f64().max(1e-9),
+        summary.divergences
+    );
+    Ok(summary.divergences == 0)
 }
 
 /// Runs `prescient replay`; `Ok(false)` when a check failed.

@@ -1,0 +1,232 @@
+//! prescient attached to a real anvil: pre-execution of competing pending transactions,
+//! `prescient_executeBlock` against what anvil mined, the recorder, node restarts and
+//! hostile requests.
+
+use std::time::Duration;
+
+use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
+use mempool_tap::Dataset;
+use prescient_tools::eval::{Arrivals, eval_block};
+use revm::primitives::{KECCAK_EMPTY, keccak256};
+use serde_json::{Value, json};
+
+use crate::devnet::*;
+
+const TRANSFER: &str = "a9059cbb";
+const APPROVE: &str = "095ea7b3";
+const ADD_LIQUIDITY: &str = "9cd441da";
+const SWAP: &str = "9f1d0f59";
+const E18: u128 = 1_000_000_000_000_000_000;
+
+fn node_client(anvil: &Anvil) -> HttpClient {
+    HttpClientBuilder::default().request_timeout(Duration::from_secs(30)).build(anvil.http()).expect("client")
+}
+
+async fn accounts(node: &HttpClient) -> Vec<String> {
+    must(node, "eth_accounts", vec![]).await.as_array().expect("accounts").iter().map(|a| a.as_str().expect("address").to_lowercase()).collect()
+}
+
+async fn nonce(node: &HttpClient, who: &str) -> u64 {
+    quantity(&must(node, "eth_getTransactionCount", vec![json!(who), json!("pending")]).await) as u64
+}
+
+async fn receipt(node: &HttpClient, hash: &str) -> Value {
+    must(node, "eth_getTransactionReceipt", vec![json!(hash)]).await
+}
+
+/// Deploys two tokens and a pool, funds accounts 1-4 with token A, adds liquidity, and has
+/// accounts 1-4 approve the pool. Returns (token A, token B, pool).
+async fn deploy(node: &HttpClient, acct: &[String]) -> (String, String, String) {
+    let owner = &acct[0];
+    let supply = word(1_000_000 * E18);
+    let a = send(node, owner, None, &format!("0x{}{supply}", creation_code("Token")), 0, nonce(node, owner).await, 1).await;
+    let b = send(node, owner, None, &format!("0x{}{supply}", creation_code("Token")), 0, nonce(node, owner).await, 1).await;
+    mine(node).await;
+    let addr = |r: Value| r["contractAddress"].as_str().expect("a creation").to_lowercase();
+    let (token_a, token_b) = (addr(receipt(node, &a).await), addr(receipt(node, &b).await));
+    let pool_code = format!("0x{}{}{}", creation_code("Pool"), word_addr(&token_a), word_addr(&token_b));
+    let p = send(node, owner, None, &pool_code, 0, nonce(node, owner).await, 1).await;
+    mine(node).await;
+    let pool = addr(receipt(node, &p).await);
+    let mut hashes = Vec::new();
+    for token in [&token_a, &token_b] {
+        let data = format!("0x{APPROVE}{}{}", word_addr(&pool), word(u128::MAX));
+        hashes.push(send(node, owner, Some(token), &data, 0, nonce(node, owner).await, 1).await);
+    }
+    let data = format!("0x{ADD_LIQUIDITY}{}{}", word(100_000 * E18), word(100_000 * E18));
+    hashes.push(send(node, owner, Some(&pool), &data, 0, nonce(node, owner).await, 1).await);
+    for who in &acct[1..=4] {
+        let data = format!("0x{TRANSFER}{}{}", word_addr(who), word(10_000 * E18));
+        hashes.push(send(node, owner, Some(&token_a), &data, 0, nonce(node, owner).await, 1).await);
+        let data = format!("0x{APPROVE}{}{}", word_addr(&pool), word(u128::MAX));
+        hashes.push(send(node, who, Some(&token_a), &data, 0, nonce(node, who).await, 1).await);
+    }
+    mine(node).await;
+    for h in hashes {
+        assert_eq!(receipt(node, &h).await["status"], json!("0x1"), "setup transaction {h}");
+    }
+    (token_a, token_b, pool)
+}
+
+/// Competing pending transactions: swaps on one pool, transfers, nonce chains, a revert.
+async fn competing(node: &HttpClient, acct: &[String], token_a: &str, token_b: &str, pool: &str) -> Vec<String> {
+    let mut sent = Vec::new();
+    let swap = |amount: u128, min_out: u128| format!("0x{SWAP}{}{}{}", word_addr(token_a), word(amount), word(min_out));
+    let transfer = |to: &str, amount: u128| format!("0x{TRANSFER}{}{}", word_addr(to), word(amount));
+    // Three swaps on the same pool, different tips: their order decides every output.
+    sent.push(send(node, &acct[1], Some(pool), &swap(100 * E18, 0), 0, nonce(node, &acct[1]).await, 3).await);
+    sent.push(send(node, &acct[2], Some(pool), &swap(200 * E18, 0), 0, nonce(node, &acct[2]).await, 2).await);
+    sent.push(send(node, &acct[3], Some(pool), &swap(50 * E18, 0), 0, nonce(node, &acct[3]).await, 5).await);
+    // A nonce chain: account 3 then transfers token A, account 1 moves token A to account 2.
+    sent.push(send(node, &acct[3], Some(token_a), &transfer(&acct[5], 7 * E18), 0, nonce(node, &acct[3]).await, 5).await);
+    sent.push(send(node, &acct[1], Some(token_a), &transfer(&acct[2], E18), 0, nonce(node, &acct[1]).await, 3).await);
+    // Ether transfers, a chain of three from account 4.
+    for i in 0..3u128 {
+        sent.push(send(node, &acct[4], Some(&acct[6]), "0x", E18 + i, nonce(node, &acct[4]).await, 1).await);
+    }
+    // A swap that must revert (slippage), and a token-B transfer by the owner.
+    sent.push(send(node, &acct[2], Some(pool), &swap(E18, 1_000_000 * E18), 0, nonce(node, &acct[2]).await, 2).await);
+    sent.push(send(node, &acct[0], Some(token_b), &transfer(&acct[7], 3 * E18), 0, nonce(node, &acct[0]).await, 4).await);
+    sent
+}
+
+/// Checks a `prescient_executeBlock` report against anvil's receipts and state.
+async fn check_against_node(node: &HttpClient, report: &Value, block: u64) {
+    assert_eq!(report["matchesHeader"], json!(true), "gas and receipts root equal the node's header");
+    assert_eq!(report["divergences"], json!([]), "every transaction equals sequential revm");
+    let tag = json!(format!("{block:#x}"));
+    for tx in report["transactions"].as_array().expect("transactions") {
+        let hash = tx["hash"].as_str().expect("hash");
+        let r = receipt(node, hash).await;
+        assert_eq!(quantity(&r["status"]) == 1, tx["status"].as_bool().expect("status"), "status of {hash}");
+        assert_eq!(quantity(&r["gasUsed"]), u128::from(tx["gasUsed"].as_u64().expect("gas")), "gas of {hash}");
+        assert_eq!(quantity(&r["cumulativeGasUsed"]), u128::from(tx["cumulativeGasUsed"].as_u64().expect("gas")), "cumulative gas of {hash}");
+        let ours = tx["logs"].as_array().expect("logs");
+        let theirs = r["logs"].as_array().expect("logs");
+        assert_eq!(ours.len(), theirs.len(), "log count of {hash}");
+        for (o, t) in ours.iter().zip(theirs) {
+            assert_eq!(o["address"].as_str().map(str::to_lowercase), t["address"].as_str().map(str::to_lowercase), "log address");
+            assert_eq!(o["topics"], t["topics"], "log topics of {hash}");
+            assert_eq!(o["data"], t["data"], "log data of {hash}");
+        }
+    }
+    let state = report["state"].as_object().expect("state");
+    assert!(!state.is_empty());
+    for (address, account) in state {
+        let balance = must(node, "eth_getBalance", vec![json!(address), tag.clone()]).await;
+        assert_eq!(quantity(&balance), quantity(&account["balance"]), "balance of {address}");
+        let n = must(node, "eth_getTransactionCount", vec![json!(address), tag.clone()]).await;
+        assert_eq!(quantity(&n), u128::from(account["nonce"].as_u64().expect("nonce")), "nonce of {address}");
+        let code = must(node, "eth_getCode", vec![json!(address), tag.clone()]).await;
+        let code = alloy::primitives::hex::decode(code.as_str().expect("hex")).expect("hex code");
+        let hash = if code.is_empty() { KECCAK_EMPTY } else { keccak256(&code) };
+        assert_eq!(json!(hash), account["codeHash"], "code hash of {address}");
+        for (slot, value) in account["storage"].as_object().expect("storage") {
+            let slot_word = format!("0x{:0>64}", slot.trim_start_matches("0x"));
+            let got = must(node, "eth_getStorageAt", vec![json!(address), json!(slot_word), tag.clone()]).await;
+            assert_eq!(quantity(&got), quantity(value), "slot {slot} of {address}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_of_competing_transactions_equals_anvil() {
+    let Some(binary) = anvil_binary("import_of_competing_transactions_equals_anvil") else { return };
+    let anvil = Anvil::start(&binary, free_port());
+    let node = node_client(&anvil);
+    let acct = accounts(&node).await;
+    let metrics_port = free_port();
+    let prescient = Prescient::serve(&anvil.ws(), metrics_port);
+    let recording = tempfile::tempdir().expect("tempdir");
+    let out = std::env::var_os("PRESCIENT_RECORD_OUT").map_or_else(|| recording.path().join("devnet"), Into::into);
+    let recorder = Prescient::record(&anvil.ws(), &out);
+    let api = prescient.client();
+    // Both attached before anything happens on chain.
+    wait_for("prescient to see the head", Duration::from_secs(30), || async {
+        let s = call(&api, "prescient_status", vec![]).await.ok()?;
+        (s["connected"] == json!(true) && s["head"].is_number()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (token_a, token_b, pool) = deploy(&node, &acct).await;
+    let sent = competing(&node, &acct, &token_a, &token_b, &pool).await;
+    // Every pending transaction gets programs before the block is mined.
+    wait_for("programs for every pending transaction", Duration::from_secs(90), || async {
+        let s = call(&api, "prescient_status", vec![]).await.ok()?;
+        let mut all = true;
+        for h in &sent {
+            all &= call(&api, "prescient_fastPath", vec![json!(h)]).await.is_ok();
+        }
+        (all && s["queued"] == json!(0) && s["inFlight"] == json!(0)).then_some(())
+    })
+    .await;
+    let fast = must(&api, "prescient_fastPath", vec![json!(sent[0])]).await;
+    let program = fast["programs"][0]["bincode"].as_str().expect("bincode hex");
+    let bytes = alloy::primitives::hex::decode(program).expect("hex");
+    let (decoded, _): (ir::program::Program, usize) =
+        bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).expect("a program");
+    ir::verify::verify(&decoded).expect("the served program verifies");
+
+    let block = mine(&node).await;
+    wait_for("prescient to see the mined head", Duration::from_secs(30), || async {
+        let s = call(&api, "prescient_status", vec![]).await.ok()?;
+        (s["head"] == json!(block)).then_some(())
+    })
+    .await;
+    let report = must(&api, "prescient_executeBlock", vec![json!(block), json!({ "verify": true })]).await;
+    assert_eq!(report["txCount"], json!(sent.len()), "every competing transaction is in block {block}");
+    check_against_node(&node, &report, block).await;
+    let statuses: Vec<bool> = report["transactions"].as_array().expect("txs").iter().map(|t| t["status"] == json!(true)).collect();
+    assert_eq!(statuses.iter().filter(|s| !**s).count(), 1, "exactly the slippage swap reverts");
+    let hits = report["hits"].as_u64().expect("hits");
+    eprintln!("block {block}: {hits} of {} transactions hit; misses {}", sent.len(), report["misses"]);
+    assert!(hits > 0, "pre-execution hit nothing: {report}");
+
+    // Shadow import of every head, with no divergence.
+    let status = wait_for("the shadow import of the block", Duration::from_secs(30), || async {
+        let s = call(&api, "prescient_status", vec![]).await.ok()?;
+        (s["shadowBlocks"].as_u64()? >= 1 && s["head"] == json!(block)).then_some(s)
+    })
+    .await;
+    assert_eq!(status["shadowDivergences"], json!(0), "{status}");
+
+    // Metrics are exported.
+    let (code, body) = {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], metrics_port));
+        let mut s = std::net::TcpStream::connect(addr).expect("metrics endpoint");
+        use std::io::{Read, Write};
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("write");
+        let mut raw = String::new();
+        let _ = s.read_to_string(&mut raw);
+        (raw.split_whitespace().nth(1).unwrap_or("").to_string(), raw)
+    };
+    assert_eq!(code, "200");
+    for name in ["prescient_pre_executions_total", "prescient_import_txs_total", "prescient_node_rpc_seconds", "prescient_ap_memory_bytes", "prescient_queue_depth"] {
+        assert!(body.contains(name), "metric {name} missing from /metrics");
+    }
+
+    // The recorder captured the session in the loader's format; the offline evaluation of
+    // it imports every block exactly as sequential revm.
+    let (clean, log) = recorder.terminate(Duration::from_secs(15));
+    assert!(clean, "prescient record did not stop cleanly:\n{log}");
+    let dataset = Dataset::open(&out).expect("the recording opens");
+    let mut arrivals = Arrivals::of(&dataset).expect("arrivals").expect("the recording has arrivals");
+    let blocks: Vec<_> = dataset.complete_blocks().cloned().collect();
+    assert!(blocks.iter().any(|b| b.number == block), "the recording has block {block}: {:?}", blocks.iter().map(|b| b.number).collect::<Vec<_>>());
+    for b in &blocks {
+        let loaded = dataset.load(b).expect("a recorded block loads");
+        let replay = prescient_tools::replay::replay_block(&loaded);
+        for check in &replay.checks {
+            assert_eq!(check.verdict, prescient_tools::replay::Verdict::Pass, "block {} {}", b.number, check.name);
+        }
+        let e = eval_block(&loaded, Some(&mut arrivals), 64).expect("evaluate");
+        assert!(e.divergences.is_empty(), "block {}: {:?}", b.number, e.divergences);
+        if b.number == block {
+            assert_eq!(e.heard, sent.len(), "every competing transaction was heard before block {block}");
+        }
+    }
+    let (clean, log) = prescient.terminate(Duration::from_secs(15));
+    assert!(clean, "prescient serve did not stop cleanly on SIGTERM:\n{log}");
+    assert!(!log.contains("shadow import diverged"), "{log}");
+}
