@@ -137,7 +137,13 @@ pub fn outcome_state(outcome: &TxOutcome) -> EvmState {
     let mut state = EvmState::default();
     for (address, change) in &outcome.state {
         let code = change.code.clone().map(Bytecode::new_raw);
-        let info = AccountInfo { balance: change.balance, nonce: change.nonce, code_hash: change.code_hash, code, ..Default::default() };
+        let info = AccountInfo {
+            balance: change.balance,
+            nonce: change.nonce,
+            code_hash: change.code_hash,
+            code,
+            ..Default::default()
+        };
         let mut account = Account::from(info);
         account.storage = change
             .storage
@@ -260,7 +266,12 @@ where
     let mut divergences = Vec::new();
     for (index, (tx, (ours, theirs))) in txs.iter().zip(import.outcomes.iter().zip(&reference.txs)).enumerate() {
         if let Some(d) = ours.first_difference(theirs) {
-            divergences.push(Divergence { index, hash: tx.hash, path: import.paths[index].clone(), difference: d.to_string() });
+            divergences.push(Divergence {
+                index,
+                hash: tx.hash,
+                path: import.paths[index].clone(),
+                difference: d.to_string(),
+            });
         }
     }
     if reference.receipts_root != import.receipts.receipts_root && divergences.is_empty() {

@@ -116,10 +116,10 @@ impl PendingPool {
             if let Some(nonces) = self.by_sender.get_mut(sender) {
                 let stale: Vec<u64> = nonces.range(..=*nonce).map(|(n, _)| *n).collect();
                 for n in stale {
-                    if let Some(h) = nonces.remove(&n) {
-                        if self.by_hash.remove(&h).is_some() {
-                            removed.push(h);
-                        }
+                    if let Some(h) = nonces.remove(&n)
+                        && self.by_hash.remove(&h).is_some()
+                    {
+                        removed.push(h);
                     }
                 }
                 if nonces.is_empty() {
@@ -159,12 +159,15 @@ impl PendingPool {
         let chain: Vec<TxEnv> = self
             .by_sender
             .get(&tx.env.caller)
-            .map(|nonces| nonces.range(..tx.env.nonce).filter_map(|(_, h)| self.by_hash.get(h)).map(|t| t.env.clone()).collect())
+            .map(|nonces| {
+                nonces.range(..tx.env.nonce).filter_map(|(_, h)| self.by_hash.get(h)).map(|t| t.env.clone()).collect()
+            })
             .unwrap_or_default();
         let order = self.predicted_order(basefee);
         let position = order.iter().position(|h| h == hash).unwrap_or(0);
         let start = position.saturating_sub(max_predecessors);
-        let block: Vec<TxEnv> = order[start..position].iter().filter_map(|h| self.by_hash.get(h)).map(|t| t.env.clone()).collect();
+        let block: Vec<TxEnv> =
+            order[start..position].iter().filter_map(|h| self.by_hash.get(h)).map(|t| t.env.clone()).collect();
         let mut futures = vec![chain];
         if !block.iter().map(|t| (t.caller, t.nonce)).eq(futures[0].iter().map(|t| (t.caller, t.nonce))) {
             futures.push(block);

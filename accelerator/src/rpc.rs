@@ -69,7 +69,9 @@ fn service_error(e: ServiceError) -> ErrorObjectOwned {
 /// or a 32-byte hash.
 pub fn parse_block(v: &Value) -> Result<BlockSelector, String> {
     match v {
-        Value::Number(n) => n.as_u64().map(BlockSelector::Number).ok_or_else(|| format!("block number {n} is not a u64")),
+        Value::Number(n) => {
+            n.as_u64().map(BlockSelector::Number).ok_or_else(|| format!("block number {n} is not a u64"))
+        }
         Value::String(s) if s == "latest" => Ok(BlockSelector::Latest),
         Value::String(s) if s.len() == 66 && s.starts_with("0x") => {
             s.parse::<B256>().map(BlockSelector::Hash).map_err(|e| format!("block hash {s:?}: {e}"))
@@ -77,9 +79,10 @@ pub fn parse_block(v: &Value) -> Result<BlockSelector, String> {
         Value::String(s) if s.starts_with("0x") => {
             u64::from_str_radix(&s[2..], 16).map(BlockSelector::Number).map_err(|e| format!("block number {s:?}: {e}"))
         }
-        Value::String(s) => s.parse::<u64>().map(BlockSelector::Number).map_err(|_| {
-            format!("block {s:?}: expected a number, a 0x quantity, \"latest\" or a block hash")
-        }),
+        Value::String(s) => s
+            .parse::<u64>()
+            .map(BlockSelector::Number)
+            .map_err(|_| format!("block {s:?}: expected a number, a 0x quantity, \"latest\" or a block hash")),
         other => Err(format!("block: expected a number or a string, got {other}")),
     }
 }
@@ -109,7 +112,10 @@ fn positional(params: &Params<'_>, max: usize) -> Result<Vec<Value>, ErrorObject
     let values: Vec<Value> = if params.is_object() {
         return Err(invalid("parameters must be an array"));
     } else {
-        params.parse::<Option<Vec<Value>>>().map_err(|e| invalid(format!("parameters: {}", e.message())))?.unwrap_or_default()
+        params
+            .parse::<Option<Vec<Value>>>()
+            .map_err(|e| invalid(format!("parameters: {}", e.message())))?
+            .unwrap_or_default()
     };
     if values.len() > max {
         return Err(invalid(format!("at most {max} parameters, got {}", values.len())));
@@ -141,10 +147,9 @@ pub fn module(service: Arc<Service>) -> RpcModule<Service> {
     module
         .register_async_method("prescient_fastPath", |params, service, _| async move {
             let values = positional(&params, 1)?;
-            let hash: B256 = values
-                .first()
-                .ok_or_else(|| invalid("missing the transaction hash"))
-                .and_then(|v| serde_json::from_value(v.clone()).map_err(|e| invalid(format!("transaction hash: {e}"))))?;
+            let hash: B256 = values.first().ok_or_else(|| invalid("missing the transaction hash")).and_then(|v| {
+                serde_json::from_value(v.clone()).map_err(|e| invalid(format!("transaction hash: {e}")))
+            })?;
             let programs = service.fast_path(&hash);
             if programs.is_empty() {
                 return Err(ErrorObjectOwned::owned(
@@ -156,8 +161,9 @@ pub fn module(service: Arc<Service>) -> RpcModule<Service> {
             let programs = programs
                 .iter()
                 .map(|p| {
-                    let bytes = bincode::serde::encode_to_vec(&**p, bincode::config::standard())
-                        .map_err(|e| ErrorObjectOwned::owned(IMPORT_ERROR_CODE, format!("encoding: {e}"), None::<()>))?;
+                    let bytes = bincode::serde::encode_to_vec(&**p, bincode::config::standard()).map_err(|e| {
+                        ErrorObjectOwned::owned(IMPORT_ERROR_CODE, format!("encoding: {e}"), None::<()>)
+                    })?;
                     Ok(ProgramOut {
                         bincode: format!("0x{}", alloy::primitives::hex::encode(bytes)),
                         instructions: p.insts.len(),
@@ -181,7 +187,9 @@ pub fn module(service: Arc<Service>) -> RpcModule<Service> {
             let raw = list
                 .iter()
                 .enumerate()
-                .map(|(i, v)| serde_json::from_value::<Bytes>(v.clone()).map_err(|e| invalid(format!("transaction {i}: {e}"))))
+                .map(|(i, v)| {
+                    serde_json::from_value::<Bytes>(v.clone()).map_err(|e| invalid(format!("transaction {i}: {e}")))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok::<_, ErrorObjectOwned>(service.submit(&raw))
         })
@@ -218,7 +226,14 @@ mod tests {
         assert_eq!(parse_block(&serde_json::json!("latest")), Ok(BlockSelector::Latest));
         let hash = format!("0x{}", "ab".repeat(32));
         assert!(matches!(parse_block(&serde_json::json!(hash)), Ok(BlockSelector::Hash(_))));
-        for bad in [serde_json::json!(-1), serde_json::json!(1.5), serde_json::json!("0xzz"), serde_json::json!("pending"), serde_json::json!([1]), serde_json::json!(null)] {
+        for bad in [
+            serde_json::json!(-1),
+            serde_json::json!(1.5),
+            serde_json::json!("0xzz"),
+            serde_json::json!("pending"),
+            serde_json::json!([1]),
+            serde_json::json!(null),
+        ] {
             assert!(parse_block(&bad).is_err(), "{bad}");
         }
     }

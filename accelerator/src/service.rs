@@ -49,6 +49,9 @@ use crate::{
     store::ApStore,
 };
 
+/// Accounts and slots a call into a contract was seen to read (prefetched next time).
+type ReadSet = (Vec<Address>, Vec<(Address, U256)>);
+
 /// How the service runs.
 #[derive(Clone, Debug)]
 pub struct ServiceConfig {
@@ -139,7 +142,7 @@ pub struct Service {
     queued: AtomicUsize,
     in_flight: AtomicUsize,
     connected: AtomicBool,
-    read_sets: Mutex<LruCache<Address, (Vec<Address>, Vec<(Address, U256)>)>>,
+    read_sets: Mutex<LruCache<Address, ReadSet>>,
     counters: Counters,
     started: Instant,
 }
@@ -235,6 +238,10 @@ pub struct BlockReport {
     pub receipts_root: B256,
     /// Whether gas used and receipts root equal the node's header.
     pub matches_header: bool,
+    /// The node header's gas used.
+    pub header_gas_used: u64,
+    /// The node header's receipts root.
+    pub header_receipts_root: B256,
     /// Transactions imported through a program.
     pub hits: usize,
     /// Transactions in the block.
@@ -318,7 +325,10 @@ impl Service {
     pub async fn new(client: Arc<NodeClient>, config: ServiceConfig) -> Result<Arc<Self>, ServiceError> {
         let chain_id: alloy::primitives::U64 = client.call("eth_chainId", rpc_params![]).await?;
         let chain_id = chain_id.to::<u64>();
-        let rules = ChainRules { chain_id, fixed: if chain_id == 1 { config.hardfork } else { config.hardfork.or(Some(SpecId::OSAKA)) } };
+        let rules = ChainRules {
+            chain_id,
+            fixed: if chain_id == 1 { config.hardfork } else { config.hardfork.or(Some(SpecId::OSAKA)) },
+        };
         let state = RpcState::new(client.clone(), tokio::runtime::Handle::current(), CacheSizes::default());
         let (jobs, job_rx) = mpsc::channel(config.queue_capacity.max(1));
         Ok(Arc::new(Self {
@@ -369,7 +379,11 @@ impl Service {
         while self.in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tracing::info!(pending = lock(&self.pool).len(), in_flight = self.in_flight.load(Ordering::Relaxed), "pipeline stopped");
+        tracing::info!(
+            pending = lock(&self.pool).len(),
+            in_flight = self.in_flight.load(Ordering::Relaxed),
+            "pipeline stopped"
+        );
     }
 
     async fn on_event(self: &Arc<Self>, event: TapEvent) {
@@ -414,19 +428,24 @@ impl Service {
     }
 
     fn enqueue(&self, hash: B256) {
+        // Counted before it is sent, so that a worker never sees the count below its job.
+        let q = self.queued.fetch_add(1, Ordering::Relaxed).saturating_add(1);
         match self.jobs.try_send(hash) {
-            Ok(()) => {
-                let q = self.queued.fetch_add(1, Ordering::Relaxed) + 1;
-                metrics::gauge!("prescient_queue_depth").set(q as f64);
+            Ok(()) => metrics::gauge!("prescient_queue_depth").set(q as f64),
+            Err(_) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                metrics::counter!("prescient_queue_dropped_total").increment(1);
             }
-            Err(_) => metrics::counter!("prescient_queue_dropped_total").increment(1),
         }
     }
 
     async fn on_head(self: &Arc<Self>, header: Header) {
         let reorg = {
             let head = lock(&self.head);
-            head.as_ref().is_some_and(|h| header.number <= h.number && header.hash != h.hash || header.number == h.number + 1 && header.parent_hash != h.hash)
+            head.as_ref().is_some_and(|h| {
+                header.number <= h.number && header.hash != h.hash
+                    || header.number == h.number + 1 && header.parent_hash != h.hash
+            })
         };
         if reorg {
             tracing::warn!(number = header.number, hash = %header.hash, "chain reorganized under prescient; caches cleared");
@@ -475,7 +494,17 @@ impl Service {
                 metrics::counter!("prescient_shadow_divergences_total").increment(divergences as u64);
                 let rate = if report.tx_count == 0 { 0.0 } else { 100.0 * report.hits as f64 / report.tx_count as f64 };
                 if divergences > 0 || !report.matches_header {
-                    tracing::error!(number, divergences, matches_header = report.matches_header, details = ?report.divergences, "shadow import diverged");
+                    tracing::error!(
+                        number,
+                        divergences,
+                        gas_used = report.gas_used,
+                        header_gas_used = report.header_gas_used,
+                        receipts_root = %report.receipts_root,
+                        header_receipts_root = %report.header_receipts_root,
+                        details = ?report.divergences,
+                        paths = ?report.transactions.iter().map(|t| (t.hash, t.path.kind(), t.gas_used)).collect::<Vec<_>>(),
+                        "shadow import diverged"
+                    );
                 } else {
                     tracing::info!(number, txs = report.tx_count, hits = report.hits, hit_rate = format!("{rate:.1}%"), misses = ?report.misses, import_us = report.import_micros, revm_us = report.reference_micros, "shadow import");
                 }
@@ -506,7 +535,14 @@ impl Service {
         let spec = self.rules.spec(head.number + 1, timestamp);
         let basefee = head
             .base_fee_per_gas
-            .map(|fee| alloy::eips::eip1559::calc_next_block_base_fee(head.gas_used, head.gas_limit, fee, BaseFeeParams::ethereum()))
+            .map(|fee| {
+                alloy::eips::eip1559::calc_next_block_base_fee(
+                    head.gas_used,
+                    head.gas_limit,
+                    fee,
+                    BaseFeeParams::ethereum(),
+                )
+            })
             .unwrap_or(0);
         let block = BlockEnv {
             number: U256::from(head.number + 1),
@@ -586,13 +622,16 @@ impl Service {
     async fn fetch_block(&self, which: BlockSelector) -> Result<RpcBlock<RpcTransaction>, ServiceError> {
         let value: serde_json::Value = match which {
             BlockSelector::Latest => self.client.call("eth_getBlockByNumber", rpc_params!["latest", true]).await?,
-            BlockSelector::Number(n) => self.client.call("eth_getBlockByNumber", rpc_params![format!("{n:#x}"), true]).await?,
+            BlockSelector::Number(n) => {
+                self.client.call("eth_getBlockByNumber", rpc_params![format!("{n:#x}"), true]).await?
+            }
             BlockSelector::Hash(h) => self.client.call("eth_getBlockByHash", rpc_params![h, true]).await?,
         };
         if value.is_null() {
             return Err(ServiceError::UnknownBlock(which.to_string()));
         }
-        serde_json::from_value(value).map_err(|e| ServiceError::BadBlock { number: which.to_string(), message: e.to_string() })
+        serde_json::from_value(value)
+            .map_err(|e| ServiceError::BadBlock { number: which.to_string(), message: e.to_string() })
     }
 
     /// Imports a block of the node through the fast path on its parent's state; with
@@ -613,7 +652,10 @@ impl Service {
             let envelope: &TxEnvelope = t.inner.inner();
             let (hash, env) = checked(envelope, t.inner.signer());
             if hash != *envelope.tx_hash() {
-                return Err(bad(format!("transaction {i}: hash {} does not match its body ({hash})", envelope.tx_hash())));
+                return Err(bad(format!(
+                    "transaction {i}: hash {} does not match its body ({hash})",
+                    envelope.tx_hash()
+                )));
             }
             txs.push(ImportTx { hash, env });
         }
@@ -676,12 +718,24 @@ impl Service {
             .map(|bytes| {
                 let envelope = match TxEnvelope::decode_2718(&mut bytes.as_ref()) {
                     Ok(e) => e,
-                    Err(e) => return SubmitResult { hash: None, accepted: false, error: Some(format!("not a signed transaction: {e}")) },
+                    Err(e) => {
+                        return SubmitResult {
+                            hash: None,
+                            accepted: false,
+                            error: Some(format!("not a signed transaction: {e}")),
+                        };
+                    }
                 };
                 let hash = keccak256(envelope.encoded_2718());
                 let sender = match envelope.recover_signer() {
                     Ok(s) => s,
-                    Err(e) => return SubmitResult { hash: Some(hash), accepted: false, error: Some(format!("bad signature: {e}")) },
+                    Err(e) => {
+                        return SubmitResult {
+                            hash: Some(hash),
+                            accepted: false,
+                            error: Some(format!("bad signature: {e}")),
+                        };
+                    }
                 };
                 let (_, env) = checked(&envelope, sender);
                 let accepted = self.admit(hash, env, now_ms());
@@ -721,7 +775,9 @@ impl Service {
 }
 
 /// Folds the transactions' state changes into the block's final state per account.
-pub fn final_state<'a>(changes: impl IntoIterator<Item = &'a BTreeMap<Address, AccountChange>>) -> BTreeMap<Address, AccountReport> {
+pub fn final_state<'a>(
+    changes: impl IntoIterator<Item = &'a BTreeMap<Address, AccountChange>>,
+) -> BTreeMap<Address, AccountReport> {
     let mut state: BTreeMap<Address, AccountReport> = BTreeMap::new();
     for tx in changes {
         for (address, change) in tx {
@@ -739,7 +795,12 @@ pub fn final_state<'a>(changes: impl IntoIterator<Item = &'a BTreeMap<Address, A
     state
 }
 
-fn report(header: &Header, txs: &[ImportTx], import: &Import, checked: Option<(Vec<Divergence>, Duration)>) -> BlockReport {
+fn report(
+    header: &Header,
+    txs: &[ImportTx],
+    import: &Import,
+    checked: Option<(Vec<Divergence>, Duration)>,
+) -> BlockReport {
     let transactions = txs
         .iter()
         .zip(&import.outcomes)
@@ -755,7 +816,8 @@ fn report(header: &Header, txs: &[ImportTx], import: &Import, checked: Option<(V
             contract_address: outcome.created_address,
         })
         .collect();
-    let matches_header = import.receipts.gas_used == header.gas_used && import.receipts.receipts_root == header.receipts_root;
+    let matches_header =
+        import.receipts.gas_used == header.gas_used && import.receipts.receipts_root == header.receipts_root;
     let (divergences, reference_micros) = match checked {
         Some((d, t)) => (Some(d), Some(t.as_micros() as u64)),
         None => (None, None),
@@ -766,6 +828,8 @@ fn report(header: &Header, txs: &[ImportTx], import: &Import, checked: Option<(V
         gas_used: import.receipts.gas_used,
         receipts_root: import.receipts.receipts_root,
         matches_header,
+        header_gas_used: header.gas_used,
+        header_receipts_root: header.receipts_root,
         hits: import.hits(),
         tx_count: txs.len(),
         misses: import.misses(),

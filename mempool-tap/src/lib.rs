@@ -3,5 +3,7 @@
 pub mod node;
 pub mod recorded;
 
-pub use node::{MempoolTap, MockTap, NodeClient, NodeError, NodeTap, NoopTap, PendingTx, RpcState, StateView, TapEvent};
+pub use node::{
+    MempoolTap, MockTap, NodeClient, NodeError, NodeTap, NoopTap, PendingTx, RpcState, StateView, TapEvent,
+};
 pub use recorded::{BlockRef, BlockSource, Dataset, LoadError, LoadErrorKind, RecordedBlock};

@@ -21,9 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use accelerator::{
-    ApStore, ImportTx, PendingPool, PreExecution, import_block, pre_execute, verify_against_reference,
-};
+use accelerator::{ApStore, ImportTx, PendingPool, PreExecution, import_block, pre_execute, verify_against_reference};
 use eyre::Result;
 use ir::record::RecordConfig;
 use mempool_tap::{
@@ -120,7 +118,8 @@ impl Arrivals {
             .filter(|a| a.t_ms <= deadline_ms)
             .filter_map(|a| {
                 let hash = *a.tx.inner.inner().tx_hash();
-                (!self.included.contains(&hash) && seen.insert(hash)).then(|| (hash, tx_env(a.tx.inner.signer(), a.tx.inner.inner())))
+                (!self.included.contains(&hash) && seen.insert(hash))
+                    .then(|| (hash, tx_env(a.tx.inner.signer(), a.tx.inner.inner())))
             })
             .collect();
         self.included.extend(block.txs.iter().filter_map(|t| t.hash));
@@ -129,7 +128,11 @@ impl Arrivals {
 }
 
 /// Evaluates one block (see the module docs).
-pub fn eval_block(block: &RecordedBlock, arrivals: Option<&mut Arrivals>, max_predecessors: usize) -> Result<BlockEval> {
+pub fn eval_block(
+    block: &RecordedBlock,
+    arrivals: Option<&mut Arrivals>,
+    max_predecessors: usize,
+) -> Result<BlockEval> {
     let txs: Vec<ImportTx> = block
         .txs
         .iter()
@@ -157,7 +160,9 @@ pub fn eval_block(block: &RecordedBlock, arrivals: Option<&mut Arrivals>, max_pr
         let Some(tx) = pool.get(hash).cloned() else { continue };
         for future in pool.futures(hash, predicted.basefee, max_predecessors) {
             eval.pre_executions += 1;
-            if let PreExecution::Program(p) = pre_execute(&db, &block.cfg, &predicted, &future, &tx.env, RecordConfig::default()) {
+            if let PreExecution::Program(p) =
+                pre_execute(&db, &block.cfg, &predicted, &future, &tx.env, RecordConfig::default())
+            {
                 eval.programs += usize::from(store.insert(*hash, p));
             }
         }
@@ -172,6 +177,7 @@ pub fn eval_block(block: &RecordedBlock, arrivals: Option<&mut Arrivals>, max_pr
     eval.reference = reference;
     eval.hits = import.hits();
     eval.misses = import.misses();
-    eval.divergences = divergences.iter().map(|d| format!("tx {} {}: {} ({:?})", d.index, d.hash, d.difference, d.path)).collect();
+    eval.divergences =
+        divergences.iter().map(|d| format!("tx {} {}: {} ({:?})", d.index, d.hash, d.difference, d.path)).collect();
     Ok(eval)
 }

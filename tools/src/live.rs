@@ -1,12 +1,6 @@
 //! `prescient serve` and `prescient record`: the commands attached to a live node.
 
-use std::{
-    collections::HashSet,
-    net::SocketAddr,
-    path::PathBuf,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashSet, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use accelerator::{Service, ServiceConfig, rpc};
 use eyre::{Result, WrapErr, eyre};
@@ -148,10 +142,7 @@ pub async fn record(options: RecordOptions) -> Result<u64> {
     let client = connect_with_retry(&options.node, &mut stop).await?;
     let chain_id: alloy::primitives::U64 = client.call("eth_chainId", rpc_params![]).await?;
     let chain_id = chain_id.to::<u64>();
-    let rules = ChainRules {
-        chain_id,
-        fixed: if chain_id == 1 { hardfork } else { hardfork.or(Some(SpecId::OSAKA)) },
-    };
+    let rules = ChainRules { chain_id, fixed: if chain_id == 1 { hardfork } else { hardfork.or(Some(SpecId::OSAKA)) } };
     let node_version: Option<String> = client.call("web3_clientVersion", rpc_params![]).await.ok();
     let manifest = RecordingManifest { format: "prescient-recording".into(), version: 1, chain_id, node: node_version };
     let mut writer = RecordingWriter::create(&options.out, &manifest)?;

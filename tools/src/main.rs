@@ -117,7 +117,11 @@ enum LogFormat {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,jsonrpsee=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal as _;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -189,18 +193,36 @@ fn eval(data: &std::path::Path, numbers: &[u64], max_predecessors: usize) -> Res
     println!(
         "{} ({}): {} blocks, {}",
         data.display(),
-        dataset.manifest().map_or("recorded blocks".to_string(), |m| format!("chain {}, {}", m.chain_id, m.node.clone().unwrap_or_default())),
+        dataset.manifest().map_or("recorded blocks".to_string(), |m| format!(
+            "chain {}, {}",
+            m.chain_id,
+            m.node.clone().unwrap_or_default()
+        )),
         selected.len(),
-        if arrivals.is_some() { "pending transactions from the recorded arrivals" } else { "no arrivals: every transaction counted as heard" }
+        if arrivals.is_some() {
+            "pending transactions from the recorded arrivals"
+        } else {
+            "no arrivals: every transaction counted as heard"
+        }
     );
-    println!("{:>10}  {:>5}  {:>5}  {:>5}  {:>8}  {:>10}  {:>10}  misses", "block", "txs", "heard", "hits", "programs", "import ms", "revm ms");
+    println!(
+        "{:>10}  {:>5}  {:>5}  {:>5}  {:>8}  {:>10}  {:>10}  misses",
+        "block", "txs", "heard", "hits", "programs", "import ms", "revm ms"
+    );
     let mut summary = EvalSummary::default();
     for block_ref in &selected {
         let block = dataset.load(block_ref)?;
         let e = eval_block(&block, arrivals.as_mut(), max_predecessors)?;
         println!(
             "{:>10}  {:>5}  {:>5}  {:>5}  {:>8}  {:>10.3}  {:>10.3}  {:?}",
-            e.number, e.txs, e.heard, e.hits, e.programs, e.import.as_secs_f64() * 1e3, e.reference.as_secs_f64() * 1e3, e.misses
+            e.number,
+            e.txs,
+            e.heard,
+            e.hits,
+            e.programs,
+            e.import.as_secs_f64() * 1e3,
+            e.reference.as_secs_f64() * 1e3,
+            e.misses
         );
         for d in &e.divergences {
             println!("{:>10}  DIVERGENCE {d}", "");

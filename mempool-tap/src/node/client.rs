@@ -257,9 +257,10 @@ impl NodeClient {
     pub async fn subscribe(&self, params: ArrayParams) -> Result<Subscription<Value>, NodeError> {
         let started = Instant::now();
         let result = match self.transport().await? {
-            Transport::Ws(ws) => {
-                ws.subscribe::<Value, _>("eth_subscribe", params, "eth_unsubscribe").await.map_err(|e| classify("eth_subscribe", e))
-            }
+            Transport::Ws(ws) => ws
+                .subscribe::<Value, _>("eth_subscribe", params, "eth_unsubscribe")
+                .await
+                .map_err(|e| classify("eth_subscribe", e)),
             Transport::Http(_) => Err(NodeError::NoSubscriptions),
         };
         self.observe("eth_subscribe", started, &result).await;

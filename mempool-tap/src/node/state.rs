@@ -51,6 +51,8 @@ pub struct StateError(pub NodeError);
 impl DBErrorMarker for StateError {}
 
 type Cell<T> = Arc<OnceCell<T>>;
+/// Accounts by (block, address).
+type AccountCache = Mutex<LruCache<(u64, Address), Cell<Option<AccountInfo>>>>;
 
 /// Cache sizes, in entries.
 #[derive(Clone, Copy, Debug)]
@@ -73,7 +75,7 @@ impl Default for CacheSizes {
 pub struct RpcState {
     client: Arc<NodeClient>,
     handle: Handle,
-    accounts: Mutex<LruCache<(u64, Address), Cell<Option<AccountInfo>>>>,
+    accounts: AccountCache,
     slots: Mutex<LruCache<(u64, Address, U256), Cell<U256>>>,
     hashes: Mutex<LruCache<u64, Cell<B256>>>,
 }
@@ -108,8 +110,12 @@ fn block_tag(block: u64) -> String {
 fn account_from(balance: U256, nonce: u64, code: Bytes) -> Option<AccountInfo> {
     if code.is_empty() {
         // Empty and absent read the same over JSON-RPC (see the module docs).
-        (balance != U256::ZERO || nonce != 0)
-            .then(|| AccountInfo { balance, nonce, code_hash: KECCAK_EMPTY, ..Default::default() })
+        (balance != U256::ZERO || nonce != 0).then(|| AccountInfo {
+            balance,
+            nonce,
+            code_hash: KECCAK_EMPTY,
+            ..Default::default()
+        })
     } else {
         let hash = keccak256(&code);
         Some(AccountInfo::new(balance, nonce, hash, Bytecode::new_raw(code)))
@@ -225,7 +231,12 @@ impl RpcState {
 
     /// Loads what is not cached yet of `accounts` and `slots` after `block`, in batches.
     /// Returns how many entries were fetched. Keys repeated in the input are fetched once.
-    pub async fn prefetch(&self, block: u64, accounts: &[Address], slots: &[(Address, U256)]) -> Result<usize, StateError> {
+    pub async fn prefetch(
+        &self,
+        block: u64,
+        accounts: &[Address],
+        slots: &[(Address, U256)],
+    ) -> Result<usize, StateError> {
         enum Want {
             Account(Cell<Option<AccountInfo>>),
             Slot(Cell<U256>),

@@ -38,7 +38,7 @@ pub struct PendingTx {
 #[derive(Clone, Debug)]
 pub enum TapEvent {
     /// A pending transaction (possibly heard before: consumers deduplicate by hash).
-    Pending(PendingTx),
+    Pending(Box<PendingTx>),
     /// A new head (possibly the same head again after a reconnect).
     Head(Box<Header>),
     /// The connection is up; after a reconnect the tap resyncs the pool and head.
@@ -179,7 +179,7 @@ impl Sink {
         tokio::spawn(async move {
             match client.call::<Option<RpcTransaction>>("eth_getTransactionByHash", rpc_params![hash]).await {
                 Ok(Some(tx)) => {
-                    let _closed = sink.send(TapEvent::Pending(PendingTx { tx, seen_ms: now_ms() })).await;
+                    let _closed = sink.send(TapEvent::Pending(Box::new(PendingTx { tx, seen_ms: now_ms() }))).await;
                 }
                 Ok(None) => tracing::debug!(%hash, "pending transaction gone before its body was fetched"),
                 Err(e) => tracing::warn!(%hash, error = %e, "fetching a pending transaction body"),
@@ -194,7 +194,7 @@ impl Sink {
             return None;
         }
         match parse_tx(v) {
-            Ok(tx) => Some(TapEvent::Pending(PendingTx { tx, seen_ms: now_ms() })),
+            Ok(tx) => Some(TapEvent::Pending(Box::new(PendingTx { tx, seen_ms: now_ms() }))),
             Err(e) => {
                 metrics::counter!("prescient_tap_malformed_total").increment(1);
                 tracing::warn!(error = %e, "ignoring a malformed pending-transaction notification");
@@ -350,11 +350,11 @@ async fn polling_cycle(
                 }
             }
             let latest: Value = client.call("eth_getBlockByNumber", rpc_params!["latest", false]).await?;
-            if let Ok(header) = parse_header(latest) {
-                if last_head != Some(header.hash) {
-                    last_head = Some(header.hash);
-                    sink.send(TapEvent::Head(Box::new(header))).await?;
-                }
+            if let Ok(header) = parse_header(latest)
+                && last_head != Some(header.hash)
+            {
+                last_head = Some(header.hash);
+                sink.send(TapEvent::Head(Box::new(header))).await?;
             }
         }
     }

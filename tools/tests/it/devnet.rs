@@ -35,10 +35,10 @@ pub(crate) fn anvil_binary(test: &str) -> Option<PathBuf> {
     if let Some(found) = candidates.into_iter().flatten().find(|p| p.is_file()) {
         return Some(found);
     }
-    if let Ok(out) = Command::new("anvil").arg("--version").output() {
-        if out.status.success() {
-            return Some(PathBuf::from("anvil"));
-        }
+    if let Ok(out) = Command::new("anvil").arg("--version").output()
+        && out.status.success()
+    {
+        return Some(PathBuf::from("anvil"));
     }
     let why = "anvil not found: run `(cd .ci/node && npm ci)` or set PRESCIENT_ANVIL";
     if std::env::var_os("CI").is_some() {
@@ -73,7 +73,9 @@ impl Anvil {
         let anvil = Self { child, port };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok((200, _)) = http_post(anvil.http_addr(), br#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#) {
+            if let Ok((200, _)) =
+                http_post(anvil.http_addr(), br#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#)
+            {
                 return anvil;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -125,7 +127,8 @@ impl Prescient {
         let stdout = me.child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         let line = lines.next().and_then(Result::ok).unwrap_or_default();
-        let addr = line.strip_prefix("listening on http://").unwrap_or_else(|| panic!("prescient serve printed {line:?}"));
+        let addr =
+            line.strip_prefix("listening on http://").unwrap_or_else(|| panic!("prescient serve printed {line:?}"));
         me.addr = Some(addr.trim().parse().expect("a socket address"));
         me
     }
@@ -156,7 +159,10 @@ impl Prescient {
     /// A JSON-RPC client for `serve`.
     pub(crate) fn client(&self) -> HttpClient {
         let addr = self.addr.expect("a serve process");
-        HttpClientBuilder::default().request_timeout(Duration::from_secs(60)).build(format!("http://{addr}")).expect("client")
+        HttpClientBuilder::default()
+            .request_timeout(Duration::from_secs(60))
+            .build(format!("http://{addr}"))
+            .expect("client")
     }
 
     /// Sends SIGTERM and waits (at most `within`) for a clean exit; returns its stderr.
@@ -237,7 +243,15 @@ where
 
 /// `eth_sendTransaction` from an unlocked dev account with explicit gas and fees (so that
 /// the same call signs the same transaction again after a restart).
-pub(crate) async fn send(node: &HttpClient, from: &str, to: Option<&str>, data: &str, value: u128, nonce: u64, tip_gwei: u64) -> String {
+pub(crate) async fn send(
+    node: &HttpClient,
+    from: &str,
+    to: Option<&str>,
+    data: &str,
+    value: u128,
+    nonce: u64,
+    tip_gwei: u64,
+) -> String {
     let mut tx = json!({
         "from": from,
         "data": data,

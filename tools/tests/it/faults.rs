@@ -11,7 +11,10 @@ use crate::devnet::*;
 fn error_of(body: &str) -> (i64, String) {
     let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
     let e = &v["error"];
-    (e["code"].as_i64().unwrap_or_else(|| panic!("no error code: {body}")), e["message"].as_str().unwrap_or("").to_string())
+    (
+        e["code"].as_i64().unwrap_or_else(|| panic!("no error code: {body}")),
+        e["message"].as_str().unwrap_or("").to_string(),
+    )
 }
 
 async fn status(api: &HttpClient) -> Value {
@@ -23,7 +26,8 @@ async fn survives_node_restart_and_hostile_requests() {
     let Some(binary) = anvil_binary("survives_node_restart_and_hostile_requests") else { return };
     let port = free_port();
     let mut anvil = Anvil::start(&binary, port);
-    let node = HttpClientBuilder::default().request_timeout(Duration::from_secs(30)).build(anvil.http()).expect("client");
+    let node =
+        HttpClientBuilder::default().request_timeout(Duration::from_secs(30)).build(anvil.http()).expect("client");
     let prescient = Prescient::serve(&anvil.ws(), free_port());
     let api = prescient.client();
     let addr = prescient.addr.expect("listening");
@@ -69,13 +73,17 @@ async fn survives_node_restart_and_hostile_requests() {
         (s["connected"] == json!(true) && s["reconnects"].as_u64()? >= 1).then_some(())
     })
     .await;
-    let node = HttpClientBuilder::default().request_timeout(Duration::from_secs(30)).build(anvil.http()).expect("client");
+    let node =
+        HttpClientBuilder::default().request_timeout(Duration::from_secs(30)).build(anvil.http()).expect("client");
     for (nonce, h) in pending.iter().enumerate() {
         let again = send(&node, &from, Some(&to), "0x", 1_000 + nonce as u128, nonce as u64, 1).await;
         assert_eq!(&again, h, "the same request signs the same transaction");
     }
     let block = mine(&node).await;
-    wait_for("the new head", Duration::from_secs(30), || async { (status(&api).await["head"] == json!(block)).then_some(()) }).await;
+    wait_for("the new head", Duration::from_secs(30), || async {
+        (status(&api).await["head"] == json!(block)).then_some(())
+    })
+    .await;
     let report = must(&api, "prescient_executeBlock", vec![json!(block), json!({ "verify": true })]).await;
     assert_eq!(report["txCount"], json!(3));
     assert_eq!(report["matchesHeader"], json!(true), "{report}");
@@ -123,11 +131,13 @@ async fn survives_node_restart_and_hostile_requests() {
     assert!(err.contains("at most"), "{err}");
     // Too deep, too big, too many at once.
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    let (_, body) = post(format!(r#"{{"jsonrpc":"2.0","id":1,"method":"prescient_status","params":{deep}}}"#).into_bytes());
+    let (_, body) =
+        post(format!(r#"{{"jsonrpc":"2.0","id":1,"method":"prescient_status","params":{deep}}}"#).into_bytes());
     assert!(body.contains("error"), "deep nesting: {body}");
     let (code, _) = post(vec![b' '; 9 << 20]);
     assert_eq!(code, 413, "a 9 MiB body is refused");
-    let batch: Vec<Value> = (0..1000).map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "prescient_status", "params": []})).collect();
+    let batch: Vec<Value> =
+        (0..1000).map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "prescient_status", "params": []})).collect();
     let (_, body) = post(serde_json::to_vec(&batch).expect("json"));
     assert!(body.contains("error") && body.len() < 10_000, "a 1000-call batch is refused, not run");
     // An idle connection does not block others.
