@@ -40,7 +40,7 @@ pub(crate) fn anvil_binary(test: &str) -> Option<PathBuf> {
     {
         return Some(PathBuf::from("anvil"));
     }
-    let why = "anvil not found: run `(cd .ci/node && npm ci)` or set PRESCIENT_ANVIL";
+    let why = "anvil not found: run `(cd .ci/node && npm install --no-package-lock)` or set PRESCIENT_ANVIL";
     if std::env::var_os("CI").is_some() {
         panic!("{test}: {why}");
     }
