@@ -8,8 +8,10 @@
 //! ```
 //!
 //! A hit's outcome is applied exactly as revm's commit would apply the same state (the
-//! [`TxOutcome`] holds every touched account's final info and every changed slot), so the
-//! state after a hit is the state after executing the transaction. Misses run in revm, one
+//! [`TxOutcome`] holds every touched account's final info and every changed slot, and
+//! [`TxOutcome::commit_state`] adds the code of touched accounts, which a node's state knows
+//! only through the account), so the state after a hit is the state after executing the
+//! transaction, for a later miss as much as for a later hit. Misses run in revm, one
 //! after another. [`verify_against_reference`] re-runs the block in sequential revm and
 //! compares every transaction's outcome in full: the shadow import and the tests use it.
 
@@ -29,8 +31,8 @@ use revm::{
     context::{BlockEnv, CfgEnv, TxEnv, result::EVMError},
     database::CacheDB,
     database_interface::DBErrorMarker,
-    primitives::{B256, HashMap},
-    state::{Account, AccountInfo, Bytecode, EvmState, EvmStorageSlot},
+    primitives::{Address, B256},
+    state::{AccountInfo, Bytecode},
 };
 use serde::Serialize;
 
@@ -131,37 +133,22 @@ pub struct ImportError {
     pub message: String,
 }
 
-/// The state revm would commit for `outcome`: every changed account with its final info and
-/// changed slots, flagged touched (and created or self-destructed as the outcome says).
-pub fn outcome_state(outcome: &TxOutcome) -> EvmState {
-    let mut state = EvmState::default();
-    for (address, change) in &outcome.state {
-        let code = change.code.clone().map(Bytecode::new_raw);
-        let info = AccountInfo {
-            balance: change.balance,
-            nonce: change.nonce,
-            code_hash: change.code_hash,
-            code,
-            ..Default::default()
-        };
-        let mut account = Account::from(info);
-        account.storage = change
-            .storage
-            .iter()
-            .map(|(slot, value)| (*slot, EvmStorageSlot::new(*value, Default::default())))
-            .collect::<HashMap<_, _>>()
-            .into_iter()
-            .collect();
-        account.mark_touch();
-        if change.created {
-            account.mark_created();
-        }
-        if change.selfdestructed {
-            account.mark_selfdestruct();
-        }
-        state.insert(*address, account);
+/// The code `hash` names at `address`, from what `db` already holds or can give through
+/// the account: the cached account, the cached contracts, the backend's account, and only
+/// then the backend's code-by-hash (which a node's state view refuses). `None` when none of
+/// them has it.
+pub fn known_code<D: DatabaseRef>(db: &CacheDB<D>, address: &Address, hash: B256) -> Option<Bytecode> {
+    let with_hash = |info: &AccountInfo| info.code.clone().filter(|_| info.code_hash == hash);
+    if let Some(code) = db.cache.accounts.get(address).and_then(|a| with_hash(&a.info)) {
+        return Some(code);
     }
-    state
+    if let Some(code) = db.cache.contracts.get(&hash) {
+        return Some(code.clone());
+    }
+    if let Some(code) = db.db.basic_ref(*address).ok().flatten().and_then(|info| with_hash(&info)) {
+        return Some(code);
+    }
+    db.db.code_by_hash_ref(hash).ok().filter(|code| code.hash_slow() == hash)
 }
 
 /// Imports `txs` on `db` in order: a program's outcome when one holds, revm otherwise.
@@ -195,9 +182,19 @@ where
                 Evaluation::Miss(miss) => path = TxPath::Miss { reason: miss_name(miss.reason) },
             }
         }
+        // A hit is committed as revm would commit it, with the code of every account it
+        // touched (see `TxOutcome::commit_state`). Code that cannot be found is a miss.
+        let hit = hit.and_then(|outcome| match outcome.commit_state(|a, h| known_code(db, a, h)) {
+            Ok(state) => Some((outcome, state)),
+            Err(address) => {
+                tracing::warn!(%address, tx = %tx.hash, "hit discarded: code of a touched account unknown");
+                path = TxPath::Miss { reason: "code-unknown".into() };
+                None
+            }
+        });
         let outcome = match hit {
-            Some(outcome) => {
-                db.commit(outcome_state(&outcome));
+            Some((outcome, state)) => {
+                db.commit(state);
                 outcome
             }
             None => {

@@ -124,6 +124,7 @@ pub fn fold_word(op: Op, a: &[U256]) -> Option<U256> {
                 None => U256::ZERO,
             }
         }
+        (Op::Clz, [x]) => U256::from(x.leading_zeros()),
         (Op::Min, [x, y]) => *x.min(y),
         _ => return None,
     })
@@ -427,6 +428,10 @@ mod tests {
             (Op::Sar, &[n(300), neg(5)], U256::MAX),
             (Op::Sar, &[n(1), neg(4)], neg(2)),
             (Op::Min, &[n(3), n(2)], n(2)),
+            (Op::Clz, &[n(0)], n(256)),
+            (Op::Clz, &[n(1)], n(255)),
+            (Op::Clz, &[U256::MAX], n(0)),
+            (Op::Clz, &[U256::from(1) << 200], n(55)),
         ];
         for (op, args, expected) in cases {
             assert_eq!(fold_word(*op, args), Some(*expected), "{op} {args:?}");

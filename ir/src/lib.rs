@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod backend;
 pub mod interp;
 pub mod ops;
 pub mod outcome;
@@ -10,5 +11,6 @@ pub mod reference;
 pub mod text;
 pub mod verify;
 
+pub use backend::AccountCodeOnly;
 pub use outcome::{AccountChange, Difference, StateChanges, TxOutcome, TxStatus};
 pub use reference::{BlockOutcome, Receipts, ReferenceError, execute_block, execute_tx, receipts, warm_up};

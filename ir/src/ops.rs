@@ -165,6 +165,8 @@ ops! {
     Shr = "shr", Compute, Fixed(2), Word;
     /// Operand 1 arithmetically shifted right by operand 0.
     Sar = "sar", Compute, Fixed(2), Word;
+    /// Count of leading zero bits (256 for zero): EIP-7939's CLZ, from Osaka.
+    Clz = "clz", Compute, Fixed(1), Word;
     /// Unsigned minimum (envelope arithmetic: the EIP-1559 effective price).
     Min = "min", Compute, Fixed(2), Word;
 

@@ -20,8 +20,8 @@ use std::{collections::BTreeMap, fmt};
 
 use revm::{
     context::result::{ExecutionResult, HaltReason, Output, SuccessReason},
-    primitives::{Address, B256, Bytes, Log, U256},
-    state::{Bytecode, EvmState},
+    primitives::{Address, B256, Bytes, KECCAK_EMPTY, Log, U256},
+    state::{Account, AccountInfo, Bytecode, EvmState, EvmStorageSlot},
 };
 use serde::{Deserialize, Serialize};
 
@@ -52,7 +52,9 @@ pub struct AccountChange {
     pub nonce: u64,
     /// Code hash after the transaction (`KECCAK_EMPTY` for no code).
     pub code_hash: B256,
-    /// The code, when the transaction deployed it (the account was created with code).
+    /// The code, when the transaction set it: deployed by a creation, or an EIP-7702
+    /// delegation designator written by an authorization. `None` when the code is unchanged
+    /// (the code hash still names it) or empty.
     pub code: Option<Bytes>,
     /// The account was created by this transaction: its storage starts empty.
     pub created: bool,
@@ -137,6 +139,62 @@ impl TxOutcome {
     }
 }
 
+impl TxOutcome {
+    /// The state revm's commit receives for this outcome: every changed account with its
+    /// final info and changed slots, flagged touched (and created or self-destructed as the
+    /// outcome says). Committed to a database, it leaves what committing revm's own
+    /// post-transaction state leaves: the inverse of [`TxOutcome::from_revm`] on what a
+    /// commit persists.
+    ///
+    /// An account whose code the transaction did not set carries only its code hash. A
+    /// commit replaces the account's cached info, so the code must come with it or a later
+    /// transaction that runs it asks the backend for code by hash, which a node's state
+    /// view cannot answer (it knows code only through its account). `code_of(address,
+    /// hash)` supplies that code; it must return code whose hash is `hash`. Returns the
+    /// address whose code could not be supplied.
+    pub fn commit_state(
+        &self,
+        mut code_of: impl FnMut(&Address, B256) -> Option<Bytecode>,
+    ) -> Result<EvmState, Address> {
+        let mut state = EvmState::default();
+        for (address, change) in &self.state {
+            let code = match &change.code {
+                // revm deploys a creation's output as legacy bytecode (even when it looks
+                // like a designator, before EIP-3541), and writes a delegation as EIP-7702.
+                Some(code) if change.created => Some(Bytecode::new_legacy(code.clone())),
+                Some(code) => {
+                    Some(Bytecode::new_raw_checked(code.clone()).unwrap_or_else(|_| Bytecode::new_legacy(code.clone())))
+                }
+                // No code, or an account the commit removes: nothing to carry.
+                None if change.code_hash == KECCAK_EMPTY || change.selfdestructed => None,
+                None => Some(code_of(address, change.code_hash).ok_or(*address)?),
+            };
+            let info = AccountInfo {
+                balance: change.balance,
+                nonce: change.nonce,
+                code_hash: change.code_hash,
+                code,
+                ..Default::default()
+            };
+            let mut account = Account::from(info);
+            account.storage = change
+                .storage
+                .iter()
+                .map(|(slot, value)| (*slot, EvmStorageSlot::new(*value, Default::default())))
+                .collect();
+            account.mark_touch();
+            if change.created {
+                account.mark_created();
+            }
+            if change.selfdestructed {
+                account.mark_selfdestruct();
+            }
+            state.insert(*address, account);
+        }
+        Ok(state)
+    }
+}
+
 /// One difference between two outcomes: which field, and the two values.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Difference {
@@ -216,6 +274,14 @@ fn state_difference(actual: &StateChanges, expected: &StateChanges) -> Option<Di
     None
 }
 
+/// Whether the transaction set the account's code, which makes the code part of the change:
+/// deployed by a creation, or an EIP-7702 delegation designator written (the code hash
+/// differs from the one the account was loaded with). Without the bytes, a commit could not
+/// give a later transaction the code that hash names.
+pub(crate) fn code_was_set(account: &Account) -> bool {
+    account.is_created() || account.info.code_hash != account.original_info().code_hash
+}
+
 /// Extracts the committed changes from revm's post-transaction state.
 fn state_changes(state: &EvmState) -> StateChanges {
     state
@@ -223,8 +289,7 @@ fn state_changes(state: &EvmState) -> StateChanges {
         .filter(|(_, account)| account.is_touched())
         .map(|(address, account)| {
             let created = account.is_created();
-            // Code is part of the change only when this transaction deployed it.
-            let code = if created {
+            let code = if code_was_set(account) {
                 account.info.code.as_ref().map(Bytecode::original_bytes).filter(|c| !c.is_empty())
             } else {
                 None

@@ -127,8 +127,15 @@ where
 {
     let precompiles = Precompiles::new(PrecompileSpecId::from_spec_id(cfg.spec));
     let bound = precompiles.addresses().map(|a| word(*a)).max().unwrap_or_default() + U256::from(1);
-    let prewarmed: BTreeMap<Address, Vec<B256>> =
-        tx.access_list.0.iter().map(|item| (item.address, item.storage_keys.clone())).collect();
+    // EIP-2930 allows an address to appear more than once; revm warms the union of its keys.
+    let mut prewarmed: BTreeMap<Address, Vec<B256>> = BTreeMap::new();
+    for item in &tx.access_list.0 {
+        prewarmed.entry(item.address).or_default().extend_from_slice(&item.storage_keys);
+    }
+    for keys in prewarmed.values_mut() {
+        keys.sort_unstable();
+        keys.dedup();
+    }
     let mut low = Lowering {
         db,
         cfg,
@@ -401,9 +408,11 @@ fn finish<D: DatabaseRef>(
         }
         let flags = AccountFlags { created: account.is_created(), selfdestructed: account.is_selfdestructed() };
         account_stores.push(([sym.addr, sym.balance, sym.nonce, sym.code_hash], flags));
-        // Deployed code is part of the change (empty code is not, as in the outcome).
+        // Code the transaction set is part of the change (empty code is not), by the
+        // outcome's rule. Whether it was set is a constant of the path: a creation, or a
+        // delegation whose authority's prior code hash is pinned.
         if let Some(code) = sym.code
-            && account.is_created()
+            && crate::outcome::code_was_set(account)
             && matches!(w.b.traced(code), Some(crate::interp::Val::Bytes(c)) if !c.is_empty())
         {
             code_stores.push([sym.addr, code]);

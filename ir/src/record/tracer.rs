@@ -10,9 +10,11 @@
 //!                 success flag, return data and copied output to the parent ┘
 //! ```
 //!
-//! Every guard says why it is needed and why it is enough. What the tracer does not model
-//! yet (contract creation, self-destruct, most precompiles, EIP-7702 delegations,
-//! EXTCODECOPY) aborts with a counted reason.
+//! Every guard says why it is needed and why it is enough. Every opcode in revm's table is
+//! modelled (`tests/it/opcodes.rs` runs each one under every fork); an opcode the tracer does
+//! not know must be one revm halts on (undefined, or not active under the spec), which
+//! `step_end` checks. What is not modelled (EXTCODECOPY of a delegation designator, traces
+//! over the size caps, any disagreement with revm) aborts with a counted reason.
 
 use revm::{
     DatabaseRef, Inspector,
@@ -113,6 +115,8 @@ pub(crate) struct Tracer<'a, D> {
     pending_create: Option<PendingCreate>,
     /// Push revm's top of stack at `step_end` (PUSH immediates, GAS, PC).
     push_concrete: bool,
+    /// The step's opcode is not modelled: `step_end` requires that revm halted on it.
+    expect_halt: Option<u8>,
     pub(crate) abort: Option<(NoApReason, String)>,
     pub(crate) top_output: Option<Value>,
     /// The address a top-level creation deployed to.
@@ -134,6 +138,7 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
             pending_call: None,
             pending_create: None,
             push_concrete: false,
+            expect_halt: None,
             abort: None,
             top_output: None,
             top_created: None,
@@ -264,9 +269,14 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
                 let v = self.low.b.compute(Op::Exp, &[base, exponent]);
                 self.push(v);
             }
-            op::ISZERO | op::NOT => {
+            op::ISZERO | op::NOT | op::CLZ => {
                 let [a] = self.pop_n::<1>()?;
-                let v = self.low.b.compute(if opcode == op::ISZERO { Op::IsZero } else { Op::Not }, &[a]);
+                let ir = match opcode {
+                    op::ISZERO => Op::IsZero,
+                    op::NOT => Op::Not,
+                    _ => Op::Clz,
+                };
+                let v = self.low.b.compute(ir, &[a]);
                 self.push(v);
             }
             op::KECCAK256 => {
@@ -556,12 +566,11 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
                 let frame = self.frames.last_mut().expect("inside a frame");
                 frame.memory.write(&self.low.b, dest, code, offset, len);
             }
-            other => {
-                // An undefined opcode halts the frame; nothing to model.
-                if revm::bytecode::opcode::OpCode::new(other).is_some() {
-                    self.stop(NoApReason::Unmodelled, format!("opcode {other:#04x}"));
-                    return None;
-                }
+            _ => {
+                // An opcode the tracer does not model must be one revm halts on (undefined,
+                // or not active under this spec): the halt is the path, nothing to model.
+                // `step_end` checks that revm did halt; if it ran it, there is no program.
+                self.expect_halt = Some(opcode);
             }
         }
         Some(())
@@ -613,10 +622,14 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
         };
         // Warm/cold access of the target: aliasing pinned by the world.
         let account = self.low.account(target, target_v).clone();
-        if opcode == op::CALL && self.low.b.traced_word(value_v) != U256::ZERO {
-            // A CALL with value to an empty account (before EIP-161: a non-existent one)
-            // pays for a new account: pin that predicate on the current state.
-            if self.low.cfg.spec.is_enabled_in(revm::primitives::hardfork::SpecId::SPURIOUS_DRAGON) {
+        let spurious_dragon = self.low.cfg.spec.is_enabled_in(revm::primitives::hardfork::SpecId::SPURIOUS_DRAGON);
+        if opcode == op::CALL && (!spurious_dragon || self.low.b.traced_word(value_v) != U256::ZERO) {
+            // A CALL pays for a new account when its target is empty and it transfers value
+            // (EIP-161); before Spurious Dragon, when the target does not exist, whatever the
+            // value (revm's `new_account_cost`). Pin that predicate here, where the cost
+            // arises: if the charge makes the frame fail, the world is rolled back and no
+            // later pin would cover the target.
+            if spurious_dragon {
                 let used = self.low.b.compute(Op::Or, &[account.balance, account.nonce]);
                 let no_funds = self.low.b.compute(Op::IsZero, &[used]);
                 let empty_code = self.low.b.word(KECCAK_EMPTY.into());
@@ -948,11 +961,26 @@ impl<CTX: ContextTr, D: DatabaseRef> Inspector<CTX, EthInterpreter> for Tracer<'
             ));
         }
         self.push_concrete = false;
+        self.expect_halt = None;
         let _ = self.apply(opcode, pc);
     }
 
     fn step_end(&mut self, interp: &mut Interpreter<EthInterpreter>, _context: &mut CTX) {
-        if self.abort.is_some() || !self.push_concrete {
+        if self.abort.is_some() {
+            return;
+        }
+        if let Some(opcode) = self.expect_halt.take() {
+            use revm::interpreter::{InstructionResult as R, interpreter_types::LoopControl};
+            let halted = matches!(
+                interp.bytecode.instruction_result(),
+                Some(R::OpcodeNotFound | R::NotActivated | R::InvalidFEOpcode)
+            );
+            if !halted {
+                self.stop(NoApReason::Unmodelled, format!("opcode {opcode:#04x} ran but is not modelled"));
+            }
+            return;
+        }
+        if !self.push_concrete {
             return;
         }
         self.push_concrete = false;

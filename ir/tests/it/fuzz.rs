@@ -1,14 +1,25 @@
 //! Perturbation fuzzing: change the state and context between pre-execution and evaluation,
 //! and require that every hit equals what revm does in the changed future.
 //!
-//! A sample of mainnet transactions is pre-executed on its actual state. Each case then
-//! applies one to four random changes to what the transaction read (balances, nonces,
-//! storage values, code) and to the block context (timestamp, number, base fee, fee
-//! recipient, randomness, gas limit), evaluates the program there, and, on a hit, runs revm
-//! on the same changed state. A hit where revm rejects the transaction, or any field that
-//! differs, is a wrong hit. Misses are fine: they are what guards are for.
+//! A sample of mainnet transactions (blocks chosen by property: one small block per fork,
+//! so every fork's rules are in the set, on any data set in this layout) is pre-executed on
+//! its actual state. Each case then applies one to four random changes to what the
+//! transaction read and to the block context, evaluates the program (as recorded and as
+//! optimized, which is what production stores) there, and on a hit runs revm on the same
+//! changed state. A hit where revm rejects the transaction, or any field that differs, is a
+//! wrong hit. Misses are fine: they are what guards are for.
 //!
-//! The case count is bounded for CI; `PRESCIENT_FUZZ_CASES=100000` runs longer.
+//! The changes (see [`perturb`]): balances, nonces, storage values and code; accounts
+//! deleted, and created at addresses the transaction reached that did not exist; values
+//! replaced by keys and addresses the transaction used (so that data-dependent keys and
+//! addresses *become* equal: aliasing in that direction, access-list keys included);
+//! EIP-7702 delegations pointed elsewhere; the fee recipient set to a fresh address, a
+//! precompile, an access-listed address, the sender, the callee or a touched account;
+//! timestamp, base fee, gas limit, randomness, blob base fee and block hashes; the block
+//! number moved both ways, across the BLOCKHASH window. Some cases also carry a variant of
+//! their transaction whose access list repeats addresses and keys (EIP-2930 allows it).
+//!
+//! The case count is bounded for CI; `PRESCIENT_FUZZ_CASES=1000000` runs longer.
 
 use std::sync::{
     OnceLock,
@@ -24,75 +35,150 @@ use proptest::prelude::*;
 use revm::{
     DatabaseCommit, DatabaseRef,
     context::{BlockEnv, CfgEnv, TxEnv},
-    database::InMemoryDB,
-    primitives::{Address, B256, Bytes, U256},
+    context_interface::transaction::{AccessList, AccessListItem},
+    database::{DbAccount, InMemoryDB},
+    primitives::{Address, B256, Bytes, TxKind, U256, hardfork::SpecId},
     state::{AccountInfo, Bytecode},
 };
 
 use crate::ir::{
     interp::{Evaluation, evaluate},
+    passes::optimize,
     program::Program,
     record::{RecordConfig, record},
+    verify::verify,
 };
 
-/// One pre-executed transaction: its state, context, program, and what it read.
+/// One pre-executed transaction: its state, context, programs, and what it read.
 struct Case {
     what: String,
     db: InMemoryDB,
     cfg: CfgEnv,
     env: BlockEnv,
     tx: TxEnv,
-    program: Program,
+    /// The program as recorded, and optimized.
+    programs: [Program; 2],
+    /// Accounts revm loaded, and those among them that did not exist.
     accounts: Vec<Address>,
+    absent: Vec<Address>,
     slots: Vec<(Address, U256)>,
     codes: Vec<Bytes>,
+    /// Words the transaction used as keys or addresses (touched slots' keys, accounts,
+    /// access-list entries): planted as values, they make data-dependent keys collide.
+    keys: Vec<U256>,
 }
 
-/// Blocks from several forks (the last two are Prague and Osaka, with EIP-7702
-/// delegations); every `STRIDE`th transaction of each.
-const BLOCKS: [u64; 10] =
-    [116_525, 2_675_000, 4_370_000, 9_069_000, 13_217_637, 15_537_394, 18_988_207, 19_932_703, 22_546_209, 25_323_281];
+/// Every `STRIDE`th transaction with a program, of one small block per fork (and each block
+/// whose fork the listing does not name).
 const STRIDE: usize = 3;
+/// Blocks must have this many transactions to be sampled.
+const MIN_TXS: usize = 8;
 
-fn cases() -> Option<&'static Vec<Case>> {
-    static CASES: OnceLock<Option<Vec<Case>>> = OnceLock::new();
+fn word(a: Address) -> U256 {
+    a.into_word().into()
+}
+
+/// The transaction with its access list split into one entry per key, each address repeated,
+/// plus the callee listed twice: duplicates revm merges. `None` before Berlin or for legacy
+/// transactions.
+fn duplicated_access_list(spec: SpecId, tx: &TxEnv, touched: &[(Address, U256)]) -> Option<TxEnv> {
+    if tx.tx_type == 0 || !spec.is_enabled_in(SpecId::BERLIN) {
+        return None;
+    }
+    let mut items = Vec::new();
+    for item in &tx.access_list.0 {
+        items.push(AccessListItem { address: item.address, storage_keys: Vec::new() });
+        for key in &item.storage_keys {
+            items.push(AccessListItem { address: item.address, storage_keys: vec![*key] });
+        }
+    }
+    if let TxKind::Call(to) = tx.kind {
+        let keys: Vec<B256> = touched.iter().filter(|(a, _)| *a == to).map(|(_, k)| B256::from(*k)).take(2).collect();
+        items.push(AccessListItem { address: to, storage_keys: keys.iter().take(1).copied().collect() });
+        items.push(AccessListItem { address: to, storage_keys: keys.iter().skip(1).copied().collect() });
+    }
+    let mut variant = tx.clone();
+    variant.access_list = AccessList(items);
+    // Each listed address and key costs intrinsic gas; leave room for it.
+    variant.gas_limit = tx.gas_limit.saturating_add(10 * 2_400 + 10 * 1_900);
+    Some(variant)
+}
+
+/// Records `tx` on `db` and, if it gets a program, adds a case.
+fn add_case(cases: &mut Vec<Case>, what: String, db: &InMemoryDB, cfg: &CfgEnv, env: &BlockEnv, tx: &TxEnv) {
+    let Ok(rec) = record(db, cfg, env, tx, RecordConfig::default()) else { return };
+    let Ok(program) = rec.program else { return };
+    let optimized = optimize(&program);
+    verify(&optimized).unwrap_or_else(|e| panic!("{what}: the optimized program does not verify: {e:?}"));
+    let accounts: Vec<Address> = rec.state.keys().copied().collect();
+    let absent = accounts.iter().copied().filter(|a| db.basic_ref(*a).ok().flatten().is_none()).collect();
+    let slots: Vec<(Address, U256)> =
+        rec.state.iter().flat_map(|(a, acc)| acc.storage.keys().map(|k| (*a, *k))).collect();
+    let codes = rec
+        .state
+        .values()
+        .filter_map(|a| a.info.code.as_ref().map(|c| c.original_bytes()))
+        .filter(|c| !c.is_empty())
+        .collect();
+    let mut keys: Vec<U256> = slots.iter().map(|(_, k)| *k).chain(accounts.iter().map(|a| word(*a))).collect();
+    for item in &tx.access_list.0 {
+        keys.push(word(item.address));
+        keys.extend(item.storage_keys.iter().map(|k| U256::from_be_bytes(k.0)));
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    cases.push(Case {
+        what,
+        db: db.clone(),
+        cfg: cfg.clone(),
+        env: env.clone(),
+        tx: tx.clone(),
+        programs: [program, optimized],
+        accounts,
+        absent,
+        slots,
+        codes,
+        keys,
+    });
+}
+
+/// The cases, and the specs of the sampled blocks.
+type Cases = (Vec<Case>, std::collections::BTreeSet<SpecId>);
+
+fn cases() -> Option<&'static Cases> {
+    static CASES: OnceLock<Option<Cases>> = OnceLock::new();
     CASES
         .get_or_init(|| {
             let dir = shared_data_for_tests("perturbation fuzzing")?;
             let dataset = Dataset::open(&dir).expect("open the shared data");
             crate::ir::warm_up();
             let mut cases = Vec::new();
-            for number in BLOCKS {
-                let block = dataset.load(dataset.find(number).expect("listed")).expect("load");
+            let mut specs = std::collections::BTreeSet::new();
+            for block_ref in dataset.sample_by_fork(1, MIN_TXS) {
+                let block = dataset.load(block_ref).expect("load");
+                specs.insert(block.spec);
                 let mut db = block.state_db();
+                let mut with_program = 0;
                 for (i, tx) in block.txs.iter().enumerate() {
                     let rec = record(&db, &block.cfg, &block.env, &tx.env, RecordConfig::default()).expect("valid");
-                    if let (Ok(program), 0) = (&rec.program, i % STRIDE) {
-                        let accounts: Vec<Address> = rec.state.keys().copied().collect();
-                        let slots =
-                            rec.state.iter().flat_map(|(a, acc)| acc.storage.keys().map(|k| (*a, *k))).collect();
-                        let codes = rec
-                            .state
-                            .values()
-                            .filter_map(|a| a.info.code.as_ref().map(|c| c.original_bytes()))
-                            .filter(|c| !c.is_empty())
-                            .collect();
-                        cases.push(Case {
-                            what: format!("block {number} tx {i}"),
-                            db: db.clone(),
-                            cfg: block.cfg.clone(),
-                            env: block.env.clone(),
-                            tx: tx.env.clone(),
-                            program: program.clone(),
-                            accounts,
-                            slots,
-                            codes,
-                        });
+                    if rec.program.is_ok() {
+                        with_program += 1;
+                        if with_program % STRIDE == 1 {
+                            let what = format!("block {} tx {i}", block.number);
+                            add_case(&mut cases, what.clone(), &db, &block.cfg, &block.env, &tx.env);
+                            let touched: Vec<(Address, U256)> =
+                                rec.state.iter().flat_map(|(a, acc)| acc.storage.keys().map(|k| (*a, *k))).collect();
+                            if let Some(variant) = duplicated_access_list(block.spec, &tx.env, &touched) {
+                                let what = format!("{what} (access list with duplicates)");
+                                add_case(&mut cases, what, &db, &block.cfg, &block.env, &variant);
+                            }
+                        }
                     }
                     db.commit(rec.state);
                 }
             }
-            Some(cases)
+            eprintln!("perturbation fuzzing: {} cases over {} forks: {specs:?}", cases.len(), specs.len());
+            Some((cases, specs))
         })
         .as_ref()
 }
@@ -115,29 +201,34 @@ fn info(db: &InMemoryDB, a: Address) -> AccountInfo {
     db.basic_ref(a).ok().flatten().unwrap_or_default()
 }
 
+fn pick<T: Copy>(items: &[T], i: usize) -> Option<T> {
+    (!items.is_empty()).then(|| items[i % items.len()])
+}
+
 /// Applies one change, chosen by `(kind, index, pick, random)`.
-fn perturb(case: &Case, db: &mut InMemoryDB, env: &mut BlockEnv, kind: u8, index: usize, pick: u8, random: U256) {
-    let account = case.accounts[index % case.accounts.len().max(1)];
-    match kind % 6 {
+fn perturb(case: &Case, db: &mut InMemoryDB, env: &mut BlockEnv, kind: u8, index: usize, pick_: u8, random: U256) {
+    let Some(account) = pick(&case.accounts, index) else { return };
+    match kind % 12 {
         0 => {
             let mut i = info(db, account);
-            i.balance = variant(i.balance, pick, random);
+            i.balance = variant(i.balance, pick_, random);
             db.insert_account_info(account, i);
         }
         1 => {
             let mut i = info(db, account);
-            i.nonce = variant(U256::from(i.nonce), pick, random).saturating_to::<u64>();
+            i.nonce = variant(U256::from(i.nonce), pick_, random).saturating_to::<u64>();
             db.insert_account_info(account, i);
         }
-        2 if !case.slots.is_empty() => {
-            let (a, k) = case.slots[index % case.slots.len()];
-            let old = db.storage_ref(a, k).unwrap_or_default();
-            db.insert_account_storage(a, k, variant(old, pick, random)).expect("in-memory");
+        2 => {
+            if let Some((a, k)) = pick(&case.slots, index) {
+                let old = db.storage_ref(a, k).unwrap_or_default();
+                db.insert_account_storage(a, k, variant(old, pick_, random)).expect("in-memory");
+            }
         }
         3 => {
             // Another code at this account: one the transaction ran elsewhere, or none.
             let mut i = info(db, account);
-            let code = match case.codes.get(pick as usize % (case.codes.len() + 1)) {
+            let code = match case.codes.get(pick_ as usize % (case.codes.len() + 1)) {
                 Some(c) => Bytecode::new_raw(c.clone()),
                 None => Bytecode::default(),
             };
@@ -145,14 +236,80 @@ fn perturb(case: &Case, db: &mut InMemoryDB, env: &mut BlockEnv, kind: u8, index
             i.code = Some(code);
             db.insert_account_info(account, i);
         }
-        4 => match pick % 5 {
+        4 => match pick_ % 6 {
             0 => env.timestamp = variant(env.timestamp, random.byte(1), random) % U256::from(1u64 << 40),
-            1 => env.number = env.number.saturating_sub(U256::from(random.byte(2))),
+            1 => {
+                // Across the BLOCKHASH window, both ways, or a step.
+                let step = U256::from(random.byte(2)) + if random.bit(8) { U256::from(256) } else { U256::ZERO };
+                env.number = if random.bit(9) { env.number + step } else { env.number.saturating_sub(step) };
+            }
             2 => env.basefee = variant(U256::from(env.basefee), random.byte(3), random).saturating_to::<u64>(),
-            3 => env.beneficiary = case.accounts[random.byte(4) as usize % case.accounts.len().max(1)],
-            _ => env.prevrandao = env.prevrandao.map(|_| B256::from(random)),
+            3 => {
+                env.prevrandao = env.prevrandao.map(|_| B256::from(random));
+                env.difficulty = variant(env.difficulty, random.byte(4), random);
+            }
+            4 => {
+                if let Some(blob) = env.blob_excess_gas_and_price.as_mut() {
+                    blob.blob_gasprice =
+                        variant(U256::from(blob.blob_gasprice), random.byte(5), random).saturating_to();
+                }
+            }
+            _ => env.gas_limit = variant(U256::from(env.gas_limit), pick_, random).saturating_to::<u64>(),
         },
-        _ => env.gas_limit = variant(U256::from(env.gas_limit), pick, random).saturating_to::<u64>(),
+        5 => {
+            // The fee recipient: fresh, a precompile, listed, the sender, the callee, touched.
+            env.beneficiary = match pick_ % 6 {
+                0 => Address::from_word(B256::from(random)),
+                1 => Address::with_last_byte(1 + random.byte(6) % 10),
+                2 => {
+                    case.tx.access_list.0.get(index % case.tx.access_list.0.len().max(1)).map_or(account, |i| i.address)
+                }
+                3 => case.tx.caller,
+                4 => case.tx.kind.to().copied().unwrap_or(account),
+                _ => account,
+            };
+        }
+        6 => {
+            // The account no longer exists.
+            db.cache.accounts.insert(account, DbAccount::new_not_existing());
+        }
+        7 => {
+            // An account the transaction reached, absent when it ran, now exists.
+            let target = pick(&case.absent, index).unwrap_or(account);
+            let mut i = info(db, target);
+            i.balance = variant(i.balance, pick_, random);
+            i.nonce = u64::from(random.bit(0));
+            db.insert_account_info(target, i);
+        }
+        8 => {
+            // Plant a key or address the transaction used as a value it reads: a
+            // data-dependent key or address may now equal another one.
+            let Some(key) = pick(&case.keys, random.byte(7) as usize) else { return };
+            match (pick_ % 3, pick(&case.slots, index)) {
+                (0 | 1, Some((a, k))) => db.insert_account_storage(a, k, key).expect("in-memory"),
+                _ => {
+                    let mut i = info(db, account);
+                    i.balance = key;
+                    db.insert_account_info(account, i);
+                }
+            }
+        }
+        9 => {
+            // Another hash for a block in the window.
+            let back = U256::from(1 + random.byte(10) as u64 % 256);
+            let number = env.number.saturating_sub(back);
+            db.cache.block_hashes.insert(number, B256::from(random));
+        }
+        10 => {
+            // A delegation pointed at another account (or at one the transaction ran).
+            let target = pick(&case.accounts, random.byte(11) as usize).unwrap_or(account);
+            let mut i = info(db, account);
+            let code = Bytecode::new_eip7702(target);
+            i.code_hash = code.hash_slow();
+            i.code = Some(code);
+            db.insert_account_info(account, i);
+        }
+        _ => env.gas_limit = variant(U256::from(env.gas_limit), pick_, random).saturating_to::<u64>(),
     }
 }
 
@@ -160,7 +317,7 @@ fn perturb(case: &Case, db: &mut InMemoryDB, env: &mut BlockEnv, kind: u8, index
 type Change = (u8, usize, u8, [u8; 32]);
 
 fn run_case(seed: (usize, Vec<Change>)) -> Result<(), TestCaseError> {
-    let Some(cases) = cases() else { return Ok(()) };
+    let Some((cases, _)) = cases() else { return Ok(()) };
     let case = &cases[seed.0 % cases.len()];
     let mut db = case.db.clone();
     let mut env = case.env.clone();
@@ -168,15 +325,23 @@ fn run_case(seed: (usize, Vec<Change>)) -> Result<(), TestCaseError> {
         perturb(case, &mut db, &mut env, *kind, *index, *pick, U256::from_be_bytes(*random));
     }
     TRIED.fetch_add(1, Ordering::Relaxed);
-    if let Evaluation::Hit(got) = evaluate(&case.program, &db, &case.cfg, &env, 1 << 24) {
+    let mut expected = None;
+    for (tier, program) in ["recorded", "optimized"].iter().zip(&case.programs) {
+        let Evaluation::Hit(got) = evaluate(program, &db, &case.cfg, &env, 1 << 24) else { continue };
         HITS.fetch_add(1, Ordering::Relaxed);
-        match crate::ir::execute_tx(&db, &case.cfg, &env, &case.tx) {
+        let reference = expected.get_or_insert_with(|| crate::ir::execute_tx(&db, &case.cfg, &env, &case.tx));
+        match reference {
             Err(e) => {
-                prop_assert!(false, "{}: WRONG HIT: revm rejects the transaction ({e}) under {:?}", case.what, seed.1)
+                prop_assert!(
+                    false,
+                    "{} ({tier}): WRONG HIT: revm rejects the transaction ({e}) under {:?}",
+                    case.what,
+                    seed.1
+                )
             }
             Ok((expected, _)) => {
-                if let Some(d) = got.first_difference(&expected) {
-                    prop_assert!(false, "{}: WRONG HIT: {d} under {:?}", case.what, seed.1);
+                if let Some(d) = got.first_difference(expected) {
+                    prop_assert!(false, "{} ({tier}): WRONG HIT: {d} under {:?}", case.what, seed.1);
                 }
             }
         }
@@ -198,20 +363,26 @@ proptest! {
     ) {
         run_case(seed)?;
         let (tried, hits) = (TRIED.load(Ordering::Relaxed), HITS.load(Ordering::Relaxed));
-        if tried % 500 == 0 {
+        if tried % 5000 == 0 {
             eprintln!("perturbation fuzzing: {tried} cases, {hits} hits");
         }
     }
 }
 
 #[test]
-fn the_fuzzer_sees_programs_and_can_fail() {
-    // The sample must hold programs, and the checker must catch a corrupted one: a program
-    // whose recorded gas is off by one is wrong on any state.
-    let Some(cases) = cases() else { return };
-    assert!(cases.len() > 200, "only {} fuzz cases", cases.len());
+fn the_fuzzer_sees_programs_of_every_fork_and_can_fail() {
+    // The sample must hold programs from the forks whose rules differ most, and the checker
+    // must catch a corrupted program: one whose recorded gas is off by one is wrong on any
+    // state.
+    let Some((cases, sampled)) = cases() else { return };
+    let specs: std::collections::BTreeSet<SpecId> = cases.iter().map(|c| c.cfg.spec).collect();
+    assert_eq!(&specs, sampled, "every fork sampled has cases");
+    assert!(
+        cases.iter().any(|c| c.what.contains("duplicates")) || !specs.iter().any(|s| s.is_enabled_in(SpecId::BERLIN)),
+        "no access list with duplicates"
+    );
     let case = &cases[cases.len() / 2];
-    let mut broken = case.program.clone();
+    let mut broken = case.programs[1].clone();
     broken.gas_used += 1;
     let Evaluation::Hit(got) = evaluate(&broken, &case.db, &case.cfg, &case.env, 1 << 24) else {
         panic!("{}: the program must hit its own state", case.what)

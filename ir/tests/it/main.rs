@@ -5,6 +5,8 @@ use prescient_ir as ir;
 mod delegation;
 mod fuzz;
 mod golden;
+mod opcodes;
 mod oracle;
+mod regressions;
 mod state_tests;
 mod support;

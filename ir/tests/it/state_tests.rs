@@ -50,6 +50,8 @@ struct Counts {
     self_hits: usize,
     self_misses: BTreeMap<String, usize>,
     no_program: BTreeMap<&'static str, usize>,
+    /// Cases without a program, by (reason, cause in the tracer's words, directory).
+    no_program_causes: BTreeMap<(&'static str, String, String), usize>,
     cross_recorded: usize,
     cross_hits: usize,
     wrong: Vec<String>,
@@ -103,7 +105,31 @@ fn compare(
     }
 }
 
-fn run_unit(counts: &mut Counts, name: &str, unit: &TestUnit) {
+/// The tracer's reason with numbers removed, so that causes group.
+fn cause_class(cause: &str) -> String {
+    let mut out = String::new();
+    let mut last_digit = false;
+    for c in cause.chars() {
+        let digit = c.is_ascii_hexdigit() && (last_digit || c.is_ascii_digit());
+        if digit {
+            if !last_digit {
+                out.push('N');
+            }
+        } else {
+            out.push(c);
+        }
+        last_digit = digit;
+    }
+    out
+}
+
+/// The directory of a state-test file (`stCallCodes/…json` → `stCallCodes`).
+fn file_dir(file: &str) -> String {
+    let parts: Vec<&str> = file.split('/').collect();
+    parts.iter().rev().nth(1).map_or_else(|| file.to_string(), |d| (*d).to_string())
+}
+
+fn run_unit(counts: &mut Counts, file: &str, name: &str, unit: &TestUnit) {
     let db = state_db(unit);
     for (spec_name, tests) in &unit.post {
         if matches!(spec_name, SpecName::Constantinople | SpecName::ByzantiumToConstantinopleAt5 | SpecName::Unknown) {
@@ -139,7 +165,12 @@ fn run_unit(counts: &mut Counts, name: &str, unit: &TestUnit) {
                             }
                         }
                     }
-                    Err(reason) => *counts.no_program.entry(reason.name()).or_default() += 1,
+                    Err(reason) => {
+                        *counts.no_program.entry(reason.name()).or_default() += 1;
+                        let cause = rec.trace.abort.clone().unwrap_or_else(|| "at the end (stores, logs)".into());
+                        let key = (reason.name(), cause_class(&cause), file_dir(file));
+                        *counts.no_program_causes.entry(key).or_default() += 1;
+                    }
                 },
                 Err(e) => counts.wrong.push(format!("{what}: revm ran the case but recording failed: {e}")),
             }
@@ -194,7 +225,7 @@ fn general_state_tests_self_hit_and_cross_future() {
         };
         let started = std::time::Instant::now();
         for (test_name, unit) in &suite.0 {
-            run_unit(&mut counts, test_name, unit);
+            run_unit(&mut counts, &name, test_name, unit);
         }
         if started.elapsed().as_secs_f64() > 2.0 {
             eprintln!("slow state-test file: {name}: {:.1} s", started.elapsed().as_secs_f64());
@@ -216,6 +247,26 @@ fn general_state_tests_self_hit_and_cross_future() {
         counts.cross_recorded,
         counts.cross_hits,
         counts.wrong.len()
+    );
+    // Cases without a program, by cause (and the directories they come from), largest first.
+    let mut causes: BTreeMap<(&str, &str), (usize, BTreeMap<&str, usize>)> = BTreeMap::new();
+    for ((reason, cause, dir), n) in &counts.no_program_causes {
+        let entry = causes.entry((reason, cause.as_str())).or_default();
+        entry.0 += n;
+        *entry.1.entry(dir.as_str()).or_default() += n;
+    }
+    let mut causes: Vec<_> = causes.into_iter().collect();
+    causes.sort_by_key(|(_, (n, _))| std::cmp::Reverse(*n));
+    for ((reason, cause), (n, dirs)) in &causes {
+        let mut dirs: Vec<_> = dirs.iter().collect();
+        dirs.sort_by_key(|(_, n)| std::cmp::Reverse(**n));
+        let dirs: Vec<String> = dirs.iter().take(4).map(|(d, n)| format!("{d} {n}")).collect();
+        eprintln!("  no program: {reason:<12} {n:>5}  {cause}  [{}]", dirs.join(", "));
+    }
+    let unmodelled = counts.no_program.get("unmodelled").copied().unwrap_or(0);
+    assert!(
+        unmodelled * 200 < ran,
+        "{unmodelled} of {ran} cases have no program for an unmodelled reason (at least 0.5%)"
     );
     assert!(
         counts.wrong.is_empty(),

@@ -282,6 +282,29 @@ impl Dataset {
         self.blocks.iter().filter(|b| b.is_complete())
     }
 
+    /// A sample chosen by property, never by number: for every fork present, up to `per_fork`
+    /// complete blocks with at least `min_txs` transactions, smallest first (fast tests that
+    /// still cover every fork's rules), in block order. Works on any set in the same layout.
+    /// Blocks whose listing names no fork (grevm fixtures) are each taken.
+    pub fn sample_by_fork(&self, per_fork: usize, min_txs: usize) -> Vec<&BlockRef> {
+        let mut by_fork: BTreeMap<String, Vec<&BlockRef>> = BTreeMap::new();
+        for b in self.complete_blocks().filter(|b| b.tx_count.unwrap_or(usize::MAX) >= min_txs) {
+            // A block whose listing does not name its fork (grevm fixtures: known at load
+            // time) is a group of its own.
+            let key = if b.fork.is_empty() { format!("#{}", b.number) } else { b.fork.clone() };
+            by_fork.entry(key).or_default().push(b);
+        }
+        let mut sample: Vec<&BlockRef> = by_fork
+            .into_values()
+            .flat_map(|mut blocks| {
+                blocks.sort_by_key(|b| (b.tx_count.unwrap_or(usize::MAX), b.number));
+                blocks.into_iter().take(per_fork)
+            })
+            .collect();
+        sample.sort_by_key(|b| (b.number, b.source as u8));
+        sample
+    }
+
     /// The block with this number (the indexed layout first when both have it).
     pub fn find(&self, number: u64) -> Result<&BlockRef, LoadError> {
         self.blocks

@@ -163,6 +163,58 @@ async fn check_against_node(node: &HttpClient, report: &Value, block: u64) {
     }
 }
 
+/// Runtime of a contract with two paths. No calldata: `SSTORE(0, 1)`. With calldata: if
+/// slot 0 is zero, `SSTORE(1, CLZ(calldata word))` (EIP-7939, Osaka); else stop.
+const TWO_PATHS: &str = "36600a576001600055005b600054601957600035";
+const TWO_PATHS_TAIL: &str = "1e600155005b00";
+
+/// A hit followed by a miss on the same contract, in one block, with CLZ on the miss's
+/// recorded path. B is sent and pre-executed first (slot 0 is zero: the CLZ path); A is sent
+/// after, with a higher tip, and pre-executed ahead of B; the block runs A (a hit, which
+/// writes slot 0) then B, whose program misses on its path guard: revm runs it, on a
+/// contract the hit just touched. On a node-backed state the miss must find the contract's
+/// code with its account (the hit must have committed it). Returns the block.
+async fn hit_then_miss_on_one_contract(node: &HttpClient, api: &HttpClient, acct: &[String]) -> u64 {
+    let runtime = format!("{TWO_PATHS}{TWO_PATHS_TAIL}");
+    let len = runtime.len() / 2;
+    // PUSH1 len DUP1 PUSH1 11 PUSH1 0 CODECOPY PUSH1 0 RETURN, then the runtime.
+    let init = format!("0x60{len:02x}80600b6000396000f3{runtime}");
+    let owner = &acct[0];
+    let deploy = send(node, owner, None, &init, 0, nonce(node, owner).await, 1).await;
+    settle(api).await;
+    mine(node).await;
+    let r = receipt(node, &deploy).await;
+    let contract = r["contractAddress"].as_str().expect("a creation").to_lowercase();
+    let code = must(node, "eth_getCode", vec![json!(contract), json!("latest")]).await;
+    assert_eq!(code, json!(format!("0x{runtime}")), "the two-path contract is deployed");
+
+    let data = format!("0x{}", word(1));
+    let b = send(node, &acct[2], Some(&contract), &data, 0, nonce(node, &acct[2]).await, 1).await;
+    settle(api).await;
+    let fast = must(api, "prescient_fastPath", vec![json!(b)]).await;
+    assert!(!fast["programs"].as_array().expect("programs").is_empty(), "the CLZ transaction gets a program");
+    let a = send(node, &acct[1], Some(&contract), "0x", 0, nonce(node, &acct[1]).await, 2).await;
+    settle(api).await;
+    let block = mine(node).await;
+    wait_for("prescient to see the mined head", Duration::from_secs(30), || async {
+        let s = call(api, "prescient_status", vec![]).await.ok()?;
+        (s["head"] == json!(block)).then_some(())
+    })
+    .await;
+    let report = must(api, "prescient_executeBlock", vec![json!(block), json!({ "verify": true })]).await;
+    check_against_node(node, &report, block).await;
+    let txs = report["transactions"].as_array().expect("transactions");
+    let path_of = |hash: &str| {
+        let t = txs.iter().find(|t| t["hash"] == json!(hash)).unwrap_or_else(|| panic!("{hash} in block {block}"));
+        t["path"].as_str().expect("a path").to_string()
+    };
+    let positions: Vec<&str> = txs.iter().map(|t| t["hash"].as_str().expect("hash")).collect();
+    assert_eq!(positions, [a.as_str(), b.as_str()], "A (higher tip) then B");
+    assert_eq!(path_of(&a), "hit", "{report}");
+    assert_eq!(path_of(&b), "miss", "B was pre-executed on slot 0 = 0; A set it: {report}");
+    block
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_of_competing_transactions_equals_anvil() {
     let Some(binary) = anvil_binary("import_of_competing_transactions_equals_anvil") else { return };
@@ -185,7 +237,7 @@ async fn import_of_competing_transactions_equals_anvil() {
 
     let (token_a, token_b, pool) = deploy(&node, &api, &acct).await;
     // Rounds of competing transactions, each pre-executed while pending, then mined.
-    let (mut total, mut hits, mut block, mut heard) = (0, 0, 0, Vec::new());
+    let (mut total, mut hits, mut heard) = (0, 0, Vec::new());
     for round in 0..3 {
         let sent = competing(&node, &acct, &token_a, &token_b, &pool).await;
         wait_for("programs for every pending transaction", Duration::from_secs(90), || async {
@@ -205,7 +257,7 @@ async fn import_of_competing_transactions_equals_anvil() {
                 bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).expect("a program");
             ir::verify::verify(&decoded).expect("the served program verifies");
         }
-        block = mine(&node).await;
+        let block = mine(&node).await;
         wait_for("prescient to see the mined head", Duration::from_secs(30), || async {
             let s = call(&api, "prescient_status", vec![]).await.ok()?;
             (s["head"] == json!(block)).then_some(())
@@ -225,6 +277,7 @@ async fn import_of_competing_transactions_equals_anvil() {
     }
     eprintln!("hit rate over {} competing transactions: {:.1}%", total, 100.0 * hits as f64 / total as f64);
     assert!(hits > 0, "pre-execution hit nothing");
+    let block = hit_then_miss_on_one_contract(&node, &api, &acct).await;
 
     // Shadow import of every head, with no divergence.
     let status = wait_for("the shadow import of the block", Duration::from_secs(30), || async {

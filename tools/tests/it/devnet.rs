@@ -19,7 +19,7 @@ use jsonrpsee::{
 use serde_json::{Value, json};
 
 /// The hardfork the devnet runs, passed to anvil and to prescient.
-pub(crate) const HARDFORK: &str = "prague";
+pub(crate) const HARDFORK: &str = "osaka";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -1,0 +1,170 @@
+//! The block executor on small synthetic blocks, on state backends that behave like a node's:
+//! hits followed by misses on the same contract, misses followed by hits, a delegation
+//! followed by a call into the authority. Every import is compared with sequential revm in
+//! full.
+
+use std::sync::Arc;
+
+use crate::accelerator::{ImportTx, PreExecution, TxPath, import_block, pre_execute, verify_against_reference};
+use ir::{AccountCodeOnly, program::Program, record::RecordConfig};
+use revm::{
+    DatabaseRef,
+    context::{BlockEnv, CfgEnv, TxEnv},
+    context_interface::transaction::{Authorization, RecoveredAuthority, RecoveredAuthorization},
+    database::{CacheDB, InMemoryDB},
+    database_interface::DBErrorMarker,
+    primitives::{Address, B256, Bytes, TxKind, U256, address, eip4844, hardfork::SpecId, hex},
+    state::{AccountInfo, Bytecode},
+};
+
+const ALICE: Address = address!("0x1000000000000000000000000000000000000001");
+const BOB: Address = address!("0x1000000000000000000000000000000000000002");
+const CONTRACT: Address = address!("0x4000000000000000000000000000000000000004");
+const AUTHORITY: Address = address!("0x5000000000000000000000000000000000000005");
+
+/// No calldata: `SSTORE(0, 1)`. With calldata: `SSTORE(1, CLZ(1))` (EIP-7939, Osaka).
+const CLZ_OR_STORE: &str = "36600a576001600055005b60011e60015500";
+
+fn env(spec: SpecId) -> (CfgEnv, BlockEnv) {
+    let mut cfg = CfgEnv::new();
+    cfg.chain_id = 1;
+    cfg.set_spec_and_mainnet_gas_params(spec);
+    let mut block = BlockEnv {
+        number: U256::from(1),
+        timestamp: U256::from(1_700_000_000u64),
+        basefee: 7,
+        gas_limit: 30_000_000,
+        beneficiary: address!("0x3000000000000000000000000000000000000003"),
+        prevrandao: Some(B256::ZERO),
+        ..Default::default()
+    };
+    block.set_blob_excess_gas_and_price(0, eip4844::BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE);
+    (cfg, block)
+}
+
+fn state() -> InMemoryDB {
+    let mut db = InMemoryDB::default();
+    for who in [ALICE, BOB] {
+        db.insert_account_info(who, AccountInfo::from_balance(U256::from(10u64.pow(18))));
+    }
+    let code = Bytecode::new_raw(hex::decode(CLZ_OR_STORE).expect("hex").into());
+    db.insert_account_info(CONTRACT, AccountInfo::new(U256::ZERO, 1, code.hash_slow(), code));
+    db
+}
+
+fn call(from: Address, to: Address, data: &[u8], nonce: u64, tip: u128) -> ImportTx {
+    let env = TxEnv {
+        tx_type: 2,
+        caller: from,
+        gas_limit: 100_000,
+        gas_price: 100,
+        gas_priority_fee: Some(tip),
+        kind: TxKind::Call(to),
+        data: Bytes::copy_from_slice(data),
+        nonce,
+        chain_id: Some(1),
+        ..Default::default()
+    };
+    ImportTx { hash: B256::with_last_byte(from.0[19]) ^ B256::left_padding_from(&nonce.to_be_bytes()), env }
+}
+
+/// The optimized program of `tx` pre-executed on `db` (as the service stores it).
+fn program<D>(db: &D, cfg: &CfgEnv, block: &BlockEnv, tx: &ImportTx) -> Arc<Program>
+where
+    D: DatabaseRef,
+    D::Error: DBErrorMarker,
+{
+    match pre_execute(db, cfg, block, &[], &tx.env, RecordConfig::default()) {
+        PreExecution::Program(p) => Arc::new(p),
+        other => panic!("no program for {}: {other:?}", tx.hash),
+    }
+}
+
+/// Imports `txs` with the given programs on `backend`, checks every outcome against
+/// sequential revm on the same backend, and returns the paths.
+fn import_and_verify<D>(
+    backend: D,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    txs: &[ImportTx],
+    programs: &[Option<Arc<Program>>],
+) -> Vec<TxPath>
+where
+    D: DatabaseRef + Clone,
+    D::Error: DBErrorMarker,
+{
+    let lookup = |hash: &B256| -> Vec<Arc<Program>> {
+        txs.iter().zip(programs).filter(|(t, _)| t.hash == *hash).filter_map(|(_, p)| p.clone()).collect()
+    };
+    let import = import_block(&mut CacheDB::new(backend.clone()), cfg, block, txs, &lookup)
+        .unwrap_or_else(|e| panic!("import failed: {e}"));
+    let (divergences, _) = verify_against_reference(&mut CacheDB::new(backend), cfg, block, txs, &import)
+        .unwrap_or_else(|e| panic!("reference failed: {e}"));
+    assert!(divergences.is_empty(), "divergences: {divergences:#?}");
+    import.paths
+}
+
+#[test]
+fn a_hit_then_a_miss_on_the_same_contract_runs_its_code() {
+    // Regression: a hit committed its touched contract without code; the miss after it then
+    // asked the node's state for code by hash, which a node refuses.
+    let (cfg, block) = env(SpecId::OSAKA);
+    let db = AccountCodeOnly(state());
+    let a = call(ALICE, CONTRACT, &[], 0, 2);
+    let b = call(BOB, CONTRACT, &[1], 0, 1);
+    let pa = program(&db, &cfg, &block, &a);
+    let paths = import_and_verify(db, &cfg, &block, &[a, b], &[Some(pa), None]);
+    assert_eq!(paths, vec![TxPath::Hit { program: 0 }, TxPath::NoProgram]);
+}
+
+#[test]
+fn a_miss_then_a_hit_then_a_miss() {
+    let (cfg, block) = env(SpecId::OSAKA);
+    let db = AccountCodeOnly(state());
+    let txs = [call(BOB, CONTRACT, &[1], 0, 1), call(ALICE, CONTRACT, &[], 0, 2), call(BOB, CONTRACT, &[], 1, 1)];
+    // ALICE's program is recorded after BOB's first call, as a predictor would.
+    let mut after_bob = CacheDB::new(db.clone());
+    let first = import_block(&mut after_bob, &cfg, &block, &txs[..1], &|_| Vec::new()).expect("runs");
+    assert_eq!(first.paths, vec![TxPath::NoProgram]);
+    let pa = program(&after_bob, &cfg, &block, &txs[1]);
+    let paths = import_and_verify(db, &cfg, &block, &txs, &[None, Some(pa), None]);
+    assert_eq!(paths, vec![TxPath::NoProgram, TxPath::Hit { program: 0 }, TxPath::NoProgram]);
+}
+
+#[test]
+fn a_clz_transaction_gets_a_program_that_hits() {
+    let (cfg, block) = env(SpecId::OSAKA);
+    let db = AccountCodeOnly(state());
+    let b = call(BOB, CONTRACT, &[1], 0, 1);
+    let pb = program(&db, &cfg, &block, &b);
+    let paths = import_and_verify(db, &cfg, &block, &[b], &[Some(pb)]);
+    assert_eq!(paths, vec![TxPath::Hit { program: 0 }]);
+}
+
+#[test]
+fn a_delegation_hit_then_a_call_into_the_authority() {
+    // Regression: a hit that wrote a delegation committed the designator's hash without its
+    // bytes; a later miss that called the authority then ran no code.
+    let (cfg, block) = env(SpecId::PRAGUE);
+    for backend_is_node in [false, true] {
+        let mut db = state();
+        db.insert_account_info(AUTHORITY, AccountInfo::from_balance(U256::from(1)));
+        let mut delegate = call(ALICE, ALICE, &[], 0, 2);
+        delegate.env.tx_type = 4;
+        delegate.env.set_recovered_authorization(vec![RecoveredAuthorization::new_unchecked(
+            Authorization { chain_id: U256::from(1), address: CONTRACT, nonce: 0 },
+            RecoveredAuthority::Valid(AUTHORITY),
+        )]);
+        let into_authority = call(BOB, AUTHORITY, &[], 0, 1);
+        let txs = [delegate, into_authority];
+        let paths = if backend_is_node {
+            let db = AccountCodeOnly(db);
+            let p = program(&db, &cfg, &block, &txs[0]);
+            import_and_verify(db, &cfg, &block, &txs, &[Some(p), None])
+        } else {
+            let p = program(&db, &cfg, &block, &txs[0]);
+            import_and_verify(db, &cfg, &block, &txs, &[Some(p), None])
+        };
+        assert_eq!(paths, vec![TxPath::Hit { program: 0 }, TxPath::NoProgram], "node-like backend: {backend_is_node}");
+    }
+}

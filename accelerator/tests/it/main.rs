@@ -1,0 +1,6 @@
+//! Integration tests of `prescient-accelerator` (one binary, as reth does).
+
+use prescient_accelerator as accelerator;
+
+mod executor;
+mod executor_fuzz;

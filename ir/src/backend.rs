@@ -1,0 +1,92 @@
+//! A state backend that behaves like a node's: code is known only through its account.
+//!
+//! revm asks a database for code in two ways: with the account (`basic_ref` returns the
+//! info with its code) and by hash (`code_by_hash_ref`). An in-memory database answers
+//! both, so code that a fast path forgot to carry is silently found again by hash. A node's
+//! state view (prescient's RPC view, a node's account trie) answers only the first: code by
+//! hash is refused for any hash but the empty one. Tests wrap their in-memory state in
+//! [`AccountCodeOnly`] so that they see what a node would see.
+
+use revm::{
+    DatabaseRef,
+    database_interface::DBErrorMarker,
+    primitives::{Address, B256, KECCAK_EMPTY, StorageKey, StorageValue},
+    state::{AccountInfo, Bytecode},
+};
+
+/// The backend failed, or refused code by hash.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountCodeOnlyError<E> {
+    /// Code was asked for by hash; a node's state knows code only through its account.
+    #[error("code {0} was asked for by hash; a node's state knows code only through its account")]
+    CodeByHash(B256),
+    /// The wrapped backend failed.
+    #[error(transparent)]
+    Inner(E),
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> DBErrorMarker for AccountCodeOnlyError<E> {}
+
+/// Wraps a backend so that it answers like a node's state: every account comes with its
+/// code, and code by hash is refused (except the empty code).
+#[derive(Clone, Debug, Default)]
+pub struct AccountCodeOnly<D>(pub D);
+
+impl<D: DatabaseRef> DatabaseRef for AccountCodeOnly<D>
+where
+    D::Error: std::error::Error + Send + Sync + 'static,
+{
+    type Error = AccountCodeOnlyError<D::Error>;
+
+    fn basic_ref(&self, address: Address) -> Result<Option<AccountInfo>, Self::Error> {
+        let Some(mut info) = self.0.basic_ref(address).map_err(AccountCodeOnlyError::Inner)? else {
+            return Ok(None);
+        };
+        // A node returns the code with the account; fetch it here if the inner backend keeps
+        // it by hash only.
+        if info.code.is_none() {
+            let code = if info.code_hash == KECCAK_EMPTY {
+                Bytecode::default()
+            } else {
+                self.0.code_by_hash_ref(info.code_hash).map_err(AccountCodeOnlyError::Inner)?
+            };
+            info.code = Some(code);
+        }
+        Ok(Some(info))
+    }
+
+    fn code_by_hash_ref(&self, code_hash: B256) -> Result<Bytecode, Self::Error> {
+        if code_hash == KECCAK_EMPTY {
+            return Ok(Bytecode::default());
+        }
+        Err(AccountCodeOnlyError::CodeByHash(code_hash))
+    }
+
+    fn storage_ref(&self, address: Address, index: StorageKey) -> Result<StorageValue, Self::Error> {
+        self.0.storage_ref(address, index).map_err(AccountCodeOnlyError::Inner)
+    }
+
+    fn block_hash_ref(&self, number: u64) -> Result<B256, Self::Error> {
+        self.0.block_hash_ref(number).map_err(AccountCodeOnlyError::Inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use revm::{database::InMemoryDB, primitives::Bytes};
+
+    #[test]
+    fn code_comes_with_the_account_and_never_by_hash() {
+        let code = Bytecode::new_raw(Bytes::from_static(&[0x60, 0x01, 0x00]));
+        let hash = code.hash_slow();
+        let address = Address::with_last_byte(7);
+        let mut db = InMemoryDB::default();
+        db.insert_account_info(address, AccountInfo::new(Default::default(), 1, hash, code.clone()));
+        let node = AccountCodeOnly(db);
+        let info = node.basic_ref(address).expect("present").expect("exists");
+        assert_eq!(info.code.map(|c| c.original_bytes()), Some(code.original_bytes()));
+        assert!(matches!(node.code_by_hash_ref(hash), Err(AccountCodeOnlyError::CodeByHash(h)) if h == hash));
+        assert!(node.code_by_hash_ref(KECCAK_EMPTY).expect("empty code").is_empty());
+    }
+}

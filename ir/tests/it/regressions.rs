@@ -1,0 +1,110 @@
+//! Regression tests for soundness holes found by review: each records a transaction in one
+//! future and evaluates its program in another where the hole made it hit wrong. Every hit
+//! is compared with revm in full; the test fails on a wrong hit.
+
+use revm::{
+    context::{BlockEnv, CfgEnv, TxEnv},
+    context_interface::transaction::{AccessList, AccessListItem},
+    database::InMemoryDB,
+    primitives::{Address, B256, Bytes, TxKind, U256, address, hardfork::SpecId},
+    state::{AccountInfo, Bytecode},
+};
+
+use crate::{
+    ir::{
+        interp::{Evaluation, evaluate},
+        passes::optimize,
+        record::{RecordConfig, record},
+    },
+    support::{SENDER, synthetic_call, synthetic_env},
+};
+
+const CONTRACT: Address = address!("0x4000000000000000000000000000000000000004");
+
+fn with_code(db: &mut InMemoryDB, address: Address, code: &[u8]) {
+    let code = Bytecode::new_raw(Bytes::copy_from_slice(code));
+    db.insert_account_info(address, AccountInfo::new(U256::ZERO, 1, code.hash_slow(), code));
+}
+
+/// Records `tx` on `recorded`, then evaluates the program (unoptimized and optimized) on
+/// `changed`; a hit must equal revm there. Returns whether the optimized program hit.
+fn hits_in(recorded: &InMemoryDB, changed: &InMemoryDB, cfg: &CfgEnv, block: &BlockEnv, tx: &TxEnv) -> bool {
+    let rec = record(recorded, cfg, block, tx, RecordConfig::default()).expect("valid");
+    let program = rec.program.expect("a program");
+    assert!(matches!(evaluate(&program, recorded, cfg, block, 1 << 20), Evaluation::Hit(_)), "self-hit");
+    let (expected, _) = crate::ir::execute_tx(changed, cfg, block, tx).expect("valid in the changed future");
+    let mut hit = false;
+    for p in [program.clone(), optimize(&program)] {
+        match evaluate(&p, changed, cfg, block, 1 << 20) {
+            Evaluation::Hit(got) => {
+                if let Some(d) = got.first_difference(&expected) {
+                    panic!("WRONG HIT: {d}");
+                }
+                hit = true;
+            }
+            Evaluation::Miss(_) => hit = false,
+        }
+    }
+    hit
+}
+
+#[test]
+fn duplicate_access_list_entries_warm_every_key() {
+    // `SLOAD(SLOAD(0))`: a storage key read from state. The access list names the contract
+    // twice, with k1 and with k2; revm warms both. Recorded with slot 0 = k3 (cold), the
+    // program must not hit where slot 0 = k1 (warm in revm: other gas).
+    let (k1, k2, k3) = (B256::with_last_byte(0x11), B256::with_last_byte(0x22), U256::from(0x33));
+    let mut db = InMemoryDB::default();
+    db.insert_account_info(SENDER, AccountInfo::from_balance(U256::from(10u64.pow(18))));
+    with_code(&mut db, CONTRACT, &[0x60, 0x00, 0x54, 0x54, 0x00]);
+    db.insert_account_storage(CONTRACT, U256::ZERO, k3).expect("in memory");
+    let (cfg, block) = synthetic_env(SpecId::PRAGUE);
+    let mut tx = synthetic_call(CONTRACT, Bytes::new());
+    tx.tx_type = 1;
+    tx.gas_priority_fee = None;
+    tx.access_list = AccessList(vec![
+        AccessListItem { address: CONTRACT, storage_keys: vec![k1] },
+        AccessListItem { address: CONTRACT, storage_keys: vec![k2] },
+    ]);
+    let mut changed = db.clone();
+    changed.insert_account_storage(CONTRACT, U256::ZERO, k1.into()).expect("in memory");
+    assert!(!hits_in(&db, &changed, &cfg, &block, &tx), "the key became a listed one: a miss");
+    // Another unlisted key is the same path: the program still hits.
+    let mut other = db.clone();
+    other.insert_account_storage(CONTRACT, U256::ZERO, U256::from(0x44)).expect("in memory");
+    assert!(hits_in(&db, &other, &cfg, &block, &tx));
+}
+
+#[test]
+fn a_zero_value_call_to_a_missing_account_before_spurious_dragon() {
+    // Before EIP-161 a CALL to an account that does not exist pays 25,000 gas whatever the
+    // value. Here that charge runs the transaction out of gas; once the target exists, the
+    // call costs 40 and succeeds. The program must miss there.
+    let target = address!("0x6000000000000000000000000000000000000006");
+    // CALL(gas 0, target, value 0, no args, no return data); STOP.
+    let mut code = vec![0x60, 0x00, 0x60, 0x00, 0x60, 0x00, 0x60, 0x00, 0x60, 0x00, 0x73];
+    code.extend_from_slice(target.as_slice());
+    code.extend_from_slice(&[0x60, 0x00, 0xf1, 0x00]);
+    for spec in [SpecId::FRONTIER, SpecId::HOMESTEAD, SpecId::TANGERINE] {
+        let mut db = InMemoryDB::default();
+        db.insert_account_info(SENDER, AccountInfo::from_balance(U256::from(10u64.pow(18))));
+        with_code(&mut db, CONTRACT, &code);
+        let (cfg, mut block) = synthetic_env(spec);
+        block.basefee = 0;
+        block.prevrandao = None;
+        block.difficulty = U256::from(1);
+        let tx = TxEnv {
+            tx_type: 0,
+            gas_price: 10,
+            gas_priority_fee: None,
+            gas_limit: 30_000,
+            kind: TxKind::Call(CONTRACT),
+            ..synthetic_call(CONTRACT, Bytes::new())
+        };
+        let mut funded = db.clone();
+        funded.insert_account_info(target, AccountInfo::from_balance(U256::from(1)));
+        assert!(!hits_in(&db, &funded, &cfg, &block, &tx), "{spec:?}: the target now exists: a miss");
+        // Recorded where it exists, the program must miss where it does not.
+        assert!(!hits_in(&funded, &db, &cfg, &block, &tx), "{spec:?}: the target no longer exists: a miss");
+    }
+}
