@@ -115,8 +115,10 @@ pub(crate) struct Tracer<'a, D> {
     pending_create: Option<PendingCreate>,
     /// Push revm's top of stack at `step_end` (PUSH immediates, GAS, PC).
     push_concrete: bool,
-    /// The step's opcode is not modelled: `step_end` requires that revm halted on it.
-    expect_halt: Option<u8>,
+    /// The step was not applied because revm must halt on it (an opcode the tracer does not
+    /// model, a stack underflow or overflow, memory beyond what any block can pay for):
+    /// `step_end` requires the halt, and otherwise stops with this reason.
+    expect_halt: Option<(NoApReason, String)>,
     pub(crate) abort: Option<(NoApReason, String)>,
     pub(crate) top_output: Option<Value>,
     /// The address a top-level creation deployed to.
@@ -164,7 +166,10 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
         // over 2 * 10^9 gas), so revm is about to halt. Refuse rather than allocate: a
         // hostile offset must never make the tracer allocate what revm never would.
         if w > U256::from(MAX_MEMORY) {
-            self.stop(NoApReason::TooLarge, "memory access beyond 32 MiB");
+            // The value is pinned just above; if revm halts on this step the halt is the
+            // path (`step_end` checks it). If it does not (a large calldata offset with no
+            // memory touched, say), no program.
+            self.expect_halt = Some((NoApReason::TooLarge, "memory access beyond 32 MiB".into()));
             return None;
         }
         Some(w.to::<usize>())
@@ -570,7 +575,8 @@ impl<'a, D: DatabaseRef> Tracer<'a, D> {
                 // An opcode the tracer does not model must be one revm halts on (undefined,
                 // or not active under this spec): the halt is the path, nothing to model.
                 // `step_end` checks that revm did halt; if it ran it, there is no program.
-                self.expect_halt = Some(opcode);
+                self.expect_halt =
+                    Some((NoApReason::Unmodelled, format!("opcode {opcode:#04x} ran but is not modelled")));
             }
         }
         Some(())
@@ -948,6 +954,15 @@ impl<CTX: ContextTr, D: DatabaseRef> Inspector<CTX, EthInterpreter> for Tracer<'
         }
         let opcode = interp.bytecode.opcode();
         let pc = interp.bytecode.pc();
+        // A stack underflow or overflow halts the frame before the opcode does anything: the
+        // stack depth is a constant of the path (checked against revm's above).
+        if let Some(info) = revm::bytecode::opcode::OpCode::new(opcode).map(|o| o.info()) {
+            let (depth, inputs) = (self.frame().stack.len(), info.inputs() as usize);
+            if depth < inputs || depth - inputs + info.outputs() as usize > revm::interpreter::STACK_LIMIT {
+                self.expect_halt = Some((NoApReason::Unmodelled, "stack underflow or overflow revm ran".into()));
+                return;
+            }
+        }
         if let Some(log) = &mut self.log {
             let name = revm::bytecode::opcode::OpCode::new(opcode).map_or("UNKNOWN", |o| o.as_str());
             let frame = self.frames.last().expect("checked above");
@@ -969,14 +984,14 @@ impl<CTX: ContextTr, D: DatabaseRef> Inspector<CTX, EthInterpreter> for Tracer<'
         if self.abort.is_some() {
             return;
         }
-        if let Some(opcode) = self.expect_halt.take() {
-            use revm::interpreter::{InstructionResult as R, interpreter_types::LoopControl};
-            let halted = matches!(
-                interp.bytecode.instruction_result(),
-                Some(R::OpcodeNotFound | R::NotActivated | R::InvalidFEOpcode)
-            );
-            if !halted {
-                self.stop(NoApReason::Unmodelled, format!("opcode {opcode:#04x} ran but is not modelled"));
+        if let Some((reason, why)) = self.expect_halt.take() {
+            // Any exceptional halt will do: the frame ends, all its gas is consumed and the
+            // world rolls back to its checkpoint, whichever check failed first (a static gas
+            // charge, the stack, memory, activation). What decided the halt is a constant of
+            // the path (stack depth, pinned offsets, spec).
+            use revm::interpreter::interpreter_types::LoopControl;
+            if !interp.bytecode.instruction_result().is_some_and(|r| r.is_halt()) {
+                self.stop(reason, why);
             }
             return;
         }

@@ -163,38 +163,47 @@ async fn check_against_node(node: &HttpClient, report: &Value, block: u64) {
     }
 }
 
-/// Runtime of a contract with two paths. No calldata: `SSTORE(0, 1)`. With calldata: if
-/// slot 0 is zero, `SSTORE(1, CLZ(calldata word))` (EIP-7939, Osaka); else stop.
-const TWO_PATHS: &str = "36600a576001600055005b600054601957600035";
-const TWO_PATHS_TAIL: &str = "1e600155005b00";
+/// Runtime of a contract with two paths. No calldata: `SSTORE(0, 1)`. With calldata: if the
+/// calldata word equals COINBASE, `SSTORE(1, CLZ(calldata word))` (EIP-7939, Osaka); else stop.
+const TWO_PATHS: &str = "36600a576001600055005b6000354114601457005b6000351e60015500";
 
 /// A hit followed by a miss on the same contract, in one block, with CLZ on the miss's
-/// recorded path. B is sent and pre-executed first (slot 0 is zero: the CLZ path); A is sent
-/// after, with a higher tip, and pre-executed ahead of B; the block runs A (a hit, which
-/// writes slot 0) then B, whose program misses on its path guard: revm runs it, on a
-/// contract the hit just touched. On a node-backed state the miss must find the contract's
-/// code with its account (the hit must have committed it). Returns the block.
+/// recorded path. One sender sends A (no calldata) then B (the current fee recipient as
+/// calldata), so the block runs A then B whatever the node's ordering. Both are
+/// pre-executed with the fee recipient prescient predicts (the head's); the node's fee
+/// recipient is then changed before mining. A's program holds (the fee recipient is data
+/// for it) and hits; B's path depended on it and misses: revm runs B on the contract the hit
+/// just touched, which on a node-backed state needs the contract's code to have been
+/// committed with the hit. Returns the block.
 async fn hit_then_miss_on_one_contract(node: &HttpClient, api: &HttpClient, acct: &[String]) -> u64 {
-    let runtime = format!("{TWO_PATHS}{TWO_PATHS_TAIL}");
-    let len = runtime.len() / 2;
+    let len = TWO_PATHS.len() / 2;
     // PUSH1 len DUP1 PUSH1 11 PUSH1 0 CODECOPY PUSH1 0 RETURN, then the runtime.
-    let init = format!("0x60{len:02x}80600b6000396000f3{runtime}");
+    let init = format!("0x60{len:02x}80600b6000396000f3{TWO_PATHS}");
     let owner = &acct[0];
+    // Fee recipients that are plain funded accounts (anvil's default, the zero address, is
+    // below the precompile range, where a program pins the address itself).
+    let (coinbase, next) = (&acct[7], &acct[8]);
+    must(node, "anvil_setCoinbase", vec![json!(coinbase)]).await;
     let deploy = send(node, owner, None, &init, 0, nonce(node, owner).await, 1).await;
     settle(api).await;
     mine(node).await;
     let r = receipt(node, &deploy).await;
     let contract = r["contractAddress"].as_str().expect("a creation").to_lowercase();
     let code = must(node, "eth_getCode", vec![json!(contract), json!("latest")]).await;
-    assert_eq!(code, json!(format!("0x{runtime}")), "the two-path contract is deployed");
+    assert_eq!(code, json!(format!("0x{TWO_PATHS}")), "the two-path contract is deployed");
 
-    let data = format!("0x{}", word(1));
-    let b = send(node, &acct[2], Some(&contract), &data, 0, nonce(node, &acct[2]).await, 1).await;
+    let head = must(node, "eth_getBlockByNumber", vec![json!("latest"), json!(false)]).await;
+    assert_eq!(head["miner"].as_str().map(str::to_lowercase).as_ref(), Some(coinbase), "the head's fee recipient");
+    let sender = &acct[1];
+    let first = nonce(node, sender).await;
+    let a = send(node, sender, Some(&contract), "0x", 0, first, 2).await;
+    let b = send(node, sender, Some(&contract), &format!("0x{}", word_addr(coinbase)), 0, first + 1, 2).await;
     settle(api).await;
-    let fast = must(api, "prescient_fastPath", vec![json!(b)]).await;
-    assert!(!fast["programs"].as_array().expect("programs").is_empty(), "the CLZ transaction gets a program");
-    let a = send(node, &acct[1], Some(&contract), "0x", 0, nonce(node, &acct[1]).await, 2).await;
-    settle(api).await;
+    for h in [&a, &b] {
+        let fast = must(api, "prescient_fastPath", vec![json!(h)]).await;
+        assert!(!fast["programs"].as_array().expect("programs").is_empty(), "{h} gets a program");
+    }
+    must(node, "anvil_setCoinbase", vec![json!(next)]).await;
     let block = mine(node).await;
     wait_for("prescient to see the mined head", Duration::from_secs(30), || async {
         let s = call(api, "prescient_status", vec![]).await.ok()?;
@@ -204,14 +213,10 @@ async fn hit_then_miss_on_one_contract(node: &HttpClient, api: &HttpClient, acct
     let report = must(api, "prescient_executeBlock", vec![json!(block), json!({ "verify": true })]).await;
     check_against_node(node, &report, block).await;
     let txs = report["transactions"].as_array().expect("transactions");
-    let path_of = |hash: &str| {
-        let t = txs.iter().find(|t| t["hash"] == json!(hash)).unwrap_or_else(|| panic!("{hash} in block {block}"));
-        t["path"].as_str().expect("a path").to_string()
-    };
     let positions: Vec<&str> = txs.iter().map(|t| t["hash"].as_str().expect("hash")).collect();
-    assert_eq!(positions, [a.as_str(), b.as_str()], "A (higher tip) then B");
-    assert_eq!(path_of(&a), "hit", "{report}");
-    assert_eq!(path_of(&b), "miss", "B was pre-executed on slot 0 = 0; A set it: {report}");
+    assert_eq!(positions, [a.as_str(), b.as_str()], "A then B (one sender)");
+    assert_eq!(txs[0]["path"], json!("hit"), "{report}");
+    assert_eq!(txs[1]["path"], json!("miss"), "B's path compared the fee recipient: {report}");
     block
 }
 
