@@ -48,6 +48,7 @@ struct Base {
     slots: Vec<(Address, U256)>,
 }
 
+static TRIED: AtomicUsize = AtomicUsize::new(0);
 static BLOCKS: AtomicUsize = AtomicUsize::new(0);
 static HITS: AtomicUsize = AtomicUsize::new(0);
 static MISSES: AtomicUsize = AtomicUsize::new(0);
@@ -273,10 +274,11 @@ proptest! {
         )
     ) {
         run(seed)?;
-        let blocks = BLOCKS.load(Ordering::Relaxed);
-        if blocks % 500 == 0 && blocks > 0 {
+        let tried = TRIED.fetch_add(1, Ordering::Relaxed) + 1;
+        if tried.is_multiple_of(500) {
             eprintln!(
-                "executor fuzzing: {blocks} blocks, {} hits, {} misses, {} hit-then-miss pairs, {} rejected",
+                "executor fuzzing: {tried} cases, {} blocks compared, {} hits, {} misses, {} hit-then-miss pairs, {} rejected by revm",
+                BLOCKS.load(Ordering::Relaxed),
                 HITS.load(Ordering::Relaxed),
                 MISSES.load(Ordering::Relaxed),
                 HIT_THEN_MISS.load(Ordering::Relaxed),

@@ -249,7 +249,9 @@ fn general_state_tests_self_hit_and_cross_future() {
         counts.wrong.len()
     );
     // Cases without a program, by cause (and the directories they come from), largest first.
-    let mut causes: BTreeMap<(&str, &str), (usize, BTreeMap<&str, usize>)> = BTreeMap::new();
+    /// (reason, cause) → (cases, cases per directory).
+    type ByCause<'a> = BTreeMap<(&'a str, &'a str), (usize, BTreeMap<&'a str, usize>)>;
+    let mut causes = ByCause::new();
     for ((reason, cause, dir), n) in &counts.no_program_causes {
         let entry = causes.entry((reason, cause.as_str())).or_default();
         entry.0 += n;
