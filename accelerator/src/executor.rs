@@ -23,7 +23,7 @@ use std::{
 
 use ir::{
     Receipts, TxOutcome,
-    interp::{Evaluation, MissReason, evaluate},
+    interp::{Evaluation, FUEL, MissReason, evaluate},
     program::Program,
 };
 use revm::{
@@ -35,9 +35,6 @@ use revm::{
     state::{AccountInfo, Bytecode},
 };
 use serde::Serialize;
-
-/// Instructions a program may run at import before it counts as a miss.
-pub const IMPORT_FUEL: u64 = 1 << 22;
 
 /// One transaction to import.
 #[derive(Clone, Debug)]
@@ -173,7 +170,7 @@ where
         let mut path = TxPath::NoProgram;
         let mut hit = None;
         for (i, program) in candidates.iter().enumerate() {
-            match evaluate(program, &*db, cfg, block, IMPORT_FUEL) {
+            match evaluate(program, &*db, cfg, block, FUEL) {
                 Evaluation::Hit(outcome) => {
                     path = TxPath::Hit { program: i };
                     hit = Some(outcome);
@@ -260,17 +257,16 @@ where
         message: e.message,
     })?;
     let time = started.elapsed();
-    let mut divergences = Vec::new();
-    for (index, (tx, (ours, theirs))) in txs.iter().zip(import.outcomes.iter().zip(&reference.txs)).enumerate() {
-        if let Some(d) = ours.first_difference(theirs) {
-            divergences.push(Divergence {
-                index,
-                hash: tx.hash,
-                path: import.paths[index].clone(),
-                difference: d.to_string(),
-            });
-        }
-    }
+    // The oracle's block comparison: every transaction in full, and the count.
+    let mut divergences: Vec<Divergence> = oracle::compare_block(&import.outcomes, &reference.txs)
+        .into_iter()
+        .map(|(index, difference)| Divergence {
+            index,
+            hash: txs.get(index).map(|t| t.hash).unwrap_or_default(),
+            path: import.paths.get(index).cloned().unwrap_or(TxPath::NoProgram),
+            difference,
+        })
+        .collect();
     if reference.receipts_root != import.receipts.receipts_root && divergences.is_empty() {
         divergences.push(Divergence {
             index: txs.len(),

@@ -8,6 +8,8 @@ pub mod passes;
 pub mod program;
 pub mod record;
 pub mod reference;
+pub mod semantics;
+pub mod synthetic;
 pub mod text;
 pub mod verify;
 

@@ -6,6 +6,9 @@
 
 use std::fmt;
 
+use revm::primitives::{Address, Bytes, U256, hardfork::SpecId};
+use serde::{Deserialize, Serialize};
+
 /// What an operation does, which decides where it may appear and what passes may do to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OpKind {
@@ -304,4 +307,32 @@ mod tests {
             assert_eq!(op.is_pure(), op.ty() != Ty::None, "{op}");
         }
     }
+}
+
+/// Flags of a touched account's final state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AccountFlags {
+    /// Created by this transaction: storage starts empty.
+    pub created: bool,
+    /// Self-destructed in this transaction.
+    pub selfdestructed: bool,
+}
+
+/// An instruction's immediate operand.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Imm {
+    /// No immediate.
+    None,
+    /// A word (`const`).
+    Word(U256),
+    /// A byte string (`bytes`).
+    Bytes(Bytes),
+    /// A guard's kind and the value the trace saw.
+    Guard(GuardKind, U256),
+    /// A slice's offset and length.
+    Slice(u32, u32),
+    /// Account flags (`store.account`).
+    Flags(AccountFlags),
+    /// A precompile call: which precompile, the gas it is given, and the rules it runs under.
+    Precompile(Address, u64, SpecId),
 }

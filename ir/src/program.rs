@@ -7,13 +7,14 @@
 
 use std::{collections::HashMap, fmt};
 
-use revm::primitives::{Address, Bytes, U256, hardfork::SpecId};
+use revm::primitives::{Bytes, U256, hardfork::SpecId};
 use serde::{Deserialize, Serialize};
 
+pub use crate::ops::{AccountFlags, Imm};
 use crate::{
-    interp::Val,
     ops::{GuardKind, Op, OpKind},
     outcome::TxStatus,
+    semantics::Val,
 };
 
 /// An SSA value: the result of the instruction at the same index. Prints as `v7`.
@@ -31,34 +32,6 @@ impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "v{}", self.0)
     }
-}
-
-/// Flags of a touched account's final state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct AccountFlags {
-    /// Created by this transaction: storage starts empty.
-    pub created: bool,
-    /// Self-destructed in this transaction.
-    pub selfdestructed: bool,
-}
-
-/// An instruction's immediate operand.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Imm {
-    /// No immediate.
-    None,
-    /// A word (`const`).
-    Word(U256),
-    /// A byte string (`bytes`).
-    Bytes(Bytes),
-    /// A guard's kind and the value the trace saw.
-    Guard(GuardKind, U256),
-    /// A slice's offset and length.
-    Slice(u32, u32),
-    /// Account flags (`store.account`).
-    Flags(AccountFlags),
-    /// A precompile call: which precompile, the gas it is given, and the rules it runs under.
-    Precompile(Address, u64, SpecId),
 }
 
 /// One instruction.
@@ -181,7 +154,7 @@ impl Builder {
         debug_assert_eq!(op.kind(), OpKind::Compute);
         let inst = Inst { op, args: args.to_vec(), imm };
         let arg_vals: Option<Vec<&Val>> = args.iter().map(|a| self.traced[a.index()].as_ref()).collect();
-        let traced = arg_vals.and_then(|vals| crate::interp::compute_val(op, &inst.imm, &vals));
+        let traced = arg_vals.and_then(|vals| crate::semantics::compute_val(op, &inst.imm, &vals));
         if args.iter().all(|a| self.program.inst(*a).op.kind() == OpKind::Const) {
             match &traced {
                 Some(Val::Word(w)) => return self.word(*w),

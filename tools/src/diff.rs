@@ -16,17 +16,12 @@ use std::{fmt::Write as _, fs, path::Path};
 
 use eyre::{Result, WrapErr, eyre};
 use ir::{
-    interp::{Evaluation, evaluate},
-    passes::optimize,
+    interp::{Evaluation, FUEL, evaluate},
     record::{RecordConfig, record},
     text,
-    verify::verify,
 };
 use mempool_tap::Dataset;
 use revm::{DatabaseCommit, primitives::B256};
-
-/// Fuel for the interpreter in `diff`.
-const FUEL: u64 = 1 << 24;
 
 /// What `diff` found, for the command line's exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,11 +85,11 @@ pub fn diff(dataset: &Dataset, hash: B256, out: &Path) -> Result<(DiffVerdict, S
         }
         Ok(program) => {
             write("program.ir", &text::print(program))?;
-            if let Err(e) = verify(program) {
-                let _ = writeln!(summary, "VERIFIER FAILED (a bug): {e}");
-            }
-            let optimized = optimize(program);
-            write("optimized.ir", &text::print(&optimized))?;
+            // Every tier, checked against revm by the oracle (the same check every test
+            // layer runs).
+            let prepared = oracle::prepare(program);
+            let optimized = prepared.at(oracle::Tier::Optimized).unwrap_or(program);
+            write("optimized.ir", &text::print(optimized))?;
             let _ = writeln!(
                 summary,
                 "program: {} instructions, {} guards; optimized: {} instructions, {} guards",
@@ -103,25 +98,29 @@ pub fn diff(dataset: &Dataset, hash: B256, out: &Path) -> Result<(DiffVerdict, S
                 optimized.insts.len(),
                 optimized.guard_count()
             );
-            match evaluate(&optimized, &db, &block.cfg, &block.env, FUEL) {
-                Evaluation::Hit(outcome) => {
-                    write("evaluation.json", &serde_json::to_string_pretty(&outcome)?)?;
-                    match outcome.first_difference(&expected) {
-                        None => {
-                            let _ = writeln!(summary, "evaluation: hit, identical to revm");
-                            DiffVerdict::Hit
-                        }
-                        Some(d) => {
-                            let _ = writeln!(summary, "evaluation: WRONG HIT: {d}");
-                            DiffVerdict::WrongHit
-                        }
+            let checked = oracle::check(&prepared, &db, &block.cfg, &block.env, || Ok(expected.clone()), "");
+            for problem in &checked.problems {
+                let _ = writeln!(summary, "PROBLEM (a bug):{problem}");
+            }
+            match (&checked.hit, checked.miss) {
+                (Some(outcome), _) => {
+                    write("evaluation.json", &serde_json::to_string_pretty(outcome)?)?;
+                    if checked.is_sound() {
+                        let _ = writeln!(summary, "evaluation: hit at every tier, identical to revm");
+                        DiffVerdict::Hit
+                    } else {
+                        DiffVerdict::WrongHit
                     }
                 }
-                Evaluation::Miss(miss) => {
-                    let at = optimized.insts.get(miss.at.index()).map(|i| text::print_inst(miss.at, i));
-                    write("evaluation.json", &format!("{{\"miss\": \"{:?}\"}}\n", miss.reason))?;
-                    let _ = writeln!(summary, "evaluation: miss {:?} at {}", miss.reason, at.unwrap_or_default());
-                    DiffVerdict::NoHit
+                (None, miss) => {
+                    // Where the optimized program misses, for reading next to optimized.ir.
+                    let at = match evaluate(optimized, &db, &block.cfg, &block.env, FUEL) {
+                        Evaluation::Miss(m) => optimized.insts.get(m.at.index()).map(|i| text::print_inst(m.at, i)),
+                        Evaluation::Hit(_) => None,
+                    };
+                    write("evaluation.json", &format!("{{\"miss\": \"{miss:?}\"}}\n"))?;
+                    let _ = writeln!(summary, "evaluation: miss {miss:?} at {}", at.unwrap_or_default());
+                    if checked.is_sound() { DiffVerdict::NoHit } else { DiffVerdict::WrongHit }
                 }
             }
         }

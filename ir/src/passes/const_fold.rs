@@ -3,9 +3,9 @@
 use revm::primitives::U256;
 
 use crate::{
-    interp::{Val, compute_val},
     ops::{Op, OpKind},
     program::{Imm, Inst, Program},
+    semantics::{Val, compute_val},
 };
 
 use super::Rewriter;

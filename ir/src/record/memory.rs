@@ -10,9 +10,9 @@
 use revm::primitives::Bytes;
 
 use crate::{
-    interp::Val,
     ops::Op,
     program::{Builder, Imm, Value},
+    semantics::Val,
 };
 
 /// One byte of memory.

@@ -281,7 +281,7 @@ fn authorizations<D: DatabaseRef>(w: &mut Lowering<'_, D>, tx: &TxEnv) {
         // Only an account without code, or already delegated, can be delegated: pin its code.
         w.b.guard(GuardKind::Code, account.code_hash);
         let code = match account.code.and_then(|c| w.b.traced(c).cloned()) {
-            Some(crate::interp::Val::Bytes(bytes)) => bytes,
+            Some(crate::semantics::Val::Bytes(bytes)) => bytes,
             _ => w.code_of(authority),
         };
         let delegated = code.len() == 23 && code.starts_with(&[0xef, 0x01, 0x00]);
@@ -413,7 +413,7 @@ fn finish<D: DatabaseRef>(
         // delegation whose authority's prior code hash is pinned.
         if let Some(code) = sym.code
             && crate::outcome::code_was_set(account)
-            && matches!(w.b.traced(code), Some(crate::interp::Val::Bytes(c)) if !c.is_empty())
+            && matches!(w.b.traced(code), Some(crate::semantics::Val::Bytes(c)) if !c.is_empty())
         {
             code_stores.push([sym.addr, code]);
         }
@@ -434,7 +434,7 @@ fn finish<D: DatabaseRef>(
     if outcome.status.is_success() {
         // The logs must be revm's, field by field (a modelling error in memory would show
         // here first).
-        let traced_logs: Vec<(U256, Option<crate::interp::Val>, Vec<U256>)> = world
+        let traced_logs: Vec<(U256, Option<crate::semantics::Val>, Vec<U256>)> = world
             .logs
             .iter()
             .map(|l| {
@@ -445,11 +445,11 @@ fn finish<D: DatabaseRef>(
                 )
             })
             .collect();
-        let revm_logs: Vec<(U256, Option<crate::interp::Val>, Vec<U256>)> = outcome
+        let revm_logs: Vec<(U256, Option<crate::semantics::Val>, Vec<U256>)> = outcome
             .logs
             .iter()
             .map(|l| {
-                let data = Some(crate::interp::Val::Bytes(l.data.data.clone()));
+                let data = Some(crate::semantics::Val::Bytes(l.data.data.clone()));
                 (word(l.address), data, l.topics().iter().map(|t| U256::from_be_bytes(t.0)).collect())
             })
             .collect();

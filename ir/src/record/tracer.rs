@@ -34,9 +34,9 @@ use super::{
     world::{Lowering, World},
 };
 use crate::{
-    interp::{Val, word_to_address},
     ops::{GuardKind, Op},
     program::{Imm, Value},
+    semantics::{Val, word_to_address},
 };
 
 /// The largest memory offset or size the tracer follows (see `pin_usize`).

@@ -17,9 +17,9 @@ use revm::{
 };
 
 use crate::{
-    interp::{context, load_word},
     ops::{GuardKind, Op},
     program::{Builder, Value},
+    semantics::{context, load_word},
 };
 
 /// One storage slot: its symbolic key, value before the transaction, and current value.

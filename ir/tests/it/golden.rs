@@ -54,7 +54,7 @@ fn golden_evm_lowering() {
 
     use crate::{
         ir::record::{RecordConfig, record},
-        support::{SENDER, synthetic_call, synthetic_env},
+        ir::synthetic::{SENDER, synthetic_call, synthetic_env},
     };
 
     const LOWERED: &str = "; --- lowered";

@@ -1,12 +1,8 @@
 //! Integration tests of `prescient-ir` (one binary, as reth does, to keep link time down).
+//! The differential layers (mainnet, state tests, fuzzing) live with the oracle,
+//! `jit/oracle`.
 
 use prescient_ir as ir;
 
-mod delegation;
-mod fuzz;
 mod golden;
-mod opcodes;
-mod oracle;
-mod regressions;
-mod state_tests;
 mod support;

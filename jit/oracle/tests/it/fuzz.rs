@@ -28,7 +28,7 @@ use std::sync::{
 
 /// Cases tried and cases that hit, across the run (a fuzzer that never hits proves little).
 static TRIED: AtomicUsize = AtomicUsize::new(0);
-/// Cases where a program (recorded or optimized) hit.
+/// Cases where the program hit (at every tier: the oracle checks they agree).
 static HITS: AtomicUsize = AtomicUsize::new(0);
 
 use mempool_tap::{Dataset, recorded::shared_data_for_tests};
@@ -42,12 +42,9 @@ use revm::{
     state::{AccountInfo, Bytecode},
 };
 
-use crate::ir::{
-    interp::{Evaluation, evaluate},
-    passes::optimize,
-    program::Program,
-    record::{RecordConfig, record},
-    verify::verify,
+use crate::{
+    ir::record::{RecordConfig, record},
+    oracle::{Prepared, check, prepare, reference},
 };
 
 /// One pre-executed transaction: its state, context, programs, and what it read.
@@ -57,8 +54,8 @@ struct Case {
     cfg: CfgEnv,
     env: BlockEnv,
     tx: TxEnv,
-    /// The program as recorded, and optimized.
-    programs: [Program; 2],
+    /// The program at every tier.
+    prepared: Prepared,
     /// Accounts revm loaded, and those among them that did not exist.
     accounts: Vec<Address>,
     absent: Vec<Address>,
@@ -109,8 +106,8 @@ fn duplicated_access_list(spec: SpecId, tx: &TxEnv, touched: &[(Address, U256)])
 fn add_case(cases: &mut Vec<Case>, what: String, db: &InMemoryDB, cfg: &CfgEnv, env: &BlockEnv, tx: &TxEnv) {
     let Ok(rec) = record(db, cfg, env, tx, RecordConfig::default()) else { return };
     let Ok(program) = rec.program else { return };
-    let optimized = optimize(&program);
-    verify(&optimized).unwrap_or_else(|e| panic!("{what}: the optimized program does not verify: {e:?}"));
+    let prepared = prepare(&program);
+    assert!(prepared.problems.is_empty(), "{what}: {:?}", prepared.problems);
     let accounts: Vec<Address> = rec.state.keys().copied().collect();
     let absent = accounts.iter().copied().filter(|a| db.basic_ref(*a).ok().flatten().is_none()).collect();
     let slots: Vec<(Address, U256)> =
@@ -134,7 +131,7 @@ fn add_case(cases: &mut Vec<Case>, what: String, db: &InMemoryDB, cfg: &CfgEnv, 
         cfg: cfg.clone(),
         env: env.clone(),
         tx: tx.clone(),
-        programs: [program, optimized],
+        prepared,
         accounts,
         absent,
         slots,
@@ -326,29 +323,11 @@ fn run_case(seed: (usize, Vec<Change>)) -> Result<(), TestCaseError> {
         perturb(case, &mut db, &mut env, *kind, *index, *pick, U256::from_be_bytes(*random));
     }
     TRIED.fetch_add(1, Ordering::Relaxed);
-    let mut expected = None;
-    for (tier, program) in ["recorded", "optimized"].iter().zip(&case.programs) {
-        let Evaluation::Hit(got) = evaluate(program, &db, &case.cfg, &env, 1 << 24) else { continue };
-        if expected.is_none() {
-            HITS.fetch_add(1, Ordering::Relaxed);
-        }
-        let reference = expected.get_or_insert_with(|| crate::ir::execute_tx(&db, &case.cfg, &env, &case.tx));
-        match reference {
-            Err(e) => {
-                prop_assert!(
-                    false,
-                    "{} ({tier}): WRONG HIT: revm rejects the transaction ({e}) under {:?}",
-                    case.what,
-                    seed.1
-                )
-            }
-            Ok((expected, _)) => {
-                if let Some(d) = got.first_difference(expected) {
-                    prop_assert!(false, "{} ({tier}): WRONG HIT: {d} under {:?}", case.what, seed.1);
-                }
-            }
-        }
+    let checked = check(&case.prepared, &db, &case.cfg, &env, || reference(&db, &case.cfg, &env, &case.tx), &case.what);
+    if checked.hit.is_some() {
+        HITS.fetch_add(1, Ordering::Relaxed);
     }
+    prop_assert!(checked.is_sound(), "{:?} under {:?}", checked.problems, seed.1);
     Ok(())
 }
 
@@ -385,11 +364,18 @@ fn the_fuzzer_sees_programs_of_every_fork_and_can_fail() {
         "no access list with duplicates"
     );
     let case = &cases[cases.len() / 2];
-    let mut broken = case.programs[1].clone();
-    broken.gas_used += 1;
-    let Evaluation::Hit(got) = evaluate(&broken, &case.db, &case.cfg, &case.env, 1 << 24) else {
-        panic!("{}: the program must hit its own state", case.what)
-    };
-    let (expected, _) = crate::ir::execute_tx(&case.db, &case.cfg, &case.env, &case.tx).expect("valid");
-    assert!(got.first_difference(&expected).is_some());
+    let mut broken = case.prepared.clone();
+    for (_, program) in &mut broken.tiers {
+        program.gas_used += 1;
+    }
+    let checked = check(
+        &broken,
+        &case.db,
+        &case.cfg,
+        &case.env,
+        || reference(&case.db, &case.cfg, &case.env, &case.tx),
+        "broken",
+    );
+    assert!(checked.hit.is_some(), "{}: the program must hit its own state", case.what);
+    assert!(!checked.is_sound(), "a program with the wrong gas must be caught");
 }

@@ -12,11 +12,10 @@ use revm::{
 
 use crate::{
     ir::{
-        interp::{Evaluation, evaluate},
-        passes::optimize,
         record::{RecordConfig, record},
+        synthetic::{SENDER, synthetic_call, synthetic_env},
     },
-    support::{SENDER, synthetic_call, synthetic_env},
+    oracle::{check, prepare, reference},
 };
 
 const CONTRACT: Address = address!("0x4000000000000000000000000000000000000004");
@@ -26,26 +25,16 @@ fn with_code(db: &mut InMemoryDB, address: Address, code: &[u8]) {
     db.insert_account_info(address, AccountInfo::new(U256::ZERO, 1, code.hash_slow(), code));
 }
 
-/// Records `tx` on `recorded`, then evaluates the program (unoptimized and optimized) on
-/// `changed`; a hit must equal revm there. Returns whether the optimized program hit.
+/// Records `tx` on `recorded`, then checks the program at every tier on `changed` through
+/// the oracle (a hit must equal revm there). Returns whether it hit.
 fn hits_in(recorded: &InMemoryDB, changed: &InMemoryDB, cfg: &CfgEnv, block: &BlockEnv, tx: &TxEnv) -> bool {
     let rec = record(recorded, cfg, block, tx, RecordConfig::default()).expect("valid");
-    let program = rec.program.expect("a program");
-    assert!(matches!(evaluate(&program, recorded, cfg, block, 1 << 20), Evaluation::Hit(_)), "self-hit");
-    let (expected, _) = crate::ir::execute_tx(changed, cfg, block, tx).expect("valid in the changed future");
-    let mut hit = false;
-    for p in [program.clone(), optimize(&program)] {
-        match evaluate(&p, changed, cfg, block, 1 << 20) {
-            Evaluation::Hit(got) => {
-                if let Some(d) = got.first_difference(&expected) {
-                    panic!("WRONG HIT: {d}");
-                }
-                hit = true;
-            }
-            Evaluation::Miss(_) => hit = false,
-        }
-    }
-    hit
+    let prepared = prepare(&rec.program.expect("a program"));
+    let own = check(&prepared, recorded, cfg, block, || reference(recorded, cfg, block, tx), "own future");
+    assert!(own.is_sound() && own.hit.is_some(), "self-hit: {:?}", own.problems);
+    let there = check(&prepared, changed, cfg, block, || reference(changed, cfg, block, tx), "changed future");
+    assert!(there.is_sound(), "{:?}", there.problems);
+    there.hit.is_some()
 }
 
 #[test]

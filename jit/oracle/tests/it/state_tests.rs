@@ -18,11 +18,13 @@ use revm::{
     statetest_types::{SpecName, TestSuite, TestUnit},
 };
 
-use crate::ir::{
-    TxOutcome,
-    interp::{Evaluation, evaluate},
-    program::Program,
-    record::{RecordConfig, record},
+use crate::{
+    ir::{
+        TxOutcome,
+        program::Program,
+        record::{RecordConfig, record},
+    },
+    oracle::{check, prepare},
 };
 
 /// Long-running tests: the data README's slow directories, the VM performance loops, and
@@ -83,6 +85,7 @@ fn perturbed(env: &BlockEnv) -> BlockEnv {
     env
 }
 
+/// Checks `program` at every tier through the oracle against `expected`; whether it hit.
 fn compare(
     counts: &mut Counts,
     program: &Program,
@@ -91,17 +94,13 @@ fn compare(
     env: &BlockEnv,
     expected: &TxOutcome,
     what: &str,
-) -> bool {
-    match evaluate(program, db, cfg, env, 1 << 24) {
-        Evaluation::Hit(got) => match got.first_difference(expected) {
-            None => true,
-            Some(d) => {
-                counts.wrong.push(format!("{what}: WRONG HIT: {d}"));
-                false
-            }
-        },
-        // A miss in another future is what guards are for.
-        Evaluation::Miss(_) => false,
+) -> Result<bool, String> {
+    let checked = check(&prepare(program), db, cfg, env, || Ok(expected.clone()), what);
+    counts.wrong.extend(checked.problems.iter().cloned());
+    match (checked.hit, checked.miss) {
+        (Some(_), _) => Ok(checked.problems.is_empty()),
+        (None, Some(reason)) => Err(format!("{reason:?}")),
+        (None, None) => Err("nothing ran".into()),
     }
 }
 
@@ -155,14 +154,10 @@ fn run_unit(counts: &mut Counts, file: &str, name: &str, unit: &TestUnit) {
                 Ok(rec) => match &rec.program {
                     Ok(program) => {
                         counts.programs += 1;
-                        match evaluate(program, &db, &cfg, &env, 1 << 24) {
-                            Evaluation::Hit(got) => match got.first_difference(&expected) {
-                                None => counts.self_hits += 1,
-                                Some(d) => counts.wrong.push(format!("{what} self: WRONG HIT: {d}")),
-                            },
-                            Evaluation::Miss(m) => {
-                                *counts.self_misses.entry(format!("{:?}", m.reason)).or_default() += 1
-                            }
+                        match compare(counts, program, &db, &cfg, &env, &expected, &format!("{what} self")) {
+                            Ok(true) => counts.self_hits += 1,
+                            Ok(false) => {}
+                            Err(reason) => *counts.self_misses.entry(reason).or_default() += 1,
                         }
                     }
                     Err(reason) => {
@@ -179,7 +174,8 @@ fn run_unit(counts: &mut Counts, file: &str, name: &str, unit: &TestUnit) {
                 && let Ok(program) = &rec.program
             {
                 counts.cross_recorded += 1;
-                if compare(counts, program, &db, &cfg, &env, &expected, &format!("{what} cross")) {
+                // A miss in another future is what guards are for.
+                if compare(counts, program, &db, &cfg, &env, &expected, &format!("{what} cross")) == Ok(true) {
                     counts.cross_hits += 1;
                 }
             }

@@ -13,10 +13,10 @@ use revm::{
 
 use crate::{
     ir::{
-        interp::{Evaluation, evaluate},
         record::{RecordConfig, record},
+        synthetic::{SENDER, synthetic_call, synthetic_env},
     },
-    support::{SENDER, synthetic_call, synthetic_env},
+    oracle::{check, prepare},
 };
 
 const CONTRACT: Address = address!("0x4000000000000000000000000000000000000004");
@@ -47,7 +47,7 @@ fn every_opcode_revm_knows_is_modelled() {
         SpecId::OSAKA,
     ];
     let mut failures = Vec::new();
-    let mut checked = 0;
+    let mut runs = 0;
     for spec in specs {
         let (cfg, mut block) = synthetic_env(spec);
         if !spec.is_enabled_in(SpecId::LONDON) {
@@ -65,7 +65,7 @@ fn every_opcode_revm_knows_is_modelled() {
                 tx.gas_priority_fee = None;
             }
             let rec = record(&db, &cfg, &block, &tx, RecordConfig::default()).expect("valid");
-            checked += 1;
+            runs += 1;
             let program = match rec.program {
                 Ok(p) => p,
                 Err(reason) => {
@@ -73,16 +73,15 @@ fn every_opcode_revm_knows_is_modelled() {
                     continue;
                 }
             };
-            match evaluate(&program, &db, &cfg, &block, 1 << 20) {
-                Evaluation::Hit(got) => {
-                    if let Some(d) = got.first_difference(&rec.outcome) {
-                        failures.push(format!("{spec:?} {op}: WRONG HIT: {d}"));
-                    }
-                }
-                Evaluation::Miss(m) => failures.push(format!("{spec:?} {op}: misses its own state: {m:?}")),
+            let what = format!("{spec:?} {op}");
+            let outcome = rec.outcome.clone();
+            let checked = check(&prepare(&program), &db, &cfg, &block, || Ok(outcome), &what);
+            failures.extend(checked.problems);
+            if checked.hit.is_none() {
+                failures.push(format!("{what}: misses its own state: {:?}", checked.miss));
             }
         }
     }
-    assert!(checked > 1000, "only {checked} opcode runs");
-    assert!(failures.is_empty(), "{} of {checked} opcode runs failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(runs > 1000, "only {runs} opcode runs");
+    assert!(failures.is_empty(), "{} of {runs} opcode runs failed:\n{}", failures.len(), failures.join("\n"));
 }

@@ -7,13 +7,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::ir::{
-    TxOutcome,
-    interp::{Evaluation, MissReason, evaluate},
-    passes::optimize,
-    record::{NoApReason, RecordConfig, record},
-    text,
-    verify::verify,
+use crate::{
+    ir::{
+        TxOutcome,
+        interp::MissReason,
+        record::{NoApReason, RecordConfig, record},
+    },
+    oracle::{Tier, check as check_case, prepare},
 };
 use mempool_tap::{Dataset, RecordedBlock, recorded::shared_data_for_tests};
 use revm::{
@@ -22,9 +22,6 @@ use revm::{
     database::InMemoryDB,
     primitives::{Address, U256, address},
 };
-
-/// Fuel for one evaluation: far above any program the recorder emits today.
-const FUEL: u64 = 1 << 22;
 
 /// Counts for one layer of the oracle.
 #[derive(Debug, Default)]
@@ -68,7 +65,8 @@ impl Tally {
     }
 }
 
-/// Evaluates `program` on the actual state and context and checks a hit against `expected`.
+/// Checks `program` at every tier on the actual state and context through the oracle, with
+/// revm's outcome there as the reference.
 fn check(
     tally: &mut Tally,
     program: &crate::ir::program::Program,
@@ -77,35 +75,16 @@ fn check(
     expected: &TxOutcome,
     what: &str,
 ) {
-    // Every recorded program is well-formed, survives the text format, and means the same
-    // after optimization.
-    if let Err(e) = verify(program) {
-        tally.wrong.push(format!("{what}: verifier: {e}"));
-        return;
-    }
-    if text::parse(&text::print(program)).as_ref() != Ok(program) {
-        tally.wrong.push(format!("{what}: text round trip changed the program"));
-    }
-    let evaluation = evaluate(program, db, &block.cfg, &block.env, FUEL);
-    let optimized = optimize(program);
-    if let Err(e) = verify(&optimized) {
-        tally.wrong.push(format!("{what}: verifier after optimize: {e}"));
-    }
-    let optimized_evaluation = evaluate(&optimized, db, &block.cfg, &block.env, FUEL);
-    match (&evaluation, &optimized_evaluation) {
-        (Evaluation::Hit(a), Evaluation::Hit(b)) if a == b => {}
-        (Evaluation::Miss(a), Evaluation::Miss(b)) if a.reason == b.reason => {}
-        _ => tally.wrong.push(format!("{what}: optimize changed the evaluation")),
-    }
-    tally.optimized_insts += optimized.insts.len();
+    let prepared = prepare(program);
     tally.insts += program.insts.len();
-    match evaluation {
-        Evaluation::Hit(got) => match got.first_difference(expected) {
-            None => tally.hits += 1,
-            Some(d) => tally.wrong.push(format!("{what}: WRONG HIT: {d}")),
-        },
-        Evaluation::Miss(m) => tally.miss(m.reason),
+    tally.optimized_insts += prepared.at(Tier::Optimized).map_or(0, |p| p.insts.len());
+    let checked = check_case(&prepared, db, &block.cfg, &block.env, || Ok(expected.clone()), what);
+    match (&checked.hit, checked.miss) {
+        (Some(_), _) if checked.is_sound() => tally.hits += 1,
+        (None, Some(reason)) => tally.miss(reason),
+        _ => {}
     }
+    tally.wrong.extend(checked.problems);
 }
 
 /// Another fee recipient, for the perturbed-context future.

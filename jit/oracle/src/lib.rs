@@ -1,0 +1,294 @@
+//! The differential oracle: one place where a program is run at every tier and compared
+//! with revm, for every test layer (mainnet, state tests, fuzzing, regressions), for
+//! `prescient diff` and for the block executor's shadow verification.
+//!
+//! ```text
+//!   Program ──prepare──▶ Prepared { tier → program }      (verify, text round trip, optimize)
+//!                            │
+//!   state, block ──check──▶ evaluate at every tier ──▶ tiers agree? (same hit, or same miss)
+//!                            │ hit
+//!                            └──▶ revm on the same state and block ──▶ first_difference
+//!   ⇒ Checked { hit, miss, problems }                      (a problem is a bug: a wrong hit,
+//!                                                          a verifier failure, tiers that disagree)
+//! ```
+//!
+//! **The equivalence rules** are [`ir::TxOutcome`]'s (`ir/src/outcome.rs`): every comparison
+//! goes through [`ir::TxOutcome::first_difference`]. **The fuel rule** is [`ir::interp::FUEL`],
+//! the import's own.
+//!
+//! **Adding a tier** (the JIT, the merged program, a compact evaluator): a variant of [`Tier`],
+//! one entry in [`Tier::ALL`], how [`prepare`] builds it and how [`evaluate_at`] runs it.
+//! Every layer then checks it on every case. Block-level executors (the program-first import,
+//! a parallel executor) are compared with sequential revm through [`compare_block`].
+
+use ir::{
+    TxOutcome,
+    interp::{Evaluation, FUEL, MissReason, evaluate},
+    passes::optimize,
+    program::Program,
+    text,
+    verify::verify,
+};
+use revm::{
+    DatabaseRef,
+    context::{BlockEnv, CfgEnv, TxEnv},
+    database_interface::DBErrorMarker,
+};
+
+/// A way of running a program. Every tier must agree with every other and, on a hit, with
+/// revm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tier {
+    /// The program as the tracer lowered it, run by the reference interpreter.
+    Recorded,
+    /// After `passes::optimize` (what production stores), run by the reference interpreter.
+    Optimized,
+}
+
+impl Tier {
+    /// Every tier, in the order they are run and reported.
+    pub const ALL: &'static [Tier] = &[Tier::Recorded, Tier::Optimized];
+
+    /// Short name for reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Recorded => "recorded",
+            Self::Optimized => "optimized",
+        }
+    }
+}
+
+/// A program prepared at every tier: the work done once per program (optimization, later
+/// merging and compilation), apart from the work done once per evaluation.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    /// One program per tier of [`Tier::ALL`], in that order.
+    pub tiers: Vec<(Tier, Program)>,
+    /// What went wrong while preparing (each a bug): a verifier failure, a text round trip
+    /// that changed the program.
+    pub problems: Vec<String>,
+}
+
+impl Prepared {
+    /// The program of `tier`.
+    pub fn at(&self, tier: Tier) -> Option<&Program> {
+        self.tiers.iter().find(|(t, _)| *t == tier).map(|(_, p)| p)
+    }
+}
+
+/// Prepares `program` at every tier, checking what every program must satisfy: it verifies,
+/// survives the text format, and still verifies after optimization.
+pub fn prepare(program: &Program) -> Prepared {
+    let mut problems = Vec::new();
+    if let Err(e) = verify(program) {
+        problems.push(format!("verifier: {e}"));
+    }
+    if text::parse(&text::print(program)).as_ref() != Ok(program) {
+        problems.push("text round trip changed the program".into());
+    }
+    let tiers = Tier::ALL
+        .iter()
+        .map(|tier| {
+            let p = match tier {
+                Tier::Recorded => program.clone(),
+                Tier::Optimized => {
+                    let optimized = optimize(program);
+                    if let Err(e) = verify(&optimized) {
+                        problems.push(format!("verifier after optimize: {e}"));
+                    }
+                    optimized
+                }
+            };
+            (*tier, p)
+        })
+        .collect();
+    Prepared { tiers, problems }
+}
+
+/// Runs the program of one tier.
+pub fn evaluate_at<D: DatabaseRef>(
+    tier: Tier,
+    program: &Program,
+    db: &D,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+) -> Evaluation {
+    match tier {
+        Tier::Recorded | Tier::Optimized => evaluate(program, db, cfg, block, FUEL),
+    }
+}
+
+/// What checking one case found.
+#[derive(Clone, Debug, Default)]
+pub struct Checked {
+    /// The outcome every tier agreed on, when they hit (equal to revm's unless `problems`
+    /// says otherwise).
+    pub hit: Option<TxOutcome>,
+    /// Why the first tier missed, when every tier missed.
+    pub miss: Option<MissReason>,
+    /// Every bug found, in words (empty when the case is sound).
+    pub problems: Vec<String>,
+}
+
+impl Checked {
+    /// Whether no bug was found.
+    pub fn is_sound(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// The reference for one case: revm's outcome for `tx` on the same state and block, or why
+/// revm rejects the transaction there.
+pub fn reference<D>(db: &D, cfg: &CfgEnv, block: &BlockEnv, tx: &TxEnv) -> Result<TxOutcome, String>
+where
+    D: DatabaseRef,
+    D::Error: DBErrorMarker,
+{
+    ir::execute_tx(db, cfg, block, tx).map(|(outcome, _)| outcome).map_err(|e| e.to_string())
+}
+
+/// Runs `prepared` at every tier on `db` / `cfg` / `block` and checks it: the tiers agree
+/// (all hit with equal outcomes, or all miss for the same reason), and a hit equals
+/// `expected()`, revm's outcome on the same inputs (asked for only on a hit; see
+/// [`reference`]). `what` names the case in problems.
+pub fn check<D: DatabaseRef>(
+    prepared: &Prepared,
+    db: &D,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    expected: impl FnOnce() -> Result<TxOutcome, String>,
+    what: &str,
+) -> Checked {
+    let mut checked =
+        Checked { problems: prepared.problems.iter().map(|p| format!("{what}: {p}")).collect(), ..Default::default() };
+    let mut first: Option<(Tier, Evaluation)> = None;
+    for (tier, program) in &prepared.tiers {
+        let evaluation = evaluate_at(*tier, program, db, cfg, block);
+        match &first {
+            None => first = Some((*tier, evaluation)),
+            Some((first_tier, seen)) => {
+                let agree = match (seen, &evaluation) {
+                    (Evaluation::Hit(a), Evaluation::Hit(b)) => a == b,
+                    (Evaluation::Miss(a), Evaluation::Miss(b)) => a.reason == b.reason,
+                    _ => false,
+                };
+                if !agree {
+                    checked.problems.push(format!(
+                        "{what}: tiers disagree: {} {} vs {} {}",
+                        first_tier.name(),
+                        summary(seen),
+                        tier.name(),
+                        summary(&evaluation)
+                    ));
+                }
+            }
+        }
+    }
+    match first {
+        Some((_, Evaluation::Hit(got))) => {
+            match expected() {
+                Err(e) => checked.problems.push(format!("{what}: WRONG HIT: revm rejects the transaction ({e})")),
+                Ok(expected) => {
+                    if let Some(d) = got.first_difference(&expected) {
+                        checked.problems.push(format!("{what}: WRONG HIT: {d}"));
+                    }
+                }
+            }
+            checked.hit = Some(got);
+        }
+        Some((_, Evaluation::Miss(m))) => checked.miss = Some(m.reason),
+        None => {}
+    }
+    checked
+}
+
+fn summary(e: &Evaluation) -> String {
+    match e {
+        Evaluation::Hit(o) => format!("hit ({:?}, {} gas)", o.status, o.gas_used),
+        Evaluation::Miss(m) => format!("miss ({:?} at {})", m.reason, m.at),
+    }
+}
+
+/// Compares a block's outcomes from an executor under test with sequential revm's, in
+/// full: the index and first difference of every transaction that differs, and a
+/// difference in count.
+pub fn compare_block(ours: &[TxOutcome], reference: &[TxOutcome]) -> Vec<(usize, String)> {
+    let mut differences: Vec<(usize, String)> = ours
+        .iter()
+        .zip(reference)
+        .enumerate()
+        .filter_map(|(i, (a, b))| a.first_difference(b).map(|d| (i, d.to_string())))
+        .collect();
+    if ours.len() != reference.len() {
+        let n = ours.len().min(reference.len());
+        differences.push((n, format!("{} outcomes where sequential revm has {}", ours.len(), reference.len())));
+    }
+    differences
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ir::{
+        record::{RecordConfig, record},
+        synthetic::{SENDER, synthetic_call, synthetic_env},
+    };
+    use revm::{
+        database::InMemoryDB,
+        primitives::{Address, Bytes, U256, hardfork::SpecId},
+        state::{AccountInfo, Bytecode},
+    };
+
+    fn case() -> (InMemoryDB, CfgEnv, BlockEnv, TxEnv, Program) {
+        let contract = Address::with_last_byte(0x44);
+        let mut db = InMemoryDB::default();
+        db.insert_account_info(SENDER, AccountInfo::from_balance(U256::from(10u64.pow(18))));
+        // PUSH1 1 PUSH1 0 SSTORE STOP
+        let code = Bytecode::new_raw(Bytes::from_static(&[0x60, 1, 0x60, 0, 0x55, 0]));
+        db.insert_account_info(contract, AccountInfo::new(U256::ZERO, 1, code.hash_slow(), code));
+        let (cfg, block) = synthetic_env(SpecId::OSAKA);
+        let tx = synthetic_call(contract, Bytes::new());
+        let program =
+            record(&db, &cfg, &block, &tx, RecordConfig::default()).expect("runs").program.expect("a program");
+        (db, cfg, block, tx, program)
+    }
+
+    #[test]
+    fn a_sound_program_hits_at_every_tier() {
+        let (db, cfg, block, tx, program) = case();
+        let checked = check(&prepare(&program), &db, &cfg, &block, || reference(&db, &cfg, &block, &tx), "sound");
+        assert!(checked.is_sound(), "{:?}", checked.problems);
+        assert!(checked.hit.is_some());
+    }
+
+    #[test]
+    fn a_wrong_program_is_caught() {
+        // A program whose recorded gas is off by one is wrong on any state.
+        let (db, cfg, block, tx, mut program) = case();
+        program.gas_used += 1;
+        let checked = check(&prepare(&program), &db, &cfg, &block, || reference(&db, &cfg, &block, &tx), "broken");
+        assert!(checked.problems.iter().any(|p| p.contains("WRONG HIT")), "{:?}", checked.problems);
+    }
+
+    #[test]
+    fn tiers_that_disagree_are_caught() {
+        let (db, cfg, block, tx, program) = case();
+        let mut prepared = prepare(&program);
+        prepared.tiers[1].1.gas_used += 1;
+        let checked = check(&prepared, &db, &cfg, &block, || reference(&db, &cfg, &block, &tx), "split");
+        assert!(checked.problems.iter().any(|p| p.contains("tiers disagree")), "{:?}", checked.problems);
+    }
+
+    #[test]
+    fn block_comparison_names_each_difference() {
+        let (db, cfg, block, tx, _) = case();
+        let good = reference(&db, &cfg, &block, &tx).expect("valid");
+        let mut bad = good.clone();
+        bad.gas_used += 1;
+        assert!(compare_block(std::slice::from_ref(&good), std::slice::from_ref(&good)).is_empty());
+        let d = compare_block(&[good.clone(), bad], &[good.clone(), good]);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].0, 1);
+        assert!(compare_block(&[], &[reference(&db, &cfg, &block, &tx).expect("valid")])[0].1.contains("0 outcomes"));
+    }
+}
