@@ -27,7 +27,7 @@ use ir::{
     program::Program,
 };
 use revm::{
-    Context, DatabaseCommit, DatabaseRef, ExecuteCommitEvm, ExecuteEvm, MainBuilder, MainContext,
+    DatabaseCommit, DatabaseRef, ExecuteCommitEvm, ExecuteEvm,
     context::{BlockEnv, CfgEnv, TxEnv, result::EVMError},
     database::CacheDB,
     database_interface::DBErrorMarker,
@@ -57,7 +57,7 @@ pub enum TxPath {
     /// Programs existed but none held; revm executed the transaction.
     Miss {
         /// Why the last program tried missed.
-        reason: String,
+        reason: ImportMiss,
     },
     /// No program for the transaction; revm executed it.
     NoProgram,
@@ -74,14 +74,30 @@ impl TxPath {
     }
 }
 
-/// The name of a miss reason, for reports and metrics.
-pub fn miss_name(reason: MissReason) -> String {
-    match reason {
-        MissReason::Guard(kind) => format!("guard:{}", kind.name()),
-        MissReason::OutOfFuel => "out-of-fuel".into(),
-        MissReason::Env => "env".into(),
-        MissReason::State => "state".into(),
-        MissReason::Malformed => "malformed".into(),
+/// Why a transaction with programs ran in revm. A value to the edge: reports and metrics
+/// use its [`name`](ImportMiss::name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ImportMiss {
+    /// The program missed (a guard failed, or it could not run).
+    Program(MissReason),
+    /// The program hit, but the code of an account it touched was not to be found, so its
+    /// outcome could not be committed as revm would: discarded.
+    CodeUnknown,
+}
+
+impl ImportMiss {
+    /// Short name for reports and metrics (`guard:alias`, `code-unknown`, …).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Program(reason) => reason.name(),
+            Self::CodeUnknown => "code-unknown",
+        }
+    }
+}
+
+impl Serialize for ImportMiss {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
     }
 }
 
@@ -110,7 +126,7 @@ impl Import {
         for p in &self.paths {
             match p {
                 TxPath::Hit { .. } => {}
-                TxPath::Miss { reason } => *by.entry(reason.clone()).or_default() += 1,
+                TxPath::Miss { reason } => *by.entry(reason.name().to_string()).or_default() += 1,
                 TxPath::NoProgram => *by.entry("no-program".to_string()).or_default() += 1,
             }
         }
@@ -120,14 +136,42 @@ impl Import {
 
 /// revm refused a transaction of the block, or the state failed.
 #[derive(Debug, thiserror::Error)]
-#[error("transaction {index} ({hash}): {message}")]
+#[error("transaction {index} ({hash}): {kind}: {message}")]
 pub struct ImportError {
     /// Position in the block.
     pub index: usize,
     /// The transaction's hash.
     pub hash: B256,
+    /// Which class of failure.
+    pub kind: ImportErrorKind,
     /// What went wrong.
     pub message: String,
+}
+
+/// The class of an [`ImportError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportErrorKind {
+    /// revm rejects the transaction on this state: the block is invalid.
+    Rejected,
+    /// The state backend failed (a node outage, say): nothing is known about the block.
+    Database,
+}
+
+impl std::fmt::Display for ImportErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Rejected => "invalid transaction",
+            Self::Database => "state",
+        })
+    }
+}
+
+impl ImportError {
+    /// Whether the state backend failed rather than the block being invalid: a caller may
+    /// retry, and should report a node error, not an invalid block.
+    pub fn is_database(&self) -> bool {
+        self.kind == ImportErrorKind::Database
+    }
 }
 
 /// The code `hash` names at `address`, from what `db` already holds or can give through
@@ -176,7 +220,7 @@ where
                     hit = Some(outcome);
                     break;
                 }
-                Evaluation::Miss(miss) => path = TxPath::Miss { reason: miss_name(miss.reason) },
+                Evaluation::Miss(miss) => path = TxPath::Miss { reason: ImportMiss::Program(miss.reason) },
             }
         }
         // A hit is committed as revm would commit it, with the code of every account it
@@ -185,7 +229,7 @@ where
             Ok(state) => Some((outcome, state)),
             Err(address) => {
                 tracing::warn!(%address, tx = %tx.hash, "hit discarded: code of a touched account unknown");
-                path = TxPath::Miss { reason: "code-unknown".into() };
+                path = TxPath::Miss { reason: ImportMiss::CodeUnknown };
                 None
             }
         });
@@ -195,18 +239,17 @@ where
                 outcome
             }
             None => {
-                let mut evm = Context::mainnet()
-                    .with_db(&mut *db)
-                    .with_cfg(cfg.clone())
-                    .with_block(block.clone())
-                    .build_mainnet();
-                let res = evm.transact(tx.env.clone()).map_err(|e| ImportError {
-                    index,
-                    hash: tx.hash,
-                    message: match e {
-                        EVMError::Database(e) => format!("state: {e}"),
+                let mut evm = ir::reference::evm(&mut *db, cfg, block);
+                let res = evm.transact(tx.env.clone()).map_err(|e| {
+                    let kind = match e {
+                        EVMError::Database(_) => ImportErrorKind::Database,
+                        _ => ImportErrorKind::Rejected,
+                    };
+                    let message = match e {
+                        EVMError::Database(e) => e.to_string(),
                         other => other.to_string(),
-                    },
+                    };
+                    ImportError { index, hash: tx.hash, kind, message }
                 })?;
                 let outcome = TxOutcome::from_revm(&res.result, &res.state);
                 evm.commit(res.state);
@@ -254,6 +297,7 @@ where
     let reference = ir::execute_block(db, cfg, block, &envs).map_err(|e| ImportError {
         index: e.index,
         hash: txs.get(e.index).map(|t| t.hash).unwrap_or_default(),
+        kind: if e.is_database { ImportErrorKind::Database } else { ImportErrorKind::Rejected },
         message: e.message,
     })?;
     let time = started.elapsed();

@@ -6,7 +6,9 @@ pub mod rpc;
 pub mod service;
 pub mod store;
 
-pub use executor::{Import, ImportTx, TxPath, import_block, verify_against_reference};
+pub use executor::{
+    Import, ImportError, ImportErrorKind, ImportMiss, ImportTx, TxPath, import_block, verify_against_reference,
+};
 pub use predictor::{PendingPool, PreExecution, pre_execute};
 pub use service::{Service, ServiceConfig};
 pub use store::ApStore;

@@ -19,11 +19,11 @@ use std::collections::{BTreeMap, HashMap};
 use ir::{
     passes::optimize,
     program::Program,
-    record::{NoApReason, RecordConfig, record},
+    record::{NoApReason, RecordConfig, RecordError, record},
     verify::verify,
 };
 use revm::{
-    Context, DatabaseRef, ExecuteCommitEvm, ExecuteEvm, MainBuilder, MainContext,
+    DatabaseRef, ExecuteCommitEvm, ExecuteEvm,
     context::{BlockEnv, CfgEnv, TxEnv},
     database::CacheDB,
     database_interface::DBErrorMarker,
@@ -185,6 +185,9 @@ pub enum PreExecution {
     NoProgram(NoApReason),
     /// The transaction is invalid in this future (nonce, balance, fee).
     Invalid(String),
+    /// The state backend failed during the pre-execution (a node outage, say): nothing is
+    /// known about the transaction.
+    StateFailed(String),
 }
 
 /// Executes `predecessors` on a cache over `db` (skipping any revm rejects, as a builder
@@ -203,8 +206,7 @@ where
 {
     let mut cache = CacheDB::new(revm::database_interface::WrapDatabaseRef(db));
     if !predecessors.is_empty() {
-        let mut evm =
-            Context::mainnet().with_db(&mut cache).with_cfg(cfg.clone()).with_block(block.clone()).build_mainnet();
+        let mut evm = ir::reference::evm(&mut cache, cfg, block);
         for p in predecessors {
             if let Ok(res) = evm.transact(p.clone()) {
                 evm.commit(res.state);
@@ -214,7 +216,8 @@ where
     let started = std::time::Instant::now();
     let recording = match record(&cache, cfg, block, tx, config) {
         Ok(r) => r,
-        Err(e) => return PreExecution::Invalid(e.to_string()),
+        Err(RecordError::Rejected(why)) => return PreExecution::Invalid(why),
+        Err(RecordError::Database(why)) => return PreExecution::StateFailed(why),
     };
     metrics::histogram!("prescient_record_seconds").record(started.elapsed().as_secs_f64());
     match recording.program {

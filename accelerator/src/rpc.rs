@@ -60,6 +60,8 @@ fn service_error(e: ServiceError) -> ErrorObjectOwned {
     let code = match &e {
         ServiceError::Node(_) => NODE_ERROR_CODE,
         ServiceError::UnknownBlock(_) => NOT_FOUND_CODE,
+        // The node's state failed under the import: a node error, not an invalid block.
+        ServiceError::Import(e) if e.is_database() => NODE_ERROR_CODE,
         ServiceError::BadBlock { .. } | ServiceError::Import(_) | ServiceError::Internal(_) => IMPORT_ERROR_CODE,
     };
     ErrorObjectOwned::owned(code, e.to_string(), None::<()>)

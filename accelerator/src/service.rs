@@ -610,6 +610,10 @@ impl Service {
                     tracing::debug!(%hash, future = i, %why, "invalid in this future");
                     "invalid"
                 }
+                PreExecution::StateFailed(why) => {
+                    tracing::warn!(%hash, future = i, %why, "pre-execution: the node's state failed");
+                    "state_error"
+                }
             };
             metrics::counter!("prescient_pre_executions_total", "result" => kind).increment(1);
         }
@@ -701,7 +705,7 @@ impl Service {
         for path in &import.paths {
             metrics::counter!("prescient_import_txs_total", "path" => path.kind()).increment(1);
             if let TxPath::Miss { reason } = path {
-                metrics::counter!("prescient_import_misses_total", "reason" => reason.clone()).increment(1);
+                metrics::counter!("prescient_import_misses_total", "reason" => reason.name()).increment(1);
             }
         }
         Ok(report(&header, &txs, &import, checked))

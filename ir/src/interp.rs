@@ -48,6 +48,19 @@ pub enum MissReason {
     Malformed,
 }
 
+impl MissReason {
+    /// Short name for reports and metrics (`guard:alias`, `out-of-fuel`, …).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Guard(kind) => kind.miss_name(),
+            Self::OutOfFuel => "out-of-fuel",
+            Self::Env => "env",
+            Self::State => "state",
+            Self::Malformed => "malformed",
+        }
+    }
+}
+
 /// A miss: the reason and the instruction where it happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Miss {

@@ -271,6 +271,19 @@ impl GuardKind {
         }
     }
 
+    /// The name of a miss on a guard of this kind, for reports and metrics (`guard:alias`).
+    pub const fn miss_name(self) -> &'static str {
+        match self {
+            GuardKind::Envelope => "guard:envelope",
+            GuardKind::Path => "guard:path",
+            GuardKind::Code => "guard:code",
+            GuardKind::Alias => "guard:alias",
+            GuardKind::Gas => "guard:gas",
+            GuardKind::Memory => "guard:memory",
+            GuardKind::WriteSet => "guard:writeset",
+        }
+    }
+
     /// Looks a kind up by name.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.name() == name)

@@ -20,10 +20,32 @@ use alloy::primitives::{Bloom, logs_bloom as logs_bloom_of};
 use revm::{
     Context, Database, DatabaseCommit, ExecuteEvm, MainBuilder, MainContext,
     context::{BlockEnv, CfgEnv, ContextTr, TxEnv, result::EVMError},
+    handler::{MainnetContext, MainnetEvm},
     primitives::B256,
 };
 
 use crate::outcome::TxOutcome;
+
+/// The one place that builds a revm EVM (mainnet handler and precompiles) for a state, chain
+/// rules and a block: the reference executor, the tracer, pre-execution and the block
+/// executor all run this EVM, so they cannot drift apart in configuration.
+pub fn evm<DB: Database>(db: DB, cfg: &CfgEnv, block: &BlockEnv) -> MainnetEvm<MainnetContext<DB>> {
+    Context::mainnet().with_db(db).with_cfg(cfg.clone()).with_block(block.clone()).build_mainnet()
+}
+
+/// [`evm`] with an inspector (the tracer).
+pub fn evm_with_inspector<DB: Database, I>(
+    db: DB,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    inspector: I,
+) -> MainnetEvm<MainnetContext<DB>, I> {
+    Context::mainnet()
+        .with_db(db)
+        .with_cfg(cfg.clone())
+        .with_block(block.clone())
+        .build_mainnet_with_inspector(inspector)
+}
 
 /// What sequential revm produced for one block.
 #[derive(Clone, Debug)]
@@ -70,7 +92,7 @@ where
     DB: Database + DatabaseCommit,
 {
     let mut exec_time = Duration::ZERO;
-    let mut evm = Context::mainnet().with_db(&mut *db).with_cfg(cfg.clone()).with_block(block.clone()).build_mainnet();
+    let mut evm = evm(&mut *db, cfg, block);
     let mut outcomes = Vec::with_capacity(txs.len());
     for (index, tx) in txs.iter().enumerate() {
         let tx = tx.clone();
@@ -157,11 +179,7 @@ where
     D: revm::DatabaseRef,
     D::Error: revm::database_interface::DBErrorMarker,
 {
-    let mut evm = Context::mainnet()
-        .with_db(revm::database_interface::WrapDatabaseRef(db))
-        .with_cfg(cfg.clone())
-        .with_block(block.clone())
-        .build_mainnet();
+    let mut evm = evm(revm::database_interface::WrapDatabaseRef(db), cfg, block);
     let res = evm.transact(tx.clone()).map_err(|e| ReferenceError {
         index: 0,
         is_database: matches!(e, EVMError::Database(_)),

@@ -6,14 +6,14 @@
 use std::sync::Arc;
 
 use crate::accelerator::{ImportTx, PreExecution, TxPath, import_block, pre_execute, verify_against_reference};
-use ir::{AccountCodeOnly, program::Program, record::RecordConfig};
+use ir::{AccountCodeOnly, program::Program, record::RecordConfig, synthetic::synthetic_env};
 use revm::{
     DatabaseRef,
     context::{BlockEnv, CfgEnv, TxEnv},
     context_interface::transaction::{Authorization, RecoveredAuthority, RecoveredAuthorization},
     database::{CacheDB, InMemoryDB},
     database_interface::DBErrorMarker,
-    primitives::{Address, B256, Bytes, TxKind, U256, address, eip4844, hardfork::SpecId, hex},
+    primitives::{Address, B256, Bytes, TxKind, U256, address, hardfork::SpecId, hex},
     state::{AccountInfo, Bytecode},
 };
 
@@ -24,23 +24,6 @@ const AUTHORITY: Address = address!("0x5000000000000000000000000000000000000005"
 
 /// No calldata: `SSTORE(0, 1)`. With calldata: `SSTORE(1, CLZ(1))` (EIP-7939, Osaka).
 const CLZ_OR_STORE: &str = "36600a576001600055005b60011e60015500";
-
-fn env(spec: SpecId) -> (CfgEnv, BlockEnv) {
-    let mut cfg = CfgEnv::new();
-    cfg.chain_id = 1;
-    cfg.set_spec_and_mainnet_gas_params(spec);
-    let mut block = BlockEnv {
-        number: U256::from(1),
-        timestamp: U256::from(1_700_000_000u64),
-        basefee: 7,
-        gas_limit: 30_000_000,
-        beneficiary: address!("0x3000000000000000000000000000000000000003"),
-        prevrandao: Some(B256::ZERO),
-        ..Default::default()
-    };
-    block.set_blob_excess_gas_and_price(0, eip4844::BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE);
-    (cfg, block)
-}
 
 fn state() -> InMemoryDB {
     let mut db = InMemoryDB::default();
@@ -108,7 +91,7 @@ where
 fn a_hit_then_a_miss_on_the_same_contract_runs_its_code() {
     // Regression: a hit committed its touched contract without code; the miss after it then
     // asked the node's state for code by hash, which a node refuses.
-    let (cfg, block) = env(SpecId::OSAKA);
+    let (cfg, block) = synthetic_env(SpecId::OSAKA);
     let db = AccountCodeOnly(state());
     let a = call(ALICE, CONTRACT, &[], 0, 2);
     let b = call(BOB, CONTRACT, &[1], 0, 1);
@@ -119,7 +102,7 @@ fn a_hit_then_a_miss_on_the_same_contract_runs_its_code() {
 
 #[test]
 fn a_miss_then_a_hit_then_a_miss() {
-    let (cfg, block) = env(SpecId::OSAKA);
+    let (cfg, block) = synthetic_env(SpecId::OSAKA);
     let db = AccountCodeOnly(state());
     let txs = [call(BOB, CONTRACT, &[1], 0, 1), call(ALICE, CONTRACT, &[], 0, 2), call(BOB, CONTRACT, &[], 1, 1)];
     // ALICE's program is recorded after BOB's first call, as a predictor would.
@@ -133,7 +116,7 @@ fn a_miss_then_a_hit_then_a_miss() {
 
 #[test]
 fn a_clz_transaction_gets_a_program_that_hits() {
-    let (cfg, block) = env(SpecId::OSAKA);
+    let (cfg, block) = synthetic_env(SpecId::OSAKA);
     let db = AccountCodeOnly(state());
     let b = call(BOB, CONTRACT, &[1], 0, 1);
     let pb = program(&db, &cfg, &block, &b);
@@ -145,7 +128,7 @@ fn a_clz_transaction_gets_a_program_that_hits() {
 fn a_delegation_hit_then_a_call_into_the_authority() {
     // Regression: a hit that wrote a delegation committed the designator's hash without its
     // bytes; a later miss that called the authority then ran no code.
-    let (cfg, block) = env(SpecId::PRAGUE);
+    let (cfg, block) = synthetic_env(SpecId::PRAGUE);
     for backend_is_node in [false, true] {
         let mut db = state();
         db.insert_account_info(AUTHORITY, AccountInfo::from_balance(U256::from(1)));

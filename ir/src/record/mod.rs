@@ -24,7 +24,7 @@ mod world;
 use std::collections::BTreeMap;
 
 use revm::{
-    Context, DatabaseRef, InspectEvm, MainBuilder, MainContext,
+    DatabaseRef, InspectEvm,
     context::{BlockEnv, CfgEnv, TxEnv, result::ExecutionResult},
     database_interface::{DBErrorMarker, WrapDatabaseRef},
     precompile::{PrecompileSpecId, Precompiles},
@@ -108,10 +108,27 @@ pub struct Recording {
     pub trace: TraceSummary,
 }
 
-/// revm refused the transaction (invalid in this future): no outcome, no program.
+/// A pre-execution that produced no outcome at all. Two classes a caller must keep apart: the
+/// transaction is invalid in this future (a value of the prediction, counted), or the state
+/// backend failed (an environment failure: a node outage must not count as an invalid
+/// transaction).
 #[derive(Debug, thiserror::Error)]
-#[error("revm rejected the transaction: {0}")]
-pub struct RecordError(pub String);
+pub enum RecordError {
+    /// revm rejected the transaction in this future (nonce, balance, fee, gas limit).
+    #[error("revm rejected the transaction: {0}")]
+    Rejected(String),
+    /// The state backend failed while the transaction ran.
+    #[error("the state backend failed: {0}")]
+    Database(String),
+}
+
+impl RecordError {
+    /// Whether the state backend failed (retry, or report the backend), rather than the
+    /// transaction being invalid.
+    pub fn is_database(&self) -> bool {
+        matches!(self, Self::Database(_))
+    }
+}
 
 /// Pre-executes `tx` on `db` (read-only) in the context `cfg` / `block`, and lowers the trace.
 pub fn record<D>(
@@ -155,12 +172,11 @@ where
     if config.log_steps {
         tracer.log = Some(Vec::new());
     }
-    let mut evm = Context::mainnet()
-        .with_db(WrapDatabaseRef(db))
-        .with_cfg(cfg.clone())
-        .with_block(block.clone())
-        .build_mainnet_with_inspector(tracer);
-    let res = evm.inspect_tx(tx.clone()).map_err(|e| RecordError(e.to_string()))?;
+    let mut evm = crate::reference::evm_with_inspector(WrapDatabaseRef(db), cfg, block, tracer);
+    let res = evm.inspect_tx(tx.clone()).map_err(|e| match e {
+        revm::context::result::EVMError::Database(e) => RecordError::Database(e.to_string()),
+        other => RecordError::Rejected(other.to_string()),
+    })?;
     let tracer = evm.inspector;
     let outcome = TxOutcome::from_revm(&res.result, &res.state);
     let trace = TraceSummary {
