@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod executor;
+pub mod pipeline;
 pub mod predictor;
 pub mod rpc;
 pub mod service;
@@ -9,6 +10,7 @@ pub mod store;
 pub use executor::{
     Import, ImportError, ImportErrorKind, ImportMiss, ImportTx, TxPath, import_block, verify_against_reference,
 };
+pub use pipeline::{Imported, Pipeline, PipelineConfig, PreExecuted};
 pub use predictor::{PendingPool, PreExecution, pre_execute};
 pub use service::{Service, ServiceConfig};
 pub use store::ApStore;

@@ -27,7 +27,7 @@ use alloy::{
     eips::{Decodable2718, Encodable2718, eip1559::BaseFeeParams},
     rpc::types::{Block as RpcBlock, Header, Transaction as RpcTransaction},
 };
-use ir::{AccountChange, program::Program, record::RecordConfig};
+use ir::{AccountChange, program::Program};
 use jsonrpsee::rpc_params;
 use lru::LruCache;
 use mempool_tap::{
@@ -37,16 +37,14 @@ use mempool_tap::{
 };
 use revm::{
     context::{BlockEnv, CfgEnv},
-    database::CacheDB,
     primitives::{Address, B256, Bytes, U256, hardfork::SpecId, keccak256},
 };
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    executor::{Divergence, Import, ImportTx, TxPath, import_block, verify_against_reference},
-    predictor::{PendingPool, PreExecution, pre_execute},
-    store::ApStore,
+    executor::{Divergence, Import, ImportTx, TxPath},
+    pipeline::{Pipeline, PipelineConfig},
 };
 
 /// Accounts and slots a call into a contract was seen to read (prefetched next time).
@@ -59,35 +57,17 @@ pub struct ServiceConfig {
     pub hardfork: Option<SpecId>,
     /// Pre-execution workers (blocking threads).
     pub workers: usize,
-    /// Most predecessors in a predicted-block future.
-    pub max_predecessors: usize,
-    /// Memory budget of the AP store, in bytes.
-    pub store_bytes: usize,
-    /// Programs kept per transaction.
-    pub programs_per_tx: usize,
-    /// Pending transactions kept.
-    pub pool_capacity: usize,
     /// Pre-execution jobs queued before new ones are dropped (they are retried on the next head).
     pub queue_capacity: usize,
-    /// Tracer limits.
-    pub record: RecordConfig,
     /// Import every new head in shadow mode and compare with sequential revm.
     pub shadow: bool,
+    /// The pipeline core's configuration (shared with `prescient eval`).
+    pub pipeline: PipelineConfig,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
-        Self {
-            hardfork: None,
-            workers: 2,
-            max_predecessors: 64,
-            store_bytes: 512 << 20,
-            programs_per_tx: 4,
-            pool_capacity: 50_000,
-            queue_capacity: 100_000,
-            record: RecordConfig::default(),
-            shadow: true,
-        }
+        Self { hardfork: None, workers: 2, queue_capacity: 100_000, shadow: true, pipeline: PipelineConfig::default() }
     }
 }
 
@@ -118,10 +98,6 @@ pub enum ServiceError {
 
 #[derive(Debug, Default)]
 struct Counters {
-    pre_executions: AtomicU64,
-    programs: AtomicU64,
-    no_program: AtomicU64,
-    invalid: AtomicU64,
     shadow_blocks: AtomicU64,
     shadow_txs: AtomicU64,
     shadow_hits: AtomicU64,
@@ -134,8 +110,7 @@ pub struct Service {
     client: Arc<NodeClient>,
     state: Arc<RpcState>,
     rules: ChainRules,
-    store: ApStore,
-    pool: Mutex<PendingPool>,
+    pipeline: Arc<Pipeline>,
     head: Mutex<Option<Header>>,
     jobs: mpsc::Sender<B256>,
     job_rx: tokio::sync::Mutex<mpsc::Receiver<B256>>,
@@ -332,8 +307,7 @@ impl Service {
         let state = RpcState::new(client.clone(), tokio::runtime::Handle::current(), CacheSizes::default());
         let (jobs, job_rx) = mpsc::channel(config.queue_capacity.max(1));
         Ok(Arc::new(Self {
-            store: ApStore::new(config.store_bytes, config.programs_per_tx),
-            pool: Mutex::new(PendingPool::new(config.pool_capacity)),
+            pipeline: Arc::new(Pipeline::new(config.pipeline)),
             read_sets: Mutex::new(LruCache::new(NonZeroUsize::new(4096).expect("nonzero"))),
             config,
             client,
@@ -380,7 +354,7 @@ impl Service {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tracing::info!(
-            pending = lock(&self.pool).len(),
+            pending = self.pipeline.pending_len(),
             in_flight = self.in_flight.load(Ordering::Relaxed),
             "pipeline stopped"
         );
@@ -409,18 +383,13 @@ impl Service {
             }
             TapEvent::Disconnected(reason) => {
                 self.connected.store(false, Ordering::Relaxed);
-                tracing::warn!(%reason, pending = lock(&self.pool).len(), "node disconnected; keeping the pending pool");
+                tracing::warn!(%reason, pending = self.pipeline.pending_len(), "node disconnected; keeping the pending pool");
             }
         }
     }
 
     fn admit(&self, hash: B256, env: revm::context::TxEnv, seen_ms: u64) -> bool {
-        let new = {
-            let mut pool = lock(&self.pool);
-            let new = pool.insert(hash, env, seen_ms);
-            metrics::gauge!("prescient_pool_pending").set(pool.len() as f64);
-            new
-        };
+        let new = self.pipeline.admit(hash, env, seen_ms);
         if new {
             self.enqueue(hash);
         }
@@ -462,9 +431,7 @@ impl Service {
                     .iter()
                     .map(|t| (t.inner.signer(), t.inner.inner().nonce(), *t.inner.inner().tx_hash()))
                     .collect();
-                let mut pool = lock(&self.pool);
-                let removed = pool.remove_included(&included);
-                metrics::gauge!("prescient_pool_pending").set(pool.len() as f64);
+                let removed = self.pipeline.remove_included(&included);
                 tracing::debug!(number = header.number, removed = removed.len(), "pruned included transactions");
             }
             Err(e) => tracing::warn!(number = header.number, error = %e, "could not read the new head's transactions"),
@@ -472,7 +439,7 @@ impl Service {
         let number = header.number;
         *lock(&self.head) = Some(header);
         // The pending transactions now run on a new state: predict again.
-        let pending = lock(&self.pool).hashes();
+        let pending = self.pipeline.pending();
         for hash in pending {
             self.enqueue(hash);
         }
@@ -562,11 +529,7 @@ impl Service {
     fn pre_execute_pending(&self, hash: B256) {
         let Some(head) = lock(&self.head).clone() else { return };
         let (cfg, block) = self.next_block(&head);
-        let (tx, futures) = {
-            let pool = lock(&self.pool);
-            let Some(tx) = pool.get(&hash).cloned() else { return };
-            (tx, pool.futures(&hash, block.basefee, self.config.max_predecessors))
-        };
+        let Some((tx, futures)) = self.pipeline.futures(&hash, block.basefee) else { return };
         // Prefetch what this transaction and its futures will read, in a few batches.
         let mut accounts: Vec<Address> = vec![tx.env.caller, block.beneficiary];
         let mut slots: Vec<(Address, U256)> = Vec::new();
@@ -589,34 +552,7 @@ impl Service {
             tracing::debug!(%hash, error = %e, "prefetch failed; reads will fetch one by one");
         }
         let (view, log) = self.state.view(head.number).logging();
-        for (i, predecessors) in futures.iter().enumerate() {
-            let started = Instant::now();
-            let result = pre_execute(&view, &cfg, &block, predecessors, &tx.env, self.config.record);
-            metrics::histogram!("prescient_pre_execution_seconds").record(started.elapsed().as_secs_f64());
-            self.counters.pre_executions.fetch_add(1, Ordering::Relaxed);
-            let kind = match result {
-                PreExecution::Program(program) => {
-                    if self.store.insert(hash, program) {
-                        self.counters.programs.fetch_add(1, Ordering::Relaxed);
-                    }
-                    "program"
-                }
-                PreExecution::NoProgram(reason) => {
-                    self.counters.no_program.fetch_add(1, Ordering::Relaxed);
-                    reason.name()
-                }
-                PreExecution::Invalid(why) => {
-                    self.counters.invalid.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%hash, future = i, %why, "invalid in this future");
-                    "invalid"
-                }
-                PreExecution::StateFailed(why) => {
-                    tracing::warn!(%hash, future = i, %why, "pre-execution: the node's state failed");
-                    "state_error"
-                }
-            };
-            metrics::counter!("prescient_pre_executions_total", "result" => kind).increment(1);
-        }
+        self.pipeline.pre_execute(&tx, &futures, &view, &cfg, &block);
         if let Some(to) = tx.env.kind.to() {
             let keys = lock(&log).keys();
             lock(&self.read_sets).put(*to, keys);
@@ -683,37 +619,20 @@ impl Service {
             tracing::debug!(number, error = %e, "prefetch before import failed");
         }
         let view = self.state.view(number - 1);
-        let programs: Vec<Vec<Arc<Program>>> = txs.iter().map(|t| self.store.get(&t.hash)).collect();
-        let (import, checked) = tokio::task::spawn_blocking(move || {
-            let by_index: std::collections::HashMap<B256, Vec<Arc<Program>>> =
-                txs.iter().map(|t| t.hash).zip(programs).collect();
-            let lookup = |h: &B256| by_index.get(h).cloned().unwrap_or_default();
-            let mut db = CacheDB::new(view.clone());
-            let import = import_block(&mut db, &cfg, &env, &txs, &lookup)?;
-            let checked = if verify {
-                let mut fresh = CacheDB::new(view);
-                Some(verify_against_reference(&mut fresh, &cfg, &env, &txs, &import)?)
-            } else {
-                None
-            };
-            Ok::<_, ServiceError>((import, checked, txs))
+        let pipeline = self.pipeline.clone();
+        let (imported, txs) = tokio::task::spawn_blocking(move || {
+            let imported = pipeline.import(&view, &cfg, &env, &txs, verify)?;
+            Ok::<_, ServiceError>((imported, txs))
         })
         .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))?
-        .map(|(import, checked, txs)| ((import, txs), checked))?;
-        let (import, txs) = import;
-        for path in &import.paths {
-            metrics::counter!("prescient_import_txs_total", "path" => path.kind()).increment(1);
-            if let TxPath::Miss { reason } = path {
-                metrics::counter!("prescient_import_misses_total", "reason" => reason.name()).increment(1);
-            }
-        }
+        .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        let (import, checked) = (imported.import, imported.checked);
         Ok(report(&header, &txs, &import, checked))
     }
 
     /// The programs held for a transaction.
     pub fn fast_path(&self, hash: &B256) -> Vec<Arc<Program>> {
-        self.store.get(hash)
+        self.pipeline.programs(hash)
     }
 
     /// Admits raw signed transactions pushed by a node (EIP-2718 bytes).
@@ -750,8 +669,9 @@ impl Service {
 
     /// The service's state, for `prescient_status`.
     pub async fn status(&self) -> Status {
-        let (ap_txs, ap_programs, ap_bytes) = self.store.stats();
+        let (ap_txs, ap_programs, ap_bytes) = self.pipeline.store().stats();
         let c = &self.counters;
+        let p = &self.pipeline.counters;
         Status {
             version: env!("CARGO_PKG_VERSION"),
             node: self.client.url().to_string(),
@@ -759,16 +679,16 @@ impl Service {
             reconnects: self.client.reconnects(),
             chain_id: self.rules.chain_id,
             head: lock(&self.head).as_ref().map(|h| h.number),
-            pending: lock(&self.pool).len(),
+            pending: self.pipeline.pending_len(),
             queued: self.queued.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             ap_txs,
             ap_programs,
             ap_bytes,
-            pre_executions: c.pre_executions.load(Ordering::Relaxed),
-            programs_recorded: c.programs.load(Ordering::Relaxed),
-            no_program: c.no_program.load(Ordering::Relaxed),
-            invalid: c.invalid.load(Ordering::Relaxed),
+            pre_executions: p.pre_executions.load(Ordering::Relaxed),
+            programs_recorded: p.programs.load(Ordering::Relaxed),
+            no_program: p.no_program.load(Ordering::Relaxed),
+            invalid: p.invalid.load(Ordering::Relaxed),
             shadow_blocks: c.shadow_blocks.load(Ordering::Relaxed),
             shadow_txs: c.shadow_txs.load(Ordering::Relaxed),
             shadow_hits: c.shadow_hits.load(Ordering::Relaxed),

@@ -21,9 +21,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use accelerator::{ApStore, ImportTx, PendingPool, PreExecution, import_block, pre_execute, verify_against_reference};
+use accelerator::{ImportTx, Pipeline, PipelineConfig, verify_against_reference};
 use eyre::Result;
-use ir::record::RecordConfig;
 use mempool_tap::{
     Dataset, RecordedBlock,
     recorded::{Arrival, tx_env},
@@ -144,34 +143,29 @@ pub fn eval_block(
         None => txs.iter().map(|t| (t.hash, t.env.clone())).collect(),
     };
     let in_block: HashSet<B256> = txs.iter().map(|t| t.hash).collect();
-    let mut pool = PendingPool::new(pending.len().max(1));
+    // The same pipeline core `prescient serve` runs, with its defaults.
+    let config = PipelineConfig { max_predecessors, pool_capacity: pending.len().max(1), ..PipelineConfig::default() };
+    let pipeline = Pipeline::new(config);
     for (hash, env) in &pending {
-        pool.insert(*hash, env.clone(), 0);
+        pipeline.admit(*hash, env.clone(), 0);
     }
     // The context as predicted before the block existed: its time and randomness unknown.
     let mut predicted = block.env.clone();
     predicted.timestamp += U256::from(1);
     predicted.prevrandao = predicted.prevrandao.map(|_| B256::repeat_byte(0x5a));
     let db = block.state_db();
-    let store = ApStore::new(1 << 30, 4);
     let mut eval = BlockEval { number: block.number, txs: txs.len(), ..Default::default() };
     for (hash, _) in pending.iter().filter(|(h, _)| in_block.contains(h)) {
         eval.heard += 1;
-        let Some(tx) = pool.get(hash).cloned() else { continue };
-        for future in pool.futures(hash, predicted.basefee, max_predecessors) {
-            eval.pre_executions += 1;
-            if let PreExecution::Program(p) =
-                pre_execute(&db, &block.cfg, &predicted, &future, &tx.env, RecordConfig::default())
-            {
-                eval.programs += usize::from(store.insert(*hash, p));
-            }
-        }
+        let Some((tx, futures)) = pipeline.futures(hash, predicted.basefee) else { continue };
+        let done = pipeline.pre_execute(&tx, &futures, &db, &block.cfg, &predicted);
+        eval.pre_executions += done.results.len();
+        eval.programs += done.stored;
     }
-    let lookup = |h: &B256| store.get(h);
-    let mut import_db = CacheDB::new(&db);
     let started = Instant::now();
-    let import = import_block(&mut import_db, &block.cfg, &block.env, &txs, &lookup)?;
+    let imported = pipeline.import(&db, &block.cfg, &block.env, &txs, false)?;
     eval.import = started.elapsed();
+    let import = imported.import;
     let mut reference_db = CacheDB::new(&db);
     let (divergences, reference) = verify_against_reference(&mut reference_db, &block.cfg, &block.env, &txs, &import)?;
     eval.reference = reference;

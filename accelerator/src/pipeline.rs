@@ -1,0 +1,349 @@
+//! The pipeline core: pool, futures, pre-execution, store, import and verification, in one
+//! synchronous type that both `prescient serve` (driven by the node's mempool tap) and
+//! `prescient eval` (driven by recorded arrivals) run, so that the offline evaluation
+//! measures what the live service does.
+//!
+//! ```text
+//!   admit(tx) ─▶ PendingPool ─▶ futures(tx) ─▶ pre_execute on a state ─▶ ApStore
+//!                                                                         │
+//!   import(block txs, parent state) ─▶ import_block (programs first) ◀────┘
+//!                                       └─ verify: sequential revm, the oracle's comparison
+//! ```
+//!
+//! It knows nothing of tokio, the node client or the recording format: state is any revm
+//! `DatabaseRef` (the node's RPC view live, an in-memory pre-state offline, a mock in tests),
+//! and the block context is given by the driver. Counters are kept here; the driver exports
+//! them.
+
+use std::{
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use ir::{program::Program, record::RecordConfig};
+use revm::{
+    DatabaseRef,
+    context::{BlockEnv, CfgEnv, TxEnv},
+    database::CacheDB,
+    database_interface::DBErrorMarker,
+    primitives::{Address, B256},
+};
+
+use crate::{
+    executor::{Divergence, Import, ImportError, ImportTx, import_block, verify_against_reference},
+    predictor::{PendingPool, PoolTx, PreExecution, pre_execute},
+    store::ApStore,
+};
+
+/// How the pipeline core runs: one set of defaults, read by `serve` and `eval` alike.
+#[derive(Clone, Copy, Debug)]
+pub struct PipelineConfig {
+    /// Most predecessors in a predicted-block future.
+    pub max_predecessors: usize,
+    /// Memory budget of the AP store, in bytes.
+    pub store_bytes: usize,
+    /// Programs kept per transaction.
+    pub programs_per_tx: usize,
+    /// Pending transactions kept.
+    pub pool_capacity: usize,
+    /// Tracer limits.
+    pub record: RecordConfig,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            max_predecessors: 64,
+            store_bytes: 512 << 20,
+            programs_per_tx: 4,
+            pool_capacity: 50_000,
+            record: RecordConfig::default(),
+        }
+    }
+}
+
+/// What the pipeline has done, for status reports and metrics.
+#[derive(Debug, Default)]
+pub struct PipelineCounters {
+    /// Pre-executions run (one per future).
+    pub pre_executions: AtomicU64,
+    /// Programs stored.
+    pub programs: AtomicU64,
+    /// Pre-executions that gave no program.
+    pub no_program: AtomicU64,
+    /// Pre-executions where the transaction was invalid in that future.
+    pub invalid: AtomicU64,
+    /// Pre-executions where the state backend failed.
+    pub state_failed: AtomicU64,
+}
+
+/// What pre-executing one pending transaction under its futures gave.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PreExecuted {
+    /// One result name per future, in order: `program`, a no-program reason, `invalid` or
+    /// `state_error`.
+    pub results: Vec<&'static str>,
+    /// Programs that entered the store.
+    pub stored: usize,
+}
+
+/// A block imported through the pipeline, with its verification when asked for.
+#[derive(Debug)]
+pub struct Imported {
+    /// The import.
+    pub import: Import,
+    /// Divergences from sequential revm and revm's time, when verified.
+    pub checked: Option<(Vec<Divergence>, Duration)>,
+}
+
+/// The pipeline core (see the module docs). Shared between threads: every method takes
+/// `&self`.
+#[derive(Debug)]
+pub struct Pipeline {
+    config: PipelineConfig,
+    pool: Mutex<PendingPool>,
+    store: ApStore,
+    /// What the pipeline has done.
+    pub counters: PipelineCounters,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Pipeline {
+    /// An empty pipeline.
+    pub fn new(config: PipelineConfig) -> Self {
+        Self {
+            pool: Mutex::new(PendingPool::new(config.pool_capacity)),
+            store: ApStore::new(config.store_bytes, config.programs_per_tx),
+            config,
+            counters: PipelineCounters::default(),
+        }
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
+    }
+
+    /// Adds a pending transaction; `false` when it was known already (or the pool refused it).
+    pub fn admit(&self, hash: B256, env: TxEnv, seen_ms: u64) -> bool {
+        let mut pool = lock(&self.pool);
+        let new = pool.insert(hash, env, seen_ms);
+        metrics::gauge!("prescient_pool_pending").set(pool.len() as f64);
+        new
+    }
+
+    /// Removes what a block included (by hash, and every transaction of a sender at or below
+    /// an included nonce); returns the hashes removed.
+    pub fn remove_included(&self, included: &[(Address, u64, B256)]) -> Vec<B256> {
+        let mut pool = lock(&self.pool);
+        let removed = pool.remove_included(included);
+        metrics::gauge!("prescient_pool_pending").set(pool.len() as f64);
+        removed
+    }
+
+    /// The pending transactions' hashes.
+    pub fn pending(&self) -> Vec<B256> {
+        lock(&self.pool).hashes()
+    }
+
+    /// How many transactions are pending.
+    pub fn pending_len(&self) -> usize {
+        lock(&self.pool).len()
+    }
+
+    /// A pending transaction and its futures in a block of base fee `basefee`.
+    pub fn futures(&self, hash: &B256, basefee: u64) -> Option<(PoolTx, Vec<Vec<TxEnv>>)> {
+        let pool = lock(&self.pool);
+        let tx = pool.get(hash)?.clone();
+        let futures = pool.futures(hash, basefee, self.config.max_predecessors);
+        Some((tx, futures))
+    }
+
+    /// Pre-executes `tx` (a pending transaction) under each of `futures` on `state` in the
+    /// context `cfg` / `block`, and stores the programs.
+    pub fn pre_execute<D>(
+        &self,
+        tx: &PoolTx,
+        futures: &[Vec<TxEnv>],
+        state: &D,
+        cfg: &CfgEnv,
+        block: &BlockEnv,
+    ) -> PreExecuted
+    where
+        D: DatabaseRef,
+        D::Error: DBErrorMarker,
+    {
+        let mut done = PreExecuted::default();
+        for (i, predecessors) in futures.iter().enumerate() {
+            let started = Instant::now();
+            let result = pre_execute(state, cfg, block, predecessors, &tx.env, self.config.record);
+            metrics::histogram!("prescient_pre_execution_seconds").record(started.elapsed().as_secs_f64());
+            self.counters.pre_executions.fetch_add(1, Ordering::Relaxed);
+            let kind = match result {
+                PreExecution::Program(program) => {
+                    if self.store.insert(tx.hash, program) {
+                        self.counters.programs.fetch_add(1, Ordering::Relaxed);
+                        done.stored += 1;
+                    }
+                    "program"
+                }
+                PreExecution::NoProgram(reason) => {
+                    self.counters.no_program.fetch_add(1, Ordering::Relaxed);
+                    reason.name()
+                }
+                PreExecution::Invalid(why) => {
+                    self.counters.invalid.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(hash = %tx.hash, future = i, %why, "invalid in this future");
+                    "invalid"
+                }
+                PreExecution::StateFailed(why) => {
+                    self.counters.state_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(hash = %tx.hash, future = i, %why, "pre-execution: the state failed");
+                    "state_error"
+                }
+            };
+            metrics::counter!("prescient_pre_executions_total", "result" => kind).increment(1);
+            done.results.push(kind);
+        }
+        done
+    }
+
+    /// The programs held for a transaction.
+    pub fn programs(&self, hash: &B256) -> Vec<Arc<Program>> {
+        self.store.get(hash)
+    }
+
+    /// The AP store (entries, bytes, budget).
+    pub fn store(&self) -> &ApStore {
+        &self.store
+    }
+
+    /// Imports `txs` through the store on `parent` (the state before the block), in the
+    /// context `cfg` / `block`; with `verify`, also runs sequential revm on `parent` and
+    /// compares every transaction in full.
+    pub fn import<D>(
+        &self,
+        parent: &D,
+        cfg: &CfgEnv,
+        block: &BlockEnv,
+        txs: &[ImportTx],
+        verify: bool,
+    ) -> Result<Imported, ImportError>
+    where
+        D: DatabaseRef,
+        D::Error: DBErrorMarker,
+    {
+        // The programs are taken before the import, so that the import reads only memory.
+        let programs: std::collections::HashMap<B256, Vec<Arc<Program>>> =
+            txs.iter().map(|t| (t.hash, self.store.get(&t.hash))).collect();
+        let lookup = |h: &B256| programs.get(h).cloned().unwrap_or_default();
+        let import = import_block(&mut CacheDB::new(parent), cfg, block, txs, &lookup)?;
+        let checked = if verify {
+            Some(verify_against_reference(&mut CacheDB::new(parent), cfg, block, txs, &import)?)
+        } else {
+            None
+        };
+        for path in &import.paths {
+            metrics::counter!("prescient_import_txs_total", "path" => path.kind()).increment(1);
+            if let crate::executor::TxPath::Miss { reason } = path {
+                metrics::counter!("prescient_import_misses_total", "reason" => reason.name()).increment(1);
+            }
+        }
+        Ok(Imported { import, checked })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ir::synthetic::{SENDER, synthetic_call, synthetic_env};
+    use revm::{
+        database::InMemoryDB,
+        primitives::{Bytes, U256, hardfork::SpecId},
+        state::{AccountInfo, Bytecode},
+    };
+
+    /// A counter contract (`SSTORE(0, SLOAD(0) + 1)`), and two senders calling it.
+    fn setup() -> (InMemoryDB, CfgEnv, BlockEnv, Vec<ImportTx>) {
+        let contract = Address::with_last_byte(0x44);
+        let other = Address::with_last_byte(0x55);
+        let mut db = InMemoryDB::default();
+        for who in [SENDER, other] {
+            db.insert_account_info(who, AccountInfo::from_balance(U256::from(10u64.pow(18))));
+        }
+        let code = Bytecode::new_raw(Bytes::from_static(&[0x60, 0, 0x54, 0x60, 1, 0x01, 0x60, 0, 0x55, 0]));
+        db.insert_account_info(contract, AccountInfo::new(U256::ZERO, 1, code.hash_slow(), code));
+        let (cfg, block) = synthetic_env(SpecId::OSAKA);
+        let mut second = synthetic_call(contract, Bytes::new());
+        second.caller = other;
+        second.gas_priority_fee = Some(0);
+        let txs = vec![
+            ImportTx { hash: B256::with_last_byte(1), env: synthetic_call(contract, Bytes::new()) },
+            ImportTx { hash: B256::with_last_byte(2), env: second },
+        ];
+        (db, cfg, block, txs)
+    }
+
+    #[test]
+    fn pre_executed_transactions_hit_at_import_and_equal_revm() {
+        let (db, cfg, block, txs) = setup();
+        let pipeline = Pipeline::new(PipelineConfig::default());
+        for t in &txs {
+            assert!(pipeline.admit(t.hash, t.env.clone(), 0));
+        }
+        assert!(!pipeline.admit(txs[0].hash, txs[0].env.clone(), 1), "known already");
+        let mut stored = 0;
+        for t in &txs {
+            let (tx, futures) = pipeline.futures(&t.hash, block.basefee).expect("pending");
+            let done = pipeline.pre_execute(&tx, &futures, &db, &cfg, &block);
+            assert!(done.stored >= 1, "{:?}", done.results);
+            stored += done.stored;
+        }
+        // The second has two futures: alone (its nonce chain) and after the first.
+        assert_eq!(stored, 3);
+        let imported = pipeline.import(&db, &cfg, &block, &txs, true).expect("imports");
+        let (divergences, _) = imported.checked.expect("verified");
+        assert!(divergences.is_empty(), "{divergences:?}");
+        assert_eq!(imported.import.hits(), 2, "{:?}", imported.import.paths);
+        assert_eq!(pipeline.counters.programs.load(Ordering::Relaxed), stored as u64);
+    }
+
+    #[test]
+    fn a_block_in_another_order_misses_and_still_equals_revm() {
+        let (db, cfg, block, mut txs) = setup();
+        let pipeline = Pipeline::new(PipelineConfig::default());
+        // Each pre-executed alone on the pre-state: the second sees the counter at 0.
+        for t in &txs {
+            pipeline.admit(t.hash, t.env.clone(), 0);
+            let (tx, _) = pipeline.futures(&t.hash, block.basefee).expect("pending");
+            pipeline.pre_execute(&tx, &[Vec::new()], &db, &cfg, &block);
+        }
+        txs.reverse();
+        let imported = pipeline.import(&db, &cfg, &block, &txs, true).expect("imports");
+        assert!(imported.checked.expect("verified").0.is_empty());
+        // The first now runs on the pre-state it was recorded on: a hit. The second runs
+        // after it, on a counter of 1: its SSTORE is no longer zero to non-zero, a different
+        // gas path, so its guard misses and revm runs it.
+        let paths = &imported.import.paths;
+        assert!(matches!(paths[0], crate::executor::TxPath::Hit { .. }), "{paths:?}");
+        assert!(matches!(paths[1], crate::executor::TxPath::Miss { .. }), "{paths:?}");
+    }
+
+    #[test]
+    fn included_transactions_leave_the_pool() {
+        let (_, _, _, txs) = setup();
+        let pipeline = Pipeline::new(PipelineConfig::default());
+        for t in &txs {
+            pipeline.admit(t.hash, t.env.clone(), 0);
+        }
+        let removed = pipeline.remove_included(&[(txs[0].env.caller, txs[0].env.nonce, txs[0].hash)]);
+        assert_eq!(removed, vec![txs[0].hash]);
+        assert_eq!(pipeline.pending(), vec![txs[1].hash]);
+    }
+}
