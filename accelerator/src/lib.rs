@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod executor;
+pub mod metrics;
 pub mod pipeline;
 pub mod predictor;
 pub mod rpc;

@@ -134,7 +134,7 @@ impl Pipeline {
     pub fn admit(&self, hash: B256, env: TxEnv, seen_ms: u64) -> bool {
         let mut pool = lock(&self.pool);
         let new = pool.insert(hash, env, seen_ms);
-        metrics::gauge!("prescient_pool_pending").set(pool.len() as f64);
+        metrics::gauge!(crate::metrics::POOL_PENDING).set(pool.len() as f64);
         new
     }
 
@@ -143,7 +143,7 @@ impl Pipeline {
     pub fn remove_included(&self, included: &[(Address, u64, B256)]) -> Vec<B256> {
         let mut pool = lock(&self.pool);
         let removed = pool.remove_included(included);
-        metrics::gauge!("prescient_pool_pending").set(pool.len() as f64);
+        metrics::gauge!(crate::metrics::POOL_PENDING).set(pool.len() as f64);
         removed
     }
 
@@ -183,7 +183,7 @@ impl Pipeline {
         for (i, predecessors) in futures.iter().enumerate() {
             let started = Instant::now();
             let result = pre_execute(state, cfg, block, predecessors, &tx.env, self.config.record);
-            metrics::histogram!("prescient_pre_execution_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!(crate::metrics::PRE_EXECUTION_SECONDS).record(started.elapsed().as_secs_f64());
             self.counters.pre_executions.fetch_add(1, Ordering::Relaxed);
             let kind = match result {
                 PreExecution::Program(program) => {
@@ -208,7 +208,7 @@ impl Pipeline {
                     "state_error"
                 }
             };
-            metrics::counter!("prescient_pre_executions_total", "result" => kind).increment(1);
+            metrics::counter!(crate::metrics::PRE_EXECUTIONS, "result" => kind).increment(1);
             done.results.push(kind);
         }
         done
@@ -250,9 +250,9 @@ impl Pipeline {
             None
         };
         for path in &import.paths {
-            metrics::counter!("prescient_import_txs_total", "path" => path.kind()).increment(1);
+            metrics::counter!(crate::metrics::IMPORT_TXS, "path" => path.kind()).increment(1);
             if let crate::executor::TxPath::Miss { reason } = path {
-                metrics::counter!("prescient_import_misses_total", "reason" => reason.name()).increment(1);
+                metrics::counter!(crate::metrics::IMPORT_MISSES, "reason" => reason.name()).increment(1);
             }
         }
         Ok(Imported { import, checked })

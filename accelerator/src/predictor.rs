@@ -74,7 +74,7 @@ impl PendingPool {
         if let Some(old) = replaced {
             self.by_hash.remove(&old);
         } else if self.by_hash.len() >= self.capacity {
-            metrics::counter!("prescient_pool_rejected_total").increment(1);
+            metrics::counter!(crate::metrics::POOL_REJECTED).increment(1);
             return false;
         }
         self.seq += 1;
@@ -219,18 +219,18 @@ where
         Err(RecordError::Rejected(why)) => return PreExecution::Invalid(why),
         Err(RecordError::Database(why)) => return PreExecution::StateFailed(why),
     };
-    metrics::histogram!("prescient_record_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::metrics::RECORD_SECONDS).record(started.elapsed().as_secs_f64());
     match recording.program {
         Ok(program) => {
             let started = std::time::Instant::now();
             let optimized = optimize(&program);
-            metrics::histogram!("prescient_optimize_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!(crate::metrics::OPTIMIZE_SECONDS).record(started.elapsed().as_secs_f64());
             // A program the verifier rejects is a bug upstream; keep the unoptimized one
             // if it verifies, else nothing.
             if verify(&optimized).is_ok() {
                 PreExecution::Program(optimized)
             } else if verify(&program).is_ok() {
-                metrics::counter!("prescient_optimizer_rejects_total").increment(1);
+                metrics::counter!(crate::metrics::OPTIMIZER_REJECTS).increment(1);
                 PreExecution::Program(program)
             } else {
                 PreExecution::NoProgram(NoApReason::Unmodelled)

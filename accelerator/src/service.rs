@@ -367,7 +367,7 @@ impl Service {
                 let envelope: &TxEnvelope = p.tx.inner.inner();
                 let (hash, env) = checked(envelope, sender);
                 if hash != *envelope.tx_hash() {
-                    metrics::counter!("prescient_tap_malformed_total").increment(1);
+                    metrics::counter!(mempool_tap::metrics::TAP_MALFORMED).increment(1);
                     tracing::warn!(reported = %envelope.tx_hash(), computed = %hash, "pending transaction hash does not match its body");
                     return;
                 }
@@ -400,10 +400,10 @@ impl Service {
         // Counted before it is sent, so that a worker never sees the count below its job.
         let q = self.queued.fetch_add(1, Ordering::Relaxed).saturating_add(1);
         match self.jobs.try_send(hash) {
-            Ok(()) => metrics::gauge!("prescient_queue_depth").set(q as f64),
+            Ok(()) => metrics::gauge!(crate::metrics::QUEUE_DEPTH).set(q as f64),
             Err(_) => {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
-                metrics::counter!("prescient_queue_dropped_total").increment(1);
+                metrics::counter!(crate::metrics::QUEUE_DROPPED).increment(1);
             }
         }
     }
@@ -420,7 +420,7 @@ impl Service {
             tracing::warn!(number = header.number, hash = %header.hash, "chain reorganized under prescient; caches cleared");
             self.state.clear();
         }
-        metrics::gauge!("prescient_head").set(header.number as f64);
+        metrics::gauge!(crate::metrics::HEAD).set(header.number as f64);
         // Prune what the block included.
         match self.fetch_block(BlockSelector::Hash(header.hash)).await {
             Ok(block) => {
@@ -457,8 +457,8 @@ impl Service {
                 self.counters.shadow_txs.fetch_add(report.tx_count as u64, Ordering::Relaxed);
                 self.counters.shadow_hits.fetch_add(report.hits as u64, Ordering::Relaxed);
                 self.counters.shadow_divergences.fetch_add(divergences as u64, Ordering::Relaxed);
-                metrics::counter!("prescient_shadow_blocks_total").increment(1);
-                metrics::counter!("prescient_shadow_divergences_total").increment(divergences as u64);
+                metrics::counter!(crate::metrics::SHADOW_BLOCKS).increment(1);
+                metrics::counter!(crate::metrics::SHADOW_DIVERGENCES).increment(divergences as u64);
                 let rate = if report.tx_count == 0 { 0.0 } else { 100.0 * report.hits as f64 / report.tx_count as f64 };
                 if divergences > 0 || !report.matches_header {
                     tracing::error!(
@@ -485,7 +485,7 @@ impl Service {
             let job = { self.job_rx.lock().await.recv().await };
             let Some(hash) = job else { return };
             let q = self.queued.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
-            metrics::gauge!("prescient_queue_depth").set(q as f64);
+            metrics::gauge!(crate::metrics::QUEUE_DEPTH).set(q as f64);
             self.in_flight.fetch_add(1, Ordering::Relaxed);
             let service = self.clone();
             let result = tokio::task::spawn_blocking(move || service.pre_execute_pending(hash)).await;

@@ -96,7 +96,7 @@ impl ApStore {
             let Some((_, evicted)) = inner.entries.pop_lru() else { break };
             inner.bytes -= evicted.bytes;
             inner.programs -= evicted.programs.len();
-            metrics::counter!("prescient_ap_evictions_total").increment(1);
+            metrics::counter!(crate::metrics::AP_EVICTIONS).increment(1);
         }
         self.publish(&inner);
         true
@@ -129,9 +129,9 @@ impl ApStore {
     }
 
     fn publish(&self, inner: &Inner) {
-        metrics::gauge!("prescient_ap_memory_bytes").set(inner.bytes as f64);
-        metrics::gauge!("prescient_ap_programs").set(inner.programs as f64);
-        metrics::gauge!("prescient_ap_txs").set(inner.entries.len() as f64);
+        metrics::gauge!(crate::metrics::AP_MEMORY_BYTES).set(inner.bytes as f64);
+        metrics::gauge!(crate::metrics::AP_PROGRAMS).set(inner.programs as f64);
+        metrics::gauge!(crate::metrics::AP_TXS).set(inner.entries.len() as f64);
     }
 }
 

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod metrics;
 pub mod node;
 pub mod recorded;
 

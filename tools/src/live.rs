@@ -24,10 +24,8 @@ pub struct ServeOptions {
     pub metrics: Option<SocketAddr>,
     /// The devnet hardfork, when the chain is not mainnet.
     pub hardfork: Option<String>,
-    /// Pre-execution workers.
-    pub workers: usize,
-    /// Shadow-import every new head.
-    pub shadow: bool,
+    /// The service's configuration (its `hardfork` is set from `hardfork` above).
+    pub service: ServiceConfig,
 }
 
 /// Parses a hardfork name for `--hardfork`.
@@ -89,10 +87,12 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
             .with_http_listener(addr)
             .install()
             .wrap_err_with(|| format!("starting the metrics exporter on {addr}"))?;
+        mempool_tap::metrics::describe();
+        accelerator::metrics::describe();
         tracing::info!(%addr, "prometheus metrics");
     }
     let client = connect_with_retry(&options.node, &mut stop).await?;
-    let config = ServiceConfig { hardfork, workers: options.workers, shadow: options.shadow, ..Default::default() };
+    let config = ServiceConfig { hardfork, ..options.service };
     let service = Service::new(client.clone(), config).await?;
     let rules = service.rules();
     let (addr, handle) = rpc::start(service.clone(), options.listen, rpc::ServerLimits::default())

@@ -2,6 +2,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
+use accelerator::{PipelineConfig, ServiceConfig};
 use clap::{Parser, Subcommand};
 use eyre::{Result, WrapErr};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -43,7 +44,7 @@ enum Command {
         #[arg(long = "block", value_name = "N")]
         blocks: Vec<u64>,
         /// Most predecessors in a predicted-block future.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = PipelineConfig::default().max_predecessors)]
         max_predecessors: usize,
     },
     /// Attach to a node: pre-execute its pending transactions and serve the fast path.
@@ -64,11 +65,16 @@ enum Command {
         #[arg(long)]
         hardfork: Option<String>,
         /// Pre-execution workers.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = ServiceConfig::default().workers)]
         workers: usize,
         /// Do not import each new head in shadow mode.
         #[arg(long)]
         no_shadow: bool,
+        /// Pre-execution jobs queued before new ones are dropped (retried on the next head).
+        #[arg(long, default_value_t = ServiceConfig::default().queue_capacity)]
+        queue_capacity: usize,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
@@ -132,21 +138,78 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().wrap_err("starting the async runtime")
 }
 
+/// The pipeline core's knobs, with its defaults (`PipelineConfig::default()`).
+#[derive(Debug, clap::Args)]
+struct PipelineArgs {
+    /// Most predecessors in a predicted-block future.
+    #[arg(long, default_value_t = PipelineConfig::default().max_predecessors)]
+    max_predecessors: usize,
+    /// Memory budget of the AP store, in MiB.
+    #[arg(long, default_value_t = PipelineConfig::default().store_bytes >> 20)]
+    store_mib: usize,
+    /// Programs kept per transaction.
+    #[arg(long, default_value_t = PipelineConfig::default().programs_per_tx)]
+    programs_per_tx: usize,
+    /// Pending transactions kept.
+    #[arg(long, default_value_t = PipelineConfig::default().pool_capacity)]
+    pool_capacity: usize,
+    /// Largest program, in instructions (longer traces get no program).
+    #[arg(long, default_value_t = PipelineConfig::default().record.max_insts)]
+    max_program_insts: usize,
+    /// Most interpreter steps traced per pre-execution.
+    #[arg(long, default_value_t = PipelineConfig::default().record.max_steps)]
+    max_trace_steps: u64,
+}
+
+impl PipelineArgs {
+    fn config(&self) -> PipelineConfig {
+        let defaults = PipelineConfig::default();
+        PipelineConfig {
+            max_predecessors: self.max_predecessors,
+            store_bytes: self.store_mib << 20,
+            programs_per_tx: self.programs_per_tx.max(1),
+            pool_capacity: self.pool_capacity.max(1),
+            record: ir::record::RecordConfig {
+                max_insts: self.max_program_insts,
+                max_steps: self.max_trace_steps,
+                ..defaults.record
+            },
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay { data, blocks, no_progress } => replay(data, &blocks, no_progress),
         Command::Diff { data, tx, out } => diff(data, tx, out),
         Command::Eval { data, blocks, max_predecessors } => eval(&data, &blocks, max_predecessors),
-        Command::Serve { node, listen, metrics, no_metrics, hardfork, workers, no_shadow, log_format } => {
+        Command::Serve {
+            node,
+            listen,
+            metrics,
+            no_metrics,
+            hardfork,
+            workers,
+            no_shadow,
+            queue_capacity,
+            pipeline,
+            log_format,
+        } => {
             init_logs(log_format);
+            let service = ServiceConfig {
+                workers,
+                shadow: !no_shadow,
+                queue_capacity,
+                pipeline: pipeline.config(),
+                hardfork: None,
+            };
             let options = prescient_tools::live::ServeOptions {
                 node,
                 listen,
                 metrics: (!no_metrics).then_some(metrics),
                 hardfork,
-                workers,
-                shadow: !no_shadow,
+                service,
             };
             runtime().and_then(|rt| rt.block_on(prescient_tools::live::serve(options))).map(|()| true)
         }

@@ -193,7 +193,7 @@ impl NodeClient {
         };
         if self.connected_once.swap(true, std::sync::atomic::Ordering::Relaxed) {
             self.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            metrics::counter!("prescient_node_reconnects_total").increment(1);
+            metrics::counter!(crate::metrics::NODE_RECONNECTS).increment(1);
         }
         *slot = Some(fresh.clone());
         Ok(fresh)
@@ -268,9 +268,10 @@ impl NodeClient {
     }
 
     async fn observe<T>(&self, method: &'static str, started: Instant, result: &Result<T, NodeError>) {
-        metrics::histogram!("prescient_node_rpc_seconds", "method" => method).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(crate::metrics::NODE_RPC_SECONDS, "method" => method)
+            .record(started.elapsed().as_secs_f64());
         if let Err(e) = result {
-            metrics::counter!("prescient_node_rpc_errors_total", "method" => method).increment(1);
+            metrics::counter!(crate::metrics::NODE_RPC_ERRORS, "method" => method).increment(1);
             if e.is_connection() {
                 // Forget a dead transport so that the next call reconnects.
                 let mut slot = self.transport.write().await;

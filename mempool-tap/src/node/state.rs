@@ -161,7 +161,7 @@ impl RpcState {
         let cell = cell(&self.accounts, (block, address));
         let got = cell
             .get_or_try_init(|| async {
-                metrics::counter!("prescient_state_fetches_total", "kind" => "account").increment(1);
+                metrics::counter!(crate::metrics::STATE_FETCHES, "kind" => "account").increment(1);
                 let tag = block_tag(block);
                 let answers = self
                     .client
@@ -194,7 +194,7 @@ impl RpcState {
         let cell = cell(&self.slots, (block, address, slot));
         let got = cell
             .get_or_try_init(|| async {
-                metrics::counter!("prescient_state_fetches_total", "kind" => "slot").increment(1);
+                metrics::counter!(crate::metrics::STATE_FETCHES, "kind" => "slot").increment(1);
                 let value: U256 = self
                     .client
                     .call("eth_getStorageAt", rpc_params![address, B256::from(slot), block_tag(block)])
@@ -211,7 +211,7 @@ impl RpcState {
         let cell = cell(&self.hashes, number);
         let got = cell
             .get_or_try_init(|| async {
-                metrics::counter!("prescient_state_fetches_total", "kind" => "block_hash").increment(1);
+                metrics::counter!(crate::metrics::STATE_FETCHES, "kind" => "block_hash").increment(1);
                 let block: Value = self
                     .client
                     .call("eth_getBlockByNumber", rpc_params![block_tag(number), false])
@@ -274,7 +274,7 @@ impl RpcState {
                     }
                 }
             }
-            metrics::counter!("prescient_state_prefetched_total").increment(chunk.len() as u64);
+            metrics::counter!(crate::metrics::STATE_PREFETCHED).increment(chunk.len() as u64);
             let mut answers = self.client.batch(calls).await.map_err(StateError)?.into_iter();
             for (want, ..) in chunk {
                 match want {

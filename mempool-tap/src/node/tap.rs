@@ -167,7 +167,7 @@ struct Sink(mpsc::Sender<TapEvent>);
 impl Sink {
     async fn send(&self, event: TapEvent) -> Result<(), Closed> {
         if let TapEvent::Pending(_) = &event {
-            metrics::counter!("prescient_tap_pending_total").increment(1);
+            metrics::counter!(crate::metrics::TAP_PENDING).increment(1);
         }
         self.0.send(event).await.map_err(|_| Closed)
     }
@@ -196,7 +196,7 @@ impl Sink {
         match parse_tx(v) {
             Ok(tx) => Some(TapEvent::Pending(Box::new(PendingTx { tx, seen_ms: now_ms() }))),
             Err(e) => {
-                metrics::counter!("prescient_tap_malformed_total").increment(1);
+                metrics::counter!(crate::metrics::TAP_MALFORMED).increment(1);
                 tracing::warn!(error = %e, "ignoring a malformed pending-transaction notification");
                 None
             }

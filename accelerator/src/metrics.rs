@@ -1,0 +1,112 @@
+//! The metrics `accelerator` exports: one list, one name per series (Prometheus names).
+//! The node-facing series live in `mempool_tap::metrics`.
+
+/// Every series this crate exports: (name, kind, labels, meaning). The root README's
+/// Metrics table lists the same (a test checks it).
+pub const SERIES: &[(&str, &str, &str, &str)] = &[
+    (POOL_PENDING, "gauge", "", "Pending transactions held by the pool."),
+    (POOL_REJECTED, "counter", "", "Pending transactions the full pool refused."),
+    (
+        PRE_EXECUTION_SECONDS,
+        "histogram",
+        "",
+        "Wall time of one pre-execution (one future): predecessors, recording, optimization.",
+    ),
+    (
+        PRE_EXECUTIONS,
+        "counter",
+        "result = program | <no-program reason> | invalid | state_error",
+        "Pre-executions by result.",
+    ),
+    (RECORD_SECONDS, "histogram", "", "Wall time of tracing one transaction."),
+    (OPTIMIZE_SECONDS, "histogram", "", "Wall time of optimizing one program."),
+    (
+        OPTIMIZER_REJECTS,
+        "counter",
+        "",
+        "Optimized programs the verifier rejected (a bug; the unoptimized program is kept).",
+    ),
+    (IMPORT_TXS, "counter", "path = hit | miss | no_program", "Transactions imported, by path."),
+    (
+        IMPORT_MISSES,
+        "counter",
+        "reason",
+        "Imported transactions whose programs missed, by reason (guard kind, code-unknown, ...).",
+    ),
+    (AP_EVICTIONS, "counter", "", "Programs evicted from the AP store for its memory budget."),
+    (AP_MEMORY_BYTES, "gauge", "", "Estimated bytes held by the AP store."),
+    (AP_PROGRAMS, "gauge", "", "Programs held by the AP store."),
+    (AP_TXS, "gauge", "", "Transactions with at least one program."),
+    (QUEUE_DEPTH, "gauge", "", "Pre-execution jobs waiting for a worker."),
+    (QUEUE_DROPPED, "counter", "", "Pre-execution jobs dropped because the queue was full (retried on the next head)."),
+    (HEAD, "gauge", "", "The block number pre-execution works on."),
+    (SHADOW_BLOCKS, "counter", "", "Blocks imported in shadow mode and compared with sequential revm."),
+    (
+        SHADOW_DIVERGENCES,
+        "counter",
+        "",
+        "Transactions whose shadow import differed from sequential revm (must stay 0).",
+    ),
+];
+
+/// Pending transactions held by the pool. (gauge).
+pub const POOL_PENDING: &str = "prescient_pool_pending";
+/// Pending transactions the full pool refused. (counter).
+pub const POOL_REJECTED: &str = "prescient_pool_rejected_total";
+/// Wall time of one pre-execution (one future): predecessors, recording, optimization. (histogram).
+pub const PRE_EXECUTION_SECONDS: &str = "prescient_pre_execution_seconds";
+/// Pre-executions by result. (counter, labels: result = program | <no-program reason> | invalid | state_error).
+pub const PRE_EXECUTIONS: &str = "prescient_pre_executions_total";
+/// Wall time of tracing one transaction. (histogram).
+pub const RECORD_SECONDS: &str = "prescient_record_seconds";
+/// Wall time of optimizing one program. (histogram).
+pub const OPTIMIZE_SECONDS: &str = "prescient_optimize_seconds";
+/// Optimized programs the verifier rejected (a bug; the unoptimized program is kept). (counter).
+pub const OPTIMIZER_REJECTS: &str = "prescient_optimizer_rejects_total";
+/// Transactions imported, by path. (counter, labels: path = hit | miss | no_program).
+pub const IMPORT_TXS: &str = "prescient_import_txs_total";
+/// Imported transactions whose programs missed, by reason (guard kind, code-unknown, ...). (counter, labels: reason).
+pub const IMPORT_MISSES: &str = "prescient_import_misses_total";
+/// Programs evicted from the AP store for its memory budget. (counter).
+pub const AP_EVICTIONS: &str = "prescient_ap_evictions_total";
+/// Estimated bytes held by the AP store. (gauge).
+pub const AP_MEMORY_BYTES: &str = "prescient_ap_memory_bytes";
+/// Programs held by the AP store. (gauge).
+pub const AP_PROGRAMS: &str = "prescient_ap_programs";
+/// Transactions with at least one program. (gauge).
+pub const AP_TXS: &str = "prescient_ap_txs";
+/// Pre-execution jobs waiting for a worker. (gauge).
+pub const QUEUE_DEPTH: &str = "prescient_queue_depth";
+/// Pre-execution jobs dropped because the queue was full (retried on the next head). (counter).
+pub const QUEUE_DROPPED: &str = "prescient_queue_dropped_total";
+/// The block number pre-execution works on. (gauge).
+pub const HEAD: &str = "prescient_head";
+/// Blocks imported in shadow mode and compared with sequential revm. (counter).
+pub const SHADOW_BLOCKS: &str = "prescient_shadow_blocks_total";
+/// Transactions whose shadow import differed from sequential revm (must stay 0). (counter).
+pub const SHADOW_DIVERGENCES: &str = "prescient_shadow_divergences_total";
+
+/// Registers the descriptions of every series with the installed recorder.
+pub fn describe() {
+    for (name, kind, _, meaning) in SERIES {
+        match *kind {
+            "counter" => metrics::describe_counter!(*name, *meaning),
+            "gauge" => metrics::describe_gauge!(*name, *meaning),
+            _ => metrics::describe_histogram!(*name, *meaning),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_series_is_in_the_operators_table() {
+        let readme = include_str!("../../README.md");
+        for (name, kind, _, _) in super::SERIES {
+            assert!(
+                readme.contains(&format!("| `{name}` | {kind} |")),
+                "{name} is missing from the README's Metrics table"
+            );
+        }
+    }
+}
