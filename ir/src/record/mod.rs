@@ -300,7 +300,7 @@ fn authorizations<D: DatabaseRef>(w: &mut Lowering<'_, D>, tx: &TxEnv) {
             Some(crate::semantics::Val::Bytes(bytes)) => bytes,
             _ => w.code_of(authority),
         };
-        let delegated = code.len() == 23 && code.starts_with(&[0xef, 0x01, 0x00]);
+        let delegated = world::delegate_of(&code).is_some();
         if !(code.is_empty() || delegated) {
             continue;
         }
@@ -321,9 +321,7 @@ fn authorizations<D: DatabaseRef>(w: &mut Lowering<'_, D>, tx: &TxEnv) {
         let designator = if auth.address().is_zero() {
             revm::primitives::Bytes::new()
         } else {
-            let mut d = vec![0xef, 0x01, 0x00];
-            d.extend_from_slice(auth.address().as_slice());
-            d.into()
+            revm::state::Bytecode::new_eip7702(Address::from(*auth.address())).original_bytes()
         };
         let hash = if designator.is_empty() { KECCAK_EMPTY } else { revm::primitives::keccak256(&designator) };
         let hash = w.b.word(hash.into());
@@ -381,11 +379,7 @@ fn finish<D: DatabaseRef>(
             // empty): pin both.
             let exists = w.load(Op::Exists, &[sym.addr]);
             w.b.guard(GuardKind::WriteSet, exists);
-            let used = w.b.compute(Op::Or, &[sym.balance, sym.nonce]);
-            let no_funds = w.b.compute(Op::IsZero, &[used]);
-            let empty_code = w.b.word(KECCAK_EMPTY.into());
-            let no_code = w.b.compute(Op::Eq, &[sym.code_hash, empty_code]);
-            let empty = w.b.compute(Op::And, &[no_funds, no_code]);
+            let empty = w.is_empty(sym);
             w.b.guard(GuardKind::WriteSet, empty);
         }
         let revm_account = state.get(address).filter(|a| a.is_touched());

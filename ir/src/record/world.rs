@@ -103,6 +103,16 @@ impl<D: DatabaseRef> Lowering<'_, D> {
         self.b.load(op, args, traced)
     }
 
+    /// EIP-161 emptiness of `account` as the world holds it (no balance, no nonce, no code),
+    /// as a value: 1 when empty. The one definition the gas and write-set guards pin.
+    pub(crate) fn is_empty(&mut self, account: &SymAccount) -> Value {
+        let used = self.b.compute(Op::Or, &[account.balance, account.nonce]);
+        let no_funds = self.b.compute(Op::IsZero, &[used]);
+        let empty_code = self.b.word(revm::primitives::KECCAK_EMPTY.into());
+        let no_code = self.b.compute(Op::Eq, &[account.code_hash, empty_code]);
+        self.b.compute(Op::And, &[no_funds, no_code])
+    }
+
     /// The code an account holds before the transaction (empty when it has none).
     pub(crate) fn code_of(&self, address: Address) -> revm::primitives::Bytes {
         match self.db.basic_ref(address) {
@@ -239,4 +249,14 @@ impl<D: DatabaseRef> Lowering<'_, D> {
         }
         map(&mut self.world, address, transient).get_mut(&key).expect("present: found or inserted above")
     }
+}
+
+/// Whether `code` is an EIP-7702 delegation designator (`0xef0100` and an address), and the
+/// delegate it names. revm's constants, not copies.
+pub(crate) fn delegate_of(code: &[u8]) -> Option<Address> {
+    use revm::bytecode::eip7702::{EIP7702_BYTECODE_LEN, EIP7702_MAGIC_BYTES, EIP7702_VERSION};
+    let designator = code.len() == EIP7702_BYTECODE_LEN
+        && code.starts_with(EIP7702_MAGIC_BYTES)
+        && code[EIP7702_MAGIC_BYTES.len()] == EIP7702_VERSION;
+    designator.then(|| Address::from_slice(&code[EIP7702_MAGIC_BYTES.len() + 1..]))
 }
