@@ -15,7 +15,7 @@ pub const SERIES: &[(&str, &str, &str, &str)] = &[
     (
         PRE_EXECUTIONS,
         "counter",
-        "result = program | <no-program reason> | invalid | state_error",
+        "result: program, a no-program reason, invalid, state_error",
         "Pre-executions by result.",
     ),
     (RECORD_SECONDS, "histogram", "", "Wall time of tracing one transaction."),
@@ -26,7 +26,7 @@ pub const SERIES: &[(&str, &str, &str, &str)] = &[
         "",
         "Optimized programs the verifier rejected (a bug; the unoptimized program is kept).",
     ),
-    (IMPORT_TXS, "counter", "path = hit | miss | no_program", "Transactions imported, by path."),
+    (IMPORT_TXS, "counter", "path: hit, miss, no_program", "Transactions imported, by path."),
     (
         IMPORT_MISSES,
         "counter",
@@ -55,7 +55,7 @@ pub const POOL_PENDING: &str = "prescient_pool_pending";
 pub const POOL_REJECTED: &str = "prescient_pool_rejected_total";
 /// Wall time of one pre-execution (one future): predecessors, recording, optimization. (histogram).
 pub const PRE_EXECUTION_SECONDS: &str = "prescient_pre_execution_seconds";
-/// Pre-executions by result. (counter, labels: result = program | <no-program reason> | invalid | state_error).
+/// Pre-executions by result. (counter, labels: result: program, a no-program reason, invalid, state_error).
 pub const PRE_EXECUTIONS: &str = "prescient_pre_executions_total";
 /// Wall time of tracing one transaction. (histogram).
 pub const RECORD_SECONDS: &str = "prescient_record_seconds";
@@ -63,7 +63,7 @@ pub const RECORD_SECONDS: &str = "prescient_record_seconds";
 pub const OPTIMIZE_SECONDS: &str = "prescient_optimize_seconds";
 /// Optimized programs the verifier rejected (a bug; the unoptimized program is kept). (counter).
 pub const OPTIMIZER_REJECTS: &str = "prescient_optimizer_rejects_total";
-/// Transactions imported, by path. (counter, labels: path = hit | miss | no_program).
+/// Transactions imported, by path. (counter, labels: path: hit, miss, no_program).
 pub const IMPORT_TXS: &str = "prescient_import_txs_total";
 /// Imported transactions whose programs missed, by reason (guard kind, code-unknown, ...). (counter, labels: reason).
 pub const IMPORT_MISSES: &str = "prescient_import_misses_total";

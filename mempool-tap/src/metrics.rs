@@ -10,7 +10,7 @@ pub const SERIES: &[(&str, &str, &str, &str)] = &[
         "",
         "Pending transactions dropped as malformed (undecodable, or a hash that does not match the body).",
     ),
-    (STATE_FETCHES, "counter", "kind = account | slot | block_hash", "State reads sent to the node (cache misses)."),
+    (STATE_FETCHES, "counter", "kind: account, slot, block_hash", "State reads sent to the node (cache misses)."),
     (STATE_PREFETCHED, "counter", "", "Accounts and slots fetched ahead of use, in batches."),
     (NODE_RECONNECTS, "counter", "", "Reconnections to the node."),
     (NODE_RPC_SECONDS, "histogram", "method", "Latency of each JSON-RPC call to the node."),
@@ -21,7 +21,7 @@ pub const SERIES: &[(&str, &str, &str, &str)] = &[
 pub const TAP_PENDING: &str = "prescient_tap_pending_total";
 /// Pending transactions dropped as malformed (undecodable, or a hash that does not match the body). (counter).
 pub const TAP_MALFORMED: &str = "prescient_tap_malformed_total";
-/// State reads sent to the node (cache misses). (counter, labels: kind = account | slot | block_hash).
+/// State reads sent to the node (cache misses). (counter, labels: kind: account, slot, block_hash).
 pub const STATE_FETCHES: &str = "prescient_state_fetches_total";
 /// Accounts and slots fetched ahead of use, in batches. (counter).
 pub const STATE_PREFETCHED: &str = "prescient_state_prefetched_total";

@@ -105,7 +105,7 @@ enum Command {
         /// The transaction hash.
         #[arg(long)]
         tx: B256,
-        /// Output folder (default: ./diff-<hash prefix>).
+        /// Output folder (default: `./diff-<hash prefix>`).
         #[arg(long)]
         out: Option<PathBuf>,
     },

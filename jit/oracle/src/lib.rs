@@ -150,7 +150,7 @@ where
 /// Runs `prepared` at every tier on `db` / `cfg` / `block` and checks it: the tiers agree
 /// (all hit with equal outcomes, or all miss for the same reason), and a hit equals
 /// `expected()`, revm's outcome on the same inputs (asked for only on a hit; see
-/// [`reference`]). `what` names the case in problems.
+/// [`reference()`]). `what` names the case in problems.
 pub fn check<D: DatabaseRef>(
     prepared: &Prepared,
     db: &D,
