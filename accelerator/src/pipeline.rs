@@ -12,8 +12,9 @@
 //!
 //! It knows nothing of tokio, the node client or the recording format: state is any revm
 //! `DatabaseRef` (the node's RPC view live, an in-memory pre-state offline, a mock in tests),
-//! and the block context is given by the driver. Counters are kept here; the driver exports
-//! them.
+//! and the block context is given by the driver, from one of the two predictions written
+//! here ([`next_block_context`] live, [`recorded_block_context`] offline). Counters are kept
+//! here; the driver exports them.
 
 use std::{
     sync::{
@@ -23,13 +24,18 @@ use std::{
     time::{Duration, Instant},
 };
 
+use alloy::{
+    eips::eip1559::{BaseFeeParams, calc_next_block_base_fee},
+    rpc::types::Header,
+};
 use ir::{program::Program, record::RecordConfig};
+use mempool_tap::recorded::ChainRules;
 use revm::{
     DatabaseRef,
     context::{BlockEnv, CfgEnv, TxEnv},
     database::CacheDB,
     database_interface::DBErrorMarker,
-    primitives::{Address, B256},
+    primitives::{Address, B256, U256},
 };
 
 use crate::{
@@ -259,6 +265,41 @@ impl Pipeline {
     }
 }
 
+/// The context of the block after `head`, as the live service predicts it for a transaction
+/// heard now (`now_s`, seconds since the epoch): the head's child, its fee recipient and
+/// randomness, the base fee EIP-1559 gives, the blob fee the rules give.
+pub fn next_block_context(rules: &ChainRules, head: &Header, now_s: u64) -> (CfgEnv, BlockEnv) {
+    let timestamp = (head.timestamp + 1).max(now_s);
+    let spec = rules.spec(head.number + 1, timestamp);
+    let basefee = head
+        .base_fee_per_gas
+        .map(|fee| calc_next_block_base_fee(head.gas_used, head.gas_limit, fee, BaseFeeParams::ethereum()))
+        .unwrap_or(0);
+    let block = BlockEnv {
+        number: U256::from(head.number + 1),
+        beneficiary: head.beneficiary,
+        timestamp: U256::from(timestamp),
+        gas_limit: head.gas_limit,
+        basefee,
+        difficulty: U256::ZERO,
+        prevrandao: Some(head.mix_hash),
+        blob_excess_gas_and_price: rules.blob_fee(spec, timestamp, head.excess_blob_gas.unwrap_or(0)),
+        ..Default::default()
+    };
+    (rules.cfg(spec), block)
+}
+
+/// The context `prescient eval` predicts for a recorded block: the block's own, one second
+/// later, with unknown randomness. It sees what a predictor could not (the block's fee
+/// recipient, gas limit and base fee): an upper bound, kept until the evaluation predicts
+/// from the parent header alone, as the live service does (the fast-hits issue).
+pub fn recorded_block_context(block: &BlockEnv) -> BlockEnv {
+    let mut predicted = block.clone();
+    predicted.timestamp += U256::from(1);
+    predicted.prevrandao = predicted.prevrandao.map(|_| B256::repeat_byte(0x5a));
+    predicted
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +374,24 @@ mod tests {
         let paths = &imported.import.paths;
         assert!(matches!(paths[0], crate::executor::TxPath::Hit { .. }), "{paths:?}");
         assert!(matches!(paths[1], crate::executor::TxPath::Miss { .. }), "{paths:?}");
+    }
+
+    #[test]
+    fn the_live_context_is_the_heads_child() {
+        let rules = ChainRules { chain_id: 1, fixed: Some(SpecId::OSAKA) };
+        let mut head: Header = Header::default();
+        head.inner.number = 10;
+        head.inner.timestamp = 1_000;
+        head.inner.gas_limit = 30_000_000;
+        head.inner.gas_used = 30_000_000;
+        head.inner.base_fee_per_gas = Some(800);
+        let (cfg, block) = next_block_context(&rules, &head, 0);
+        assert_eq!(cfg.spec, SpecId::OSAKA);
+        assert_eq!(block.number, U256::from(11));
+        assert_eq!(block.timestamp, U256::from(1_001), "at least a second after the head");
+        assert_eq!(block.basefee, 900, "a full parent raises the base fee by an eighth");
+        let (_, later) = next_block_context(&rules, &head, 5_000);
+        assert_eq!(later.timestamp, U256::from(5_000), "never before now");
     }
 
     #[test]

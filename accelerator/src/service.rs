@@ -24,7 +24,7 @@ use std::{
 
 use alloy::{
     consensus::{Transaction as _, TxEnvelope, transaction::SignerRecoverable},
-    eips::{Decodable2718, Encodable2718, eip1559::BaseFeeParams},
+    eips::{Decodable2718, Encodable2718},
     rpc::types::{Block as RpcBlock, Header, Transaction as RpcTransaction},
 };
 use ir::{AccountChange, program::Program};
@@ -498,31 +498,7 @@ impl Service {
 
     /// The context of the block after `head`, as far as it can be predicted.
     fn next_block(&self, head: &Header) -> (CfgEnv, BlockEnv) {
-        let timestamp = (head.timestamp + 1).max(now_ms() / 1000);
-        let spec = self.rules.spec(head.number + 1, timestamp);
-        let basefee = head
-            .base_fee_per_gas
-            .map(|fee| {
-                alloy::eips::eip1559::calc_next_block_base_fee(
-                    head.gas_used,
-                    head.gas_limit,
-                    fee,
-                    BaseFeeParams::ethereum(),
-                )
-            })
-            .unwrap_or(0);
-        let block = BlockEnv {
-            number: U256::from(head.number + 1),
-            beneficiary: head.beneficiary,
-            timestamp: U256::from(timestamp),
-            gas_limit: head.gas_limit,
-            basefee,
-            difficulty: U256::ZERO,
-            prevrandao: Some(head.mix_hash),
-            blob_excess_gas_and_price: self.rules.blob_fee(spec, timestamp, head.excess_blob_gas.unwrap_or(0)),
-            ..Default::default()
-        };
-        (self.rules.cfg(spec), block)
+        crate::pipeline::next_block_context(&self.rules, head, now_ms() / 1000)
     }
 
     /// Pre-executes one pending transaction under each of its futures (blocking).

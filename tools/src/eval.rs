@@ -150,9 +150,7 @@ pub fn eval_block(
         pipeline.admit(*hash, env.clone(), 0);
     }
     // The context as predicted before the block existed: its time and randomness unknown.
-    let mut predicted = block.env.clone();
-    predicted.timestamp += U256::from(1);
-    predicted.prevrandao = predicted.prevrandao.map(|_| B256::repeat_byte(0x5a));
+    let predicted = accelerator::pipeline::recorded_block_context(&block.env);
     let db = block.state_db();
     let mut eval = BlockEval { number: block.number, txs: txs.len(), ..Default::default() };
     for (hash, _) in pending.iter().filter(|(h, _)| in_block.contains(h)) {
