@@ -15,6 +15,20 @@
 //! after another. [`verify_against_reference`] re-runs the block in sequential revm and
 //! compares every transaction's outcome in full: the shadow import and the tests use it.
 
+//! **The executors' home.** Three executors import a block, and all three are reached from
+//! here:
+//! - the **reference**, sequential revm ([`execute_block`], [`execute_tx`]), which lives in
+//!   `ir::reference` because the oracle, below every tier, needs it;
+//! - the **program-first import** ([`import_block`]), here;
+//! - the **parallel fallback** (Block-STM family), still to be written, as `parallel.rs` in
+//!   this folder; its tests and the shadow import compare it with the reference through
+//!   `oracle::compare_block`.
+//!
+//! Every executor builds its EVM with `ir::reference::evm`, and commits a hit with
+//! `TxOutcome::commit_state`.
+
+pub use ir::reference::{execute_block, execute_tx};
+
 use std::{
     collections::BTreeMap,
     sync::Arc,
