@@ -44,6 +44,9 @@ mod create;
 mod opcodes;
 mod selfdestruct;
 
+/// The most operands an opcode takes (CALL: 7).
+const MAX_OPERANDS: usize = 8;
+
 /// The largest memory offset or size the tracer follows (see `pin_usize`).
 const MAX_MEMORY: usize = 32 << 20;
 
@@ -269,11 +272,19 @@ impl<CTX: ContextTr, D: DatabaseRef> Inspector<CTX, EthInterpreter> for Tracer<'
         let pc = interp.bytecode.pc();
         // A stack underflow or overflow halts the frame before the opcode does anything: the
         // stack depth is a constant of the path (checked against revm's above).
+        let mut operands = [Value(0); MAX_OPERANDS];
+        let mut inputs = 0;
         if let Some(info) = revm::bytecode::opcode::OpCode::new(opcode).map(|o| o.info()) {
-            let (depth, inputs) = (self.frame().stack.len(), info.inputs() as usize);
+            let depth = self.frame().stack.len();
+            inputs = info.inputs() as usize;
             if depth < inputs || depth - inputs + info.outputs() as usize > revm::interpreter::STACK_LIMIT {
                 self.expect_halt = Some((NoApReason::Unmodelled, "stack underflow or overflow revm ran".into()));
                 return;
+            }
+            // The step's operands, before `apply` pops them (see below).
+            let stack = &self.frame().stack;
+            for (slot, v) in operands.iter_mut().zip(stack.iter().rev().take(inputs)) {
+                *slot = *v;
             }
         }
         if let Some(log) = &mut self.log {
@@ -291,6 +302,20 @@ impl<CTX: ContextTr, D: DatabaseRef> Inspector<CTX, EthInterpreter> for Tracer<'
         self.push_concrete = false;
         self.expect_halt = None;
         let _ = self.apply(opcode, pc);
+        if matches!(self.expect_halt, Some((NoApReason::TooLarge, _))) {
+            // revm is expected to halt on this step for its memory (checked at `step_end`).
+            // `apply` stopped at the first operand too large to follow, so later operands
+            // (a copy's size, say) may not be pinned, and with another value revm might not
+            // halt. Pin every operand: with all of them, the path and so the gas left equal,
+            // the step does what it did here.
+            if inputs > MAX_OPERANDS {
+                self.stop(NoApReason::TooLarge, "memory access beyond 32 MiB");
+                return;
+            }
+            for v in &operands[..inputs] {
+                self.low.b.guard(GuardKind::Memory, *v);
+            }
+        }
     }
 
     fn step_end(&mut self, interp: &mut Interpreter<EthInterpreter>, _context: &mut CTX) {

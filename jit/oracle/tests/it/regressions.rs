@@ -97,3 +97,24 @@ fn a_zero_value_call_to_a_missing_account_before_spurious_dragon() {
         assert!(!hits_in(&funded, &db, &cfg, &block, &tx), "{spec:?}: the target no longer exists: a miss");
     }
 }
+
+#[test]
+fn a_step_that_halts_on_memory_pins_every_operand() {
+    // CALLDATACOPY(dest = 2^32, offset 0, size = SLOAD(0)). With a non-zero size, the memory
+    // expansion costs more gas than exists and the step halts; with size zero, nothing is
+    // copied and the transaction succeeds. The size is data read from state: a program
+    // recorded on the halting path must miss where the size is zero.
+    let code = [0x60, 0x00, 0x54, 0x60, 0x00, 0x64, 0x01, 0x00, 0x00, 0x00, 0x00, 0x37, 0x00];
+    let mut db = InMemoryDB::default();
+    db.insert_account_info(SENDER, AccountInfo::from_balance(U256::from(10u64.pow(18))));
+    with_code(&mut db, CONTRACT, &code);
+    db.insert_account_storage(CONTRACT, U256::ZERO, U256::from(5)).expect("in memory");
+    let (cfg, block) = synthetic_env(SpecId::OSAKA);
+    let tx = synthetic_call(CONTRACT, Bytes::new());
+    let mut zero = db.clone();
+    zero.insert_account_storage(CONTRACT, U256::ZERO, U256::ZERO).expect("in memory");
+    assert!(!hits_in(&db, &zero, &cfg, &block, &tx), "the size became zero: a miss");
+    let mut other = db.clone();
+    other.insert_account_storage(CONTRACT, U256::ZERO, U256::from(7)).expect("in memory");
+    assert!(!hits_in(&db, &other, &cfg, &block, &tx), "every operand of the halting step is pinned");
+}
