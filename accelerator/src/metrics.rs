@@ -3,7 +3,7 @@
 
 /// Every series this crate exports: (name, kind, labels, meaning). The root README's
 /// Metrics table lists the same (a test checks it).
-pub const SERIES: &[(&str, &str, &str, &str)] = &[
+pub const SERIES: &[mempool_tap::metrics::Series] = &[
     (POOL_PENDING, "gauge", "", "Pending transactions held by the pool."),
     (POOL_REJECTED, "counter", "", "Pending transactions the full pool refused."),
     (
@@ -86,27 +86,16 @@ pub const SHADOW_BLOCKS: &str = "prescient_shadow_blocks_total";
 /// Transactions whose shadow import differed from sequential revm (must stay 0). (counter).
 pub const SHADOW_DIVERGENCES: &str = "prescient_shadow_divergences_total";
 
-/// Registers the descriptions of every series with the installed recorder.
+/// Registers the descriptions of every series of this crate.
 pub fn describe() {
-    for (name, kind, _, meaning) in SERIES {
-        match *kind {
-            "counter" => metrics::describe_counter!(*name, *meaning),
-            "gauge" => metrics::describe_gauge!(*name, *meaning),
-            _ => metrics::describe_histogram!(*name, *meaning),
-        }
-    }
+    mempool_tap::metrics::describe_series(SERIES)
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn every_series_is_in_the_operators_table() {
-        let readme = include_str!("../../README.md");
-        for (name, kind, _, _) in super::SERIES {
-            assert!(
-                readme.contains(&format!("| `{name}` | {kind} |")),
-                "{name} is missing from the README's Metrics table"
-            );
-        }
+        let missing = mempool_tap::metrics::missing_from_table(include_str!("../../README.md"), super::SERIES);
+        assert!(missing.is_empty(), "missing from the README's Metrics table: {missing:?}");
     }
 }
