@@ -116,7 +116,9 @@ pub struct Pipeline {
     pub counters: PipelineCounters,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `m`, recovering the data if a thread panicked while holding it (the pool and the
+/// service's small tables stay consistent across a panicked pre-execution).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 

@@ -16,7 +16,7 @@ use std::{
     collections::BTreeMap,
     num::NonZeroUsize,
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -44,7 +44,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     executor::{Divergence, Import, ImportTx, TxPath},
-    pipeline::{Pipeline, PipelineConfig},
+    pipeline::{Pipeline, PipelineConfig, lock},
 };
 
 /// Accounts and slots a call into a contract was seen to read (prefetched next time).
@@ -126,10 +126,6 @@ impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service").field("node", &self.client.url()).finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn now_ms() -> u64 {
