@@ -33,6 +33,16 @@ pub const SERIES: &[mempool_tap::metrics::Series] = &[
         "reason",
         "Imported transactions whose programs missed, by reason (guard kind, code-unknown, ...).",
     ),
+    (
+        SELF_MISSES,
+        "counter",
+        "",
+        "Programs that missed on the state they were recorded on (a bug; import checks every hit).",
+    ),
+    (COMPILE_FAILURES, "counter", "", "Accelerated programs that did not compile (a bug; they are interpreted)."),
+    (PRECOMPILE_MEMO_HITS, "counter", "", "Precompile calls answered by the memo instead of run again."),
+    (PRECOMPILE_MEMO_MISSES, "counter", "", "Precompile calls the memo did not hold (run, then held)."),
+    (PRECOMPILE_MEMO_BYTES, "gauge", "", "Bytes held by the precompile memo (inputs and outputs)."),
     (AP_EVICTIONS, "counter", "", "Programs evicted from the AP store for its memory budget."),
     (AP_MEMORY_BYTES, "gauge", "", "Estimated bytes held by the AP store."),
     (AP_PROGRAMS, "gauge", "", "Programs held by the AP store."),
@@ -67,6 +77,16 @@ pub const OPTIMIZER_REJECTS: &str = "prescient_optimizer_rejects_total";
 pub const IMPORT_TXS: &str = "prescient_import_txs_total";
 /// Imported transactions whose programs missed, by reason (guard kind, code-unknown, ...). (counter, labels: reason).
 pub const IMPORT_MISSES: &str = "prescient_import_misses_total";
+/// Programs that missed on the state they were recorded on (a bug; import checks every hit). (counter).
+pub const SELF_MISSES: &str = "prescient_self_misses_total";
+/// Accelerated programs that did not compile (a bug; they are interpreted). (counter).
+pub const COMPILE_FAILURES: &str = "prescient_compile_failures_total";
+/// Precompile calls answered by the memo instead of run again. (counter).
+pub const PRECOMPILE_MEMO_HITS: &str = "prescient_precompile_memo_hits_total";
+/// Precompile calls the memo did not hold (run, then held). (counter).
+pub const PRECOMPILE_MEMO_MISSES: &str = "prescient_precompile_memo_misses_total";
+/// Bytes held by the precompile memo (inputs and outputs). (gauge).
+pub const PRECOMPILE_MEMO_BYTES: &str = "prescient_precompile_memo_bytes";
 /// Programs evicted from the AP store for its memory budget. (counter).
 pub const AP_EVICTIONS: &str = "prescient_ap_evictions_total";
 /// Estimated bytes held by the AP store. (gauge).

@@ -1,6 +1,6 @@
 //! The pipeline core: pool, futures, pre-execution, store, import and verification, in one
 //! synchronous type that both `prescient serve` (driven by the node's mempool tap) and
-//! `prescient eval` (driven by recorded arrivals) run, so that the offline evaluation
+//! `prescient evaluate` (driven by a simulated mempool or recorded arrivals) run, so that the offline evaluation
 //! measures what the live service does.
 //!
 //! ```text
@@ -12,9 +12,9 @@
 //!
 //! It knows nothing of tokio, the node client or the recording format: state is any revm
 //! `DatabaseRef` (the node's RPC view live, an in-memory pre-state offline, a mock in tests),
-//! and the block context is given by the driver, from one of the two predictions written
-//! here ([`next_block_context`] live, [`recorded_block_context`] offline). Counters are kept
-//! here; the driver exports them.
+//! and the block context is given by the driver: live, [`next_block_context`] here; offline,
+//! `prescient evaluate`'s prediction from a parent view of the recorded block. Counters are
+//! kept here; the driver exports them.
 
 use std::{
     sync::{
@@ -28,7 +28,7 @@ use alloy::{
     eips::eip1559::{BaseFeeParams, calc_next_block_base_fee},
     rpc::types::Header,
 };
-use ir::{program::Program, record::RecordConfig};
+use ir::{compact::PrecompileMemo, program::Program, record::RecordConfig};
 use mempool_tap::recorded::ChainRules;
 use revm::{
     DatabaseRef,
@@ -39,7 +39,7 @@ use revm::{
 };
 
 use crate::{
-    executor::{Divergence, Import, ImportError, ImportTx, import_block, verify_against_reference},
+    executor::{Accelerated, Divergence, Import, ImportError, ImportTx, import_block, verify_against_reference},
     predictor::{PendingPool, PoolTx, PreExecution, pre_execute},
     store::ApStore,
 };
@@ -55,6 +55,8 @@ pub struct PipelineConfig {
     pub programs_per_tx: usize,
     /// Pending transactions kept.
     pub pool_capacity: usize,
+    /// Memory budget of the precompile memo, in bytes.
+    pub memo_bytes: usize,
     /// Tracer limits.
     pub record: RecordConfig,
 }
@@ -66,6 +68,7 @@ impl Default for PipelineConfig {
             store_bytes: 512 << 20,
             programs_per_tx: 4,
             pool_capacity: 50_000,
+            memo_bytes: 64 << 20,
             record: RecordConfig::default(),
         }
     }
@@ -112,6 +115,7 @@ pub struct Pipeline {
     config: PipelineConfig,
     pool: Mutex<PendingPool>,
     store: ApStore,
+    memo: PrecompileMemo,
     /// What the pipeline has done.
     pub counters: PipelineCounters,
 }
@@ -128,6 +132,7 @@ impl Pipeline {
         Self {
             pool: Mutex::new(PendingPool::new(config.pool_capacity)),
             store: ApStore::new(config.store_bytes, config.programs_per_tx),
+            memo: PrecompileMemo::new(config.memo_bytes),
             config,
             counters: PipelineCounters::default(),
         }
@@ -188,43 +193,88 @@ impl Pipeline {
         D::Error: DBErrorMarker,
     {
         let mut done = PreExecuted::default();
-        for (i, predecessors) in futures.iter().enumerate() {
-            let started = Instant::now();
-            let result = pre_execute(state, cfg, block, predecessors, &tx.env, self.config.record);
-            metrics::histogram!(crate::metrics::PRE_EXECUTION_SECONDS).record(started.elapsed().as_secs_f64());
-            self.counters.pre_executions.fetch_add(1, Ordering::Relaxed);
-            let kind = match result {
-                PreExecution::Program(program) => {
-                    if self.store.insert(tx.hash, program) {
-                        self.counters.programs.fetch_add(1, Ordering::Relaxed);
-                        done.stored += 1;
-                    }
-                    "program"
-                }
-                PreExecution::NoProgram(reason) => {
-                    self.counters.no_program.fetch_add(1, Ordering::Relaxed);
-                    reason.name()
-                }
-                PreExecution::Invalid(why) => {
-                    self.counters.invalid.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(hash = %tx.hash, future = i, %why, "invalid in this future");
-                    "invalid"
-                }
-                PreExecution::StateFailed(why) => {
-                    self.counters.state_failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(hash = %tx.hash, future = i, %why, "pre-execution: the state failed");
-                    "state_error"
-                }
-            };
-            metrics::counter!(crate::metrics::PRE_EXECUTIONS, "result" => kind).increment(1);
+        for predecessors in futures {
+            let (kind, program) = self.pre_execute_future(tx, predecessors, state, cfg, block);
+            if let Some(program) = program
+                && self.store_program(tx.hash, program)
+            {
+                done.stored += 1;
+            }
             done.results.push(kind);
         }
         done
     }
 
+    /// Pre-executes `tx` under one future and returns the result's name (as
+    /// [`PreExecuted::results`]) and the program, without storing it: for a driver that
+    /// decides when a program is ready ([`Pipeline::store_program`]).
+    pub fn pre_execute_future<D>(
+        &self,
+        tx: &PoolTx,
+        predecessors: &[TxEnv],
+        state: &D,
+        cfg: &CfgEnv,
+        block: &BlockEnv,
+    ) -> (&'static str, Option<Program>)
+    where
+        D: DatabaseRef,
+        D::Error: DBErrorMarker,
+    {
+        let started = Instant::now();
+        let result = pre_execute(state, cfg, block, predecessors, &tx.env, self.config.record, Some(&self.memo));
+        metrics::histogram!(crate::metrics::PRE_EXECUTION_SECONDS).record(started.elapsed().as_secs_f64());
+        self.counters.pre_executions.fetch_add(1, Ordering::Relaxed);
+        let (kind, program) = match result {
+            PreExecution::Program(program) => ("program", Some(program)),
+            PreExecution::NoProgram(reason) => {
+                self.counters.no_program.fetch_add(1, Ordering::Relaxed);
+                (reason.name(), None)
+            }
+            PreExecution::Invalid(why) => {
+                self.counters.invalid.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(hash = %tx.hash, %why, "invalid in this future");
+                ("invalid", None)
+            }
+            PreExecution::StateFailed(why) => {
+                self.counters.state_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(hash = %tx.hash, %why, "pre-execution: the state failed");
+                ("state_error", None)
+            }
+        };
+        metrics::counter!(crate::metrics::PRE_EXECUTIONS, "result" => kind).increment(1);
+        (kind, program)
+    }
+
+    /// Stores a program of `hash` (merged into its accelerated program); false when an equal
+    /// one is there already.
+    pub fn store_program(&self, hash: B256, program: Program) -> bool {
+        let stored = self.store.insert(hash, program);
+        if stored {
+            self.counters.programs.fetch_add(1, Ordering::Relaxed);
+        }
+        stored
+    }
+
     /// The programs held for a transaction.
     pub fn programs(&self, hash: &B256) -> Vec<Arc<Program>> {
         self.store.get(hash)
+    }
+
+    /// The precompile memo.
+    pub fn memo(&self) -> &PrecompileMemo {
+        &self.memo
+    }
+
+    fn publish_memo(&self) {
+        let stats = self.memo.stats();
+        metrics::counter!(crate::metrics::PRECOMPILE_MEMO_HITS).absolute(stats.hits);
+        metrics::counter!(crate::metrics::PRECOMPILE_MEMO_MISSES).absolute(stats.misses);
+        metrics::gauge!(crate::metrics::PRECOMPILE_MEMO_BYTES).set(stats.bytes as f64);
+    }
+
+    /// The accelerated program of a transaction.
+    pub fn accelerated(&self, hash: &B256) -> Option<Arc<Accelerated>> {
+        self.store.accelerated(hash)
     }
 
     /// The AP store (entries, bytes, budget).
@@ -248,10 +298,11 @@ impl Pipeline {
         D::Error: DBErrorMarker,
     {
         // The programs are taken before the import, so that the import reads only memory.
-        let programs: std::collections::HashMap<B256, Vec<Arc<Program>>> =
-            txs.iter().map(|t| (t.hash, self.store.get(&t.hash))).collect();
-        let lookup = |h: &B256| programs.get(h).cloned().unwrap_or_default();
-        let import = import_block(&mut CacheDB::new(parent), cfg, block, txs, &lookup)?;
+        let programs: std::collections::HashMap<B256, Arc<Accelerated>> =
+            txs.iter().filter_map(|t| Some((t.hash, self.store.accelerated(&t.hash)?))).collect();
+        let lookup = |h: &B256| programs.get(h).cloned();
+        let import = import_block(&mut CacheDB::new(parent), cfg, block, txs, &lookup, Some(&self.memo))?;
+        self.publish_memo();
         let checked = if verify {
             Some(verify_against_reference(&mut CacheDB::new(parent), cfg, block, txs, &import)?)
         } else {
@@ -289,17 +340,6 @@ pub fn next_block_context(rules: &ChainRules, head: &Header, now_s: u64) -> (Cfg
         ..Default::default()
     };
     (rules.cfg(spec), block)
-}
-
-/// The context `prescient eval` predicts for a recorded block: the block's own, one second
-/// later, with unknown randomness. It sees what a predictor could not (the block's fee
-/// recipient, gas limit and base fee): an upper bound, kept until the evaluation predicts
-/// from the parent header alone, as the live service does (the fast-hits issue).
-pub fn recorded_block_context(block: &BlockEnv) -> BlockEnv {
-    let mut predicted = block.clone();
-    predicted.timestamp += U256::from(1);
-    predicted.prevrandao = predicted.prevrandao.map(|_| B256::repeat_byte(0x5a));
-    predicted
 }
 
 #[cfg(test)]

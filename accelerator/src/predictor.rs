@@ -17,6 +17,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use ir::{
+    compact::{Compiled, PrecompileMemo},
+    interp::Evaluation,
     passes::optimize,
     program::Program,
     record::{NoApReason, RecordConfig, RecordError, record},
@@ -191,7 +193,9 @@ pub enum PreExecution {
 }
 
 /// Executes `predecessors` on a cache over `db` (skipping any revm rejects, as a builder
-/// would), then records `tx` on the result.
+/// would), then records `tx` on the result. With a `memo`, the program is also run once in
+/// the compact evaluator on the state it was recorded on, which leaves its precompile
+/// results in the memo for import (and must hit: a miss there is counted as a bug).
 pub fn pre_execute<D>(
     db: &D,
     cfg: &CfgEnv,
@@ -199,6 +203,7 @@ pub fn pre_execute<D>(
     predecessors: &[TxEnv],
     tx: &TxEnv,
     config: RecordConfig,
+    memo: Option<&PrecompileMemo>,
 ) -> PreExecution
 where
     D: DatabaseRef,
@@ -227,14 +232,21 @@ where
             metrics::histogram!(crate::metrics::OPTIMIZE_SECONDS).record(started.elapsed().as_secs_f64());
             // A program the verifier rejects is a bug upstream; keep the unoptimized one
             // if it verifies, else nothing.
-            if verify(&optimized).is_ok() {
-                PreExecution::Program(optimized)
+            let program = if verify(&optimized).is_ok() {
+                optimized
             } else if verify(&program).is_ok() {
                 metrics::counter!(crate::metrics::OPTIMIZER_REJECTS).increment(1);
-                PreExecution::Program(program)
+                program
             } else {
-                PreExecution::NoProgram(NoApReason::Unmodelled)
+                return PreExecution::NoProgram(NoApReason::Unmodelled);
+            };
+            if let Some(memo) = memo
+                && let Ok(compiled) = Compiled::new(&program)
+                && !matches!(compiled.evaluate(&cache, cfg, block, Some(memo)), Evaluation::Hit(_))
+            {
+                metrics::counter!(crate::metrics::SELF_MISSES).increment(1);
             }
+            PreExecution::Program(program)
         }
         Err(reason) => PreExecution::NoProgram(reason),
     }

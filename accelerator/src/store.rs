@@ -1,14 +1,20 @@
 //! The AP store: accelerated programs by transaction hash, bounded in memory.
 //!
 //! Each transaction keeps up to `max_per_tx` distinct programs (one per predicted future
-//! that produced a different path); the store as a whole keeps at most `max_bytes` of them,
+//! that produced a different path), and the **accelerated program** built from them: the
+//! programs merged into one tree and compiled for the compact evaluator
+//! ([`ir::compact::Compiled::merge`]), rebuilt when a program arrives, so that import finds
+//! it ready. The store as a whole keeps at most `max_bytes` (programs and compiled forms),
 //! evicting the least recently used transaction first. Programs are keyed by the
 //! transaction hash, which binds every field of the signed transaction (and so the sender):
 //! a program's constants are that transaction's fields.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ir::program::{Imm, Inst, Program};
+use ir::{
+    compact::Compiled,
+    program::{Imm, Inst, Program},
+};
 use lru::LruCache;
 use revm::primitives::B256;
 
@@ -28,8 +34,40 @@ pub fn program_bytes(p: &Program) -> usize {
     size_of::<Program>() + p.insts.capacity() * size_of::<Inst>() + imm_bytes
 }
 
+/// What import runs for one transaction: its programs, and their merged compiled form
+/// (`None` only if compiling failed, a bug: the programs are then interpreted one by one).
+#[derive(Debug)]
+pub struct Accelerated {
+    /// The programs, oldest future first.
+    pub programs: Vec<Arc<Program>>,
+    /// The programs merged and compiled.
+    pub compiled: Option<Compiled>,
+}
+
+impl Accelerated {
+    /// Merges and compiles `programs`.
+    pub fn new(programs: Vec<Arc<Program>>) -> Self {
+        let refs: Vec<&Program> = programs.iter().map(|p| &**p).collect();
+        let compiled = match Compiled::merge(&refs) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(%e, "a program does not compile; it will be interpreted");
+                metrics::counter!(crate::metrics::COMPILE_FAILURES).increment(1);
+                None
+            }
+        };
+        Self { programs, compiled }
+    }
+
+    /// Approximate heap size.
+    pub fn bytes(&self) -> usize {
+        self.programs.iter().map(|p| program_bytes(p)).sum::<usize>()
+            + self.compiled.as_ref().map_or(0, Compiled::heap_bytes)
+    }
+}
+
 struct Entry {
-    programs: Vec<Arc<Program>>,
+    accelerated: Arc<Accelerated>,
     bytes: usize,
 }
 
@@ -67,35 +105,38 @@ impl ApStore {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Adds a program for `hash`. Returns false when an equal program is already there, or
-    /// when the program alone is larger than the whole budget.
+    /// Adds a program for `hash` and rebuilds its accelerated program. Returns false when an
+    /// equal program is already there, or when the program alone is larger than the whole
+    /// budget.
     pub fn insert(&self, hash: B256, program: Program) -> bool {
-        let bytes = program_bytes(&program);
-        if bytes > self.max_bytes {
+        if program_bytes(&program) > self.max_bytes {
             return false;
         }
-        let mut inner = self.lock();
-        let entry = inner.entries.get_or_insert_mut(hash, || Entry { programs: Vec::new(), bytes: 0 });
-        if entry.programs.iter().any(|p| **p == program) {
-            return false;
-        }
-        let mut freed = 0;
-        let mut dropped = 0;
-        if entry.programs.len() >= self.max_per_tx {
+        let mut programs = match self.lock().entries.get(&hash) {
+            Some(e) if e.accelerated.programs.iter().any(|p| **p == program) => return false,
+            Some(e) => e.accelerated.programs.clone(),
+            None => Vec::new(),
+        };
+        if programs.len() >= self.max_per_tx {
             // The oldest future is the least likely one now.
-            let old = entry.programs.remove(0);
-            freed = program_bytes(&old);
-            entry.bytes -= freed;
-            dropped = 1;
+            programs.remove(0);
         }
-        entry.programs.push(Arc::new(program));
-        entry.bytes += bytes;
-        inner.bytes = inner.bytes + bytes - freed;
-        inner.programs = inner.programs + 1 - dropped;
+        programs.push(Arc::new(program));
+        // Merged and compiled outside the lock.
+        let accelerated = Accelerated::new(programs);
+        let bytes = accelerated.bytes();
+        let count = accelerated.programs.len();
+        let mut inner = self.lock();
+        if let Some(old) = inner.entries.put(hash, Entry { accelerated: Arc::new(accelerated), bytes }) {
+            inner.bytes -= old.bytes;
+            inner.programs -= old.accelerated.programs.len();
+        }
+        inner.bytes += bytes;
+        inner.programs += count;
         while inner.bytes > self.max_bytes {
             let Some((_, evicted)) = inner.entries.pop_lru() else { break };
             inner.bytes -= evicted.bytes;
-            inner.programs -= evicted.programs.len();
+            inner.programs -= evicted.accelerated.programs.len();
             metrics::counter!(crate::metrics::AP_EVICTIONS).increment(1);
         }
         self.publish(&inner);
@@ -104,7 +145,12 @@ impl ApStore {
 
     /// The programs of `hash`, most recent future last.
     pub fn get(&self, hash: &B256) -> Vec<Arc<Program>> {
-        self.lock().entries.get(hash).map(|e| e.programs.clone()).unwrap_or_default()
+        self.accelerated(hash).map(|a| a.programs.clone()).unwrap_or_default()
+    }
+
+    /// The accelerated program of `hash`.
+    pub fn accelerated(&self, hash: &B256) -> Option<Arc<Accelerated>> {
+        self.lock().entries.get(hash).map(|e| e.accelerated.clone())
     }
 
     /// Whether `hash` has a program.
@@ -117,7 +163,7 @@ impl ApStore {
         let mut inner = self.lock();
         if let Some(e) = inner.entries.pop(hash) {
             inner.bytes -= e.bytes;
-            inner.programs -= e.programs.len();
+            inner.programs -= e.accelerated.programs.len();
         }
         self.publish(&inner);
     }

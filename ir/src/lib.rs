@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod backend;
+pub mod compact;
 pub mod interp;
 pub mod ops;
 pub mod outcome;

@@ -185,7 +185,7 @@ pub fn compute_val(op: Op, imm: &Imm, args: &[&Val]) -> Option<Val> {
 /// Runs a precompile exactly as revm does, packed as `pcall` defines: status byte, gas used
 /// (8 bytes, big-endian), output. `None` when there is no such precompile (a bug) or revm
 /// reports a fatal error.
-fn run_precompile(address: Address, gas_limit: u64, spec: SpecId, input: &[u8]) -> Option<Bytes> {
+pub(crate) fn run_precompile(address: Address, gas_limit: u64, spec: SpecId, input: &[u8]) -> Option<Bytes> {
     use revm::precompile::{PrecompileSpecId, PrecompileStatus, Precompiles};
     let precompile = Precompiles::new(PrecompileSpecId::from_spec_id(spec)).get(&address)?;
     let out = precompile.execute(input, gas_limit, 0).ok()?;

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod diff;
-pub mod eval;
+pub mod evaluate;
 pub mod live;
+pub mod plot;
 pub mod replay;

@@ -10,6 +10,7 @@ use mempool_tap::{
     Dataset,
     recorded::{DATA_ENV, locate_data_dir},
 };
+use prescient_tools::evaluate::EvaluateOptions;
 use prescient_tools::replay::{Summary, Verdict, mgas_per_s, replay_block, source_label};
 use revm::primitives::B256;
 
@@ -34,18 +35,35 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
-    /// Evaluate the whole fast path offline: predict, pre-execute, import, compare with revm.
+    /// Evaluate the whole pipeline offline on recorded blocks: a simulated mempool, predicted
+    /// futures and contexts, pre-execution, import verified against sequential revm, timings.
     /// Default data: the devnet recording committed under bench-data/.
-    Eval {
+    #[command(alias = "eval")]
+    Evaluate {
         /// Recorded-traffic folder (a prescient recording, or the shared bench-data).
         #[arg(long, default_value = EMBEDDED_RECORDING)]
         data: PathBuf,
         /// Evaluate only these blocks (repeatable). Default: every complete block.
         #[arg(long = "block", value_name = "N")]
         blocks: Vec<u64>,
+        /// Share of transactions heard before their block (without a recorded arrival log).
+        #[arg(long, default_value_t = EvaluateOptions::default().heard)]
+        heard: f64,
+        /// Pre-executions per transaction at its arrival (futures × contexts).
+        #[arg(long, default_value_t = EvaluateOptions::default().futures_per_tx)]
+        futures: usize,
         /// Most predecessors in a predicted-block future.
-        #[arg(long, default_value_t = PipelineConfig::default().max_predecessors)]
+        #[arg(long, default_value_t = EvaluateOptions::default().max_predecessors)]
         max_predecessors: usize,
+        /// Alternating repetitions of each timing.
+        #[arg(long, default_value_t = EvaluateOptions::default().reps)]
+        reps: usize,
+        /// Report folder (summary.json, blocks.json, report.md and plots).
+        #[arg(long, default_value = "evaluate-report")]
+        out: PathBuf,
+        /// No progress bar.
+        #[arg(long)]
+        no_progress: bool,
     },
     /// Attach to a node: pre-execute its pending transactions and serve the fast path.
     Serve {
@@ -153,6 +171,9 @@ struct PipelineArgs {
     /// Pending transactions kept.
     #[arg(long, default_value_t = PipelineConfig::default().pool_capacity)]
     pool_capacity: usize,
+    /// Memory budget of the precompile memo, in MiB.
+    #[arg(long, default_value_t = PipelineConfig::default().memo_bytes >> 20)]
+    memo_mib: usize,
     /// Largest program, in instructions (longer traces get no program).
     #[arg(long, default_value_t = PipelineConfig::default().record.max_insts)]
     max_program_insts: usize,
@@ -169,6 +190,7 @@ impl PipelineArgs {
             store_bytes: self.store_mib << 20,
             programs_per_tx: self.programs_per_tx.max(1),
             pool_capacity: self.pool_capacity.max(1),
+            memo_bytes: self.memo_mib << 20,
             record: ir::record::RecordConfig {
                 max_insts: self.max_program_insts,
                 max_steps: self.max_trace_steps,
@@ -183,7 +205,16 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Replay { data, blocks, no_progress } => replay(data, &blocks, no_progress),
         Command::Diff { data, tx, out } => diff(data, tx, out),
-        Command::Eval { data, blocks, max_predecessors } => eval(&data, &blocks, max_predecessors),
+        Command::Evaluate { data, blocks, heard, futures, max_predecessors, reps, out, no_progress } => {
+            let options = EvaluateOptions {
+                heard: heard.clamp(0.0, 1.0),
+                futures_per_tx: futures.max(1),
+                max_predecessors,
+                reps: reps.max(1),
+                ..EvaluateOptions::default()
+            };
+            evaluate(&data, &blocks, &options, &out, no_progress)
+        }
         Command::Serve {
             node,
             listen,
@@ -241,9 +272,17 @@ fn diff(data: Option<PathBuf>, tx: B256, out: Option<PathBuf>) -> Result<bool> {
     Ok(verdict != prescient_tools::diff::DiffVerdict::WrongHit)
 }
 
-/// Runs `prescient eval`; `Ok(false)` on a divergence from sequential revm.
-fn eval(data: &std::path::Path, numbers: &[u64], max_predecessors: usize) -> Result<bool> {
-    use prescient_tools::eval::{Arrivals, EvalSummary, eval_block};
+/// Runs `prescient evaluate`; `Ok(false)` on a divergence from sequential revm.
+fn evaluate(
+    data: &std::path::Path,
+    numbers: &[u64],
+    options: &EvaluateOptions,
+    out: &std::path::Path,
+    no_progress: bool,
+) -> Result<bool> {
+    use prescient_tools::evaluate::{
+        Summary, evaluate_block, fee_recipient_candidates, recorded_arrivals, write_report,
+    };
     let dataset = Dataset::open(data).wrap_err_with(|| format!("opening {}", data.display()))?;
     let selected = if numbers.is_empty() {
         dataset.complete_blocks().cloned().collect::<Vec<_>>()
@@ -252,61 +291,89 @@ fn eval(data: &std::path::Path, numbers: &[u64], max_predecessors: usize) -> Res
     };
     eyre::ensure!(!selected.is_empty(), "{} lists no complete block", data.display());
     ir::warm_up();
-    let mut arrivals = Arrivals::of(&dataset)?;
-    println!(
-        "{} ({}): {} blocks, {}",
-        data.display(),
-        dataset.manifest().map_or("recorded blocks".to_string(), |m| format!(
-            "chain {}, {}",
-            m.chain_id,
-            m.node.clone().unwrap_or_default()
-        )),
-        selected.len(),
-        if arrivals.is_some() {
-            "pending transactions from the recorded arrivals"
-        } else {
-            "no arrivals: every transaction counted as heard"
-        }
+    let arrivals = dataset.arrivals()?;
+    let arrivals = (!arrivals.is_empty()).then(|| recorded_arrivals(&arrivals));
+    let bar = if no_progress { ProgressBar::hidden() } else { ProgressBar::new(2 * selected.len() as u64) };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg} ({eta} left)")
+            .expect("static template")
+            .progress_chars("=> "),
     );
-    println!(
-        "{:>10}  {:>5}  {:>5}  {:>5}  {:>8}  {:>10}  {:>10}  misses",
-        "block", "txs", "heard", "hits", "programs", "import ms", "revm ms"
-    );
-    let mut summary = EvalSummary::default();
-    for block_ref in &selected {
+    // Fee recipients of every block, for the candidates of the others.
+    let mut recipients = Vec::new();
+    for block_ref in dataset.complete_blocks() {
+        bar.set_message(format!("reading fee recipients: block {}", block_ref.number));
         let block = dataset.load(block_ref)?;
-        let e = eval_block(&block, arrivals.as_mut(), max_predecessors)?;
-        println!(
-            "{:>10}  {:>5}  {:>5}  {:>5}  {:>8}  {:>10.3}  {:>10.3}  {:?}",
-            e.number,
-            e.txs,
-            e.heard,
-            e.hits,
-            e.programs,
-            e.import.as_secs_f64() * 1e3,
-            e.reference.as_secs_f64() * 1e3,
-            e.misses
-        );
-        for d in &e.divergences {
-            println!("{:>10}  DIVERGENCE {d}", "");
+        recipients.push((block.number, block.env.beneficiary));
+        if selected.iter().any(|b| b.number == block_ref.number) {
+            bar.inc(1);
         }
-        summary.add(&e);
     }
-    let pct = |a: usize, b: usize| if b == 0 { 0.0 } else { 100.0 * a as f64 / b as f64 };
+    bar.suspend(|| {
+        println!(
+            "{}: {} blocks, {}",
+            data.display(),
+            selected.len(),
+            match &arrivals {
+                Some(_) => "heard as the recorded arrival log says".to_string(),
+                None => format!("simulated mempool, {:.0}% heard", 100.0 * options.heard),
+            }
+        );
+        println!(
+            "{:>10}  {:>5}  {:>5}  {:>5}  {:>7}  {:>10}  {:>10}  {:>6}",
+            "block", "txs", "heard", "hits", "hit %", "import ms", "revm ms", "ratio"
+        );
+    });
+    let mut results = Vec::new();
+    for block_ref in &selected {
+        bar.set_message(format!("block {}", block_ref.number));
+        let block = dataset.load(block_ref)?;
+        let candidates = fee_recipient_candidates(&recipients, block.number, options.fee_recipients);
+        let r = evaluate_block(&block, &candidates, options, arrivals.as_ref())?;
+        bar.suspend(|| {
+            println!(
+                "{:>10}  {:>5}  {:>5}  {:>5}  {:>6.1}%  {:>10.3}  {:>10.3}  {:>5.2}x",
+                r.number,
+                r.txs.len(),
+                r.heard(),
+                r.hits(),
+                100.0 * r.hits() as f64 / r.heard().max(1) as f64,
+                r.import_ms,
+                r.revm_ms,
+                r.revm_ms / r.import_ms.max(1e-9)
+            );
+            for d in &r.divergences {
+                println!("{:>10}  DIVERGENCE {d}", "");
+            }
+        });
+        results.push(r);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let summary = Summary::of(&results, options);
+    write_report(out, &summary, &results)?;
     println!(
-        "summary: {} blocks, {} txs, {} heard ({:.1}%), {} hits ({:.1}% of heard), misses {:?}; import {:.3} ms vs sequential revm {:.3} ms ({:.2}x); {} divergences",
-        summary.blocks,
+        "summary: {} txs, {} heard, hits {:.2}% of heard (perfect {}, imperfect {}), missed {}, not pre-executed {}, \
+         not heard {}; speedup on hits {:.2}x (median {:.2}x, p10 {:.2}x), heard {:.2}x, all {:.2}x, block import {:.2}x; \
+         {} divergences",
         summary.txs,
         summary.heard,
-        pct(summary.heard, summary.txs),
-        summary.hits,
-        pct(summary.hits, summary.heard),
-        summary.misses,
-        summary.import.as_secs_f64() * 1e3,
-        summary.reference.as_secs_f64() * 1e3,
-        summary.reference.as_secs_f64() / summary.import.as_secs_f64().max(1e-9),
+        100.0 * summary.hit_rate_heard,
+        summary.hits_perfect,
+        summary.hits_imperfect,
+        summary.missed,
+        summary.not_preexecuted,
+        summary.not_heard,
+        summary.speedup_hits,
+        summary.speedup_hits_median,
+        summary.speedup_hits_p10,
+        summary.speedup_heard,
+        summary.speedup_all,
+        summary.block_speedup,
         summary.divergences
     );
+    println!("misses by reason: {:?}", summary.miss_reasons);
+    println!("report written to {}", out.display());
     Ok(summary.divergences == 0)
 }
 

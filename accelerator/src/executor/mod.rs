@@ -2,8 +2,8 @@
 //!
 //! ```text
 //!   for tx in block:
-//!     programs(tx.hash) ── evaluate each on the current state ──▶ Hit(outcome) ─▶ apply outcome
-//!                                                              └▶ all Miss    ─▶ revm transact ─▶ commit
+//!     accelerated(tx.hash) ── walk the merged tree on the current state ──▶ Hit(outcome) ─▶ apply outcome
+//!                                                                        └▶ Miss         ─▶ revm transact ─▶ commit
 //!   ⇒ outcomes, receipts (as sequential revm builds them), per-transaction path
 //! ```
 //!
@@ -37,9 +37,11 @@ use std::{
 
 use ir::{
     Receipts, TxOutcome,
+    compact::PrecompileMemo,
     interp::{Evaluation, FUEL, MissReason, evaluate},
-    program::Program,
 };
+
+pub use crate::store::Accelerated;
 use revm::{
     DatabaseCommit, DatabaseRef, ExecuteCommitEvm, ExecuteEvm,
     context::{BlockEnv, CfgEnv, TxEnv, result::EVMError},
@@ -207,14 +209,16 @@ pub fn known_code<D: DatabaseRef>(db: &CacheDB<D>, address: &Address, hash: B256
 }
 
 /// Imports `txs` on `db` in order: a program's outcome when one holds, revm otherwise.
-/// `programs` gives the programs of a transaction hash. On return `db` holds the post-block
-/// state (transactions only, as [`ir::execute_block`]).
+/// `programs` gives the accelerated program of a transaction hash; `memo` holds precompile
+/// results. On return `db` holds the post-block state (transactions only, as
+/// [`ir::execute_block`]).
 pub fn import_block<D>(
     db: &mut CacheDB<D>,
     cfg: &CfgEnv,
     block: &BlockEnv,
     txs: &[ImportTx],
-    programs: &dyn Fn(&B256) -> Vec<Arc<Program>>,
+    programs: &dyn Fn(&B256) -> Option<Arc<Accelerated>>,
+    memo: Option<&PrecompileMemo>,
 ) -> Result<Import, ImportError>
 where
     D: DatabaseRef,
@@ -224,19 +228,10 @@ where
     let mut outcomes = Vec::with_capacity(txs.len());
     let mut paths = Vec::with_capacity(txs.len());
     for (index, tx) in txs.iter().enumerate() {
-        let candidates = programs(&tx.hash);
-        let mut path = TxPath::NoProgram;
-        let mut hit = None;
-        for (i, program) in candidates.iter().enumerate() {
-            match evaluate(program, &*db, cfg, block, FUEL) {
-                Evaluation::Hit(outcome) => {
-                    path = TxPath::Hit { program: i };
-                    hit = Some(outcome);
-                    break;
-                }
-                Evaluation::Miss(miss) => path = TxPath::Miss { reason: ImportMiss::Program(miss.reason) },
-            }
-        }
+        let (mut path, hit) = match programs(&tx.hash) {
+            Some(accelerated) => run_accelerated(&accelerated, &*db, cfg, block, memo),
+            None => (TxPath::NoProgram, None),
+        };
         // A hit is committed as revm would commit it, with the code of every account it
         // touched (see `TxOutcome::commit_state`). Code that cannot be found is a miss.
         let hit = hit.and_then(|outcome| match outcome.commit_state(|a, h| known_code(db, a, h)) {
@@ -276,6 +271,34 @@ where
     let types: Vec<u8> = txs.iter().map(|t| t.env.tx_type).collect();
     let receipts = ir::receipts(&outcomes, &types);
     Ok(Import { outcomes, paths, receipts, time: started.elapsed() })
+}
+
+/// Runs a transaction's accelerated program: the merged tree in the compact evaluator, or
+/// (when it did not compile) each program in the reference interpreter.
+pub fn run_accelerated<D: DatabaseRef>(
+    accelerated: &Accelerated,
+    db: &D,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    memo: Option<&PrecompileMemo>,
+) -> (TxPath, Option<TxOutcome>) {
+    if accelerated.programs.is_empty() {
+        return (TxPath::NoProgram, None);
+    }
+    if let Some(compiled) = &accelerated.compiled {
+        return match compiled.evaluate_merged(db, cfg, block, memo) {
+            (Evaluation::Hit(outcome), program) => (TxPath::Hit { program: program.unwrap_or(0) }, Some(outcome)),
+            (Evaluation::Miss(miss), _) => (TxPath::Miss { reason: ImportMiss::Program(miss.reason) }, None),
+        };
+    }
+    let mut path = TxPath::NoProgram;
+    for (i, program) in accelerated.programs.iter().enumerate() {
+        match evaluate(program, db, cfg, block, FUEL) {
+            Evaluation::Hit(outcome) => return (TxPath::Hit { program: i }, Some(outcome)),
+            Evaluation::Miss(miss) => path = TxPath::Miss { reason: ImportMiss::Program(miss.reason) },
+        }
+    }
+    (path, None)
 }
 
 /// One transaction whose imported outcome differs from sequential revm's.

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use crate::accelerator::{ImportTx, PreExecution, TxPath, import_block, pre_execute, verify_against_reference};
+use crate::accelerator::{
+    ImportTx, PreExecution, TxPath, executor::Accelerated, import_block, pre_execute, verify_against_reference,
+};
 use ir::{AccountCodeOnly, program::Program, record::RecordConfig, synthetic::synthetic_env};
 use revm::{
     DatabaseRef,
@@ -57,7 +59,7 @@ where
     D: DatabaseRef,
     D::Error: DBErrorMarker,
 {
-    match pre_execute(db, cfg, block, &[], &tx.env, RecordConfig::default()) {
+    match pre_execute(db, cfg, block, &[], &tx.env, RecordConfig::default(), None) {
         PreExecution::Program(p) => Arc::new(p),
         other => panic!("no program for {}: {other:?}", tx.hash),
     }
@@ -76,10 +78,12 @@ where
     D: DatabaseRef + Clone,
     D::Error: DBErrorMarker,
 {
-    let lookup = |hash: &B256| -> Vec<Arc<Program>> {
-        txs.iter().zip(programs).filter(|(t, _)| t.hash == *hash).filter_map(|(_, p)| p.clone()).collect()
+    let lookup = |hash: &B256| -> Option<Arc<Accelerated>> {
+        let mine: Vec<Arc<Program>> =
+            txs.iter().zip(programs).filter(|(t, _)| t.hash == *hash).filter_map(|(_, p)| p.clone()).collect();
+        (!mine.is_empty()).then(|| Arc::new(Accelerated::new(mine)))
     };
-    let import = import_block(&mut CacheDB::new(backend.clone()), cfg, block, txs, &lookup)
+    let import = import_block(&mut CacheDB::new(backend.clone()), cfg, block, txs, &lookup, None)
         .unwrap_or_else(|e| panic!("import failed: {e}"));
     let (divergences, _) = verify_against_reference(&mut CacheDB::new(backend), cfg, block, txs, &import)
         .unwrap_or_else(|e| panic!("reference failed: {e}"));
@@ -107,7 +111,7 @@ fn a_miss_then_a_hit_then_a_miss() {
     let txs = [call(BOB, CONTRACT, &[1], 0, 1), call(ALICE, CONTRACT, &[], 0, 2), call(BOB, CONTRACT, &[], 1, 1)];
     // ALICE's program is recorded after BOB's first call, as a predictor would.
     let mut after_bob = CacheDB::new(db.clone());
-    let first = import_block(&mut after_bob, &cfg, &block, &txs[..1], &|_| Vec::new()).expect("runs");
+    let first = import_block(&mut after_bob, &cfg, &block, &txs[..1], &|_| None, None).expect("runs");
     assert_eq!(first.paths, vec![TxPath::NoProgram]);
     let pa = program(&after_bob, &cfg, &block, &txs[1]);
     let paths = import_and_verify(db, &cfg, &block, &txs, &[None, Some(pa), None]);

@@ -18,8 +18,10 @@ use std::sync::{
     atomic::{AtomicUsize, Ordering},
 };
 
-use crate::accelerator::{ImportTx, PreExecution, TxPath, import_block, pre_execute, verify_against_reference};
-use ir::{AccountCodeOnly, program::Program, record::RecordConfig};
+use crate::accelerator::{
+    ImportTx, PreExecution, TxPath, executor::Accelerated, import_block, pre_execute, verify_against_reference,
+};
+use ir::{AccountCodeOnly, compact::PrecompileMemo, program::Program, record::RecordConfig};
 use mempool_tap::{Dataset, recorded::shared_data_for_tests};
 use proptest::prelude::*;
 use revm::{
@@ -60,10 +62,15 @@ where
     D: DatabaseRef,
     D::Error: DBErrorMarker,
 {
-    match pre_execute(db, &base.cfg, &base.env, predecessors, &base.txs[i].env, RecordConfig::default()) {
+    match pre_execute(db, &base.cfg, &base.env, predecessors, &base.txs[i].env, RecordConfig::default(), Some(memo())) {
         PreExecution::Program(p) => Some(Arc::new(p)),
         _ => None,
     }
+}
+
+fn memo() -> &'static PrecompileMemo {
+    static MEMO: OnceLock<PrecompileMemo> = OnceLock::new();
+    MEMO.get_or_init(|| PrecompileMemo::new(64 << 20))
 }
 
 fn bases() -> Option<&'static Vec<Base>> {
@@ -171,10 +178,14 @@ where
     D: DatabaseRef + Clone,
     D::Error: DBErrorMarker,
 {
-    let lookup = |hash: &B256| -> Vec<Arc<Program>> {
-        txs.iter().position(|t| t.hash == *hash).map(|i| programs[i].clone()).unwrap_or_default()
+    // Half the cases run the merged compact tier (production), half the interpreter over each
+    // program; the precompile memo is shared by every case, as a node's is by every block.
+    let interpreted = seed.1 >> 63 == 1;
+    let lookup = |hash: &B256| -> Option<Arc<Accelerated>> {
+        let programs = txs.iter().position(|t| t.hash == *hash).map(|i| programs[i].clone())?;
+        Some(Arc::new(if interpreted { Accelerated { programs, compiled: None } } else { Accelerated::new(programs) }))
     };
-    let imported = import_block(&mut CacheDB::new(backend.clone()), &base.cfg, &base.env, txs, &lookup);
+    let imported = import_block(&mut CacheDB::new(backend.clone()), &base.cfg, &base.env, txs, &lookup, Some(memo()));
     let envs: Vec<_> = txs.iter().map(|t| t.env.clone()).collect();
     let import = match imported {
         Ok(import) => import,

@@ -23,6 +23,7 @@
 
 use ir::{
     TxOutcome,
+    compact::{Compiled, PrecompileMemo},
     interp::{Evaluation, FUEL, MissReason, evaluate},
     passes::optimize,
     program::Program,
@@ -43,17 +44,22 @@ pub enum Tier {
     Recorded,
     /// After `passes::optimize` (what production stores), run by the reference interpreter.
     Optimized,
+    /// The optimized program compiled to the compact evaluator (`ir::compact`), what import
+    /// runs, with precompile results from a memo shared by every case this thread checks
+    /// (so a memo hit is checked against revm as often as a fresh call).
+    Compact,
 }
 
 impl Tier {
     /// Every tier, in the order they are run and reported.
-    pub const ALL: &'static [Tier] = &[Tier::Recorded, Tier::Optimized];
+    pub const ALL: &'static [Tier] = &[Tier::Recorded, Tier::Optimized, Tier::Compact];
 
     /// Short name for reports.
     pub const fn name(self) -> &'static str {
         match self {
             Self::Recorded => "recorded",
             Self::Optimized => "optimized",
+            Self::Compact => "compact",
         }
     }
 }
@@ -86,23 +92,29 @@ pub fn prepare(program: &Program) -> Prepared {
     if text::parse(&text::print(program)).as_ref() != Ok(program) {
         problems.push("text round trip changed the program".into());
     }
+    let optimized = optimize(program);
+    if let Err(e) = verify(&optimized) {
+        problems.push(format!("verifier after optimize: {e}"));
+    }
+    if let Err(e) = Compiled::new(&optimized) {
+        problems.push(format!("compact compile: {e}"));
+    }
     let tiers = Tier::ALL
         .iter()
         .map(|tier| {
             let p = match tier {
                 Tier::Recorded => program.clone(),
-                Tier::Optimized => {
-                    let optimized = optimize(program);
-                    if let Err(e) = verify(&optimized) {
-                        problems.push(format!("verifier after optimize: {e}"));
-                    }
-                    optimized
-                }
+                Tier::Optimized | Tier::Compact => optimized.clone(),
             };
             (*tier, p)
         })
         .collect();
     Prepared { tiers, problems }
+}
+
+thread_local! {
+    /// The compact tier's precompile memo: shared by the cases one thread checks.
+    static MEMO: PrecompileMemo = PrecompileMemo::new(64 << 20);
 }
 
 /// Runs the program of one tier.
@@ -115,6 +127,14 @@ pub fn evaluate_at<D: DatabaseRef>(
 ) -> Evaluation {
     match tier {
         Tier::Recorded | Tier::Optimized => evaluate(program, db, cfg, block, FUEL),
+        Tier::Compact => match Compiled::new(program) {
+            Ok(compiled) => MEMO.with(|memo| compiled.evaluate(db, cfg, block, Some(memo))),
+            // `prepare` reported it; the tiers then disagree unless the program is malformed.
+            Err(e) => Evaluation::Miss(ir::interp::Miss {
+                reason: MissReason::Malformed,
+                at: ir::program::Value(e.at as u32),
+            }),
+        },
     }
 }
 

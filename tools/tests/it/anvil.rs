@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
 use mempool_tap::Dataset;
-use prescient_tools::eval::{Arrivals, eval_block};
+use prescient_tools::evaluate::{EvaluateOptions, evaluate_block, recorded_arrivals};
 use revm::primitives::{KECCAK_EMPTY, keccak256};
 use serde_json::{Value, json};
 
@@ -318,7 +318,8 @@ async fn import_of_competing_transactions_equals_anvil() {
     let (clean, log) = recorder.terminate(Duration::from_secs(15));
     assert!(clean, "prescient record did not stop cleanly:\n{log}");
     let dataset = Dataset::open(&out).expect("the recording opens");
-    let mut arrivals = Arrivals::of(&dataset).expect("arrivals").expect("the recording has arrivals");
+    let arrivals = recorded_arrivals(&dataset.arrivals().expect("arrivals"));
+    assert!(!arrivals.is_empty(), "the recording has arrivals");
     let blocks: Vec<_> = dataset.complete_blocks().cloned().collect();
     assert!(
         blocks.iter().any(|b| b.number == block),
@@ -331,10 +332,11 @@ async fn import_of_competing_transactions_equals_anvil() {
         for check in &replay.checks {
             assert_eq!(check.verdict, prescient_tools::replay::Verdict::Pass, "block {} {}", b.number, check.name);
         }
-        let e = eval_block(&loaded, Some(&mut arrivals), 64).expect("evaluate");
+        let options = EvaluateOptions { reps: 1, ..EvaluateOptions::default() };
+        let e = evaluate_block(&loaded, &[], &options, Some(&arrivals)).expect("evaluate");
         assert!(e.divergences.is_empty(), "block {}: {:?}", b.number, e.divergences);
         if let Some((_, n)) = heard.iter().find(|(number, _)| *number == b.number) {
-            assert_eq!(e.heard, *n, "every competing transaction was heard before block {}", b.number);
+            assert_eq!(e.heard(), *n, "every competing transaction was heard before block {}", b.number);
         }
     }
     let (clean, log) = prescient.terminate(Duration::from_secs(15));

@@ -1,0 +1,1036 @@
+//! The compact evaluator: the hot-path form of a program.
+//!
+//! The reference interpreter ([`crate::interp`]) is the IR's semantics, written for clarity:
+//! it allocates an operand vector per instruction, clones byte strings, and keeps every
+//! value as an enum. A hit must cost little more than reading its inputs and writing its
+//! outputs, so import runs programs in this form instead:
+//!
+//! - **compiled once**, when the program enters the store: every operand is resolved to a
+//!   register number, words and byte strings get separate register files, and constants are
+//!   written into a register template (a constant costs nothing at evaluation);
+//! - **words in a flat register file** (`[U256]`), byte strings as ranges of one byte arena;
+//!   both live in a per-thread scratch reused across evaluations, so an evaluation allocates
+//!   nothing per instruction (only the outcome it returns: its logs, output and state map);
+//! - **state read only from memory**: loads go to the `DatabaseRef` the import hands in, which
+//!   at import is a cache over the pre-state (the same as revm reads);
+//! - **precompile results memoized** ([`PrecompileMemo`]): a call already run on the same
+//!   input under the same rules (while pre-executing, or by an earlier hit) is a lookup.
+//!
+//! Every operation's meaning is still [`crate::semantics`]'s: word computations go through
+//! [`fold_word`], loads through [`load_word`], context reads through [`context`], byte-string
+//! operations through the same definitions as [`compute_val`]. The oracle runs this tier
+//! beside the reference interpreter and revm on every test case.
+//!
+//! Compilation is total: a program the interpreter would call malformed (an operand of the
+//! wrong type, defined later, a bad immediate) does not compile, and the caller serves it with
+//! the interpreter, which misses on it.
+
+use std::{cell::RefCell, collections::BTreeMap, hash::Hash, sync::Mutex};
+
+use revm::{
+    DatabaseRef,
+    context::{BlockEnv, CfgEnv},
+    primitives::{Address, B256, Bytes, Log, LogData, U256, hardfork::SpecId, keccak256},
+};
+
+use crate::{
+    interp::{Evaluation, FUEL, Miss, MissReason},
+    ops::{AccountFlags, GuardKind, Imm, Op, OpKind, Ty},
+    outcome::{AccountChange, TxOutcome, TxStatus},
+    program::{Program, ProgramEnv, Value},
+    semantics::{context, fold_word, load_word, run_precompile, word_to_address},
+};
+
+/// A word register.
+type W = u32;
+/// A byte-string register.
+type B = u32;
+
+/// One compiled instruction. Constants are not instructions: they live in the templates.
+#[derive(Clone, Debug)]
+enum CInst {
+    Load { op: Op, dst: W, a: W, b: W, at: u32 },
+    Ctx { op: Op, dst: W },
+    Word1 { op: Op, dst: W, a: W },
+    Word2 { op: Op, dst: W, a: W, b: W },
+    Word3 { op: Op, dst: W, a: W, b: W, c: W },
+    Guard { a: W, expected: W, kind: GuardKind, at: u32 },
+    Concat { dst: B, from: u32, to: u32 },
+    Slice { dst: B, src: B, offset: u32, len: u32 },
+    ToBytes { dst: B, a: W },
+    ToWord { dst: W, src: B, at: u32 },
+    Keccak { dst: W, src: B },
+    Len { dst: W, src: B },
+    PCall { dst: B, src: B, precompile: u32, at: u32 },
+    StoreAccount { a: W, balance: W, nonce: W, code_hash: W, flags: AccountFlags, at: u32 },
+    StoreSlot { a: W, k: W, v: W, at: u32 },
+    StoreCode { a: W, code: B, at: u32 },
+    Log { a: W, data: B, from: u32, to: u32 },
+    Output { b: B },
+    Created { a: W },
+}
+
+/// Why a program has no compact form (the interpreter serves it, and misses on it).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("instruction {at}: {message}")]
+pub struct CompileError {
+    /// Where.
+    pub at: usize,
+    /// What.
+    pub message: String,
+}
+
+/// The programs of one transaction, merged and in compact form (see the module docs).
+///
+/// **Merging.** The programs recorded under a transaction's futures share their beginning
+/// (the envelope checks, the loads and computation up to the first branch the futures took
+/// differently). They are merged into one tree: a node is a run of instructions shared by
+/// every program below it, and its children are where those programs part (usually at a
+/// guard expecting another value). Evaluation walks the tree depth first: a node's
+/// instructions run once whatever number of futures share them, and a failed guard moves on
+/// to the next sibling with the registers computed so far, so a miss in one future costs
+/// nothing already shared. A leaf is one program: reaching it is a hit with that program's
+/// outcome; an outcome no program saw is a miss. Stores come after every guard of a program,
+/// so by the time a store runs the walk has committed to one leaf; a later failure (the state
+/// backend) is a miss of the whole evaluation, never a partial outcome.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    /// The chain rules of the programs (merged programs share them).
+    env: ProgramEnv,
+    nodes: Vec<Node>,
+    /// Children of each node, as node indices (`Node::children` ranges into it).
+    edges: Vec<u32>,
+    leaves: Vec<Leaf>,
+    code: Vec<CInst>,
+    /// Word registers at the start of an evaluation: constants filled, the rest zero.
+    words: Vec<U256>,
+    /// The byte arena at the start: the constant byte strings.
+    arena: Vec<u8>,
+    /// Byte registers at the start: ranges of the arena (constants filled).
+    ranges: Vec<(u32, u32)>,
+    /// Operand lists of `concat` (byte registers) and `store.log` (topic word registers).
+    lists: Vec<u32>,
+    /// Precompile immediates.
+    precompiles: Vec<(Address, u64, SpecId)>,
+    /// Instructions of the source programs, summed.
+    source_len: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Node {
+    code: (u32, u32),
+    children: (u32, u32),
+    leaf: Option<u32>,
+}
+
+/// One merged program's constants of the path.
+#[derive(Clone, Debug)]
+struct Leaf {
+    program: u32,
+    status: TxStatus,
+    gas_used: u64,
+    gas_refunded: u64,
+}
+
+/// A tree node before compilation: instructions `from..to` of `programs[0]` (shared by all).
+struct Shape<'p> {
+    program: &'p Program,
+    from: usize,
+    to: usize,
+    leaf: Option<u32>,
+    children: Vec<Shape<'p>>,
+}
+
+impl<'p> Shape<'p> {
+    fn build(programs: Vec<(u32, &'p Program)>, from: usize) -> Self {
+        let first = programs[0].1;
+        let mut to = from;
+        while programs.iter().all(|(_, p)| p.insts.len() > to && p.insts[to] == first.insts[to]) {
+            to += 1;
+        }
+        // A program that ends here is complete: it hits whatever longer programs below it
+        // would go on to check, so they are not reachable and are dropped.
+        if let Some((index, _)) = programs.iter().find(|(_, p)| p.insts.len() == to) {
+            return Shape { program: first, from, to, leaf: Some(*index), children: Vec::new() };
+        }
+        let mut groups: Vec<Vec<(u32, &'p Program)>> = Vec::new();
+        for (i, p) in programs {
+            match groups.iter_mut().find(|g| g[0].1.insts[to] == p.insts[to]) {
+                Some(group) => group.push((i, p)),
+                None => groups.push(vec![(i, p)]),
+            }
+        }
+        let children = groups.into_iter().map(|g| Shape::build(g, to)).collect();
+        Shape { program: first, from, to, leaf: None, children }
+    }
+}
+
+/// Per-thread scratch reused by every evaluation: no allocation once warm.
+#[derive(Default)]
+struct Scratch {
+    words: Vec<U256>,
+    arena: Vec<u8>,
+    ranges: Vec<(u32, u32)>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Where a value of the source program lives.
+#[derive(Clone, Copy, Debug)]
+enum Reg {
+    Word(W),
+    Bytes(B),
+    None,
+}
+
+impl Compiled {
+    /// Compiles one program. Fails on anything the interpreter would call malformed.
+    pub fn new(program: &Program) -> Result<Self, CompileError> {
+        Self::merge(&[program])
+    }
+
+    /// Merges the programs of one transaction into one tree and compiles it. Programs under
+    /// other chain rules than the first one's are left out (futures on both sides of a fork
+    /// boundary; the caller keeps the first rules' programs). Fails on anything the
+    /// interpreter would call malformed, and on no program at all.
+    pub fn merge(programs: &[&Program]) -> Result<Self, CompileError> {
+        let Some(first) = programs.first() else {
+            return Err(CompileError { at: 0, message: "no program to merge".into() });
+        };
+        let mut c = Compiled {
+            env: first.env,
+            nodes: Vec::new(),
+            edges: Vec::new(),
+            leaves: Vec::new(),
+            code: Vec::new(),
+            words: Vec::new(),
+            arena: Vec::new(),
+            ranges: Vec::new(),
+            lists: Vec::new(),
+            precompiles: Vec::new(),
+            source_len: 0,
+        };
+        let mut kept = Vec::new();
+        for (i, p) in programs.iter().enumerate() {
+            if p.env != first.env {
+                continue;
+            }
+            let Some(status) = p.status.clone() else {
+                return Err(CompileError { at: 0, message: "no status".into() });
+            };
+            if p.insts.len() as u64 > FUEL {
+                return Err(CompileError { at: 0, message: "longer than the fuel allows".into() });
+            }
+            c.source_len += p.insts.len();
+            kept.push((i as u32, *p));
+            c.leaves.push(Leaf { program: i as u32, status, gas_used: p.gas_used, gas_refunded: p.gas_refunded });
+        }
+        let shape = Shape::build(kept, 0);
+        let mut regs = Vec::new();
+        c.compile_node(&shape, &mut regs)?;
+        Ok(c)
+    }
+
+    /// Compiles `shape` (and below) as node number `self.nodes.len()`; `regs` maps the source
+    /// values before `shape.from` to registers.
+    fn compile_node(&mut self, shape: &Shape<'_>, regs: &mut Vec<Reg>) -> Result<u32, CompileError> {
+        let index = self.nodes.len() as u32;
+        self.nodes.push(Node { code: (0, 0), children: (0, 0), leaf: None });
+        regs.truncate(shape.from);
+        let code_from = self.code.len() as u32;
+        for i in shape.from..shape.to {
+            let reg = self.compile_inst(&shape.program.insts[i], i, regs)?;
+            regs.push(reg);
+        }
+        let code_to = self.code.len() as u32;
+        let leaf = shape.leaf.map(|program| self.leaves.iter().position(|l| l.program == program).unwrap_or(0) as u32);
+        let mut children = Vec::with_capacity(shape.children.len());
+        for child in &shape.children {
+            children.push(self.compile_node(child, regs)?);
+        }
+        let from = self.edges.len() as u32;
+        self.edges.extend(children);
+        self.nodes[index as usize] =
+            Node { code: (code_from, code_to), children: (from, self.edges.len() as u32), leaf };
+        Ok(index)
+    }
+
+    /// Compiles instruction `i` of a program, given the registers of its operands.
+    fn compile_inst(&mut self, inst: &crate::program::Inst, i: usize, regs: &[Reg]) -> Result<Reg, CompileError> {
+        let c = self;
+        let err = |message: &str| CompileError { at: i, message: message.to_string() };
+        let word = |v: &Value| match regs.get(v.index()) {
+            Some(Reg::Word(w)) => Ok(*w),
+            _ => Err(err("operand is not a word defined earlier")),
+        };
+        let bytes = |v: &Value| match regs.get(v.index()) {
+            Some(Reg::Bytes(b)) => Ok(*b),
+            _ => Err(err("operand is not a byte string defined earlier")),
+        };
+        let arity = |n: usize| if inst.args.len() == n { Ok(()) } else { Err(err("wrong operand count")) };
+        let at = i as u32;
+        Ok(match (inst.op.kind(), inst.op) {
+            (OpKind::Const, Op::Const) => {
+                arity(0)?;
+                let Imm::Word(w) = inst.imm else { return Err(err("const without a word")) };
+                Reg::Word(c.word_const(w))
+            }
+            (OpKind::Const, _) => {
+                arity(0)?;
+                let Imm::Bytes(b) = &inst.imm else { return Err(err("bytes without bytes")) };
+                let start = c.arena.len() as u32;
+                c.arena.extend_from_slice(b);
+                c.ranges.push((start, b.len() as u32));
+                Reg::Bytes(c.ranges.len() as u32 - 1)
+            }
+            (OpKind::Load, op) => {
+                let (a, b) = match inst.args.as_slice() {
+                    [a] if op != Op::Storage => (word(a)?, 0),
+                    [a, b] if op == Op::Storage => (word(a)?, word(b)?),
+                    _ => return Err(err("wrong operand count")),
+                };
+                let dst = c.word_reg();
+                c.code.push(CInst::Load { op, dst, a, b, at });
+                Reg::Word(dst)
+            }
+            (OpKind::Context, op) => {
+                arity(0)?;
+                let dst = c.word_reg();
+                c.code.push(CInst::Ctx { op, dst });
+                Reg::Word(dst)
+            }
+            (OpKind::Compute, op) => c.compute(op, inst, &word, &bytes, &err, at)?,
+            (OpKind::Guard, _) => {
+                arity(1)?;
+                let Imm::Guard(kind, expected) = inst.imm else { return Err(err("guard without kind")) };
+                let a = word(&inst.args[0])?;
+                let expected = c.word_const(expected);
+                c.code.push(CInst::Guard { a, expected, kind, at });
+                Reg::None
+            }
+            (OpKind::Store, op) => {
+                let store = match (op, inst.args.as_slice(), &inst.imm) {
+                    (Op::StoreAccount, [a, balance, nonce, code_hash], Imm::Flags(flags)) => CInst::StoreAccount {
+                        a: word(a)?,
+                        balance: word(balance)?,
+                        nonce: word(nonce)?,
+                        code_hash: word(code_hash)?,
+                        flags: *flags,
+                        at,
+                    },
+                    (Op::StoreSlot, [a, k, v], _) => CInst::StoreSlot { a: word(a)?, k: word(k)?, v: word(v)?, at },
+                    (Op::StoreCode, [a, code], _) => CInst::StoreCode { a: word(a)?, code: bytes(code)?, at },
+                    (Op::Log, [a, data, topics @ ..], _) if topics.len() <= 4 => {
+                        let (a, data) = (word(a)?, bytes(data)?);
+                        let from = c.lists.len() as u32;
+                        for t in topics {
+                            c.lists.push(word(t)?);
+                        }
+                        CInst::Log { a, data, from, to: c.lists.len() as u32 }
+                    }
+                    (Op::Output, [b], _) => CInst::Output { b: bytes(b)? },
+                    (Op::Created, [a], _) => CInst::Created { a: word(a)? },
+                    _ => return Err(err("ill-formed store")),
+                };
+                c.code.push(store);
+                Reg::None
+            }
+        })
+    }
+
+    fn word_reg(&mut self) -> W {
+        self.words.push(U256::ZERO);
+        self.words.len() as u32 - 1
+    }
+
+    fn word_const(&mut self, w: U256) -> W {
+        self.words.push(w);
+        self.words.len() as u32 - 1
+    }
+
+    fn bytes_reg(&mut self) -> B {
+        self.ranges.push((0, 0));
+        self.ranges.len() as u32 - 1
+    }
+
+    fn compute(
+        &mut self,
+        op: Op,
+        inst: &crate::program::Inst,
+        word: &dyn Fn(&Value) -> Result<W, CompileError>,
+        bytes: &dyn Fn(&Value) -> Result<B, CompileError>,
+        err: &dyn Fn(&str) -> CompileError,
+        at: u32,
+    ) -> Result<Reg, CompileError> {
+        let args = inst.args.as_slice();
+        let one = || match args {
+            [a] => Ok(a),
+            _ => Err(err("wrong operand count")),
+        };
+        Ok(match op {
+            Op::Concat => {
+                if args.is_empty() {
+                    return Err(err("concat of nothing"));
+                }
+                let from = self.lists.len() as u32;
+                for a in args {
+                    let b = bytes(a)?;
+                    self.lists.push(b);
+                }
+                let to = self.lists.len() as u32;
+                let dst = self.bytes_reg();
+                self.code.push(CInst::Concat { dst, from, to });
+                Reg::Bytes(dst)
+            }
+            Op::Slice => {
+                let Imm::Slice(offset, len) = inst.imm else { return Err(err("slice without range")) };
+                let src = bytes(one()?)?;
+                let dst = self.bytes_reg();
+                self.code.push(CInst::Slice { dst, src, offset, len });
+                Reg::Bytes(dst)
+            }
+            Op::ToBytes => {
+                let a = word(one()?)?;
+                let dst = self.bytes_reg();
+                self.code.push(CInst::ToBytes { dst, a });
+                Reg::Bytes(dst)
+            }
+            Op::PCall => {
+                let Imm::Precompile(address, gas, spec) = inst.imm else {
+                    return Err(err("pcall without precompile"));
+                };
+                let src = bytes(one()?)?;
+                self.precompiles.push((address, gas, spec));
+                let dst = self.bytes_reg();
+                self.code.push(CInst::PCall { dst, src, precompile: self.precompiles.len() as u32 - 1, at });
+                Reg::Bytes(dst)
+            }
+            Op::ToWord | Op::Keccak | Op::Len => {
+                let src = bytes(one()?)?;
+                let dst = self.word_reg();
+                self.code.push(match op {
+                    Op::ToWord => CInst::ToWord { dst, src, at },
+                    Op::Keccak => CInst::Keccak { dst, src },
+                    _ => CInst::Len { dst, src },
+                });
+                Reg::Word(dst)
+            }
+            _ => {
+                if op.ty() != Ty::Word || !matches!(inst.imm, Imm::None) {
+                    return Err(err("not a word computation"));
+                }
+                // Only word computations are left; `fold_word` decides the arity it accepts.
+                let regs: Vec<W> = args.iter().map(word).collect::<Result<_, _>>()?;
+                if fold_word(op, &vec![U256::ZERO; regs.len()]).is_none() {
+                    return Err(err("not a word computation of this arity"));
+                }
+                let dst = self.word_reg();
+                self.code.push(match regs.as_slice() {
+                    [a] => CInst::Word1 { op, dst, a: *a },
+                    [a, b] => CInst::Word2 { op, dst, a: *a, b: *b },
+                    [a, b, c] => CInst::Word3 { op, dst, a: *a, b: *b, c: *c },
+                    _ => return Err(err("wrong operand count")),
+                });
+                Reg::Word(dst)
+            }
+        })
+    }
+
+    /// The chain rules the programs hold under.
+    pub fn env(&self) -> ProgramEnv {
+        self.env
+    }
+
+    /// Programs merged (distinct outcomes the tree can reach).
+    pub fn programs(&self) -> usize {
+        self.leaves.len()
+    }
+
+    /// Instructions of the source programs, summed.
+    pub fn source_len(&self) -> usize {
+        self.source_len
+    }
+
+    /// Compiled instructions: what a walk may run, shared runs counted once.
+    pub fn code_len(&self) -> usize {
+        self.code.len()
+    }
+
+    /// Approximate heap size, for the store's memory budget.
+    pub fn heap_bytes(&self) -> usize {
+        self.code.capacity() * size_of::<CInst>()
+            + self.words.capacity() * size_of::<U256>()
+            + self.arena.capacity()
+            + self.ranges.capacity() * 8
+            + self.lists.capacity() * 4
+            + self.precompiles.capacity() * size_of::<(Address, u64, SpecId)>()
+            + self.nodes.capacity() * size_of::<Node>()
+            + self.edges.capacity() * 4
+            + self.leaves.capacity() * size_of::<Leaf>()
+    }
+
+    /// Evaluates the merged programs on `db` in the context `cfg` / `block`, with precompile
+    /// results from (and into) `memo`. On a hit, also which program (its index in the list
+    /// given to [`Compiled::merge`]) hit. A single program's result is always the reference
+    /// interpreter's ([`crate::interp::evaluate`]) on it; a merged tree hits only with an
+    /// outcome one of its programs gives on this state.
+    pub fn evaluate_merged<D: DatabaseRef>(
+        &self,
+        db: &D,
+        cfg: &CfgEnv,
+        block: &BlockEnv,
+        memo: Option<&PrecompileMemo>,
+    ) -> (Evaluation, Option<usize>) {
+        if self.env.spec != cfg.spec || self.env.chain_id != cfg.chain_id || self.nodes.is_empty() {
+            return (Evaluation::Miss(Miss { reason: MissReason::Env, at: Value(0) }), None);
+        }
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => self.start(&mut scratch, db, cfg, block, memo),
+            // Re-entered from a database callback: a fresh scratch, still correct.
+            Err(_) => self.start(&mut Scratch::default(), db, cfg, block, memo),
+        })
+    }
+
+    /// [`Compiled::evaluate_merged`] without saying which program hit.
+    pub fn evaluate<D: DatabaseRef>(
+        &self,
+        db: &D,
+        cfg: &CfgEnv,
+        block: &BlockEnv,
+        memo: Option<&PrecompileMemo>,
+    ) -> Evaluation {
+        self.evaluate_merged(db, cfg, block, memo).0
+    }
+
+    fn start<D: DatabaseRef>(
+        &self,
+        s: &mut Scratch,
+        db: &D,
+        cfg: &CfgEnv,
+        block: &BlockEnv,
+        memo: Option<&PrecompileMemo>,
+    ) -> (Evaluation, Option<usize>) {
+        s.words.clear();
+        s.words.extend_from_slice(&self.words);
+        s.arena.clear();
+        s.arena.extend_from_slice(&self.arena);
+        s.ranges.clear();
+        s.ranges.extend_from_slice(&self.ranges);
+        let mut walk = Walk {
+            s,
+            outcome: TxOutcome {
+                status: TxStatus::Revert,
+                gas_used: 0,
+                gas_refunded: 0,
+                logs: Vec::new(),
+                output: Bytes::new(),
+                created_address: None,
+                state: BTreeMap::new(),
+            },
+            stored: false,
+        };
+        match self.walk(0, &mut walk, db, cfg, block, memo) {
+            Ok(leaf) => {
+                let leaf = &self.leaves[leaf as usize];
+                let mut outcome = walk.outcome;
+                outcome.status = leaf.status.clone();
+                outcome.gas_used = leaf.gas_used;
+                outcome.gas_refunded = leaf.gas_refunded;
+                (Evaluation::Hit(outcome), Some(leaf.program as usize))
+            }
+            Err(miss) => (Evaluation::Miss(miss), None),
+        }
+    }
+
+    /// Runs node `node` and below: the index of the leaf reached, or the last miss.
+    fn walk<D: DatabaseRef>(
+        &self,
+        node: u32,
+        w: &mut Walk<'_>,
+        db: &D,
+        cfg: &CfgEnv,
+        block: &BlockEnv,
+        memo: Option<&PrecompileMemo>,
+    ) -> Result<u32, Miss> {
+        let n = &self.nodes[node as usize];
+        self.run(&self.code[n.code.0 as usize..n.code.1 as usize], w, db, cfg, block, memo)?;
+        if let Some(leaf) = n.leaf {
+            return Ok(leaf);
+        }
+        let mark = w.s.arena.len();
+        let mut last = Miss { reason: MissReason::Malformed, at: Value(0) };
+        for &child in &self.edges[n.children.0 as usize..n.children.1 as usize] {
+            match self.walk(child, w, db, cfg, block, memo) {
+                Ok(leaf) => return Ok(leaf),
+                // Past a store the walk has committed to one program.
+                Err(miss) if w.stored => return Err(miss),
+                Err(miss) => {
+                    last = miss;
+                    w.s.arena.truncate(mark);
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn run<D: DatabaseRef>(
+        &self,
+        code: &[CInst],
+        walk: &mut Walk<'_>,
+        db: &D,
+        cfg: &CfgEnv,
+        block: &BlockEnv,
+        memo: Option<&PrecompileMemo>,
+    ) -> Result<(), Miss> {
+        let s = &mut *walk.s;
+        let outcome = &mut walk.outcome;
+        let miss = |reason, at: u32| Miss { reason, at: Value(at) };
+        for inst in code {
+            let w = &mut s.words;
+            match *inst {
+                CInst::Load { op, dst, a, b, at } => {
+                    let args = [w[a as usize], w[b as usize]];
+                    let n = if op == Op::Storage { 2 } else { 1 };
+                    match load_word(op, &args[..n], db, block) {
+                        Ok(Some(v)) => w[dst as usize] = v,
+                        Ok(None) => return Err(miss(MissReason::Malformed, at)),
+                        Err(_) => return Err(miss(MissReason::State, at)),
+                    }
+                }
+                CInst::Ctx { op, dst } => w[dst as usize] = context(op, cfg, block),
+                CInst::Word1 { op, dst, a } => w[dst as usize] = word1(op, w[a as usize]),
+                CInst::Word2 { op, dst, a, b } => w[dst as usize] = word2(op, w[a as usize], w[b as usize]),
+                CInst::Word3 { op, dst, a, b, c } => {
+                    let args = [w[a as usize], w[b as usize], w[c as usize]];
+                    w[dst as usize] = fold_word(op, &args).unwrap_or_default();
+                }
+                CInst::Guard { a, expected, kind, at } => {
+                    if w[a as usize] != w[expected as usize] {
+                        return Err(miss(MissReason::Guard(kind), at));
+                    }
+                }
+                CInst::Concat { dst, from, to } => {
+                    let start = s.arena.len();
+                    for &part in &self.lists[from as usize..to as usize] {
+                        let (o, l) = s.ranges[part as usize];
+                        s.arena.extend_from_within(o as usize..(o + l) as usize);
+                    }
+                    s.ranges[dst as usize] = (start as u32, (s.arena.len() - start) as u32);
+                }
+                CInst::Slice { dst, src, offset, len } => {
+                    let (o, l) = s.ranges[src as usize];
+                    let start = s.arena.len();
+                    let from = offset.min(l);
+                    let to = offset.saturating_add(len).min(l);
+                    s.arena.extend_from_within((o + from) as usize..(o + to) as usize);
+                    s.arena.resize(start + len as usize, 0);
+                    s.ranges[dst as usize] = (start as u32, len);
+                }
+                CInst::ToBytes { dst, a } => {
+                    let start = s.arena.len();
+                    s.arena.extend_from_slice(&w[a as usize].to_be_bytes::<32>());
+                    s.ranges[dst as usize] = (start as u32, 32);
+                }
+                CInst::ToWord { dst, src, at } => {
+                    let b = bytes_of(&s.arena, s.ranges[src as usize]);
+                    if b.len() > 32 {
+                        return Err(miss(MissReason::Malformed, at));
+                    }
+                    w[dst as usize] = U256::from_be_slice(b);
+                }
+                CInst::Keccak { dst, src } => {
+                    w[dst as usize] = keccak256(bytes_of(&s.arena, s.ranges[src as usize])).into();
+                }
+                CInst::Len { dst, src } => w[dst as usize] = U256::from(s.ranges[src as usize].1),
+                CInst::PCall { dst, src, precompile, at } => {
+                    let (address, gas, spec) = self.precompiles[precompile as usize];
+                    let input = bytes_of(&s.arena, s.ranges[src as usize]);
+                    let key = PrecompileKey { address, gas, spec };
+                    let out = match memo.and_then(|m| m.get(&key, input)) {
+                        Some(out) => out,
+                        None => {
+                            let Some(out) = run_precompile(address, gas, spec, input) else {
+                                return Err(miss(MissReason::Malformed, at));
+                            };
+                            if let Some(m) = memo {
+                                m.insert(key, input, out.clone());
+                            }
+                            out
+                        }
+                    };
+                    let start = s.arena.len();
+                    s.arena.extend_from_slice(&out);
+                    s.ranges[dst as usize] = (start as u32, out.len() as u32);
+                }
+                CInst::StoreAccount { a, balance, nonce, code_hash, flags, at } => {
+                    walk.stored = true;
+                    let nonce = w[nonce as usize];
+                    if nonce > U256::from(u64::MAX) {
+                        return Err(miss(MissReason::Malformed, at));
+                    }
+                    let change = AccountChange {
+                        balance: w[balance as usize],
+                        nonce: nonce.to::<u64>(),
+                        code_hash: B256::from(w[code_hash as usize]),
+                        code: None,
+                        created: flags.created,
+                        selfdestructed: flags.selfdestructed,
+                        storage: BTreeMap::new(),
+                    };
+                    // Two stores to one account: two symbolic addresses met without an alias
+                    // guard, never a hit.
+                    if outcome.state.insert(word_to_address(w[a as usize]), change).is_some() {
+                        return Err(miss(MissReason::Malformed, at));
+                    }
+                }
+                CInst::StoreSlot { a, k, v, at } => {
+                    walk.stored = true;
+                    let fresh = outcome
+                        .state
+                        .get_mut(&word_to_address(w[a as usize]))
+                        .is_some_and(|account| account.storage.insert(w[k as usize], w[v as usize]).is_none());
+                    if !fresh {
+                        return Err(miss(MissReason::Malformed, at));
+                    }
+                }
+                CInst::StoreCode { a, code, at } => {
+                    walk.stored = true;
+                    match outcome.state.get_mut(&word_to_address(w[a as usize])) {
+                        Some(account) => {
+                            account.code = Some(Bytes::copy_from_slice(bytes_of(&s.arena, s.ranges[code as usize])))
+                        }
+                        None => return Err(miss(MissReason::Malformed, at)),
+                    }
+                }
+                CInst::Log { a, data, from, to } => {
+                    walk.stored = true;
+                    let topics = self.lists[from as usize..to as usize].iter().map(|t| B256::from(w[*t as usize]));
+                    let data = Bytes::copy_from_slice(bytes_of(&s.arena, s.ranges[data as usize]));
+                    let data = LogData::new_unchecked(topics.collect(), data);
+                    outcome.logs.push(Log { address: word_to_address(w[a as usize]), data });
+                }
+                CInst::Output { b } => {
+                    walk.stored = true;
+                    outcome.output = Bytes::copy_from_slice(bytes_of(&s.arena, s.ranges[b as usize]));
+                }
+                CInst::Created { a } => {
+                    walk.stored = true;
+                    outcome.created_address = Some(word_to_address(w[a as usize]));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An evaluation in progress: the scratch, the outcome so far, and whether a store ran.
+struct Walk<'s> {
+    s: &'s mut Scratch,
+    outcome: TxOutcome,
+    stored: bool,
+}
+
+fn bytes_of(arena: &[u8], (o, l): (u32, u32)) -> &[u8] {
+    &arena[o as usize..(o + l) as usize]
+}
+
+/// One-operand word computations: the common ones inline, the rest through `fold_word`.
+#[inline]
+fn word1(op: Op, a: U256) -> U256 {
+    match op {
+        Op::IsZero => U256::from(a.is_zero() as u8),
+        Op::Not => !a,
+        _ => fold_word(op, &[a]).unwrap_or_default(),
+    }
+}
+
+/// Two-operand word computations: the common ones inline (the same definitions as
+/// `fold_word`, which the tests compare them with), the rest through it.
+#[inline]
+fn word2(op: Op, a: U256, b: U256) -> U256 {
+    match op {
+        Op::Add => a.wrapping_add(b),
+        Op::Sub => a.wrapping_sub(b),
+        Op::And => a & b,
+        Op::Or => a | b,
+        Op::Eq => U256::from((a == b) as u8),
+        Op::Lt => U256::from((a < b) as u8),
+        Op::Gt => U256::from((a > b) as u8),
+        _ => fold_word(op, &[a, b]).unwrap_or_default(),
+    }
+}
+
+/// What identifies a precompile call besides its input: which precompile, the gas it is
+/// given, the rules it runs under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PrecompileKey {
+    /// The precompile.
+    pub address: Address,
+    /// The gas it is given.
+    pub gas: u64,
+    /// The rules.
+    pub spec: SpecId,
+}
+
+/// A bounded memo of precompile results, keyed by the call and its **whole input** (compared
+/// byte for byte, never by a hash alone), with the memory it holds accounted. Filled while
+/// pre-executing and by evaluations; read at import, where a precompile's arithmetic (BLS,
+/// modexp, pairing, ecrecover) would otherwise run again.
+#[derive(Debug)]
+pub struct PrecompileMemo {
+    inner: Mutex<MemoInner>,
+    max_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct MemoInner {
+    /// Entries by a hash of key and input; each bucket compares the input byte for byte.
+    buckets: std::collections::HashMap<u64, Vec<MemoEntry>>,
+    entries: usize,
+    bytes: usize,
+    clock: u64,
+    hits: u64,
+    misses: u64,
+}
+
+#[derive(Debug)]
+struct MemoEntry {
+    key: PrecompileKey,
+    input: Bytes,
+    output: Bytes,
+    used: u64,
+}
+
+impl MemoEntry {
+    fn size(&self) -> usize {
+        self.input.len() + self.output.len() + MEMO_ENTRY_OVERHEAD
+    }
+}
+
+/// What a memo holds and has done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoStats {
+    /// Entries held.
+    pub entries: usize,
+    /// Bytes held (inputs, outputs and per-entry overhead).
+    pub bytes: usize,
+    /// Lookups answered.
+    pub hits: u64,
+    /// Lookups not answered.
+    pub misses: u64,
+}
+
+const MEMO_ENTRY_OVERHEAD: usize = 128;
+
+/// SipHash with one per-process key: hostile inputs cannot be made to collide on purpose
+/// (and each bucket still compares the whole input).
+fn memo_hash(key: &PrecompileKey, input: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static KEY: std::sync::LazyLock<std::collections::hash_map::RandomState> =
+        std::sync::LazyLock::new(std::collections::hash_map::RandomState::new);
+    let mut h = KEY.build_hasher();
+    key.hash(&mut h);
+    h.write(input);
+    h.finish()
+}
+
+impl PrecompileMemo {
+    /// A memo holding at most `max_bytes`.
+    pub fn new(max_bytes: usize) -> Self {
+        Self { inner: Mutex::new(MemoInner::default()), max_bytes }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoInner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The result of `key` on `input`, when held.
+    pub fn get(&self, key: &PrecompileKey, input: &[u8]) -> Option<Bytes> {
+        let hash = memo_hash(key, input);
+        let mut inner = self.lock();
+        inner.clock += 1;
+        let clock = inner.clock;
+        let found = inner.buckets.get_mut(&hash).and_then(|bucket| {
+            bucket.iter_mut().find(|e| e.key == *key && e.input[..] == *input).map(|e| {
+                e.used = clock;
+                e.output.clone()
+            })
+        });
+        if found.is_some() {
+            inner.hits += 1;
+        } else {
+            inner.misses += 1;
+        }
+        found
+    }
+
+    /// Holds `output` as the result of `key` on `input`, evicting the least recently used
+    /// entries beyond the budget.
+    pub fn insert(&self, key: PrecompileKey, input: &[u8], output: Bytes) {
+        let entry = MemoEntry { key, input: Bytes::copy_from_slice(input), output, used: 0 };
+        let size = entry.size();
+        if size > self.max_bytes / 4 {
+            return;
+        }
+        let hash = memo_hash(&key, input);
+        let mut inner = self.lock();
+        inner.clock += 1;
+        let used = inner.clock;
+        let bucket = inner.buckets.entry(hash).or_default();
+        if bucket.iter().any(|e| e.key == key && e.input[..] == *input) {
+            return;
+        }
+        bucket.push(MemoEntry { used, ..entry });
+        inner.entries += 1;
+        inner.bytes += size;
+        if inner.bytes > self.max_bytes {
+            // Evict the older half: amortised O(1) per insert, no ordered structure to keep.
+            let mut ages: Vec<u64> = inner.buckets.values().flatten().map(|e| e.used).collect();
+            ages.sort_unstable();
+            let cut = ages[ages.len() / 2];
+            let (mut freed, mut dropped) = (0, 0);
+            for bucket in inner.buckets.values_mut() {
+                bucket.retain(|e| {
+                    let keep = e.used > cut;
+                    if !keep {
+                        freed += e.size();
+                        dropped += 1;
+                    }
+                    keep
+                });
+            }
+            inner.buckets.retain(|_, b| !b.is_empty());
+            inner.bytes -= freed;
+            inner.entries -= dropped;
+        }
+    }
+
+    /// What it holds and has done.
+    pub fn stats(&self) -> MemoStats {
+        let inner = self.lock();
+        MemoStats { entries: inner.entries, bytes: inner.bytes, hits: inner.hits, misses: inner.misses }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interp::evaluate;
+
+    #[test]
+    fn inline_word_ops_equal_fold_word() {
+        let samples = [
+            U256::ZERO,
+            U256::from(1),
+            U256::from(255),
+            U256::MAX,
+            U256::from(1) << 255,
+            U256::from(0xdead_beef_u64) << 100,
+        ];
+        for op in [Op::Add, Op::Sub, Op::And, Op::Or, Op::Eq, Op::Lt, Op::Gt, Op::Mul, Op::Shl, Op::Sar] {
+            for a in samples {
+                for b in samples {
+                    assert_eq!(Some(word2(op, a, b)), fold_word(op, &[a, b]), "{op} {a} {b}");
+                }
+            }
+        }
+        for op in [Op::IsZero, Op::Not, Op::Clz] {
+            for a in samples {
+                assert_eq!(Some(word1(op, a)), fold_word(op, &[a]), "{op} {a}");
+            }
+        }
+    }
+
+    const PROGRAM: &str = "\
+env OSAKA chain 1
+status {\"Success\":\"Stop\"}
+gas 21000 refund 0
+v0 = const 0x44
+v1 = load.storage v0, v0
+v2 = const 0x1
+v3 = add v1, v2
+v4 = tobytes v3
+v5 = bytes 0xaabb
+v6 = concat v5, v4
+v7 = slice v6, 1, 40
+v8 = keccak v7
+v9 = len v7
+v10 = lt v1, v2
+    guard path v10, 0x1
+v12 = load.balance v0
+v13 = load.nonce v0
+v14 = load.codehash v0
+    store.account v0, v12, v13, v14
+    store.slot v0, v0, v3
+    store.log v0, v7, v8, v9
+    store.output v6
+";
+
+    #[test]
+    fn agrees_with_the_interpreter_on_a_hand_written_program() {
+        let program = crate::text::parse(PROGRAM).expect("the test program parses");
+        let compiled = Compiled::new(&program).expect("compiles");
+        let (cfg, block) = crate::synthetic::synthetic_env(SpecId::OSAKA);
+        let mut db = revm::database::InMemoryDB::default();
+        let reference = evaluate(&program, &db, &cfg, &block, FUEL);
+        assert!(matches!(reference, Evaluation::Hit(_)), "{reference:?}");
+        assert_eq!(compiled.evaluate(&db, &cfg, &block, None), reference);
+        // Slot 0x44 now 5: the guard (v1 < 1) fails at both.
+        let address = word_to_address(U256::from(0x44));
+        db.insert_account_storage(address, U256::from(0x44), U256::from(5)).expect("in memory");
+        let reference = evaluate(&program, &db, &cfg, &block, FUEL);
+        assert!(matches!(reference, Evaluation::Miss(_)));
+        assert_eq!(compiled.evaluate(&db, &cfg, &block, None), reference);
+    }
+
+    #[test]
+    fn a_merged_tree_shares_its_prefix_and_picks_the_program_whose_guards_hold() {
+        // Two futures of one transaction: slot 0x44 was 0, or it was 1.
+        let zero = crate::text::parse(PROGRAM).expect("parses");
+        let one_src =
+            PROGRAM.replace("v10 = lt v1, v2\n    guard path v10, 0x1", "v10 = lt v1, v2\n    guard path v10, 0x0");
+        let one = crate::text::parse(&one_src).expect("parses");
+        let merged = Compiled::merge(&[&zero, &one]).expect("compiles");
+        assert_eq!(merged.programs(), 2);
+        let single = Compiled::new(&zero).expect("compiles").code_len();
+        assert!(merged.code_len() < 2 * single, "the prefix is shared: {} vs {single}", merged.code_len());
+        let (cfg, block) = crate::synthetic::synthetic_env(SpecId::OSAKA);
+        let address = word_to_address(U256::from(0x44));
+        for (slot, program, expected) in [(0u64, &zero, 0usize), (1, &one, 1)] {
+            let mut db = revm::database::InMemoryDB::default();
+            db.insert_account_storage(address, U256::from(0x44), U256::from(slot)).expect("in memory");
+            let reference = evaluate(program, &db, &cfg, &block, FUEL);
+            assert!(matches!(reference, Evaluation::Hit(_)));
+            assert_eq!(merged.evaluate_merged(&db, &cfg, &block, None), (reference, Some(expected)));
+        }
+        // Any other value takes the second future's branch, with its outcome.
+        let mut db = revm::database::InMemoryDB::default();
+        db.insert_account_storage(address, U256::from(0x44), U256::from(7)).expect("in memory");
+        let reference = evaluate(&one, &db, &cfg, &block, FUEL);
+        assert_eq!(merged.evaluate_merged(&db, &cfg, &block, None), (reference, Some(1)));
+        // Under other rules: a miss, before any work.
+        let (prague, _) = crate::synthetic::synthetic_env(SpecId::PRAGUE);
+        assert!(matches!(
+            merged.evaluate(&db, &prague, &block, None),
+            Evaluation::Miss(Miss { reason: MissReason::Env, .. })
+        ));
+    }
+
+    #[test]
+    fn memo_answers_the_same_input_only_and_stays_in_budget() {
+        let memo = PrecompileMemo::new(8192);
+        let key = PrecompileKey { address: Address::with_last_byte(2), gas: 100, spec: SpecId::OSAKA };
+        memo.insert(key, b"abc", Bytes::from_static(b"out"));
+        assert_eq!(memo.get(&key, b"abc"), Some(Bytes::from_static(b"out")));
+        assert_eq!(memo.get(&key, b"abd"), None);
+        assert_eq!(memo.get(&PrecompileKey { gas: 101, ..key }, b"abc"), None);
+        for i in 0..1000u32 {
+            memo.insert(key, &i.to_be_bytes(), Bytes::from_static(b"x"));
+        }
+        let stats = memo.stats();
+        assert!(stats.bytes <= 8192, "{stats:?}");
+        assert_eq!((stats.hits, stats.misses), (1, 2));
+    }
+}

@@ -1,0 +1,762 @@
+//! `prescient evaluate`: the whole pipeline offline on recorded blocks, honestly.
+//!
+//! For each block:
+//!
+//! ```text
+//!   mempool   each transaction heard or not, deterministically from its hash (share --heard);
+//!             a heard one arrives at a time drawn from its hash, independent of its position
+//!   predictor sees a ParentView (what the parent header gives) and the pending pool in
+//!             arrival order; never the block's order, timestamp, fee recipient or randomness
+//!   pre-exec  at each arrival: the transaction's futures (nonce chain, fee-greedy block order)
+//!             × predicted contexts (timestamp slots, fee recipients of other blocks), within
+//!             a budget per transaction; one second before the block, a refresh of the futures
+//!             whose predicted predecessors changed. A simulated worker runs them in order at
+//!             their measured cost: a program finished after the block arrived is not used.
+//!   import    the block through the store, verified against sequential revm in full
+//!   measure   per transaction, on the state before it, with warm caches: revm and the fast
+//!             path alternately; per block, the import and sequential revm alternately
+//! ```
+//!
+//! **The information boundary** is a type: the predictor's functions take a [`ParentView`]
+//! and the pool, never a [`RecordedBlock`]. What the view holds and where each field comes
+//! from is written on it.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    time::Instant,
+};
+
+use accelerator::{
+    ImportTx, Pipeline, PipelineConfig, TxPath,
+    executor::{known_code, run_accelerated},
+};
+use eyre::Result;
+use mempool_tap::RecordedBlock;
+use revm::{
+    DatabaseCommit, ExecuteEvm,
+    context::{BlockEnv, CfgEnv, TxEnv},
+    context_interface::block::BlobExcessGasAndPrice,
+    database::{CacheDB, InMemoryDB},
+    primitives::{Address, B256, U256, hardfork::SpecId, keccak256},
+};
+use serde::Serialize;
+
+/// When a block reaches the node after its timestamp (the slot's start): the pre-execution
+/// worker may work until then. Blocks propagate in about a second or more; one is the
+/// conservative end.
+const BLOCK_ARRIVES_AFTER_MS: u64 = 1000;
+
+/// How `evaluate` runs.
+#[derive(Clone, Debug)]
+pub struct EvaluateOptions {
+    /// Share of transactions heard before their block (0..=1).
+    pub heard: f64,
+    /// Pre-executions per transaction at its arrival (futures × contexts).
+    pub futures_per_tx: usize,
+    /// Fee-recipient candidates taken from other blocks.
+    pub fee_recipients: usize,
+    /// Most predecessors in a predicted-block future.
+    pub max_predecessors: usize,
+    /// Latest arrival before the block, in ms: arrivals are spread over this window.
+    pub window_ms: u64,
+    /// Alternating repetitions of each timing.
+    pub reps: usize,
+}
+
+impl Default for EvaluateOptions {
+    fn default() -> Self {
+        Self {
+            heard: 0.95,
+            futures_per_tx: 4,
+            fee_recipients: 3,
+            max_predecessors: PipelineConfig::default().max_predecessors,
+            window_ms: 24_000,
+            reps: 3,
+        }
+    }
+}
+
+/// What a predictor may know of a block before it exists: what its parent header gives.
+///
+/// - `number`: the parent's plus one;
+/// - `basefee`: EIP-1559's function of the parent's gas used, gas limit and base fee (the
+///   recorded block's value is that function's result);
+/// - `gas_limit`: the parent's (not recorded; the block's is used, which the rules keep within
+///   1/1024 of the parent's);
+/// - `blob`: the excess blob gas and price, a function of the parent's blob fields;
+/// - `parent_timestamp`: the block's minus 12 s after the Merge, minus 13 s before;
+/// - `difficulty` before the Merge: a function of the parent's (the block's is used);
+/// - the rules (`cfg`) of the next block.
+///
+/// Not here, so never seen: the block's order, timestamp, fee recipient, randomness.
+#[derive(Clone, Debug)]
+pub struct ParentView {
+    /// Next block number.
+    pub number: u64,
+    /// Next base fee.
+    pub basefee: u64,
+    /// Gas limit.
+    pub gas_limit: u64,
+    /// Blob fee parameters.
+    pub blob: Option<BlobExcessGasAndPrice>,
+    /// The parent's timestamp.
+    pub parent_timestamp: u64,
+    /// Difficulty (before the Merge).
+    pub difficulty: U256,
+    /// Chain rules.
+    pub cfg: CfgEnv,
+}
+
+impl ParentView {
+    /// The view of `block`'s parent: the one place the evaluation reads a block's context for
+    /// the predictor.
+    pub fn of(block: &RecordedBlock) -> Self {
+        let merged = block.cfg.spec.is_enabled_in(SpecId::MERGE);
+        let timestamp = block.env.timestamp.saturating_to::<u64>();
+        Self {
+            number: block.env.number.saturating_to(),
+            basefee: block.env.basefee,
+            gas_limit: block.env.gas_limit,
+            blob: block.env.blob_excess_gas_and_price,
+            parent_timestamp: timestamp.saturating_sub(if merged { 12 } else { 13 }),
+            difficulty: if merged { U256::ZERO } else { block.env.difficulty },
+            cfg: block.cfg.clone(),
+        }
+    }
+
+    /// The slot length the rules of this era give (12 s after the Merge; about 13 s before).
+    fn slot(&self) -> u64 {
+        if self.cfg.spec.is_enabled_in(SpecId::MERGE) { 12 } else { 13 }
+    }
+
+    /// The predicted contexts, most likely first: the next slot with the first fee-recipient
+    /// candidate, then the other candidates, then a missed slot.
+    pub fn contexts(&self, fee_recipients: &[Address]) -> Vec<BlockEnv> {
+        let at = |timestamp: u64, beneficiary: Address| BlockEnv {
+            number: U256::from(self.number),
+            beneficiary,
+            timestamp: U256::from(timestamp),
+            gas_limit: self.gas_limit,
+            basefee: self.basefee,
+            difficulty: self.difficulty,
+            // Unknown before the block: any value; programs guard what depends on it.
+            prevrandao: self.cfg.spec.is_enabled_in(SpecId::MERGE).then_some(B256::repeat_byte(0x5a)),
+            blob_excess_gas_and_price: self.blob,
+            ..Default::default()
+        };
+        let next = self.parent_timestamp + self.slot();
+        let first = fee_recipients.first().copied().unwrap_or_default();
+        let mut contexts = vec![at(next, first)];
+        contexts.extend(fee_recipients.iter().skip(1).map(|r| at(next, *r)));
+        contexts.push(at(next + self.slot(), first));
+        contexts
+    }
+}
+
+/// Fee-recipient candidates for block `number`: the recipients of the other blocks nearest in
+/// number (the same era), most frequent first; never the block's own.
+pub fn fee_recipient_candidates(others: &[(u64, Address)], number: u64, k: usize) -> Vec<Address> {
+    let mut near: Vec<&(u64, Address)> = others.iter().filter(|(n, _)| *n != number).collect();
+    near.sort_by_key(|(n, _)| n.abs_diff(number));
+    let mut counts: Vec<(Address, usize, usize)> = Vec::new();
+    for (rank, (_, a)) in near.iter().take(4 * k.max(1)).enumerate() {
+        match counts.iter_mut().find(|(c, ..)| c == a) {
+            Some(entry) => entry.1 += 1,
+            None => counts.push((*a, 1, rank)),
+        }
+    }
+    counts.sort_by(|x, y| y.1.cmp(&x.1).then(x.2.cmp(&y.2)));
+    counts.into_iter().take(k).map(|(a, ..)| a).collect()
+}
+
+/// A deterministic number in [0, 1) from a transaction hash and a purpose.
+fn unit(hash: &B256, purpose: &[u8]) -> f64 {
+    let mut input = purpose.to_vec();
+    input.extend_from_slice(hash.as_slice());
+    let h = keccak256(&input);
+    let mut eight = [0u8; 8];
+    eight.copy_from_slice(&h[..8]);
+    (u64::from_be_bytes(eight) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The outcome classes of a transaction, in Forerunner's terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    /// A hit on a state equal to a pre-execution's (no future was wrong).
+    HitPerfect,
+    /// A hit on a state no pre-execution saw.
+    HitImperfect,
+    /// Pre-executed, but no program held (or none could be made).
+    Missed,
+    /// Not heard before the block.
+    NotHeard,
+    /// Heard, but no pre-execution finished before the block.
+    NotPreExecuted,
+}
+
+impl Class {
+    /// Every class, in report order.
+    pub const ALL: [Class; 5] =
+        [Class::HitPerfect, Class::HitImperfect, Class::Missed, Class::NotPreExecuted, Class::NotHeard];
+
+    /// Name in reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::HitPerfect => "perfect hit",
+            Self::HitImperfect => "imperfect hit",
+            Self::Missed => "predicted, missed",
+            Self::NotHeard => "not heard",
+            Self::NotPreExecuted => "not pre-executed in time",
+        }
+    }
+}
+
+/// One transaction's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct TxResult {
+    /// Position in the block.
+    pub index: usize,
+    /// Class.
+    pub class: Class,
+    /// Why it missed, for `missed`.
+    pub miss: Option<String>,
+    /// revm's time for it alone on the state before it (median), ns.
+    pub revm_ns: f64,
+    /// The fast path's time (evaluation and building the state to commit), ns; for a miss,
+    /// the failed evaluation; 0 without a program.
+    pub fast_ns: f64,
+}
+
+impl TxResult {
+    /// What importing it cost through prescient: the fast path on a hit, the failed
+    /// evaluation plus revm otherwise.
+    pub fn cost_ns(&self) -> f64 {
+        match self.class {
+            Class::HitPerfect | Class::HitImperfect => self.fast_ns,
+            _ => self.fast_ns + self.revm_ns,
+        }
+    }
+
+    /// Whether it hit.
+    pub fn is_hit(&self) -> bool {
+        matches!(self.class, Class::HitPerfect | Class::HitImperfect)
+    }
+}
+
+/// One block's results.
+#[derive(Clone, Debug, Serialize)]
+pub struct BlockResult {
+    /// Block number.
+    pub number: u64,
+    /// Per transaction, in block order.
+    pub txs: Vec<TxResult>,
+    /// Divergences from sequential revm, in words (must be empty).
+    pub divergences: Vec<String>,
+    /// Pre-executions run, and their summed wall time (ms).
+    pub pre_executions: usize,
+    /// Summed wall time of the pre-executions, ms.
+    pub pre_execution_ms: f64,
+    /// Programs stored in time, and programs finished after the block arrived (discarded).
+    pub programs_ready: usize,
+    /// Programs finished too late.
+    pub programs_late: usize,
+    /// Summed time of merging and compiling programs into the store, ms.
+    pub build_ms: f64,
+    /// Bytes the store held after the block's pre-executions.
+    pub store_bytes: usize,
+    /// Whole-block import through prescient (median), ms.
+    pub import_ms: f64,
+    /// Whole-block sequential revm (median), ms.
+    pub revm_ms: f64,
+}
+
+impl BlockResult {
+    /// Transactions of `class`.
+    pub fn count(&self, class: Class) -> usize {
+        self.txs.iter().filter(|t| t.class == class).count()
+    }
+
+    /// Heard transactions.
+    pub fn heard(&self) -> usize {
+        self.txs.iter().filter(|t| t.class != Class::NotHeard).count()
+    }
+
+    /// Hits.
+    pub fn hits(&self) -> usize {
+        self.txs.iter().filter(|t| t.is_hit()).count()
+    }
+}
+
+/// A heard transaction, as the simulated mempool delivers it.
+struct Heard {
+    index: usize,
+    hash: B256,
+    env: TxEnv,
+    arrival_ms: u64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// When each transaction was heard, from a recording's arrival log (ms since the epoch).
+pub fn recorded_arrivals(arrivals: &[mempool_tap::recorded::Arrival]) -> HashMap<B256, u64> {
+    let mut first = HashMap::new();
+    for a in arrivals {
+        first.entry(*a.tx.inner.inner().tx_hash()).or_insert(a.t_ms);
+    }
+    first
+}
+
+/// Evaluates one block (see the module docs). `fee_recipients` come from other blocks;
+/// `arrivals`, when the recording has an arrival log, replace the simulated mempool.
+pub fn evaluate_block(
+    block: &RecordedBlock,
+    fee_recipients: &[Address],
+    options: &EvaluateOptions,
+    arrivals: Option<&HashMap<B256, u64>>,
+) -> Result<BlockResult> {
+    let txs: Vec<ImportTx> = block
+        .txs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| ImportTx { hash: t.hash.unwrap_or_else(|| B256::from(U256::from(i))), env: t.env.clone() })
+        .collect();
+    // The simulated mempool: the block's time is the clock's, never the predictor's.
+    let block_ms = block.env.timestamp.saturating_to::<u64>().saturating_mul(1000);
+    let arrival = |t: &ImportTx| match arrivals {
+        // Recorded: heard when logged by the block's second (timestamps are whole seconds).
+        Some(log) => log.get(&t.hash).copied().filter(|ms| *ms < block_ms + 1000),
+        None => (unit(&t.hash, b"heard") < options.heard).then(|| {
+            let before = (unit(&t.hash, b"arrival") * options.window_ms as f64) as u64;
+            block_ms.saturating_sub(before.max(1))
+        }),
+    };
+    let mut heard: Vec<Heard> = txs
+        .iter()
+        .enumerate()
+        .filter_map(|(index, t)| Some(Heard { index, hash: t.hash, env: t.env.clone(), arrival_ms: arrival(t)? }))
+        .collect();
+    heard.sort_by_key(|h| (h.arrival_ms, h.hash));
+
+    let view = ParentView::of(block);
+    let contexts = view.contexts(fee_recipients);
+    let config = PipelineConfig {
+        max_predecessors: options.max_predecessors,
+        pool_capacity: heard.len().max(1),
+        programs_per_tx: options.futures_per_tx.max(1) + 2,
+        ..PipelineConfig::default()
+    };
+    let pipeline = Pipeline::new(config);
+    let db = block.state_db();
+    let mut result = BlockResult {
+        number: block.number,
+        txs: Vec::new(),
+        divergences: Vec::new(),
+        pre_executions: 0,
+        pre_execution_ms: 0.0,
+        programs_ready: 0,
+        programs_late: 0,
+        build_ms: 0.0,
+        store_bytes: 0,
+        import_ms: 0.0,
+        revm_ms: 0.0,
+    };
+    // One simulated worker: pre-executions run in order, each for its measured time.
+    let mut worker_ms = 0f64;
+    let mut attempted: HashSet<B256> = HashSet::new();
+    let mut used_futures: HashMap<B256, Vec<Vec<(Address, u64)>>> = HashMap::new();
+    let mut run = |hash: B256, predecessors: &[TxEnv], ctx: &BlockEnv, now_ms: f64, r: &mut BlockResult| {
+        let start = worker_ms.max(now_ms);
+        if start >= (block_ms + BLOCK_ARRIVES_AFTER_MS) as f64 {
+            return;
+        }
+        let Some((tx, _)) = pipeline.futures(&hash, view.basefee) else { return };
+        attempted.insert(hash);
+        let started = Instant::now();
+        let (_, program) = pipeline.pre_execute_future(&tx, predecessors, &db, &view.cfg, ctx);
+        let took = started.elapsed().as_secs_f64() * 1e3;
+        r.pre_executions += 1;
+        r.pre_execution_ms += took;
+        worker_ms = start + took;
+        if let Some(program) = program {
+            if worker_ms <= (block_ms + BLOCK_ARRIVES_AFTER_MS) as f64 {
+                let started = Instant::now();
+                if pipeline.store_program(hash, program) {
+                    r.programs_ready += 1;
+                }
+                r.build_ms += started.elapsed().as_secs_f64() * 1e3;
+            } else {
+                r.programs_late += 1;
+            }
+        }
+    };
+    let shape = |f: &[TxEnv]| f.iter().map(|t| (t.caller, t.nonce)).collect::<Vec<_>>();
+    for h in &heard {
+        pipeline.admit(h.hash, h.env.clone(), h.arrival_ms);
+        let Some((_, futures)) = pipeline.futures(&h.hash, view.basefee) else { continue };
+        // Futures × contexts, most likely first, within the budget.
+        let mut plan: Vec<(&Vec<TxEnv>, &BlockEnv)> = Vec::new();
+        let Some(main) = futures.last() else { continue };
+        for f in &futures {
+            plan.push((f, &contexts[0]));
+        }
+        for ctx in &contexts[1..] {
+            plan.push((main, ctx));
+        }
+        plan.truncate(options.futures_per_tx.max(1));
+        for (predecessors, ctx) in plan {
+            used_futures.entry(h.hash).or_default().push(shape(predecessors));
+            run(h.hash, predecessors, ctx, h.arrival_ms as f64, &mut result);
+        }
+    }
+    // One second before the block: refresh the futures whose predecessors changed since.
+    let refresh_ms = block_ms.saturating_sub(1000) as f64;
+    for h in &heard {
+        let Some((_, futures)) = pipeline.futures(&h.hash, view.basefee) else { continue };
+        let Some(main) = futures.last() else { continue };
+        let seen = used_futures.entry(h.hash).or_default();
+        if !seen.contains(&shape(main)) {
+            seen.push(shape(main));
+            run(h.hash, main, &contexts[0], refresh_ms, &mut result);
+        }
+    }
+    result.store_bytes = pipeline.store().stats().2;
+
+    // Import in the block's real context, verified in full.
+    let imported = pipeline.import(&db, &block.cfg, &block.env, &txs, true)?;
+    let (divergences, _) = imported.checked.unwrap_or_default();
+    result.divergences =
+        divergences.iter().map(|d| format!("tx {} {}: {} ({:?})", d.index, d.hash, d.difference, d.path)).collect();
+    let heard_set: HashSet<usize> = heard.iter().map(|h| h.index).collect();
+    let timings = measure_txs(block, &pipeline, &db, &txs, options.reps);
+    for (i, path) in imported.import.paths.iter().enumerate() {
+        let hash = txs[i].hash;
+        let (class, miss) = match path {
+            _ if !heard_set.contains(&i) => (Class::NotHeard, None),
+            TxPath::Hit { .. } => (Class::HitImperfect, None),
+            TxPath::Miss { reason } => (Class::Missed, Some(reason.name().to_string())),
+            TxPath::NoProgram if attempted.contains(&hash) => (Class::Missed, Some("no-program".to_string())),
+            TxPath::NoProgram => (Class::NotPreExecuted, None),
+        };
+        let (revm_ns, fast_ns) = timings[i];
+        result.txs.push(TxResult { index: i, class, miss, revm_ns, fast_ns });
+    }
+    // Whole-block times, alternating.
+    let (mut import, mut revm) = (Vec::new(), Vec::new());
+    let envs = block.tx_envs();
+    for _ in 0..options.reps.max(1) {
+        let started = Instant::now();
+        let _ = pipeline.import(&db, &block.cfg, &block.env, &txs, false)?;
+        import.push(started.elapsed().as_secs_f64() * 1e3);
+        let started = Instant::now();
+        let _ = ir::execute_block(&mut CacheDB::new(&db), &block.cfg, &block.env, &envs);
+        revm.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    result.import_ms = median(import);
+    result.revm_ms = median(revm);
+    Ok(result)
+}
+
+/// Per transaction (block order, on the state before it, caches warm): revm's time and the
+/// fast path's, alternating, medians in ns. The state advances by revm's result.
+fn measure_txs(
+    block: &RecordedBlock,
+    pipeline: &Pipeline,
+    db: &InMemoryDB,
+    txs: &[ImportTx],
+    reps: usize,
+) -> Vec<(f64, f64)> {
+    let mut state = CacheDB::new(db);
+    let (cfg, env) = (&block.cfg, &block.env);
+    let mut out = Vec::with_capacity(txs.len());
+    for tx in txs {
+        let accelerated = pipeline.accelerated(&tx.hash);
+        let (mut revm_times, mut fast_times) = (Vec::new(), Vec::new());
+        let mut result = None;
+        // One unmeasured round warms the caches, then `reps` measured rounds.
+        for round in 0..=reps.max(1) {
+            let envelope = tx.env.clone();
+            let mut evm = ir::reference::evm(&mut state, cfg, env);
+            let started = Instant::now();
+            let r = evm.transact(envelope);
+            let revm_ns = started.elapsed().as_nanos() as f64;
+            drop(evm);
+            if let Some(accelerated) = &accelerated {
+                let started = Instant::now();
+                let (_, outcome) = run_accelerated(accelerated, &state, cfg, env, Some(pipeline.memo()));
+                let commit = outcome.map(|o| o.commit_state(|a, h| known_code(&state, a, h)));
+                let fast_ns = started.elapsed().as_nanos() as f64;
+                std::hint::black_box(commit);
+                if round > 0 {
+                    fast_times.push(fast_ns);
+                }
+            }
+            if round > 0 {
+                revm_times.push(revm_ns);
+            }
+            result = Some(r);
+        }
+        if let Some(Ok(r)) = result {
+            state.commit(r.state);
+        }
+        out.push((median(revm_times), median(fast_times)));
+    }
+    out
+}
+
+/// Totals over a run, in the JSON summary's terms (documented in the README).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    /// Blocks evaluated.
+    pub blocks: usize,
+    /// Transactions.
+    pub txs: usize,
+    /// Heard transactions.
+    pub heard: usize,
+    /// Hits through the read-set memo.
+    pub hits_perfect: usize,
+    /// Other hits.
+    pub hits_imperfect: usize,
+    /// Heard, pre-executed, not hit.
+    pub missed: usize,
+    /// Not heard.
+    pub not_heard: usize,
+    /// Heard, not pre-executed before the block.
+    pub not_preexecuted: usize,
+    /// Divergences from sequential revm (must be 0).
+    pub divergences: usize,
+    /// Hits among heard transactions.
+    pub hit_rate_heard: f64,
+    /// Time-weighted speedup over hits.
+    pub speedup_hits: f64,
+    /// Time-weighted speedup over heard transactions.
+    pub speedup_heard: f64,
+    /// Time-weighted speedup over all transactions.
+    pub speedup_all: f64,
+    /// Per-transaction speedup on hits: median, p10, p90.
+    pub speedup_hits_median: f64,
+    /// p10.
+    pub speedup_hits_p10: f64,
+    /// p90.
+    pub speedup_hits_p90: f64,
+    /// Whole-block import: sequential revm time over import time, summed over blocks.
+    pub block_speedup: f64,
+    /// Misses by reason.
+    pub miss_reasons: BTreeMap<String, usize>,
+    /// Pre-executions, and mean wall time of one (ms).
+    pub pre_executions: usize,
+    /// Mean wall time of one pre-execution, ms.
+    pub pre_execution_ms_mean: f64,
+    /// Mean time to merge and compile one program into the store, ms.
+    pub build_ms_mean: f64,
+    /// Mean store bytes per program.
+    pub bytes_per_program: f64,
+    /// Programs ready before their block, and finished too late.
+    pub programs_ready: usize,
+    /// Programs finished too late.
+    pub programs_late: usize,
+    /// The options the run used.
+    pub heard_share: f64,
+}
+
+impl Summary {
+    /// Sums `blocks`.
+    pub fn of(blocks: &[BlockResult], options: &EvaluateOptions) -> Self {
+        let all: Vec<&TxResult> = blocks.iter().flat_map(|b| &b.txs).collect();
+        let count = |c: Class| all.iter().filter(|t| t.class == c).count();
+        let ratio = |pick: &dyn Fn(&TxResult) -> bool| {
+            let (revm, fast) =
+                all.iter().filter(|t| pick(t)).fold((0.0, 0.0), |(r, f), t| (r + t.revm_ns, f + t.cost_ns()));
+            if fast > 0.0 { revm / fast } else { 0.0 }
+        };
+        let mut per_hit: Vec<f64> =
+            all.iter().filter(|t| t.is_hit() && t.fast_ns > 0.0).map(|t| t.revm_ns / t.fast_ns).collect();
+        per_hit.sort_by(f64::total_cmp);
+        let pct = |p: f64| per_hit.get(((per_hit.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
+        let mut miss_reasons = BTreeMap::new();
+        for t in &all {
+            if let Some(m) = &t.miss {
+                *miss_reasons.entry(m.clone()).or_default() += 1;
+            }
+        }
+        let heard = all.iter().filter(|t| t.class != Class::NotHeard).count();
+        let hits = all.iter().filter(|t| t.is_hit()).count();
+        let pre_executions: usize = blocks.iter().map(|b| b.pre_executions).sum();
+        let ready: usize = blocks.iter().map(|b| b.programs_ready).sum();
+        let (import, revm) = blocks.iter().fold((0.0, 0.0), |(i, r), b| (i + b.import_ms, r + b.revm_ms));
+        Self {
+            blocks: blocks.len(),
+            txs: all.len(),
+            heard,
+            hits_perfect: count(Class::HitPerfect),
+            hits_imperfect: count(Class::HitImperfect),
+            missed: count(Class::Missed),
+            not_heard: count(Class::NotHeard),
+            not_preexecuted: count(Class::NotPreExecuted),
+            divergences: blocks.iter().map(|b| b.divergences.len()).sum(),
+            hit_rate_heard: if heard == 0 { 0.0 } else { hits as f64 / heard as f64 },
+            speedup_hits: ratio(&|t| t.is_hit()),
+            speedup_heard: ratio(&|t| t.class != Class::NotHeard),
+            speedup_all: ratio(&|_| true),
+            speedup_hits_median: pct(0.5),
+            speedup_hits_p10: pct(0.1),
+            speedup_hits_p90: pct(0.9),
+            block_speedup: if import > 0.0 { revm / import } else { 0.0 },
+            miss_reasons,
+            pre_executions,
+            pre_execution_ms_mean: blocks.iter().map(|b| b.pre_execution_ms).sum::<f64>()
+                / pre_executions.max(1) as f64,
+            build_ms_mean: blocks.iter().map(|b| b.build_ms).sum::<f64>() / ready.max(1) as f64,
+            bytes_per_program: blocks.iter().map(|b| b.store_bytes).sum::<usize>() as f64 / ready.max(1) as f64,
+            programs_ready: ready,
+            programs_late: blocks.iter().map(|b| b.programs_late).sum(),
+            heard_share: options.heard,
+        }
+    }
+}
+
+/// Writes the report into `dir`: `summary.json`, `blocks.json`, `report.md` and its plots.
+pub fn write_report(dir: &std::path::Path, summary: &Summary, blocks: &[BlockResult]) -> Result<()> {
+    use std::fmt::Write as _;
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("summary.json"), serde_json::to_string_pretty(summary)?)?;
+    std::fs::write(dir.join("blocks.json"), serde_json::to_string(blocks)?)?;
+    // Speedup CDF over hits, time-weighted (each hit weighs its revm time).
+    let points: Vec<(f64, f64)> = blocks
+        .iter()
+        .flat_map(|b| &b.txs)
+        .filter(|t| t.is_hit() && t.fast_ns > 0.0)
+        .map(|t| (t.revm_ns / t.fast_ns, t.revm_ns))
+        .collect();
+    let unweighted: Vec<(f64, f64)> = points.iter().map(|(x, _)| (*x, 1.0)).collect();
+    let series = [
+        crate::plot::Series { name: "weighted by revm time", points },
+        crate::plot::Series { name: "per transaction", points: unweighted },
+    ];
+    std::fs::write(
+        dir.join("speedup-cdf.svg"),
+        crate::plot::cdf("Per-transaction speedup on hits (revm time / fast-path time)", "speedup", &series, true),
+    )?;
+    let categories: Vec<&str> = Class::ALL.iter().map(|c| c.name()).collect();
+    let rows: Vec<(String, Vec<f64>)> = blocks
+        .iter()
+        .map(|b| (b.number.to_string(), Class::ALL.iter().map(|c| b.count(*c) as f64).collect()))
+        .collect();
+    std::fs::write(
+        dir.join("outcomes.svg"),
+        crate::plot::stacked_bars("Outcome shares per block", &categories, &rows),
+    )?;
+    let txs: Vec<&TxResult> = blocks.iter().flat_map(|b| &b.txs).collect();
+    let sum = |f: &dyn Fn(&TxResult) -> f64| txs.iter().map(|t| f(t)).sum::<f64>() / 1e6;
+    let time = vec![
+        ("revm: every transaction".to_string(), sum(&|t| t.revm_ns)),
+        ("prescient: hits (evaluation)".to_string(), sum(&|t| if t.is_hit() { t.fast_ns } else { 0.0 })),
+        ("prescient: misses (failed evaluation)".to_string(), sum(&|t| if t.is_hit() { 0.0 } else { t.fast_ns })),
+        ("prescient: misses and unheard (revm)".to_string(), sum(&|t| if t.is_hit() { 0.0 } else { t.revm_ns })),
+    ];
+    std::fs::write(
+        dir.join("time.svg"),
+        crate::plot::hbars("Where the time goes (per-transaction sums)", "ms", &time),
+    )?;
+
+    let mut md = String::new();
+    let _ = writeln!(md, "# prescient evaluate\n");
+    let _ = writeln!(
+        md,
+        "{} blocks, {} transactions, {:.0}% heard (simulated share {}). Divergences from sequential revm: **{}**.\n",
+        summary.blocks,
+        summary.txs,
+        100.0 * summary.heard as f64 / summary.txs.max(1) as f64,
+        summary.heard_share,
+        summary.divergences
+    );
+    let _ = writeln!(md, "| outcome | transactions | share |\n|---|---:|---:|");
+    for (name, n) in [
+        ("perfect hit", summary.hits_perfect),
+        ("imperfect hit", summary.hits_imperfect),
+        ("predicted, missed", summary.missed),
+        ("not pre-executed in time", summary.not_preexecuted),
+        ("not heard", summary.not_heard),
+    ] {
+        let _ = writeln!(md, "| {name} | {n} | {:.2}% |", 100.0 * n as f64 / summary.txs.max(1) as f64);
+    }
+    let _ = writeln!(
+        md,
+        "\nHits among heard transactions: **{:.2}%**.\n\n| speedup (time-weighted, vs sequential revm) | |\n|---|---:|\n| on hits | {:.2}x |\n| on heard transactions | {:.2}x |\n| on all transactions | {:.2}x |\n| whole-block import | {:.2}x |\n| per hit: median / p10 / p90 | {:.2}x / {:.2}x / {:.2}x |\n",
+        100.0 * summary.hit_rate_heard,
+        summary.speedup_hits,
+        summary.speedup_heard,
+        summary.speedup_all,
+        summary.block_speedup,
+        summary.speedup_hits_median,
+        summary.speedup_hits_p10,
+        summary.speedup_hits_p90
+    );
+    let _ = writeln!(
+        md,
+        "Pre-executions: {} ({:.3} ms each on average); programs ready before their block: {}, finished too late: {}; merge and compile {:.3} ms per program; {:.0} store bytes per program.\n",
+        summary.pre_executions,
+        summary.pre_execution_ms_mean,
+        summary.programs_ready,
+        summary.programs_late,
+        summary.build_ms_mean,
+        summary.bytes_per_program
+    );
+    let _ = writeln!(md, "Misses by reason: {:?}\n", summary.miss_reasons);
+    let _ = writeln!(md, "![speedup CDF](speedup-cdf.svg)\n\n![outcomes](outcomes.svg)\n\n![time](time.svg)\n");
+    let _ = writeln!(
+        md,
+        "| block | txs | heard | hits | hit % of heard | import ms | revm ms | ratio |\n|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for b in blocks {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {:.1}% | {:.3} | {:.3} | {:.2}x |",
+            b.number,
+            b.txs.len(),
+            b.heard(),
+            b.hits(),
+            100.0 * b.hits() as f64 / b.heard().max(1) as f64,
+            b.import_ms,
+            b.revm_ms,
+            b.revm_ms / b.import_ms.max(1e-9)
+        );
+    }
+    std::fs::write(dir.join("report.md"), md)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heard_shares_follow_the_option_and_do_not_depend_on_position() {
+        let hashes: Vec<B256> = (0..20_000u32).map(|i| keccak256(i.to_be_bytes())).collect();
+        for share in [0.6, 0.95] {
+            let heard = hashes.iter().filter(|h| unit(h, b"heard") < share).count() as f64 / hashes.len() as f64;
+            assert!((heard - share).abs() < 0.02, "{heard} vs {share}");
+        }
+        // Arrival order is unrelated to position: the first half of the list arrives as often
+        // first as the second half.
+        let early = |range: std::ops::Range<usize>| {
+            hashes[range].iter().filter(|h| unit(h, b"arrival") > 0.5).count() as f64 / 10_000.0
+        };
+        assert!((early(0..10_000) - early(10_000..20_000)).abs() < 0.03);
+    }
+
+    #[test]
+    fn fee_recipients_never_include_the_blocks_own() {
+        let a = |b: u8| Address::with_last_byte(b);
+        let others = [(100, a(1)), (101, a(2)), (102, a(1)), (5_000_000, a(9))];
+        let candidates = fee_recipient_candidates(&others, 101, 2);
+        assert_eq!(candidates, vec![a(1), a(9)], "most frequent near ones; the block's own (2) left out");
+        assert!(fee_recipient_candidates(&[(7, a(3))], 7, 3).is_empty());
+    }
+}
