@@ -419,6 +419,32 @@ mod tests {
     }
 
     #[test]
+    fn a_nonce_gap_is_assumed_filled_and_guarded() {
+        // The sender's nonce-0 transaction was never heard: its nonce-1 transaction is
+        // pre-executed in the future where the gap is filled.
+        let (db, cfg, block, txs) = setup();
+        // A plain transfer, which the first transaction (a counter call) does not interact with.
+        let mut later = txs[0].clone();
+        later.env.nonce = 1;
+        later.env.kind = revm::primitives::TxKind::Call(Address::with_last_byte(0x77));
+        later.env.value = U256::from(1);
+        later.hash = B256::with_last_byte(3);
+        let pipeline = Pipeline::new(PipelineConfig::default());
+        pipeline.admit(later.hash, later.env.clone(), 0);
+        let (tx, futures) = pipeline.futures(&later.hash, block.basefee).expect("pending");
+        assert_eq!(pipeline.pre_execute(&tx, &futures, &db, &cfg, &block).stored, 1);
+        // On the pre-state (nonce 0) it is invalid: revm rejects the block, nothing hits.
+        assert!(pipeline.import(&db, &cfg, &block, std::slice::from_ref(&later), false).is_err());
+        // After the unheard transaction: a hit, equal to revm.
+        let pair = [txs[0].clone(), later];
+        let imported = pipeline.import(&db, &cfg, &block, &pair, true).expect("imports");
+        assert!(imported.checked.expect("verified").0.is_empty());
+        let paths = &imported.import.paths;
+        assert_eq!(paths[0], crate::executor::TxPath::NoProgram);
+        assert!(matches!(paths[1], crate::executor::TxPath::Hit { .. }), "{paths:?}");
+    }
+
+    #[test]
     fn the_live_context_is_the_heads_child() {
         let rules = ChainRules { chain_id: 1, fixed: Some(SpecId::OSAKA) };
         let mut head: Header = Header::default();

@@ -134,22 +134,24 @@ impl PendingPool {
 
     /// The predicted block order of the whole pool for a block with `basefee`.
     pub fn predicted_order(&self, basefee: u64) -> Vec<B256> {
-        // Each sender contributes its lowest-nonce transaction; the best head goes next.
+        // Each sender contributes its lowest-nonce transaction; the best head goes next
+        // (highest tip, then earliest heard). A heap of the heads: O(n log n).
+        use std::{cmp::Reverse, collections::BinaryHeap};
         let mut queues: Vec<std::collections::VecDeque<&PoolTx>> = self
             .by_sender
             .values()
             .map(|nonces| nonces.values().filter_map(|h| self.by_hash.get(h)).collect())
             .collect();
+        let head = |i: usize, t: &PoolTx| (effective_tip(&t.env, basefee), Reverse(t.seq), i);
+        let mut heads: BinaryHeap<(u128, Reverse<u64>, usize)> =
+            queues.iter().enumerate().filter_map(|(i, q)| q.front().map(|t| head(i, t))).collect();
         let mut order = Vec::with_capacity(self.by_hash.len());
-        loop {
-            let best = queues
-                .iter()
-                .enumerate()
-                .filter_map(|(i, q)| q.front().map(|t| (i, effective_tip(&t.env, basefee), t.seq)))
-                .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)));
-            let Some((i, ..)) = best else { break };
+        while let Some((_, _, i)) = heads.pop() {
             if let Some(t) = queues[i].pop_front() {
                 order.push(t.hash);
+            }
+            if let Some(next) = queues[i].front() {
+                heads.push(head(i, next));
             }
         }
         order
@@ -217,6 +219,18 @@ where
                 evm.commit(res.state);
             }
         }
+    }
+    // A gap in the sender's nonces (an earlier transaction of its not heard, or not yet):
+    // the future in which the gap is filled, with effects unknown. The program guards the
+    // nonce and the balance it reads like any other input, so this only decides which path
+    // is recorded, never whether a hit is right.
+    match revm::Database::basic(&mut cache, tx.caller) {
+        Ok(Some(mut info)) if info.nonce < tx.nonce => {
+            info.nonce = tx.nonce;
+            cache.insert_account_info(tx.caller, info);
+        }
+        Ok(_) => {}
+        Err(e) => return PreExecution::StateFailed(e.to_string()),
     }
     let started = std::time::Instant::now();
     let recording = match record(&cache, cfg, block, tx, config) {

@@ -31,6 +31,7 @@ use revm::{
     DatabaseRef,
     context::{BlockEnv, CfgEnv},
     primitives::{Address, B256, Bytes, Log, LogData, U256, hardfork::SpecId, keccak256},
+    state::AccountInfo,
 };
 
 use crate::{
@@ -38,7 +39,7 @@ use crate::{
     ops::{AccountFlags, GuardKind, Imm, Op, OpKind, Ty},
     outcome::{AccountChange, TxOutcome, TxStatus},
     program::{Program, ProgramEnv, Value},
-    semantics::{context, fold_word, load_word, run_precompile, word_to_address},
+    semantics::{account_word, context, fold_word, load_word, run_precompile, word_to_address},
 };
 
 /// A word register.
@@ -171,6 +172,9 @@ struct Scratch {
     words: Vec<U256>,
     arena: Vec<u8>,
     ranges: Vec<(u32, u32)>,
+    /// Accounts read by this evaluation: a program reads a few fields of a few accounts, so
+    /// each account is read from the state once (a linear scan of a handful beats a map).
+    accounts: Vec<(Address, Option<AccountInfo>)>,
 }
 
 thread_local! {
@@ -518,6 +522,7 @@ impl Compiled {
         s.arena.extend_from_slice(&self.arena);
         s.ranges.clear();
         s.ranges.extend_from_slice(&self.ranges);
+        s.accounts.clear();
         let mut walk = Walk {
             s,
             outcome: TxOutcome {
@@ -590,6 +595,23 @@ impl Compiled {
         for inst in code {
             let w = &mut s.words;
             match *inst {
+                CInst::Load { op: op @ (Op::Balance | Op::Nonce | Op::CodeHash | Op::Exists), dst, a, at, .. } => {
+                    let address = word_to_address(w[a as usize]);
+                    let info = match s.accounts.iter().find(|(held, _)| *held == address) {
+                        Some((_, info)) => info,
+                        None => match db.basic_ref(address) {
+                            Ok(info) => {
+                                s.accounts.push((address, info));
+                                &s.accounts[s.accounts.len() - 1].1
+                            }
+                            Err(_) => return Err(miss(MissReason::State, at)),
+                        },
+                    };
+                    match account_word(op, info.as_ref()) {
+                        Some(v) => w[dst as usize] = v,
+                        None => return Err(miss(MissReason::Malformed, at)),
+                    }
+                }
                 CInst::Load { op, dst, a, b, at } => {
                     let args = [w[a as usize], w[b as usize]];
                     let n = if op == Op::Storage { 2 } else { 1 };

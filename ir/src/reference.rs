@@ -15,7 +15,9 @@
 
 use std::time::{Duration, Instant};
 
-use alloy::consensus::{Eip658Value, Receipt, ReceiptEnvelope, TxType, proofs::calculate_receipt_root};
+use alloy::consensus::{
+    Eip658Value, Receipt, ReceiptEnvelope, ReceiptWithBloom, TxType, proofs::calculate_receipt_root,
+};
 use alloy::primitives::{Bloom, logs_bloom as logs_bloom_of};
 use revm::{
     Context, Database, DatabaseCommit, ExecuteEvm, MainBuilder, MainContext,
@@ -144,10 +146,12 @@ pub fn receipts(outcomes: &[TxOutcome], types: &[u8]) -> Receipts {
                 cumulative_gas_used: gas_used,
                 logs: outcome.logs.clone(),
             };
-            logs_bloom.accrue_bloom(&logs_bloom_of(&outcome.logs));
+            // Each receipt's bloom is computed once (a block may carry ten thousand logs).
+            let bloom = logs_bloom_of(&outcome.logs);
+            logs_bloom.accrue_bloom(&bloom);
             // revm accepted the transaction, so its type byte is one alloy knows.
             let ty = TxType::try_from(*ty).unwrap_or(TxType::Legacy);
-            ReceiptEnvelope::from_typed(ty, receipt.with_bloom())
+            ReceiptEnvelope::from_typed(ty, ReceiptWithBloom { receipt, logs_bloom: bloom })
         })
         .collect();
     let receipts_root = calculate_receipt_root(&receipts);

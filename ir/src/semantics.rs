@@ -96,10 +96,9 @@ pub fn word_to_address(w: U256) -> Address {
 /// share, so a guard's traced value and its evaluated value mean the same thing.
 pub fn load_word<D: DatabaseRef>(op: Op, args: &[U256], db: &D, block: &BlockEnv) -> Result<Option<U256>, D::Error> {
     Ok(Some(match (op, args) {
-        (Op::Balance, [a]) => db.basic_ref(word_to_address(*a))?.map_or(U256::ZERO, |i| i.balance),
-        (Op::Nonce, [a]) => U256::from(db.basic_ref(word_to_address(*a))?.map_or(0, |i| i.nonce)),
-        (Op::CodeHash, [a]) => db.basic_ref(word_to_address(*a))?.map_or(KECCAK_EMPTY, |i| i.code_hash).into(),
-        (Op::Exists, [a]) => U256::from(db.basic_ref(word_to_address(*a))?.is_some() as u8),
+        (Op::Balance | Op::Nonce | Op::CodeHash | Op::Exists, [a]) => {
+            return Ok(account_word(op, db.basic_ref(word_to_address(*a))?.as_ref()));
+        }
         (Op::Storage, [a, k]) => db.storage_ref(word_to_address(*a), *k)?,
         (Op::BlockHash, [n]) => {
             // BLOCKHASH: only the 256 blocks before the current one.
@@ -112,6 +111,18 @@ pub fn load_word<D: DatabaseRef>(op: Op, args: &[U256], db: &D, block: &BlockEnv
         }
         _ => return Ok(None),
     }))
+}
+
+/// What an account load returns from the account's info (`None`: it does not exist);
+/// `None` for other operations.
+pub fn account_word(op: Op, info: Option<&revm::state::AccountInfo>) -> Option<U256> {
+    Some(match op {
+        Op::Balance => info.map_or(U256::ZERO, |i| i.balance),
+        Op::Nonce => U256::from(info.map_or(0, |i| i.nonce)),
+        Op::CodeHash => info.map_or(KECCAK_EMPTY, |i| i.code_hash).into(),
+        Op::Exists => U256::from(info.is_some() as u8),
+        _ => return None,
+    })
 }
 
 /// Reads a block-context field.

@@ -253,8 +253,10 @@ pub struct BlockResult {
     pub txs: Vec<TxResult>,
     /// Divergences from sequential revm, in words (must be empty).
     pub divergences: Vec<String>,
-    /// Pre-executions run, and their summed wall time (ms).
+    /// Pre-executions run.
     pub pre_executions: usize,
+    /// Pre-executions by result (`program`, a no-program reason, `invalid`).
+    pub pre_execution_results: BTreeMap<String, usize>,
     /// Summed wall time of the pre-executions, ms.
     pub pre_execution_ms: f64,
     /// Programs stored in time, and programs finished after the block arrived (discarded).
@@ -359,6 +361,7 @@ pub fn evaluate_block(
         txs: Vec::new(),
         divergences: Vec::new(),
         pre_executions: 0,
+        pre_execution_results: BTreeMap::new(),
         pre_execution_ms: 0.0,
         programs_ready: 0,
         programs_late: 0,
@@ -379,7 +382,8 @@ pub fn evaluate_block(
         let Some((tx, _)) = pipeline.futures(&hash, view.basefee) else { return };
         attempted.insert(hash);
         let started = Instant::now();
-        let (_, program) = pipeline.pre_execute_future(&tx, predecessors, &db, &view.cfg, ctx);
+        let (kind, program) = pipeline.pre_execute_future(&tx, predecessors, &db, &view.cfg, ctx);
+        *r.pre_execution_results.entry(kind.to_string()).or_default() += 1;
         let took = started.elapsed().as_secs_f64() * 1e3;
         r.pre_executions += 1;
         r.pre_execution_ms += took;
@@ -549,8 +553,10 @@ pub struct Summary {
     pub block_speedup: f64,
     /// Misses by reason.
     pub miss_reasons: BTreeMap<String, usize>,
-    /// Pre-executions, and mean wall time of one (ms).
+    /// Pre-executions run.
     pub pre_executions: usize,
+    /// Pre-executions by result (`program`, a no-program reason, `invalid`).
+    pub pre_execution_results: BTreeMap<String, usize>,
     /// Mean wall time of one pre-execution, ms.
     pub pre_execution_ms_mean: f64,
     /// Mean time to merge and compile one program into the store, ms.
@@ -588,6 +594,10 @@ impl Summary {
         let heard = all.iter().filter(|t| t.class != Class::NotHeard).count();
         let hits = all.iter().filter(|t| t.is_hit()).count();
         let pre_executions: usize = blocks.iter().map(|b| b.pre_executions).sum();
+        let mut pre_execution_results = BTreeMap::new();
+        for (k, v) in blocks.iter().flat_map(|b| &b.pre_execution_results) {
+            *pre_execution_results.entry(k.clone()).or_default() += v;
+        }
         let ready: usize = blocks.iter().map(|b| b.programs_ready).sum();
         let (import, revm) = blocks.iter().fold((0.0, 0.0), |(i, r), b| (i + b.import_ms, r + b.revm_ms));
         Self {
@@ -610,6 +620,7 @@ impl Summary {
             block_speedup: if import > 0.0 { revm / import } else { 0.0 },
             miss_reasons,
             pre_executions,
+            pre_execution_results,
             pre_execution_ms_mean: blocks.iter().map(|b| b.pre_execution_ms).sum::<f64>()
                 / pre_executions.max(1) as f64,
             build_ms_mean: blocks.iter().map(|b| b.build_ms).sum::<f64>() / ready.max(1) as f64,
@@ -709,6 +720,7 @@ pub fn write_report(dir: &std::path::Path, summary: &Summary, blocks: &[BlockRes
         summary.bytes_per_program
     );
     let _ = writeln!(md, "Misses by reason: {:?}\n", summary.miss_reasons);
+    let _ = writeln!(md, "Pre-executions by result: {:?}\n", summary.pre_execution_results);
     let _ = writeln!(md, "![speedup CDF](speedup-cdf.svg)\n\n![outcomes](outcomes.svg)\n\n![time](time.svg)\n");
     let _ = writeln!(
         md,

@@ -373,6 +373,7 @@ fn evaluate(
         summary.divergences
     );
     println!("misses by reason: {:?}", summary.miss_reasons);
+    println!("pre-executions by result: {:?}", summary.pre_execution_results);
     println!("report written to {}", out.display());
     Ok(summary.divergences == 0)
 }
