@@ -44,6 +44,9 @@ use crate::{
 
 /// A word register.
 type W = u32;
+
+/// Marks a computed register while compiling (see [`Compiled::place_computed`]).
+const COMPUTED: u32 = 1 << 31;
 /// A byte-string register.
 type B = u32;
 
@@ -103,8 +106,13 @@ pub struct Compiled {
     edges: Vec<u32>,
     leaves: Vec<Leaf>,
     code: Vec<CInst>,
-    /// Word registers at the start of an evaluation: constants filled, the rest zero.
+    /// The constant word registers (the first registers of an evaluation); computed
+    /// registers follow them.
     words: Vec<U256>,
+    /// Computed word registers: the deepest path's (sibling branches reuse the same ones).
+    computed: u32,
+    /// While compiling: the next computed register.
+    computed_top: u32,
     /// The byte arena at the start: the constant byte strings.
     arena: Vec<u8>,
     /// Byte registers at the start: ranges of the arena (constants filled).
@@ -172,9 +180,53 @@ struct Scratch {
     words: Vec<U256>,
     arena: Vec<u8>,
     ranges: Vec<(u32, u32)>,
-    /// Accounts read by this evaluation: a program reads a few fields of a few accounts, so
-    /// each account is read from the state once (a linear scan of a handful beats a map).
+    /// Accounts read by this evaluation.
+    accounts: AccountCache,
+}
+
+/// Accounts read by one evaluation, each read from the state once: most programs read a
+/// handful (a linear scan), some thousands (then through `index`).
+#[derive(Default)]
+struct AccountCache {
     accounts: Vec<(Address, Option<AccountInfo>)>,
+    /// Positions in `accounts`, kept once it outgrows a scan.
+    index: std::collections::HashMap<Address, usize>,
+}
+
+/// Accounts an evaluation scans before it indexes them.
+const SCAN: usize = 16;
+
+impl AccountCache {
+    fn clear(&mut self) {
+        self.accounts.clear();
+        self.index.clear();
+    }
+
+    /// The account at `address`, read from `db` the first time.
+    fn account<D: DatabaseRef>(&mut self, address: Address, db: &D) -> Result<&Option<AccountInfo>, D::Error> {
+        let found = if self.accounts.len() <= SCAN {
+            self.accounts.iter().position(|(held, _)| *held == address)
+        } else {
+            self.index.get(&address).copied()
+        };
+        let at = match found {
+            Some(at) => at,
+            None => {
+                let info = db.basic_ref(address)?;
+                self.accounts.push((address, info));
+                let at = self.accounts.len() - 1;
+                if self.accounts.len() > SCAN {
+                    if self.index.is_empty() {
+                        self.index.extend(self.accounts.iter().enumerate().map(|(i, (a, _))| (*a, i)));
+                    } else {
+                        self.index.insert(address, at);
+                    }
+                }
+                at
+            }
+        };
+        Ok(&self.accounts[at].1)
+    }
 }
 
 thread_local! {
@@ -210,6 +262,8 @@ impl Compiled {
             leaves: Vec::new(),
             code: Vec::new(),
             words: Vec::new(),
+            computed: 0,
+            computed_top: 0,
             arena: Vec::new(),
             ranges: Vec::new(),
             lists: Vec::new(),
@@ -234,6 +288,7 @@ impl Compiled {
         let shape = Shape::build(kept, 0);
         let mut regs = Vec::new();
         c.compile_node(&shape, &mut regs)?;
+        c.place_computed();
         Ok(c)
     }
 
@@ -251,7 +306,10 @@ impl Compiled {
         let code_to = self.code.len() as u32;
         let leaf = shape.leaf.map(|program| self.leaves.iter().position(|l| l.program == program).unwrap_or(0) as u32);
         let mut children = Vec::with_capacity(shape.children.len());
+        // Siblings exclude each other: each starts from this node's computed registers.
+        let top = self.computed_top;
         for child in &shape.children {
+            self.computed_top = top;
             children.push(self.compile_node(child, regs)?);
         }
         let from = self.edges.len() as u32;
@@ -344,9 +402,46 @@ impl Compiled {
         })
     }
 
+    /// A computed word register, numbered apart from the constants until
+    /// [`Compiled::place_computed`] puts them after the constants.
     fn word_reg(&mut self) -> W {
-        self.words.push(U256::ZERO);
-        self.words.len() as u32 - 1
+        let r = COMPUTED | self.computed_top;
+        self.computed_top += 1;
+        self.computed = self.computed.max(self.computed_top);
+        r
+    }
+
+    /// Renumbers computed registers to follow the constants.
+    fn place_computed(&mut self) {
+        let base = self.words.len() as u32;
+        let fix = |r: &mut W| {
+            if *r & COMPUTED != 0 {
+                *r = base + (*r & !COMPUTED);
+            }
+        };
+        for inst in &mut self.code {
+            match inst {
+                CInst::Load { dst, a, b, .. } => [dst, a, b].into_iter().for_each(fix),
+                CInst::Ctx { dst, .. }
+                | CInst::ToWord { dst, .. }
+                | CInst::Keccak { dst, .. }
+                | CInst::Len { dst, .. } => fix(dst),
+                CInst::Word1 { dst, a, .. } => [dst, a].into_iter().for_each(fix),
+                CInst::Word2 { dst, a, b, .. } => [dst, a, b].into_iter().for_each(fix),
+                CInst::Word3 { dst, a, b, c, .. } => [dst, a, b, c].into_iter().for_each(fix),
+                CInst::Guard { a, expected, .. } => [a, expected].into_iter().for_each(fix),
+                CInst::ToBytes { a, .. } | CInst::StoreCode { a, .. } | CInst::Created { a } => fix(a),
+                CInst::StoreAccount { a, balance, nonce, code_hash, .. } => {
+                    [a, balance, nonce, code_hash].into_iter().for_each(fix)
+                }
+                CInst::StoreSlot { a, k, v, .. } => [a, k, v].into_iter().for_each(fix),
+                CInst::Log { a, from, to, .. } => {
+                    fix(a);
+                    self.lists[*from as usize..*to as usize].iter_mut().for_each(fix);
+                }
+                CInst::Concat { .. } | CInst::Slice { .. } | CInst::PCall { .. } | CInst::Output { .. } => {}
+            }
+        }
     }
 
     fn word_const(&mut self, w: U256) -> W {
@@ -518,6 +613,7 @@ impl Compiled {
     ) -> (Evaluation, Option<usize>) {
         s.words.clear();
         s.words.extend_from_slice(&self.words);
+        s.words.resize(self.words.len() + self.computed as usize, U256::ZERO);
         s.arena.clear();
         s.arena.extend_from_slice(&self.arena);
         s.ranges.clear();
@@ -597,15 +693,8 @@ impl Compiled {
             match *inst {
                 CInst::Load { op: op @ (Op::Balance | Op::Nonce | Op::CodeHash | Op::Exists), dst, a, at, .. } => {
                     let address = word_to_address(w[a as usize]);
-                    let info = match s.accounts.iter().find(|(held, _)| *held == address) {
-                        Some((_, info)) => info,
-                        None => match db.basic_ref(address) {
-                            Ok(info) => {
-                                s.accounts.push((address, info));
-                                &s.accounts[s.accounts.len() - 1].1
-                            }
-                            Err(_) => return Err(miss(MissReason::State, at)),
-                        },
+                    let Ok(info) = s.accounts.account(address, db) else {
+                        return Err(miss(MissReason::State, at));
                     };
                     match account_word(op, info.as_ref()) {
                         Some(v) => w[dst as usize] = v,

@@ -132,7 +132,21 @@ impl ParentView {
     /// The predicted contexts, most likely first: the next slot with the first fee-recipient
     /// candidate, then the other candidates, then a missed slot.
     pub fn contexts(&self, fee_recipients: &[Address]) -> Vec<BlockEnv> {
-        let at = |timestamp: u64, beneficiary: Address| BlockEnv {
+        let next = self.parent_timestamp + self.slot();
+        let first = fee_recipients.first().copied().unwrap_or_default();
+        let mut contexts = vec![self.context(next, first)];
+        contexts.extend(fee_recipients.iter().skip(1).map(|r| self.context(next, *r)));
+        contexts.push(self.context(next + self.slot(), first));
+        contexts
+    }
+
+    /// The next slot's context with fee recipient `beneficiary`.
+    pub fn next_slot_with(&self, beneficiary: Address) -> BlockEnv {
+        self.context(self.parent_timestamp + self.slot(), beneficiary)
+    }
+
+    fn context(&self, timestamp: u64, beneficiary: Address) -> BlockEnv {
+        BlockEnv {
             number: U256::from(self.number),
             beneficiary,
             timestamp: U256::from(timestamp),
@@ -143,13 +157,7 @@ impl ParentView {
             prevrandao: self.cfg.spec.is_enabled_in(SpecId::MERGE).then_some(B256::repeat_byte(0x5a)),
             blob_excess_gas_and_price: self.blob,
             ..Default::default()
-        };
-        let next = self.parent_timestamp + self.slot();
-        let first = fee_recipients.first().copied().unwrap_or_default();
-        let mut contexts = vec![at(next, first)];
-        contexts.extend(fee_recipients.iter().skip(1).map(|r| at(next, *r)));
-        contexts.push(at(next + self.slot(), first));
-        contexts
+        }
     }
 }
 
@@ -315,11 +323,33 @@ pub fn recorded_arrivals(arrivals: &[mempool_tap::recorded::Arrival]) -> HashMap
     first
 }
 
-/// Evaluates one block (see the module docs). `fee_recipients` come from other blocks;
+/// The fee recipients the predictor knows: those of other blocks. A transaction sent by one
+/// of them is most likely a pool's own (a payout), included by that pool: its sender is then
+/// its first fee-recipient candidate.
+#[derive(Clone, Debug, Default)]
+pub struct KnownRecipients {
+    /// Candidates for any transaction, most likely first (see [`fee_recipient_candidates`]).
+    pub candidates: Vec<Address>,
+    /// Every fee recipient of another block.
+    pub all: HashSet<Address>,
+}
+
+impl KnownRecipients {
+    /// What the predictor knows for block `number`, from `others` (number, fee recipient),
+    /// never the block's own.
+    pub fn for_block(others: &[(u64, Address)], number: u64, k: usize) -> Self {
+        Self {
+            candidates: fee_recipient_candidates(others, number, k),
+            all: others.iter().filter(|(n, _)| *n != number).map(|(_, a)| *a).collect(),
+        }
+    }
+}
+
+/// Evaluates one block (see the module docs). `recipients` come from other blocks;
 /// `arrivals`, when the recording has an arrival log, replace the simulated mempool.
 pub fn evaluate_block(
     block: &RecordedBlock,
-    fee_recipients: &[Address],
+    recipients: &KnownRecipients,
     options: &EvaluateOptions,
     arrivals: Option<&HashMap<B256, u64>>,
 ) -> Result<BlockResult> {
@@ -347,7 +377,7 @@ pub fn evaluate_block(
     heard.sort_by_key(|h| (h.arrival_ms, h.hash));
 
     let view = ParentView::of(block);
-    let contexts = view.contexts(fee_recipients);
+    let contexts = view.contexts(&recipients.candidates);
     let config = PipelineConfig {
         max_predecessors: options.max_predecessors,
         pool_capacity: heard.len().max(1),
@@ -407,6 +437,11 @@ pub fn evaluate_block(
         // Futures × contexts, most likely first, within the budget.
         let mut plan: Vec<(&Vec<TxEnv>, &BlockEnv)> = Vec::new();
         let Some(main) = futures.last() else { continue };
+        let own = (recipients.all.contains(&h.env.caller) && contexts[0].beneficiary != h.env.caller)
+            .then(|| view.next_slot_with(h.env.caller));
+        if let Some(own) = &own {
+            plan.push((main, own));
+        }
         for f in &futures {
             plan.push((f, &contexts[0]));
         }
@@ -427,7 +462,11 @@ pub fn evaluate_block(
         let seen = used_futures.entry(h.hash).or_default();
         if !seen.contains(&shape(main)) {
             seen.push(shape(main));
-            run(h.hash, main, &contexts[0], refresh_ms, &mut result);
+            let ctx = match recipients.all.contains(&h.env.caller) {
+                true => view.next_slot_with(h.env.caller),
+                false => contexts[0].clone(),
+            };
+            run(h.hash, main, &ctx, refresh_ms, &mut result);
         }
     }
     result.store_bytes = pipeline.store().stats().2;

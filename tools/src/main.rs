@@ -280,9 +280,7 @@ fn evaluate(
     out: &std::path::Path,
     no_progress: bool,
 ) -> Result<bool> {
-    use prescient_tools::evaluate::{
-        Summary, evaluate_block, fee_recipient_candidates, recorded_arrivals, write_report,
-    };
+    use prescient_tools::evaluate::{KnownRecipients, Summary, evaluate_block, recorded_arrivals, write_report};
     let dataset = Dataset::open(data).wrap_err_with(|| format!("opening {}", data.display()))?;
     let selected = if numbers.is_empty() {
         dataset.complete_blocks().cloned().collect::<Vec<_>>()
@@ -328,8 +326,8 @@ fn evaluate(
     for block_ref in &selected {
         bar.set_message(format!("block {}", block_ref.number));
         let block = dataset.load(block_ref)?;
-        let candidates = fee_recipient_candidates(&recipients, block.number, options.fee_recipients);
-        let r = evaluate_block(&block, &candidates, options, arrivals.as_ref())?;
+        let known = KnownRecipients::for_block(&recipients, block.number, options.fee_recipients);
+        let r = evaluate_block(&block, &known, options, arrivals.as_ref())?;
         bar.suspend(|| {
             println!(
                 "{:>10}  {:>5}  {:>5}  {:>5}  {:>6.1}%  {:>10.3}  {:>10.3}  {:>5.2}x",

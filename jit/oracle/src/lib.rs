@@ -222,6 +222,65 @@ pub fn check<D: DatabaseRef>(
     checked
 }
 
+/// Checks the programs of one transaction merged into one tree (`ir::compact::Compiled::merge`,
+/// what import runs) on `db` / `cfg` / `block`: the tree hits exactly when one of the
+/// programs alone hits, with that program's outcome (the reference interpreter's), and a hit
+/// equals `expected()`, revm's outcome. The programs are optimized first, as the store holds
+/// them.
+pub fn check_merged<D: DatabaseRef>(
+    programs: &[&Program],
+    db: &D,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    expected: impl FnOnce() -> Result<TxOutcome, String>,
+    what: &str,
+) -> Checked {
+    let mut checked = Checked::default();
+    let optimized: Vec<Program> = programs.iter().map(|p| optimize(p)).collect();
+    let refs: Vec<&Program> = optimized.iter().collect();
+    let merged = match Compiled::merge(&refs) {
+        Ok(m) => m,
+        Err(e) => {
+            checked.problems.push(format!("{what}: merged compile: {e}"));
+            return checked;
+        }
+    };
+    let (evaluation, which) = MEMO.with(|memo| merged.evaluate_merged(db, cfg, block, Some(memo)));
+    // Each program alone; `None` for one the tree leaves out (other chain rules than the first).
+    let alone: Vec<Option<Evaluation>> =
+        optimized.iter().map(|p| (p.env == optimized[0].env).then(|| evaluate(p, db, cfg, block, FUEL))).collect();
+    match (&evaluation, which) {
+        (Evaluation::Hit(got), Some(i)) => {
+            let single = alone.get(i).and_then(Option::as_ref);
+            if single != Some(&evaluation) {
+                checked.problems.push(format!(
+                    "{what}: merged hit as program {i}, which alone gives {}",
+                    single.map_or("nothing".into(), summary)
+                ));
+            }
+            match expected() {
+                Err(e) => {
+                    checked.problems.push(format!("{what}: WRONG HIT (merged): revm rejects the transaction ({e})"))
+                }
+                Ok(expected) => {
+                    if let Some(d) = got.first_difference(&expected) {
+                        checked.problems.push(format!("{what}: WRONG HIT (merged): {d}"));
+                    }
+                }
+            }
+            checked.hit = Some(got.clone());
+        }
+        (Evaluation::Hit(_), None) => checked.problems.push(format!("{what}: merged hit without a program")),
+        (Evaluation::Miss(m), _) => {
+            if let Some(i) = alone.iter().position(|e| matches!(e, Some(Evaluation::Hit(_)))) {
+                checked.problems.push(format!("{what}: merged missed ({:?}) where program {i} alone hits", m.reason));
+            }
+            checked.miss = Some(m.reason);
+        }
+    }
+    checked
+}
+
 fn summary(e: &Evaluation) -> String {
     match e {
         Evaluation::Hit(o) => format!("hit ({:?}, {} gas)", o.status, o.gas_used),

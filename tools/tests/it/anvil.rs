@@ -333,7 +333,7 @@ async fn import_of_competing_transactions_equals_anvil() {
             assert_eq!(check.verdict, prescient_tools::replay::Verdict::Pass, "block {} {}", b.number, check.name);
         }
         let options = EvaluateOptions { reps: 1, ..EvaluateOptions::default() };
-        let e = evaluate_block(&loaded, &[], &options, Some(&arrivals)).expect("evaluate");
+        let e = evaluate_block(&loaded, &Default::default(), &options, Some(&arrivals)).expect("evaluate");
         assert!(e.divergences.is_empty(), "block {}: {:?}", b.number, e.divergences);
         if let Some((_, n)) = heard.iter().find(|(number, _)| *number == b.number) {
             assert_eq!(e.heard(), *n, "every competing transaction was heard before block {}", b.number);

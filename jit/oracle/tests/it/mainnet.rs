@@ -13,7 +13,7 @@ use crate::{
         interp::MissReason,
         record::{NoApReason, RecordConfig, record},
     },
-    oracle::{Tier, check as check_case, prepare},
+    oracle::{Tier, check as check_case, check_merged, prepare},
 };
 use mempool_tap::{Dataset, RecordedBlock, recorded::shared_data_for_tests};
 use revm::{
@@ -108,6 +108,9 @@ fn self_hit_and_cross_future_on_mainnet() {
     crate::ir::warm_up();
     let config = RecordConfig::default();
     let (mut own, mut pre_state, mut context) = (Tally::default(), Tally::default(), Tally::default());
+    // The three futures' programs of each transaction merged into one tree, as the store
+    // holds them, on the real state.
+    let mut merged = Tally::default();
     let mut per_block = Vec::new();
     let mut unmodelled: BTreeMap<String, usize> = BTreeMap::new();
     for block_ref in dataset.complete_blocks() {
@@ -123,11 +126,15 @@ fn self_hit_and_cross_future_on_mainnet() {
                 .unwrap_or_else(|e| panic!("{what}: revm rejects a mainnet transaction: {e}"));
 
             // Self-hit: pre-executed in the very future it runs in.
+            let mut futures = Vec::new();
             own.txs += 1;
             let rec = record(&db, &block.cfg, &block.env, &tx.env, config).expect("valid on its own state");
             assert_eq!(rec.outcome.first_difference(&expected), None, "{what}: traced run differs from revm");
             match &rec.program {
-                Ok(p) => check(&mut own, p, &db, &block, &expected, &format!("{what} self")),
+                Ok(p) => {
+                    check(&mut own, p, &db, &block, &expected, &format!("{what} self"));
+                    futures.push(p.clone());
+                }
                 Err(r) => {
                     own.no_ap(*r);
                     if let Some(why) = &rec.trace.abort {
@@ -140,7 +147,10 @@ fn self_hit_and_cross_future_on_mainnet() {
             pre_state.txs += 1;
             match record(&pristine, &block.cfg, &block.env, &tx.env, config) {
                 Ok(rec) => match &rec.program {
-                    Ok(p) => check(&mut pre_state, p, &db, &block, &expected, &format!("{what} pre-state")),
+                    Ok(p) => {
+                        check(&mut pre_state, p, &db, &block, &expected, &format!("{what} pre-state"));
+                        futures.push(p.clone());
+                    }
                     Err(r) => pre_state.no_ap(*r),
                 },
                 Err(_) => pre_state.invalid_future += 1,
@@ -150,12 +160,35 @@ fn self_hit_and_cross_future_on_mainnet() {
             context.txs += 1;
             match record(&db, &block.cfg, &other_env, &tx.env, config) {
                 Ok(rec) => match &rec.program {
-                    Ok(p) => check(&mut context, p, &db, &block, &expected, &format!("{what} context")),
+                    Ok(p) => {
+                        check(&mut context, p, &db, &block, &expected, &format!("{what} context"));
+                        futures.push(p.clone());
+                    }
                     Err(r) => context.no_ap(*r),
                 },
                 Err(_) => context.invalid_future += 1,
             }
 
+            if !futures.is_empty() {
+                // Most likely last, as the store orders them: the tree tries the others first.
+                futures.reverse();
+                merged.txs += 1;
+                let refs: Vec<_> = futures.iter().collect();
+                let checked = check_merged(
+                    &refs,
+                    &db,
+                    &block.cfg,
+                    &block.env,
+                    || Ok(expected.clone()),
+                    &format!("{what} merged"),
+                );
+                match (&checked.hit, checked.miss) {
+                    (Some(_), _) if checked.is_sound() => merged.hits += 1,
+                    (None, Some(reason)) => merged.miss(reason),
+                    _ => {}
+                }
+                merged.wrong.extend(checked.problems);
+            }
             db.commit(state);
         }
         per_block.push((
@@ -175,8 +208,9 @@ fn self_hit_and_cross_future_on_mainnet() {
     eprintln!("{}", own.line("self-hit"));
     eprintln!("{}", pre_state.line("cross-future, block pre-state"));
     eprintln!("{}", context.line("cross-future, perturbed context"));
+    eprintln!("{}", merged.line("merged futures, real state"));
 
-    let wrong: Vec<_> = own.wrong.iter().chain(&pre_state.wrong).chain(&context.wrong).collect();
+    let wrong: Vec<_> = own.wrong.iter().chain(&pre_state.wrong).chain(&context.wrong).chain(&merged.wrong).collect();
     assert!(
         wrong.is_empty(),
         "{} wrong hits:\n{}",
@@ -189,4 +223,6 @@ fn self_hit_and_cross_future_on_mainnet() {
     let programs = own.txs - own.no_ap.values().sum::<usize>();
     assert_eq!(own.hits, programs);
     assert!(own.rate() >= 99.5, "self-hit rate {:.2}% is below 99.5%", own.rate());
+    // The merged tree holds the self-hitting program: it hits wherever that one does.
+    assert!(merged.hits >= own.hits, "merged {} hits, self {}", merged.hits, own.hits);
 }
