@@ -113,6 +113,10 @@ pub struct Compiled {
     computed: u32,
     /// While compiling: the next computed register.
     computed_top: u32,
+    /// While compiling: the register of each constant word, so that equal constants (the
+    /// merged programs share most of theirs; guards expect 0 and 1 again and again) take one
+    /// register and the template an evaluation copies stays small.
+    interned: std::collections::HashMap<U256, W>,
     /// The byte arena at the start: the constant byte strings.
     arena: Vec<u8>,
     /// Byte registers at the start: ranges of the arena (constants filled).
@@ -264,6 +268,7 @@ impl Compiled {
             words: Vec::new(),
             computed: 0,
             computed_top: 0,
+            interned: std::collections::HashMap::new(),
             arena: Vec::new(),
             ranges: Vec::new(),
             lists: Vec::new(),
@@ -289,6 +294,7 @@ impl Compiled {
         let mut regs = Vec::new();
         c.compile_node(&shape, &mut regs)?;
         c.place_computed();
+        c.interned = std::collections::HashMap::new();
         Ok(c)
     }
 
@@ -445,8 +451,13 @@ impl Compiled {
     }
 
     fn word_const(&mut self, w: U256) -> W {
+        if let Some(r) = self.interned.get(&w) {
+            return *r;
+        }
         self.words.push(w);
-        self.words.len() as u32 - 1
+        let r = self.words.len() as u32 - 1;
+        self.interned.insert(w, r);
+        r
     }
 
     fn bytes_reg(&mut self) -> B {

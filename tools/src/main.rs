@@ -65,6 +65,11 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Benchmarks: `merge` (evaluation cost of a merged program as its futures grow).
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
     /// Attach to a node: pre-execute its pending transactions and serve the fast path.
     Serve {
         /// The node's JSON-RPC endpoint (ws:// for subscriptions, http:// for polling).
@@ -126,6 +131,26 @@ enum Command {
         /// Output folder (default: `./diff-<hash prefix>`).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Evaluation time of one transaction's programs merged into one tree, as the number of
+    /// merged futures grows, beside the same programs tried one after another.
+    Merge {
+        /// Recorded-traffic folder (default: $PRESCIENT_DATA, then ../shared/bench-data).
+        #[arg(long, env = DATA_ENV)]
+        data: Option<PathBuf>,
+        /// Blocks to use (repeatable).
+        #[arg(long = "block", value_name = "N", required = true)]
+        blocks: Vec<u64>,
+        /// Most futures merged.
+        #[arg(long, default_value_t = 12)]
+        max: usize,
+        /// Repetitions per transaction and size.
+        #[arg(long, default_value_t = 20)]
+        reps: usize,
     },
 }
 
@@ -214,6 +239,9 @@ fn main() -> ExitCode {
                 ..EvaluateOptions::default()
             };
             evaluate(&data, &blocks, &options, &out, no_progress)
+        }
+        Command::Bench { what: BenchCommand::Merge { data, blocks, max, reps } } => {
+            bench_merge(data, &blocks, max, reps)
         }
         Command::Serve {
             node,
@@ -374,6 +402,27 @@ fn evaluate(
     println!("pre-executions by result: {:?}", summary.pre_execution_results);
     println!("report written to {}", out.display());
     Ok(summary.divergences == 0)
+}
+
+/// Runs `prescient bench merge`.
+fn bench_merge(data: Option<PathBuf>, numbers: &[u64], max: usize, reps: usize) -> Result<bool> {
+    let dir = locate_data_dir(data.as_deref())?;
+    let dataset = Dataset::open(&dir).wrap_err_with(|| format!("opening {}", dir.display()))?;
+    ir::warm_up();
+    println!(
+        "{:>8}  {:>3}  {:>5}  {:>12}  {:>14}  {:>10}",
+        "block", "k", "txs", "merged ns", "one by one ns", "code share"
+    );
+    for n in numbers {
+        let block = dataset.load(dataset.find(*n)?)?;
+        for row in prescient_tools::bench::merge(&block, max.clamp(1, 64), reps)? {
+            println!(
+                "{:>8}  {:>3}  {:>5}  {:>12.0}  {:>14.0}  {:>10.2}",
+                n, row.k, row.txs, row.merged_ns, row.sequential_ns, row.code_share
+            );
+        }
+    }
+    Ok(true)
 }
 
 /// Runs `prescient replay`; `Ok(false)` when a check failed.

@@ -1,0 +1,116 @@
+//! `prescient bench merge`: what a merged program costs as the futures merged into it grow.
+//!
+//! For each transaction of the chosen blocks, up to `max` futures are pre-executed the way
+//! the predictor does (the transaction after the first `j` transactions of its block, for `j`
+//! spread over the block, in the block's context and in one with another fee recipient), and
+//! their distinct programs kept in that order. Then, for `k = 1..=max`, the first `k` are
+//! merged and compiled, and the tree is evaluated on the transaction's real state (the state
+//! after its real predecessors), `reps` times alternating over `k`; the report gives the mean
+//! evaluation time per `k`, over the transactions that have at least `k` distinct programs,
+//! beside the same programs evaluated one after another (what import did before merging).
+//! Times are per evaluation, in the same process, caches warm.
+
+use std::{sync::Arc, time::Instant};
+
+use accelerator::{PreExecution, pre_execute};
+use eyre::Result;
+use ir::{compact::Compiled, interp::Evaluation, program::Program};
+use mempool_tap::RecordedBlock;
+use revm::{DatabaseCommit, database::CacheDB, primitives::Address};
+
+/// Mean times for one merge size.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct MergeRow {
+    /// Programs merged.
+    pub k: usize,
+    /// Transactions with at least `k` distinct programs.
+    pub txs: usize,
+    /// Mean time of one evaluation of the merged tree, ns.
+    pub merged_ns: f64,
+    /// Mean time of evaluating the `k` programs one after another until one hits, ns.
+    pub sequential_ns: f64,
+    /// Mean compiled instructions of the tree over the sum of the programs' (sharing).
+    pub code_share: f64,
+}
+
+/// Runs the merge benchmark on `block` (see the module docs).
+pub fn merge(block: &RecordedBlock, max: usize, reps: usize) -> Result<Vec<MergeRow>> {
+    let db = block.state_db();
+    let memo = ir::compact::PrecompileMemo::new(64 << 20);
+    let envs = block.tx_envs();
+    let mut other = block.env.clone();
+    other.beneficiary = Address::repeat_byte(0xc0);
+    let spread: Vec<usize> = (0..max.div_ceil(2)).map(|i| i * envs.len() / max.div_ceil(2).max(1)).collect();
+    let mut state = CacheDB::new(&db);
+    let mut cases: Vec<(Vec<Arc<Program>>, CacheDB<&revm::database::InMemoryDB>)> = Vec::new();
+    for (index, tx) in envs.iter().enumerate() {
+        let mut programs: Vec<Arc<Program>> = Vec::new();
+        for &j in &spread {
+            for ctx in [&block.env, &other] {
+                // The transaction after the first `j` of its block (its own predecessors cut
+                // where they reach it).
+                let predecessors = &envs[..j.min(index)];
+                if let PreExecution::Program(p) =
+                    pre_execute(&db, &block.cfg, ctx, predecessors, tx, Default::default(), Some(&memo))
+                    && !programs.iter().any(|q| **q == p)
+                    && programs.len() < max
+                {
+                    programs.push(Arc::new(p));
+                }
+            }
+        }
+        // The most likely future (all real predecessors) last, as the store orders them.
+        if let PreExecution::Program(p) =
+            pre_execute(&state, &block.cfg, &block.env, &[], tx, Default::default(), Some(&memo))
+            && !programs.iter().any(|q| **q == p)
+        {
+            if programs.len() >= max {
+                programs.pop();
+            }
+            programs.push(Arc::new(p));
+        }
+        if !programs.is_empty() {
+            cases.push((programs, state.clone()));
+        }
+        let mut evm = ir::reference::evm(&mut state, &block.cfg, &block.env);
+        if let Ok(r) = revm::ExecuteEvm::transact(&mut evm, tx.clone()) {
+            drop(evm);
+            state.commit(r.state);
+        }
+    }
+    let mut rows = Vec::new();
+    for k in 1..=max {
+        let mut row = MergeRow { k, ..Default::default() };
+        let (mut merged_total, mut sequential_total, mut share_total) = (0f64, 0f64, 0f64);
+        for (programs, state) in cases.iter().filter(|(p, _)| p.len() >= k) {
+            // The last `k`: the real future is always among them, so the tree can hit.
+            let chosen: Vec<&Program> = programs[programs.len() - k..].iter().map(|p| &**p).collect();
+            let Ok(tree) = Compiled::merge(&chosen) else { continue };
+            let singles: Vec<Compiled> = chosen.iter().filter_map(|p| Compiled::new(p).ok()).collect();
+            let source: usize = singles.iter().map(Compiled::code_len).sum();
+            share_total += tree.code_len() as f64 / source.max(1) as f64;
+            row.txs += 1;
+            for _ in 0..reps.max(1) {
+                let started = Instant::now();
+                std::hint::black_box(tree.evaluate(state, &block.cfg, &block.env, Some(&memo)));
+                merged_total += started.elapsed().as_nanos() as f64;
+                let started = Instant::now();
+                for single in &singles {
+                    if matches!(single.evaluate(state, &block.cfg, &block.env, Some(&memo)), Evaluation::Hit(_)) {
+                        break;
+                    }
+                }
+                sequential_total += started.elapsed().as_nanos() as f64;
+            }
+        }
+        if row.txs == 0 {
+            break;
+        }
+        let n = (row.txs * reps.max(1)) as f64;
+        row.merged_ns = merged_total / n;
+        row.sequential_ns = sequential_total / n;
+        row.code_share = share_total / row.txs as f64;
+        rows.push(row);
+    }
+    Ok(rows)
+}
