@@ -40,14 +40,16 @@ pub fn program_bytes(p: &Program) -> usize {
 pub struct Accelerated {
     /// The programs, oldest future first.
     pub programs: Vec<Arc<Program>>,
-    /// The programs merged and compiled.
+    /// The programs merged and compiled, newest first (a hit's program index `i` in the tree
+    /// is `programs[programs.len() - 1 - i]`).
     pub compiled: Option<Compiled>,
 }
 
 impl Accelerated {
-    /// Merges and compiles `programs`.
+    /// Merges and compiles `programs` (oldest future first). The tree tries the newest
+    /// future first: it was predicted with the most information.
     pub fn new(programs: Vec<Arc<Program>>) -> Self {
-        let refs: Vec<&Program> = programs.iter().map(|p| &**p).collect();
+        let refs: Vec<&Program> = programs.iter().rev().map(|p| &**p).collect();
         let compiled = match Compiled::merge(&refs) {
             Ok(c) => Some(c),
             Err(e) => {

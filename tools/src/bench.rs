@@ -2,7 +2,7 @@
 //!
 //! For each transaction of the chosen blocks, up to `max` futures are pre-executed the way
 //! the predictor does (the transaction after the first `j` transactions of its block, for `j`
-//! spread over the block, in the block's context and in one with another fee recipient), and
+//! spread over the block, in the block's context, with another fee recipient, an hour later), and
 //! their distinct programs kept in that order. Then, for `k = 1..=max`, the first `k` are
 //! merged and compiled, and the tree is evaluated on the transaction's real state (the state
 //! after its real predecessors), `reps` times alternating over `k`; the report gives the mean
@@ -29,6 +29,8 @@ pub struct MergeRow {
     pub merged_ns: f64,
     /// Mean time of evaluating the `k` programs one after another until one hits, ns.
     pub sequential_ns: f64,
+    /// Mean time of evaluating the real future's program alone, on the same transactions, ns.
+    pub single_ns: f64,
     /// Mean compiled instructions of the tree over the sum of the programs' (sharing).
     pub code_share: f64,
 }
@@ -40,13 +42,15 @@ pub fn merge(block: &RecordedBlock, max: usize, reps: usize) -> Result<Vec<Merge
     let envs = block.tx_envs();
     let mut other = block.env.clone();
     other.beneficiary = Address::repeat_byte(0xc0);
+    let mut later = block.env.clone();
+    later.timestamp += revm::primitives::U256::from(3600);
     let spread: Vec<usize> = (0..max.div_ceil(2)).map(|i| i * envs.len() / max.div_ceil(2).max(1)).collect();
     let mut state = CacheDB::new(&db);
     let mut cases: Vec<(Vec<Arc<Program>>, CacheDB<&revm::database::InMemoryDB>)> = Vec::new();
     for (index, tx) in envs.iter().enumerate() {
         let mut programs: Vec<Arc<Program>> = Vec::new();
         for &j in &spread {
-            for ctx in [&block.env, &other] {
+            for ctx in [&block.env, &other, &later] {
                 // The transaction after the first `j` of its block (its own predecessors cut
                 // where they reach it).
                 let predecessors = &envs[..j.min(index)];
@@ -81,11 +85,12 @@ pub fn merge(block: &RecordedBlock, max: usize, reps: usize) -> Result<Vec<Merge
     let mut rows = Vec::new();
     for k in 1..=max {
         let mut row = MergeRow { k, ..Default::default() };
-        let (mut merged_total, mut sequential_total, mut share_total) = (0f64, 0f64, 0f64);
+        let (mut merged_total, mut sequential_total, mut single_total, mut share_total) = (0f64, 0f64, 0f64, 0f64);
         for (programs, state) in cases.iter().filter(|(p, _)| p.len() >= k) {
             // The last `k`: the real future is always among them, so the tree can hit.
             let chosen: Vec<&Program> = programs[programs.len() - k..].iter().map(|p| &**p).collect();
             let Ok(tree) = Compiled::merge(&chosen) else { continue };
+            let Ok(alone) = Compiled::new(chosen[chosen.len() - 1]) else { continue };
             let singles: Vec<Compiled> = chosen.iter().filter_map(|p| Compiled::new(p).ok()).collect();
             let source: usize = singles.iter().map(Compiled::code_len).sum();
             share_total += tree.code_len() as f64 / source.max(1) as f64;
@@ -101,6 +106,9 @@ pub fn merge(block: &RecordedBlock, max: usize, reps: usize) -> Result<Vec<Merge
                     }
                 }
                 sequential_total += started.elapsed().as_nanos() as f64;
+                let started = Instant::now();
+                std::hint::black_box(alone.evaluate(state, &block.cfg, &block.env, Some(&memo)));
+                single_total += started.elapsed().as_nanos() as f64;
             }
         }
         if row.txs == 0 {
@@ -109,6 +117,7 @@ pub fn merge(block: &RecordedBlock, max: usize, reps: usize) -> Result<Vec<Merge
         let n = (row.txs * reps.max(1)) as f64;
         row.merged_ns = merged_total / n;
         row.sequential_ns = sequential_total / n;
+        row.single_ns = single_total / n;
         row.code_share = share_total / row.txs as f64;
         rows.push(row);
     }

@@ -410,15 +410,22 @@ fn bench_merge(data: Option<PathBuf>, numbers: &[u64], max: usize, reps: usize) 
     let dataset = Dataset::open(&dir).wrap_err_with(|| format!("opening {}", dir.display()))?;
     ir::warm_up();
     println!(
-        "{:>8}  {:>3}  {:>5}  {:>12}  {:>14}  {:>10}",
-        "block", "k", "txs", "merged ns", "one by one ns", "code share"
+        "{:>8}  {:>3}  {:>5}  {:>10}  {:>10}  {:>13}  {:>6}  {:>10}",
+        "block", "k", "txs", "alone ns", "merged ns", "one by one ns", "ratio", "code share"
     );
     for n in numbers {
         let block = dataset.load(dataset.find(*n)?)?;
         for row in prescient_tools::bench::merge(&block, max.clamp(1, 64), reps)? {
             println!(
-                "{:>8}  {:>3}  {:>5}  {:>12.0}  {:>14.0}  {:>10.2}",
-                n, row.k, row.txs, row.merged_ns, row.sequential_ns, row.code_share
+                "{:>8}  {:>3}  {:>5}  {:>10.0}  {:>10.0}  {:>13.0}  {:>5.2}x  {:>10.2}",
+                n,
+                row.k,
+                row.txs,
+                row.single_ns,
+                row.merged_ns,
+                row.sequential_ns,
+                row.merged_ns / row.single_ns.max(1.0),
+                row.code_share
             );
         }
     }

@@ -287,7 +287,11 @@ pub fn run_accelerated<D: DatabaseRef>(
     }
     if let Some(compiled) = &accelerated.compiled {
         return match compiled.evaluate_merged(db, cfg, block, memo) {
-            (Evaluation::Hit(outcome), program) => (TxPath::Hit { program: program.unwrap_or(0) }, Some(outcome)),
+            (Evaluation::Hit(outcome), program) => {
+                // The tree holds the programs newest first.
+                let program = accelerated.programs.len() - 1 - program.unwrap_or(0).min(accelerated.programs.len() - 1);
+                (TxPath::Hit { program }, Some(outcome))
+            }
             (Evaluation::Miss(miss), _) => (TxPath::Miss { reason: ImportMiss::Program(miss.reason) }, None),
         };
     }

@@ -38,7 +38,7 @@ use crate::{
     program::{AccountFlags, Builder, Imm, Program, ProgramEnv, Value},
 };
 use tracer::{TopCall, Tracer};
-use world::{Lowering, World, word};
+use world::{Lowering, SymAccount, World, word};
 
 /// Why a pre-execution produced no program. A value, not an error: counted, never fatal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -370,7 +370,12 @@ fn finish<D: DatabaseRef>(
     let mut slot_stores = Vec::new();
     let mut code_stores = Vec::new();
     let world = w.world.clone();
-    for (address, sym) in &world.accounts {
+    // In the order the transaction reached the accounts (their symbolic addresses' order),
+    // not their concrete addresses': the futures of one transaction then lower to the same
+    // instruction sequence wherever they agree, which is what merging shares.
+    let mut accounts: Vec<(&Address, &SymAccount)> = world.accounts.iter().collect();
+    accounts.sort_by_key(|(_, sym)| sym.addr);
+    for (address, sym) in accounts {
         if !spec.is_enabled_in(SpecId::SPURIOUS_DRAGON) {
             // Before EIP-161 revm normalizes touched empty accounts: marked created if they
             // did not exist, untouched if they did. Whether an account ends up in the write
@@ -398,7 +403,9 @@ fn finish<D: DatabaseRef>(
         }
         let mut changed: BTreeMap<U256, U256> =
             account.changed_storage_slots().map(|(k, v)| (*k, v.present_value())).collect();
-        for (key, slot) in &sym.storage {
+        let mut slots: Vec<(&U256, _)> = sym.storage.iter().collect();
+        slots.sort_by_key(|(_, slot)| slot.key);
+        for (key, slot) in slots {
             if slot.current == slot.original {
                 continue;
             }

@@ -162,12 +162,14 @@ impl<D: DatabaseRef> Lowering<'_, D> {
                 self.b.guard(GuardKind::Alias, addr);
                 addr = self.b.word(word(address));
             }
-            let others: Vec<Value> = if self.b.as_const(addr).is_none() {
+            let mut others: Vec<Value> = if self.b.as_const(addr).is_none() {
                 self.world.symbolic_addrs.push(addr);
                 self.world.accounts.values().map(|a| a.addr).collect()
             } else {
                 self.world.symbolic_addrs.clone()
             };
+            // In symbolic order, not concrete-address order: see `record::finish`.
+            others.sort();
             for other in others {
                 let same = self.b.compute(Op::Eq, &[other, addr]);
                 self.b.guard(GuardKind::Alias, same);
@@ -230,6 +232,8 @@ impl<D: DatabaseRef> Lowering<'_, D> {
                     others.extend(listed.into_iter().map(|k| self.b.word(k.into())));
                 }
                 symbolic(&mut self.world, address, transient).push(key_value);
+                // In symbolic order, not concrete-key order: see `record::finish`.
+                others.sort();
                 others
             } else {
                 // A constant key can still equal an earlier symbolic one.
