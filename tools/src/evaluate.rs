@@ -803,6 +803,32 @@ mod tests {
     }
 
     #[test]
+    fn predicted_contexts_come_from_the_parent_view_alone() {
+        let view = ParentView {
+            number: 20_000_000,
+            basefee: 7,
+            gas_limit: 30_000_000,
+            blob: None,
+            parent_timestamp: 1_700_000_000,
+            difficulty: U256::ZERO,
+            cfg: mempool_tap::recorded::chain::cfg_for(SpecId::CANCUN, 1),
+        };
+        let candidates = [Address::with_last_byte(1), Address::with_last_byte(2)];
+        let contexts = view.contexts(&candidates);
+        // Next slot with each candidate, then a missed slot.
+        let times: Vec<u64> = contexts.iter().map(|c| c.timestamp.to::<u64>()).collect();
+        assert_eq!(times, vec![1_700_000_012, 1_700_000_012, 1_700_000_024]);
+        let recipients: Vec<Address> = contexts.iter().map(|c| c.beneficiary).collect();
+        assert_eq!(recipients, vec![candidates[0], candidates[1], candidates[0]]);
+        for c in &contexts {
+            assert_eq!((c.number, c.basefee, c.gas_limit), (U256::from(20_000_000), 7, 30_000_000));
+            // Randomness is unknown before the block: one fixed stand-in.
+            assert_eq!(c.prevrandao, Some(B256::repeat_byte(0x5a)));
+        }
+        assert_eq!(view.next_slot_with(Address::with_last_byte(9)).beneficiary, Address::with_last_byte(9));
+    }
+
+    #[test]
     fn fee_recipients_never_include_the_blocks_own() {
         let a = |b: u8| Address::with_last_byte(b);
         let others = [(100, a(1)), (101, a(2)), (102, a(1)), (5_000_000, a(9))];
