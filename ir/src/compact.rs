@@ -59,9 +59,9 @@ enum CInst {
     Word2 { op: Op, dst: W, a: W, b: W },
     Word3 { op: Op, dst: W, a: W, b: W, c: W },
     Guard { a: W, expected: W, kind: GuardKind, at: u32 },
-    Concat { dst: B, from: u32, to: u32 },
-    Slice { dst: B, src: B, offset: u32, len: u32 },
-    ToBytes { dst: B, a: W },
+    Concat { dst: B, from: u32, to: u32, at: u32 },
+    Slice { dst: B, src: B, offset: u32, len: u32, at: u32 },
+    ToBytes { dst: B, a: W, at: u32 },
     ToWord { dst: W, src: B, at: u32 },
     Keccak { dst: W, src: B },
     Len { dst: W, src: B },
@@ -348,6 +348,9 @@ impl Compiled {
             (OpKind::Const, _) => {
                 arity(0)?;
                 let Imm::Bytes(b) = &inst.imm else { return Err(err("bytes without bytes")) };
+                if c.arena.len() + b.len() > ARENA_LIMIT {
+                    return Err(err("constant byte strings beyond the arena limit"));
+                }
                 let start = c.arena.len() as u32;
                 c.arena.extend_from_slice(b);
                 c.ranges.push((start, b.len() as u32));
@@ -491,20 +494,20 @@ impl Compiled {
                 }
                 let to = self.lists.len() as u32;
                 let dst = self.bytes_reg();
-                self.code.push(CInst::Concat { dst, from, to });
+                self.code.push(CInst::Concat { dst, from, to, at });
                 Reg::Bytes(dst)
             }
             Op::Slice => {
                 let Imm::Slice(offset, len) = inst.imm else { return Err(err("slice without range")) };
                 let src = bytes(one()?)?;
                 let dst = self.bytes_reg();
-                self.code.push(CInst::Slice { dst, src, offset, len });
+                self.code.push(CInst::Slice { dst, src, offset, len, at });
                 Reg::Bytes(dst)
             }
             Op::ToBytes => {
                 let a = word(one()?)?;
                 let dst = self.bytes_reg();
-                self.code.push(CInst::ToBytes { dst, a });
+                self.code.push(CInst::ToBytes { dst, a, at });
                 Reg::Bytes(dst)
             }
             Op::PCall => {
@@ -643,7 +646,11 @@ impl Compiled {
             },
             stored: false,
         };
-        match self.walk(0, &mut walk, db, cfg, block, memo) {
+        let result = self.walk(0, &mut walk, db, cfg, block, memo);
+        if walk.s.arena.capacity() > KEEP_ARENA {
+            walk.s.arena = Vec::new();
+        }
+        match result {
             Ok(leaf) => {
                 let leaf = &self.leaves[leaf as usize];
                 let mut outcome = walk.outcome;
@@ -733,25 +740,36 @@ impl Compiled {
                         return Err(miss(MissReason::Guard(kind), at));
                     }
                 }
-                CInst::Concat { dst, from, to } => {
+                CInst::Concat { dst, from, to, at } => {
                     let start = s.arena.len();
-                    for &part in &self.lists[from as usize..to as usize] {
-                        let (o, l) = s.ranges[part as usize];
-                        s.arena.extend_from_within(o as usize..(o + l) as usize);
+                    let parts = &self.lists[from as usize..to as usize];
+                    let total: usize = parts.iter().map(|&p| s.ranges[p as usize].1 as usize).sum();
+                    if start + total > ARENA_LIMIT {
+                        return Err(miss(MissReason::OutOfFuel, at));
                     }
-                    s.ranges[dst as usize] = (start as u32, (s.arena.len() - start) as u32);
+                    for &part in parts {
+                        let (o, l) = s.ranges[part as usize];
+                        s.arena.extend_from_within(o as usize..o as usize + l as usize);
+                    }
+                    s.ranges[dst as usize] = (start as u32, total as u32);
                 }
-                CInst::Slice { dst, src, offset, len } => {
+                CInst::Slice { dst, src, offset, len, at } => {
                     let (o, l) = s.ranges[src as usize];
                     let start = s.arena.len();
-                    let from = offset.min(l);
-                    let to = offset.saturating_add(len).min(l);
-                    s.arena.extend_from_within((o + from) as usize..(o + to) as usize);
+                    if start + len as usize > ARENA_LIMIT {
+                        return Err(miss(MissReason::OutOfFuel, at));
+                    }
+                    let from = offset.min(l) as usize;
+                    let to = offset.saturating_add(len).min(l) as usize;
+                    s.arena.extend_from_within(o as usize + from..o as usize + to);
                     s.arena.resize(start + len as usize, 0);
                     s.ranges[dst as usize] = (start as u32, len);
                 }
-                CInst::ToBytes { dst, a } => {
+                CInst::ToBytes { dst, a, at } => {
                     let start = s.arena.len();
+                    if start + 32 > ARENA_LIMIT {
+                        return Err(miss(MissReason::OutOfFuel, at));
+                    }
                     s.arena.extend_from_slice(&w[a as usize].to_be_bytes::<32>());
                     s.ranges[dst as usize] = (start as u32, 32);
                 }
@@ -783,6 +801,9 @@ impl Compiled {
                         }
                     };
                     let start = s.arena.len();
+                    if start + out.len() > ARENA_LIMIT {
+                        return Err(miss(MissReason::OutOfFuel, at));
+                    }
                     s.arena.extend_from_slice(&out);
                     s.ranges[dst as usize] = (start as u32, out.len() as u32);
                 }
@@ -855,8 +876,17 @@ struct Walk<'s> {
 }
 
 fn bytes_of(arena: &[u8], (o, l): (u32, u32)) -> &[u8] {
-    &arena[o as usize..(o + l) as usize]
+    &arena[o as usize..o as usize + l as usize]
 }
+
+/// The most bytes an evaluation's arena holds (byte strings are `u32` ranges of it). A path
+/// the recorder emits stays far below (memory-expansion gas bounds every length); a hostile
+/// program that would grow past it misses (`out-of-fuel`) instead of wrapping a range.
+const ARENA_LIMIT: usize = 1 << 31;
+
+/// Scratch arenas above this capacity are released after the evaluation, so one huge
+/// evaluation does not keep its peak memory on the thread for good.
+const KEEP_ARENA: usize = 64 << 20;
 
 /// One-operand word computations: the common ones inline, the rest through `fold_word`.
 #[inline]
@@ -1137,6 +1167,31 @@ v14 = load.codehash v0
         assert!(matches!(
             merged.evaluate(&db, &prague, &block, None),
             Evaluation::Miss(Miss { reason: MissReason::Env, .. })
+        ));
+    }
+
+    #[test]
+    fn a_byte_string_past_the_arena_limit_misses_without_allocating_or_wrapping() {
+        // Regression (review): ranges are u32; a 4 GiB slice wrapped `offset + len` and
+        // panicked. The recorder never emits this (memory gas bounds lengths); a hostile
+        // program must still get a miss.
+        let src = "\
+env OSAKA chain 1
+status {\"Success\":\"Stop\"}
+gas 21000 refund 0
+v0 = bytes 0x01
+v1 = slice v0, 0, 4294967295
+v2 = keccak v1
+v3 = const 0x44
+    store.account v3, v2, v2, v2
+";
+        let program = crate::text::parse(src).expect("parses");
+        let compiled = Compiled::new(&program).expect("compiles");
+        let (cfg, block) = crate::synthetic::synthetic_env(SpecId::OSAKA);
+        let db = revm::database::InMemoryDB::default();
+        assert!(matches!(
+            compiled.evaluate(&db, &cfg, &block, None),
+            Evaluation::Miss(Miss { reason: MissReason::OutOfFuel, .. })
         ));
     }
 

@@ -274,7 +274,8 @@ where
 }
 
 /// Runs a transaction's accelerated program: the merged tree in the compact evaluator, or
-/// (when it did not compile) each program in the reference interpreter.
+/// (when it did not compile, or was merged under other chain rules) each program in the
+/// reference interpreter.
 pub fn run_accelerated<D: DatabaseRef>(
     accelerated: &Accelerated,
     db: &D,
@@ -285,7 +286,10 @@ pub fn run_accelerated<D: DatabaseRef>(
     if accelerated.programs.is_empty() {
         return (TxPath::NoProgram, None);
     }
-    if let Some(compiled) = &accelerated.compiled {
+    // The tree holds the programs of the newest one's chain rules; programs recorded under
+    // other rules (futures across a fork boundary) are interpreted when those rules apply.
+    let tree_applies = |c: &ir::compact::Compiled| c.env().spec == cfg.spec && c.env().chain_id == cfg.chain_id;
+    if let Some(compiled) = accelerated.compiled.as_ref().filter(|c| tree_applies(c)) {
         return match compiled.evaluate_merged(db, cfg, block, memo) {
             (Evaluation::Hit(outcome), program) => {
                 // The tree holds the programs newest first.
