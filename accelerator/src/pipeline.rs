@@ -170,6 +170,11 @@ impl Pipeline {
         lock(&self.pool).len()
     }
 
+    /// A pending transaction.
+    pub fn pending_tx(&self, hash: &B256) -> Option<PoolTx> {
+        lock(&self.pool).get(hash).cloned()
+    }
+
     /// A pending transaction and its futures in a block of base fee `basefee`.
     pub fn futures(&self, hash: &B256, basefee: u64) -> Option<(PoolTx, Vec<Vec<TxEnv>>)> {
         let pool = lock(&self.pool);

@@ -191,7 +191,8 @@ fn unit(hash: &B256, purpose: &[u8]) -> f64 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Class {
-    /// A hit on a state equal to a pre-execution's (no future was wrong).
+    /// A hit through the read-set memo: every input equal to a pre-execution's. Never
+    /// produced yet (the memo is not built); kept so reports and `summary.json` say so.
     HitPerfect,
     /// A hit on a state no pre-execution saw.
     HitImperfect,
@@ -295,6 +296,16 @@ impl BlockResult {
     /// Hits.
     pub fn hits(&self) -> usize {
         self.txs.iter().filter(|t| t.is_hit()).count()
+    }
+
+    /// Hits over heard transactions, in percent.
+    pub fn hit_percent(&self) -> f64 {
+        100.0 * self.hits() as f64 / self.heard().max(1) as f64
+    }
+
+    /// Sequential revm's block time over the import's.
+    pub fn import_ratio(&self) -> f64 {
+        self.revm_ms / self.import_ms.max(1e-9)
     }
 }
 
@@ -409,7 +420,7 @@ pub fn evaluate_block(
         if start >= (block_ms + BLOCK_ARRIVES_AFTER_MS) as f64 {
             return;
         }
-        let Some((tx, _)) = pipeline.futures(&hash, view.basefee) else { return };
+        let Some(tx) = pipeline.pending_tx(&hash) else { return };
         attempted.insert(hash);
         let started = Instant::now();
         let (kind, program) = pipeline.pre_execute_future(&tx, predecessors, &db, &view.cfg, ctx);
@@ -773,10 +784,10 @@ pub fn write_report(dir: &std::path::Path, summary: &Summary, blocks: &[BlockRes
             b.txs.len(),
             b.heard(),
             b.hits(),
-            100.0 * b.hits() as f64 / b.heard().max(1) as f64,
+            b.hit_percent(),
             b.import_ms,
             b.revm_ms,
-            b.revm_ms / b.import_ms.max(1e-9)
+            b.import_ratio()
         );
     }
     std::fs::write(dir.join("report.md"), md)?;

@@ -363,10 +363,10 @@ fn evaluate(
                 r.txs.len(),
                 r.heard(),
                 r.hits(),
-                100.0 * r.hits() as f64 / r.heard().max(1) as f64,
+                r.hit_percent(),
                 r.import_ms,
                 r.revm_ms,
-                r.revm_ms / r.import_ms.max(1e-9)
+                r.import_ratio()
             );
             for d in &r.divergences {
                 println!("{:>10}  DIVERGENCE {d}", "");

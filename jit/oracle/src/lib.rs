@@ -206,14 +206,7 @@ pub fn check<D: DatabaseRef>(
     }
     match first {
         Some((_, Evaluation::Hit(got))) => {
-            match expected() {
-                Err(e) => checked.problems.push(format!("{what}: WRONG HIT: revm rejects the transaction ({e})")),
-                Ok(expected) => {
-                    if let Some(d) = got.first_difference(&expected) {
-                        checked.problems.push(format!("{what}: WRONG HIT: {d}"));
-                    }
-                }
-            }
+            checked.problems.extend(wrong_hit(&got, expected, what));
             checked.hit = Some(got);
         }
         Some((_, Evaluation::Miss(m))) => checked.miss = Some(m.reason),
@@ -258,16 +251,7 @@ pub fn check_merged<D: DatabaseRef>(
                     single.map_or("nothing".into(), summary)
                 ));
             }
-            match expected() {
-                Err(e) => {
-                    checked.problems.push(format!("{what}: WRONG HIT (merged): revm rejects the transaction ({e})"))
-                }
-                Ok(expected) => {
-                    if let Some(d) = got.first_difference(&expected) {
-                        checked.problems.push(format!("{what}: WRONG HIT (merged): {d}"));
-                    }
-                }
-            }
+            checked.problems.extend(wrong_hit(got, expected, &format!("{what} (merged)")));
             checked.hit = Some(got.clone());
         }
         (Evaluation::Hit(_), None) => checked.problems.push(format!("{what}: merged hit without a program")),
@@ -279,6 +263,14 @@ pub fn check_merged<D: DatabaseRef>(
         }
     }
     checked
+}
+
+/// Why a hit is wrong, when it is: revm rejects the transaction, or its outcome differs.
+fn wrong_hit(got: &TxOutcome, expected: impl FnOnce() -> Result<TxOutcome, String>, what: &str) -> Option<String> {
+    match expected() {
+        Err(e) => Some(format!("{what}: WRONG HIT: revm rejects the transaction ({e})")),
+        Ok(expected) => got.first_difference(&expected).map(|d| format!("{what}: WRONG HIT: {d}")),
+    }
 }
 
 fn summary(e: &Evaluation) -> String {
