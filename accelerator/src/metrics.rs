@@ -26,7 +26,7 @@ pub const SERIES: &[mempool_tap::metrics::Series] = &[
         "",
         "Optimized programs the verifier rejected (a bug; the unoptimized program is kept).",
     ),
-    (IMPORT_TXS, "counter", "path: hit, miss, no_program", "Transactions imported, by path."),
+    (IMPORT_TXS, "counter", "path: perfect_hit, hit, miss, no_program", "Transactions imported, by path."),
     (
         IMPORT_MISSES,
         "counter",
@@ -73,7 +73,7 @@ pub const RECORD_SECONDS: &str = "prescient_record_seconds";
 pub const OPTIMIZE_SECONDS: &str = "prescient_optimize_seconds";
 /// Optimized programs the verifier rejected (a bug; the unoptimized program is kept). (counter).
 pub const OPTIMIZER_REJECTS: &str = "prescient_optimizer_rejects_total";
-/// Transactions imported, by path. (counter, labels: path: hit, miss, no_program).
+/// Transactions imported, by path. (counter, labels: path: perfect_hit, hit, miss, no_program).
 pub const IMPORT_TXS: &str = "prescient_import_txs_total";
 /// Imported transactions whose programs missed, by reason (guard kind, code-unknown, ...). (counter, labels: reason).
 pub const IMPORT_MISSES: &str = "prescient_import_misses_total";

@@ -28,7 +28,7 @@ use alloy::{
     eips::eip1559::{BaseFeeParams, calc_next_block_base_fee},
     rpc::types::Header,
 };
-use ir::{compact::PrecompileMemo, program::Program, record::RecordConfig};
+use ir::{compact::PrecompileMemo, program::Program, readset::ReadSet, record::RecordConfig};
 use mempool_tap::recorded::ChainRules;
 use revm::{
     DatabaseRef,
@@ -200,8 +200,8 @@ impl Pipeline {
         let mut done = PreExecuted::default();
         for predecessors in futures {
             let (kind, program) = self.pre_execute_future(tx, predecessors, state, cfg, block);
-            if let Some(program) = program
-                && self.store_program(tx.hash, program)
+            if let Some((program, reads)) = program
+                && self.store_program(tx.hash, program, reads)
             {
                 done.stored += 1;
             }
@@ -211,8 +211,8 @@ impl Pipeline {
     }
 
     /// Pre-executes `tx` under one future and returns the result's name (as
-    /// [`PreExecuted::results`]) and the program, without storing it: for a driver that
-    /// decides when a program is ready ([`Pipeline::store_program`]).
+    /// [`PreExecuted::results`]) and the program with its read set, without storing them:
+    /// for a driver that decides when a program is ready ([`Pipeline::store_program`]).
     pub fn pre_execute_future<D>(
         &self,
         tx: &PoolTx,
@@ -220,7 +220,7 @@ impl Pipeline {
         state: &D,
         cfg: &CfgEnv,
         block: &BlockEnv,
-    ) -> (&'static str, Option<Program>)
+    ) -> (&'static str, Option<(Program, Option<ReadSet>)>)
     where
         D: DatabaseRef,
         D::Error: DBErrorMarker,
@@ -230,7 +230,7 @@ impl Pipeline {
         metrics::histogram!(crate::metrics::PRE_EXECUTION_SECONDS).record(started.elapsed().as_secs_f64());
         self.counters.pre_executions.fetch_add(1, Ordering::Relaxed);
         let (kind, program) = match result {
-            PreExecution::Program(program) => ("program", Some(program)),
+            PreExecution::Program(program, reads) => ("program", Some((program, reads.map(|r| *r)))),
             PreExecution::NoProgram(reason) => {
                 self.counters.no_program.fetch_add(1, Ordering::Relaxed);
                 (reason.name(), None)
@@ -250,10 +250,11 @@ impl Pipeline {
         (kind, program)
     }
 
-    /// Stores a program of `hash` (merged into its accelerated program); false when an equal
-    /// one is there already.
-    pub fn store_program(&self, hash: B256, program: Program) -> bool {
-        let stored = self.store.insert(hash, program);
+    /// Stores a program of `hash` (merged into its accelerated program) with the read set of
+    /// its recording; false when an equal program is there already (the read set is still
+    /// added).
+    pub fn store_program(&self, hash: B256, program: Program, reads: Option<ReadSet>) -> bool {
+        let stored = self.store.insert(hash, program, reads);
         if stored {
             self.counters.programs.fetch_add(1, Ordering::Relaxed);
         }

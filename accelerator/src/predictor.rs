@@ -18,9 +18,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use ir::{
     compact::{Compiled, PrecompileMemo},
-    interp::Evaluation,
     passes::optimize,
     program::Program,
+    readset::ReadSet,
     record::{NoApReason, RecordConfig, RecordError, record},
     verify::verify,
 };
@@ -183,8 +183,9 @@ impl PendingPool {
 /// What one pre-execution under one future produced.
 #[derive(Debug)]
 pub enum PreExecution {
-    /// A program, optimized and verified.
-    Program(Program),
+    /// A program, optimized and verified, and the read set of its recording (see
+    /// [`ir::readset`]; captured when pre-executing with a memo).
+    Program(Program, Option<Box<ReadSet>>),
     /// The transaction ran but the tracer gave no program.
     NoProgram(NoApReason),
     /// The transaction is invalid in this future (nonce, balance, fee).
@@ -254,13 +255,17 @@ where
             } else {
                 return PreExecution::NoProgram(NoApReason::Unmodelled);
             };
-            if let Some(memo) = memo
-                && let Ok(compiled) = Compiled::new(&program)
-                && !matches!(compiled.evaluate(&cache, cfg, block, Some(memo)), Evaluation::Hit(_))
-            {
-                metrics::counter!(crate::metrics::SELF_MISSES).increment(1);
-            }
-            PreExecution::Program(program)
+            // The program once on the state it was recorded on: its read set, and the memo
+            // filled with its precompile results. A program that misses there is a bug.
+            let reads = memo.and_then(|memo| {
+                let compiled = Compiled::new(&program).ok()?;
+                let captured = compiled.capture_reads(&cache, cfg, block, Some(memo));
+                if captured.is_none() {
+                    metrics::counter!(crate::metrics::SELF_MISSES).increment(1);
+                }
+                captured.map(|(outcome, reads)| Box::new(ReadSet::new(&program, reads, outcome)))
+            });
+            PreExecution::Program(program, reads)
         }
         Err(reason) => PreExecution::NoProgram(reason),
     }

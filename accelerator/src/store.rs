@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ir::{
     compact::Compiled,
     program::{Imm, Inst, Program},
+    readset::ReadSet,
 };
 use lru::LruCache;
 use revm::primitives::B256;
@@ -34,15 +35,43 @@ pub fn program_bytes(p: &Program) -> usize {
     size_of::<Program>() + p.insts.capacity() * size_of::<Inst>() + imm_bytes
 }
 
-/// What import runs for one transaction: its programs, and their merged compiled form
-/// (`None` only if compiling failed, a bug: the programs are then interpreted one by one).
+/// The most read sets kept per transaction: each failed check costs reads at import.
+pub const MAX_READ_SETS: usize = 4;
+
+/// What import runs for one transaction: the read sets of its pre-executions, its programs,
+/// and their merged compiled form (`None` only if compiling failed, a bug: the programs are
+/// then interpreted one by one).
 #[derive(Debug)]
 pub struct Accelerated {
     /// The programs, oldest future first.
     pub programs: Vec<Arc<Program>>,
     /// The programs merged and compiled, newest first (a hit's program index `i` in the tree
     /// is `programs[programs.len() - 1 - i]`).
-    pub compiled: Option<Compiled>,
+    pub compiled: Option<Arc<Compiled>>,
+    /// Read sets of pre-executions (the read-set memo, [`ir::readset`]), newest first; at
+    /// most [`MAX_READ_SETS`].
+    pub read_sets: Vec<ReadSetEntry>,
+}
+
+/// A read set of one of a transaction's programs.
+#[derive(Clone, Debug)]
+pub struct ReadSetEntry {
+    /// The index in [`Accelerated::programs`] of the program it is a run of.
+    pub program: usize,
+    /// The fee recipient it needs, if one ([`ReadSet::recipient`]): kept beside it so that
+    /// a read set of another recipient is skipped without touching its memory.
+    pub recipient: Option<revm::primitives::Address>,
+    /// Its first compared balance ([`ReadSet::probe`]), kept beside it for the same reason.
+    pub probe: Option<(revm::primitives::Address, revm::primitives::U256)>,
+    /// The read set.
+    pub reads: Arc<ReadSet>,
+}
+
+impl ReadSetEntry {
+    /// The entry of `reads`, a run of program `program`.
+    pub fn new(program: usize, reads: Arc<ReadSet>) -> Self {
+        Self { program, recipient: reads.recipient(), probe: reads.probe(), reads }
+    }
 }
 
 impl Accelerated {
@@ -51,20 +80,29 @@ impl Accelerated {
     pub fn new(programs: Vec<Arc<Program>>) -> Self {
         let refs: Vec<&Program> = programs.iter().rev().map(|p| &**p).collect();
         let compiled = match Compiled::merge(&refs) {
-            Ok(c) => Some(c),
+            Ok(c) => Some(Arc::new(c)),
             Err(e) => {
                 tracing::warn!(%e, "a program does not compile; it will be interpreted");
                 metrics::counter!(crate::metrics::COMPILE_FAILURES).increment(1);
                 None
             }
         };
-        Self { programs, compiled }
+        Self { programs, compiled, read_sets: Vec::new() }
     }
 
     /// Approximate heap size.
     pub fn bytes(&self) -> usize {
         self.programs.iter().map(|p| program_bytes(p)).sum::<usize>()
-            + self.compiled.as_ref().map_or(0, Compiled::heap_bytes)
+            + self.compiled.as_ref().map_or(0, |c| c.heap_bytes())
+            + self.read_sets.iter().map(|e| e.reads.heap_bytes()).sum::<usize>()
+    }
+
+    /// Adds the read set of a run of `programs[program]` in front (newest first), dropping
+    /// an equal one and the oldest past [`MAX_READ_SETS`].
+    pub fn add_read_set(&mut self, program: usize, reads: ReadSet) {
+        self.read_sets.retain(|e| *e.reads != reads);
+        self.read_sets.insert(0, ReadSetEntry::new(program, Arc::new(reads)));
+        self.read_sets.truncate(MAX_READ_SETS);
     }
 }
 
@@ -107,25 +145,31 @@ impl ApStore {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Adds a program for `hash` and rebuilds its accelerated program. Returns false when an
-    /// equal program is already there, or when the program alone is larger than the whole
-    /// budget.
-    pub fn insert(&self, hash: B256, program: Program) -> bool {
+    /// Adds a program for `hash` with the read set of the run that recorded it, and rebuilds
+    /// its accelerated program. Returns false when an equal program is already there (its
+    /// read set is still added: another future, other inputs, the same path), or when the
+    /// program alone is larger than the whole budget.
+    pub fn insert(&self, hash: B256, program: Program, reads: Option<ReadSet>) -> bool {
         if program_bytes(&program) > self.max_bytes {
             return false;
         }
-        let mut programs = match self.lock().entries.get(&hash) {
-            Some(e) if e.accelerated.programs.iter().any(|p| **p == program) => return false,
-            Some(e) => e.accelerated.programs.clone(),
-            None => Vec::new(),
+        let existing = self.lock().entries.get(&hash).map(|e| e.accelerated.clone());
+        let (accelerated, stored) = match existing {
+            Some(e) => match e.programs.iter().position(|p| **p == program) {
+                Some(at) => {
+                    let Some(reads) = reads else { return false };
+                    let mut same = Accelerated {
+                        programs: e.programs.clone(),
+                        compiled: e.compiled.clone(),
+                        read_sets: e.read_sets.clone(),
+                    };
+                    same.add_read_set(at, reads);
+                    (same, false)
+                }
+                None => (Self::with_program(Some(&e), program, reads, self.max_per_tx), true),
+            },
+            None => (Self::with_program(None, program, reads, self.max_per_tx), true),
         };
-        if programs.len() >= self.max_per_tx {
-            // The oldest future is the least likely one now.
-            programs.remove(0);
-        }
-        programs.push(Arc::new(program));
-        // Merged and compiled outside the lock.
-        let accelerated = Accelerated::new(programs);
         let bytes = accelerated.bytes();
         let count = accelerated.programs.len();
         let mut inner = self.lock();
@@ -142,7 +186,36 @@ impl ApStore {
             metrics::counter!(crate::metrics::AP_EVICTIONS).increment(1);
         }
         self.publish(&inner);
-        true
+        stored
+    }
+
+    /// `old`'s programs (at most `max_per_tx - 1` of them, newest kept) and `program`, merged
+    /// and compiled (outside the store's lock), with the read sets of the kept programs.
+    fn with_program(
+        old: Option<&Accelerated>,
+        program: Program,
+        reads: Option<ReadSet>,
+        max_per_tx: usize,
+    ) -> Accelerated {
+        let mut programs = old.map(|e| e.programs.clone()).unwrap_or_default();
+        // The oldest futures are the least likely ones now.
+        let dropped = (programs.len() + 1).saturating_sub(max_per_tx);
+        programs.drain(..dropped.min(programs.len()));
+        programs.push(Arc::new(program));
+        let mut accelerated = Accelerated::new(programs);
+        accelerated.read_sets = old
+            .map(|e| {
+                e.read_sets
+                    .iter()
+                    .filter(|e| e.program >= dropped)
+                    .map(|e| ReadSetEntry { program: e.program - dropped, ..e.clone() })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(reads) = reads {
+            accelerated.add_read_set(accelerated.programs.len() - 1, reads);
+        }
+        accelerated
     }
 
     /// The programs of `hash`, most recent future last.
@@ -199,21 +272,21 @@ mod tests {
         let one = program_bytes(&program(10));
         let store = ApStore::new(one * 3, 2);
         let (a, b) = (B256::with_last_byte(1), B256::with_last_byte(2));
-        assert!(store.insert(a, program(10)));
-        assert!(!store.insert(a, program(10)), "an equal program is not stored twice");
+        assert!(store.insert(a, program(10), None));
+        assert!(!store.insert(a, program(10), None), "an equal program is not stored twice");
         let mut other = program(10);
         other.gas_used = 1;
-        assert!(store.insert(a, other.clone()));
+        assert!(store.insert(a, other.clone(), None));
         let mut third = program(10);
         third.gas_used = 2;
-        assert!(store.insert(a, third.clone()));
+        assert!(store.insert(a, third.clone(), None));
         assert_eq!(store.get(&a).len(), 2, "at most two per transaction, oldest dropped");
         assert_eq!(*store.get(&a)[0], other);
-        assert!(store.insert(b, program(10)));
+        assert!(store.insert(b, program(10), None));
         let _touch = store.get(&a);
         let mut big = program(10);
         big.gas_used = 3;
-        assert!(store.insert(b, big));
+        assert!(store.insert(b, big, None));
         // Four programs over a budget of three: the least recently used transaction goes.
         assert!(!store.contains(&a) || !store.contains(&b));
         let (_, programs, bytes) = store.stats();
@@ -223,7 +296,7 @@ mod tests {
     #[test]
     fn refuses_a_program_larger_than_the_budget() {
         let store = ApStore::new(100, 4);
-        assert!(!store.insert(B256::ZERO, program(1000)));
+        assert!(!store.insert(B256::ZERO, program(1000), None));
         assert_eq!(store.stats(), (0, 0, 0));
     }
 }

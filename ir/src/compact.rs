@@ -39,6 +39,7 @@ use crate::{
     ops::{AccountFlags, GuardKind, Imm, Op, OpKind, Ty},
     outcome::{AccountChange, TxOutcome, TxStatus},
     program::{Program, ProgramEnv, Value},
+    readset::Read,
     semantics::{account_word, context, fold_word, load_word, run_precompile, word_to_address},
 };
 
@@ -54,7 +55,7 @@ type B = u32;
 #[derive(Clone, Debug)]
 enum CInst {
     Load { op: Op, dst: W, a: W, b: W, at: u32 },
-    Ctx { op: Op, dst: W },
+    Ctx { op: Op, dst: W, at: u32 },
     Word1 { op: Op, dst: W, a: W },
     Word2 { op: Op, dst: W, a: W, b: W },
     Word3 { op: Op, dst: W, a: W, b: W, c: W },
@@ -369,7 +370,7 @@ impl Compiled {
             (OpKind::Context, op) => {
                 arity(0)?;
                 let dst = c.word_reg();
-                c.code.push(CInst::Ctx { op, dst });
+                c.code.push(CInst::Ctx { op, dst, at });
                 Reg::Word(dst)
             }
             (OpKind::Compute, op) => c.compute(op, inst, &word, &bytes, &err, at)?,
@@ -596,13 +597,40 @@ impl Compiled {
         block: &BlockEnv,
         memo: Option<&PrecompileMemo>,
     ) -> (Evaluation, Option<usize>) {
+        self.evaluate_capturing(db, cfg, block, memo, None).0
+    }
+
+    /// Evaluates like [`Compiled::evaluate`] and, on a hit, also returns every input the
+    /// program read, in order, with the value it had: the read set of this evaluation
+    /// ([`crate::readset::ReadSet`]).
+    pub fn capture_reads<D: DatabaseRef>(
+        &self,
+        db: &D,
+        cfg: &CfgEnv,
+        block: &BlockEnv,
+        memo: Option<&PrecompileMemo>,
+    ) -> Option<(TxOutcome, Vec<Read>)> {
+        match self.evaluate_capturing(db, cfg, block, memo, Some(Vec::new())) {
+            ((Evaluation::Hit(outcome), _), Some(reads)) => Some((outcome, reads)),
+            _ => None,
+        }
+    }
+
+    fn evaluate_capturing<D: DatabaseRef>(
+        &self,
+        db: &D,
+        cfg: &CfgEnv,
+        block: &BlockEnv,
+        memo: Option<&PrecompileMemo>,
+        capture: Option<Vec<Read>>,
+    ) -> ((Evaluation, Option<usize>), Option<Vec<Read>>) {
         if self.env.spec != cfg.spec || self.env.chain_id != cfg.chain_id || self.nodes.is_empty() {
-            return (Evaluation::Miss(Miss { reason: MissReason::Env, at: Value(0) }), None);
+            return ((Evaluation::Miss(Miss { reason: MissReason::Env, at: Value(0) }), None), None);
         }
         SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-            Ok(mut scratch) => self.start(&mut scratch, db, cfg, block, memo),
+            Ok(mut scratch) => self.start(&mut scratch, db, cfg, block, memo, capture),
             // Re-entered from a database callback: a fresh scratch, still correct.
-            Err(_) => self.start(&mut Scratch::default(), db, cfg, block, memo),
+            Err(_) => self.start(&mut Scratch::default(), db, cfg, block, memo, capture),
         })
     }
 
@@ -624,7 +652,8 @@ impl Compiled {
         cfg: &CfgEnv,
         block: &BlockEnv,
         memo: Option<&PrecompileMemo>,
-    ) -> (Evaluation, Option<usize>) {
+        capture: Option<Vec<Read>>,
+    ) -> ((Evaluation, Option<usize>), Option<Vec<Read>>) {
         s.words.clear();
         s.words.extend_from_slice(&self.words);
         s.words.resize(self.words.len() + self.computed as usize, U256::ZERO);
@@ -645,12 +674,14 @@ impl Compiled {
                 state: BTreeMap::new(),
             },
             stored: false,
+            capture,
         };
         let result = self.walk(0, &mut walk, db, cfg, block, memo);
         if walk.s.arena.capacity() > KEEP_ARENA {
             walk.s.arena = Vec::new();
         }
-        match result {
+        let capture = walk.capture;
+        let evaluation = match result {
             Ok(leaf) => {
                 let leaf = &self.leaves[leaf as usize];
                 let mut outcome = walk.outcome;
@@ -660,7 +691,8 @@ impl Compiled {
                 (Evaluation::Hit(outcome), Some(leaf.program as usize))
             }
             Err(miss) => (Evaluation::Miss(miss), None),
-        }
+        };
+        (evaluation, capture)
     }
 
     /// Runs node `node` and below: the index of the leaf reached, or the last miss.
@@ -705,6 +737,7 @@ impl Compiled {
     ) -> Result<(), Miss> {
         let s = &mut *walk.s;
         let outcome = &mut walk.outcome;
+        let capture = &mut walk.capture;
         let miss = |reason, at: u32| Miss { reason, at: Value(at) };
         for inst in code {
             let w = &mut s.words;
@@ -718,6 +751,9 @@ impl Compiled {
                         Some(v) => w[dst as usize] = v,
                         None => return Err(miss(MissReason::Malformed, at)),
                     }
+                    if let Some(reads) = capture {
+                        reads.push(Read { op, args: [w[a as usize], U256::ZERO], value: w[dst as usize], at });
+                    }
                 }
                 CInst::Load { op, dst, a, b, at } => {
                     let args = [w[a as usize], w[b as usize]];
@@ -727,8 +763,16 @@ impl Compiled {
                         Ok(None) => return Err(miss(MissReason::Malformed, at)),
                         Err(_) => return Err(miss(MissReason::State, at)),
                     }
+                    if let Some(reads) = capture {
+                        reads.push(Read { op, args, value: w[dst as usize], at });
+                    }
                 }
-                CInst::Ctx { op, dst } => w[dst as usize] = context(op, cfg, block),
+                CInst::Ctx { op, dst, at } => {
+                    w[dst as usize] = context(op, cfg, block);
+                    if let Some(reads) = capture {
+                        reads.push(Read { op, args: [U256::ZERO; 2], value: w[dst as usize], at });
+                    }
+                }
                 CInst::Word1 { op, dst, a } => w[dst as usize] = word1(op, w[a as usize]),
                 CInst::Word2 { op, dst, a, b } => w[dst as usize] = word2(op, w[a as usize], w[b as usize]),
                 CInst::Word3 { op, dst, a, b, c } => {
@@ -868,11 +912,13 @@ impl Compiled {
     }
 }
 
-/// An evaluation in progress: the scratch, the outcome so far, and whether a store ran.
+/// An evaluation in progress: the scratch, the outcome so far, whether a store ran, and
+/// the reads so far when they are captured.
 struct Walk<'s> {
     s: &'s mut Scratch,
     outcome: TxOutcome,
     stored: bool,
+    capture: Option<Vec<Read>>,
 }
 
 fn bytes_of(arena: &[u8], (o, l): (u32, u32)) -> &[u8] {

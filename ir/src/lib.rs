@@ -7,6 +7,7 @@ pub mod ops;
 pub mod outcome;
 pub mod passes;
 pub mod program;
+pub mod readset;
 pub mod record;
 pub mod reference;
 pub mod semantics;

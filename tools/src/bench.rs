@@ -54,7 +54,7 @@ pub fn merge(block: &RecordedBlock, max: usize, reps: usize) -> Result<Vec<Merge
                 // The transaction after the first `j` of its block (its own predecessors cut
                 // where they reach it).
                 let predecessors = &envs[..j.min(index)];
-                if let PreExecution::Program(p) =
+                if let PreExecution::Program(p, _) =
                     pre_execute(&db, &block.cfg, ctx, predecessors, tx, Default::default(), Some(&memo))
                     && !programs.iter().any(|q| **q == p)
                     && programs.len() < max
@@ -64,7 +64,7 @@ pub fn merge(block: &RecordedBlock, max: usize, reps: usize) -> Result<Vec<Merge
             }
         }
         // The most likely future (all real predecessors) last, as the store orders them.
-        if let PreExecution::Program(p) =
+        if let PreExecution::Program(p, _) =
             pre_execute(&state, &block.cfg, &block.env, &[], tx, Default::default(), Some(&memo))
             && !programs.iter().any(|q| **q == p)
         {
@@ -122,4 +122,90 @@ pub fn merge(block: &RecordedBlock, max: usize, reps: usize) -> Result<Vec<Merge
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// Per-stage times of hits on one block, summed over its hits (ns).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct HitRow {
+    /// Transactions of the block.
+    pub txs: usize,
+    /// Transactions whose own program hit (the stages below sum over them).
+    pub hits: usize,
+    /// revm's `transact` (no commit).
+    pub revm_ns: f64,
+    /// The compiled program's evaluation, building the outcome.
+    pub evaluate_ns: f64,
+    /// Turning the outcome into the state a commit receives.
+    pub commit_state_ns: f64,
+    /// The read-set memo's check (every input read and compared, the outcome cloned): what
+    /// a perfect hit costs instead of the evaluation.
+    pub read_set_ns: f64,
+}
+
+/// `prescient bench hit`: for every transaction of `block`, its program pre-executed in the
+/// block's own context on the state after its real predecessors (the best case of
+/// prediction), then, alternating `reps` times on that state: revm's `transact`, the compiled
+/// program's evaluation, building the state to commit from its outcome, and the read-set
+/// memo's check of the same pre-execution. Where a hit's time goes, stage by stage. Only
+/// transactions where both the program and its read set hit are counted.
+pub fn hit(block: &RecordedBlock, reps: usize) -> Result<HitRow> {
+    let db = block.state_db();
+    let memo = ir::compact::PrecompileMemo::new(64 << 20);
+    let mut state = CacheDB::new(&db);
+    let mut row = HitRow::default();
+    for tx in block.tx_envs() {
+        row.txs += 1;
+        let (program, reads) =
+            match pre_execute(&state, &block.cfg, &block.env, &[], &tx, Default::default(), Some(&memo)) {
+                PreExecution::Program(p, reads) => (Compiled::new(&p).ok(), reads),
+                _ => (None, None),
+            };
+        let (mut revm_ns, mut evaluate_ns, mut commit_ns, mut read_set_ns, mut hit) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), false);
+        let mut result = None;
+        for round in 0..=reps.max(1) {
+            let mut evm = ir::reference::evm(&mut state, &block.cfg, &block.env);
+            let started = Instant::now();
+            let r = revm::ExecuteEvm::transact(&mut evm, tx.clone());
+            let elapsed = started.elapsed().as_nanos() as f64;
+            drop(evm);
+            if let Some(program) = &program {
+                let started = Instant::now();
+                let evaluation = program.evaluate(&state, &block.cfg, &block.env, Some(&memo));
+                let evaluated = started.elapsed().as_nanos() as f64;
+                if let Evaluation::Hit(outcome) = evaluation {
+                    let started = Instant::now();
+                    std::hint::black_box(
+                        outcome.commit_state(|a, h| accelerator::executor::known_code(&state, a, h)).ok(),
+                    );
+                    let committed = started.elapsed().as_nanos() as f64;
+                    let started = Instant::now();
+                    let perfect = reads.as_ref().and_then(|r| r.check(&state, &block.cfg, &block.env));
+                    let checked = started.elapsed().as_nanos() as f64;
+                    hit = perfect.is_some();
+                    std::hint::black_box(perfect);
+                    if round > 0 {
+                        evaluate_ns.push(evaluated);
+                        commit_ns.push(committed);
+                        read_set_ns.push(checked);
+                    }
+                }
+            }
+            if round > 0 {
+                revm_ns.push(elapsed);
+            }
+            result = Some(r);
+        }
+        if hit && evaluate_ns.len() == revm_ns.len() {
+            row.hits += 1;
+            row.revm_ns += crate::evaluate::median(revm_ns);
+            row.evaluate_ns += crate::evaluate::median(evaluate_ns);
+            row.commit_state_ns += crate::evaluate::median(commit_ns);
+            row.read_set_ns += crate::evaluate::median(read_set_ns);
+        }
+        if let Some(Ok(r)) = result {
+            state.commit(r.state);
+        }
+    }
+    Ok(row)
 }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod baseline;
 pub mod bench;
 pub mod diff;
 pub mod evaluate;

@@ -136,6 +136,20 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Where a hit's time goes: revm's transact beside the compiled program's evaluation and
+    /// the commit it builds, per block, each transaction's program pre-executed in its real
+    /// context and state.
+    Hit {
+        /// Recorded-traffic folder (default: $PRESCIENT_DATA, then ../shared/bench-data).
+        #[arg(long, env = DATA_ENV)]
+        data: Option<PathBuf>,
+        /// Blocks to use (repeatable).
+        #[arg(long = "block", value_name = "N", required = true)]
+        blocks: Vec<u64>,
+        /// Repetitions per transaction.
+        #[arg(long, default_value_t = 20)]
+        reps: usize,
+    },
     /// Evaluation time of one transaction's programs merged into one tree, as the number of
     /// merged futures grows, beside the same programs tried one after another.
     Merge {
@@ -243,6 +257,7 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchCommand::Merge { data, blocks, max, reps } } => {
             bench_merge(data, &blocks, max, reps)
         }
+        Command::Bench { what: BenchCommand::Hit { data, blocks, reps } } => bench_hit(data, &blocks, reps),
         Command::Serve {
             node,
             listen,
@@ -380,7 +395,7 @@ fn evaluate(
     write_report(out, &summary, &results)?;
     println!(
         "summary: {} txs, {} heard, hits {:.2}% of heard (perfect {}, imperfect {}), missed {}, not pre-executed {}, \
-         not heard {}; speedup on hits {:.2}x (median {:.2}x, p10 {:.2}x), heard {:.2}x, all {:.2}x, block import {:.2}x; \
+         not heard {}; speedup on hits {:.2}x (median {:.2}x, p10 {:.2}x; {:.2}x against revm with a precompile cache), heard {:.2}x, all {:.2}x, block import {:.2}x; \
          {} divergences",
         summary.txs,
         summary.heard,
@@ -393,6 +408,7 @@ fn evaluate(
         summary.speedup_hits,
         summary.speedup_hits_median,
         summary.speedup_hits_p10,
+        summary.speedup_hits_cached,
         summary.speedup_heard,
         summary.speedup_all,
         summary.block_speedup,
@@ -402,6 +418,35 @@ fn evaluate(
     println!("pre-executions by result: {:?}", summary.pre_execution_results);
     println!("report written to {}", out.display());
     Ok(summary.divergences == 0)
+}
+
+/// Runs `prescient bench hit`.
+fn bench_hit(data: Option<PathBuf>, numbers: &[u64], reps: usize) -> Result<bool> {
+    let dir = locate_data_dir(data.as_deref())?;
+    let dataset = Dataset::open(&dir).wrap_err_with(|| format!("opening {}", dir.display()))?;
+    ir::warm_up();
+    println!(
+        "{:>8}  {:>5}  {:>5}  {:>12}  {:>12}  {:>14}  {:>12}  {:>7}  {:>7}",
+        "block", "txs", "hits", "revm ns/hit", "eval ns/hit", "commit ns/hit", "memo ns/hit", "eval", "memo"
+    );
+    for n in numbers {
+        let block = dataset.load(dataset.find(*n)?)?;
+        let row = prescient_tools::bench::hit(&block, reps)?;
+        let per = |ns: f64| ns / row.hits.max(1) as f64;
+        println!(
+            "{:>8}  {:>5}  {:>5}  {:>12.0}  {:>12.0}  {:>14.0}  {:>12.0}  {:>6.2}x  {:>6.2}x",
+            n,
+            row.txs,
+            row.hits,
+            per(row.revm_ns),
+            per(row.evaluate_ns),
+            per(row.commit_state_ns),
+            per(row.read_set_ns),
+            row.revm_ns / (row.evaluate_ns + row.commit_state_ns).max(1.0),
+            row.revm_ns / (row.read_set_ns + row.commit_state_ns).max(1.0)
+        );
+    }
+    Ok(true)
 }
 
 /// Runs `prescient bench merge`.

@@ -47,7 +47,7 @@ use revm::{
     context::{BlockEnv, CfgEnv, TxEnv, result::EVMError},
     database::CacheDB,
     database_interface::DBErrorMarker,
-    primitives::{Address, B256},
+    primitives::{Address, B256, U256},
     state::{AccountInfo, Bytecode},
 };
 use serde::Serialize;
@@ -69,6 +69,9 @@ pub enum TxPath {
     Hit {
         /// Which of the transaction's programs hit.
         program: usize,
+        /// Through the read-set memo: every input equalled a pre-execution's, whose outcome
+        /// was applied with no computation (Forerunner's perfect hit).
+        perfect: bool,
     },
     /// Programs existed but none held; revm executed the transaction.
     Miss {
@@ -80,9 +83,11 @@ pub enum TxPath {
 }
 
 impl TxPath {
-    /// Short name for metrics: `hit`, `miss` or `no_program`.
+    /// Short name for metrics: `perfect_hit` (through the read-set memo), `hit`, `miss` or
+    /// `no_program`.
     pub fn kind(&self) -> &'static str {
         match self {
+            Self::Hit { perfect: true, .. } => "perfect_hit",
             Self::Hit { .. } => "hit",
             Self::Miss { .. } => "miss",
             Self::NoProgram => "no_program",
@@ -273,9 +278,10 @@ where
     Ok(Import { outcomes, paths, receipts, time: started.elapsed() })
 }
 
-/// Runs a transaction's accelerated program: the merged tree in the compact evaluator, or
-/// (when it did not compile, or was merged under other chain rules) each program in the
-/// reference interpreter.
+/// Runs a transaction's accelerated program: its read sets first (a perfect hit applies a
+/// pre-execution's outcome without computing), then the merged tree in the compact
+/// evaluator, or (when it did not compile, or was merged under other chain rules) each
+/// program in the reference interpreter.
 pub fn run_accelerated<D: DatabaseRef>(
     accelerated: &Accelerated,
     db: &D,
@@ -286,6 +292,25 @@ pub fn run_accelerated<D: DatabaseRef>(
     if accelerated.programs.is_empty() {
         return (TxPath::NoProgram, None);
     }
+    // The read sets, first filtered on what their entries keep inline (their memory is
+    // cold at import: touching one that fails costs more than its reads).
+    let mut probed: Option<(Address, Option<U256>)> = None;
+    for entry in &accelerated.read_sets {
+        if entry.recipient.is_some_and(|r| r != block.beneficiary) {
+            continue;
+        }
+        if let Some((address, balance)) = entry.probe {
+            if probed.as_ref().is_none_or(|(a, _)| *a != address) {
+                probed = Some((address, db.basic_ref(address).ok().map(|i| i.map_or(U256::ZERO, |i| i.balance))));
+            }
+            if probed.as_ref().and_then(|(_, b)| *b) != Some(balance) {
+                continue;
+            }
+        }
+        if let Some(outcome) = entry.reads.check(db, cfg, block) {
+            return (TxPath::Hit { program: entry.program, perfect: true }, Some(outcome));
+        }
+    }
     // The tree holds the programs of the newest one's chain rules; programs recorded under
     // other rules (futures across a fork boundary) are interpreted when those rules apply.
     let tree_applies = |c: &ir::compact::Compiled| c.env().spec == cfg.spec && c.env().chain_id == cfg.chain_id;
@@ -294,7 +319,7 @@ pub fn run_accelerated<D: DatabaseRef>(
             (Evaluation::Hit(outcome), program) => {
                 // The tree holds the programs newest first.
                 let program = accelerated.programs.len() - 1 - program.unwrap_or(0).min(accelerated.programs.len() - 1);
-                (TxPath::Hit { program }, Some(outcome))
+                (TxPath::Hit { program, perfect: false }, Some(outcome))
             }
             (Evaluation::Miss(miss), _) => (TxPath::Miss { reason: ImportMiss::Program(miss.reason) }, None),
         };
@@ -302,7 +327,7 @@ pub fn run_accelerated<D: DatabaseRef>(
     let mut path = TxPath::NoProgram;
     for (i, program) in accelerated.programs.iter().enumerate() {
         match evaluate(program, db, cfg, block, FUEL) {
-            Evaluation::Hit(outcome) => return (TxPath::Hit { program: i }, Some(outcome)),
+            Evaluation::Hit(outcome) => return (TxPath::Hit { program: i, perfect: false }, Some(outcome)),
             Evaluation::Miss(miss) => path = TxPath::Miss { reason: ImportMiss::Program(miss.reason) },
         }
     }

@@ -60,7 +60,7 @@ where
     D::Error: DBErrorMarker,
 {
     match pre_execute(db, cfg, block, &[], &tx.env, RecordConfig::default(), None) {
-        PreExecution::Program(p) => Arc::new(p),
+        PreExecution::Program(p, _) => Arc::new(p),
         other => panic!("no program for {}: {other:?}", tx.hash),
     }
 }
@@ -101,7 +101,7 @@ fn a_hit_then_a_miss_on_the_same_contract_runs_its_code() {
     let b = call(BOB, CONTRACT, &[1], 0, 1);
     let pa = program(&db, &cfg, &block, &a);
     let paths = import_and_verify(db, &cfg, &block, &[a, b], &[Some(pa), None]);
-    assert_eq!(paths, vec![TxPath::Hit { program: 0 }, TxPath::NoProgram]);
+    assert_eq!(paths, vec![TxPath::Hit { program: 0, perfect: false }, TxPath::NoProgram]);
 }
 
 #[test]
@@ -115,7 +115,7 @@ fn a_miss_then_a_hit_then_a_miss() {
     assert_eq!(first.paths, vec![TxPath::NoProgram]);
     let pa = program(&after_bob, &cfg, &block, &txs[1]);
     let paths = import_and_verify(db, &cfg, &block, &txs, &[None, Some(pa), None]);
-    assert_eq!(paths, vec![TxPath::NoProgram, TxPath::Hit { program: 0 }, TxPath::NoProgram]);
+    assert_eq!(paths, vec![TxPath::NoProgram, TxPath::Hit { program: 0, perfect: false }, TxPath::NoProgram]);
 }
 
 #[test]
@@ -125,7 +125,7 @@ fn a_clz_transaction_gets_a_program_that_hits() {
     let b = call(BOB, CONTRACT, &[1], 0, 1);
     let pb = program(&db, &cfg, &block, &b);
     let paths = import_and_verify(db, &cfg, &block, &[b], &[Some(pb)]);
-    assert_eq!(paths, vec![TxPath::Hit { program: 0 }]);
+    assert_eq!(paths, vec![TxPath::Hit { program: 0, perfect: false }]);
 }
 
 #[test]
@@ -152,6 +152,10 @@ fn a_delegation_hit_then_a_call_into_the_authority() {
             let p = program(&db, &cfg, &block, &txs[0]);
             import_and_verify(db, &cfg, &block, &txs, &[Some(p), None])
         };
-        assert_eq!(paths, vec![TxPath::Hit { program: 0 }, TxPath::NoProgram], "node-like backend: {backend_is_node}");
+        assert_eq!(
+            paths,
+            vec![TxPath::Hit { program: 0, perfect: false }, TxPath::NoProgram],
+            "node-like backend: {backend_is_node}"
+        );
     }
 }

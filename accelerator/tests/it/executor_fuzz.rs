@@ -19,9 +19,10 @@ use std::sync::{
 };
 
 use crate::accelerator::{
-    ImportTx, PreExecution, TxPath, executor::Accelerated, import_block, pre_execute, verify_against_reference,
+    ImportTx, PreExecution, TxPath, executor::Accelerated, import_block, pre_execute, store::ReadSetEntry,
+    verify_against_reference,
 };
-use ir::{AccountCodeOnly, compact::PrecompileMemo, program::Program, record::RecordConfig};
+use ir::{AccountCodeOnly, compact::PrecompileMemo, program::Program, readset::ReadSet, record::RecordConfig};
 use mempool_tap::{Dataset, recorded::shared_data_for_tests};
 use proptest::prelude::*;
 use revm::{
@@ -44,8 +45,9 @@ struct Base {
     cfg: CfgEnv,
     env: BlockEnv,
     txs: Vec<ImportTx>,
-    /// Per transaction: own future, alone, without the transaction before it.
-    programs: Vec<Vec<Arc<Program>>>,
+    /// Per transaction: own future, alone, without the transaction before it; each with
+    /// the read set of its recording.
+    programs: Vec<Vec<Recorded>>,
     accounts: Vec<Address>,
     slots: Vec<(Address, U256)>,
 }
@@ -53,17 +55,21 @@ struct Base {
 static TRIED: AtomicUsize = AtomicUsize::new(0);
 static BLOCKS: AtomicUsize = AtomicUsize::new(0);
 static HITS: AtomicUsize = AtomicUsize::new(0);
+static PERFECT: AtomicUsize = AtomicUsize::new(0);
 static MISSES: AtomicUsize = AtomicUsize::new(0);
 static HIT_THEN_MISS: AtomicUsize = AtomicUsize::new(0);
 static REJECTED: AtomicUsize = AtomicUsize::new(0);
 
-fn program<D>(db: &D, base: &Base, predecessors: &[revm::context::TxEnv], i: usize) -> Option<Arc<Program>>
+/// A program and the read set of the run that recorded it.
+type Recorded = (Arc<Program>, Option<Arc<ReadSet>>);
+
+fn program<D>(db: &D, base: &Base, predecessors: &[revm::context::TxEnv], i: usize) -> Option<Recorded>
 where
     D: DatabaseRef,
     D::Error: DBErrorMarker,
 {
     match pre_execute(db, &base.cfg, &base.env, predecessors, &base.txs[i].env, RecordConfig::default(), Some(memo())) {
-        PreExecution::Program(p) => Some(Arc::new(p)),
+        PreExecution::Program(p, reads) => Some((Arc::new(p), reads.map(|r| Arc::new(*r)))),
         _ => None,
     }
 }
@@ -171,19 +177,27 @@ fn check<D>(
     base: &Base,
     backend: D,
     txs: &[ImportTx],
-    programs: &[Vec<Arc<Program>>],
+    programs: &[Vec<Recorded>],
     seed: &Seed,
 ) -> Result<(), TestCaseError>
 where
     D: DatabaseRef + Clone,
     D::Error: DBErrorMarker,
 {
-    // Half the cases run the merged compact tier (production), half the interpreter over each
-    // program; the precompile memo is shared by every case, as a node's is by every block.
+    // Half the cases run production's path (the read-set memo, then the merged compact tree),
+    // half the interpreter over each program; the precompile memo is shared by every case, as
+    // a node's is by every block.
     let interpreted = seed.1 >> 63 == 1;
     let lookup = |hash: &B256| -> Option<Arc<Accelerated>> {
-        let programs = txs.iter().position(|t| t.hash == *hash).map(|i| programs[i].clone())?;
-        Some(Arc::new(if interpreted { Accelerated { programs, compiled: None } } else { Accelerated::new(programs) }))
+        let recorded = txs.iter().position(|t| t.hash == *hash).map(|i| &programs[i])?;
+        let programs: Vec<Arc<Program>> = recorded.iter().map(|(p, _)| p.clone()).collect();
+        if interpreted {
+            return Some(Arc::new(Accelerated { programs, compiled: None, read_sets: Vec::new() }));
+        }
+        let mut accelerated = Accelerated::new(programs);
+        accelerated.read_sets =
+            recorded.iter().enumerate().filter_map(|(j, (_, r))| Some(ReadSetEntry::new(j, r.clone()?))).collect();
+        Some(Arc::new(accelerated))
     };
     let imported = import_block(&mut CacheDB::new(backend.clone()), &base.cfg, &base.env, txs, &lookup, Some(memo()));
     let envs: Vec<_> = txs.iter().map(|t| t.env.clone()).collect();
@@ -216,6 +230,10 @@ where
     prop_assert!(divergences.is_empty(), "{}: DIVERGENCE {divergences:#?}; seed {seed:?}", base.what);
     BLOCKS.fetch_add(1, Ordering::Relaxed);
     HITS.fetch_add(import.hits(), Ordering::Relaxed);
+    PERFECT.fetch_add(
+        import.paths.iter().filter(|p| matches!(p, TxPath::Hit { perfect: true, .. })).count(),
+        Ordering::Relaxed,
+    );
     MISSES.fetch_add(import.paths.len() - import.hits(), Ordering::Relaxed);
     let hit_then_miss = import
         .paths
@@ -243,9 +261,9 @@ fn run(seed: Seed) -> Result<(), TestCaseError> {
             continue;
         }
         let c = choice.get(i).copied().unwrap_or(0);
-        let mut mine: Vec<Arc<Program>> = base.programs[i].clone();
+        let mut mine: Vec<Recorded> = base.programs[i].clone();
         // Low bits: which programs; high bits: rotate the order.
-        let mut kept: Vec<Arc<Program>> =
+        let mut kept: Vec<Recorded> =
             mine.drain(..).enumerate().filter(|(j, _)| c & (1 << j) != 0).map(|(_, p)| p).collect();
         if !kept.is_empty() {
             let r = (c >> 4) as usize % kept.len();
@@ -288,9 +306,10 @@ proptest! {
         let tried = TRIED.fetch_add(1, Ordering::Relaxed) + 1;
         if tried.is_multiple_of(500) {
             eprintln!(
-                "executor fuzzing: {tried} cases, {} blocks compared, {} hits, {} misses, {} hit-then-miss pairs, {} rejected by revm",
+                "executor fuzzing: {tried} cases, {} blocks compared, {} hits ({} through the read-set memo), {} misses, {} hit-then-miss pairs, {} rejected by revm",
                 BLOCKS.load(Ordering::Relaxed),
                 HITS.load(Ordering::Relaxed),
+                PERFECT.load(Ordering::Relaxed),
                 MISSES.load(Ordering::Relaxed),
                 HIT_THEN_MISS.load(Ordering::Relaxed),
                 REJECTED.load(Ordering::Relaxed),
@@ -315,4 +334,9 @@ fn the_executor_fuzzer_sees_hits_and_misses() {
         );
     }
     assert!(bases.iter().flat_map(|b| &b.programs).any(|p| p.len() >= 2), "no transaction with several futures");
+    // Every program hits the state it was recorded on, so every one has its read set.
+    assert!(
+        bases.iter().flat_map(|b| b.programs.iter().flatten()).all(|(_, reads)| reads.is_some()),
+        "a program without its read set"
+    );
 }

@@ -27,6 +27,7 @@ use ir::{
     interp::{Evaluation, FUEL, MissReason, evaluate},
     passes::optimize,
     program::Program,
+    readset::ReadSet,
     text,
     verify::verify,
 };
@@ -73,12 +74,28 @@ pub struct Prepared {
     /// What went wrong while preparing (each a bug): a verifier failure, a text round trip
     /// that changed the program.
     pub problems: Vec<String>,
+    /// The read-set memo of the program's own recording ([`Prepared::record_reads`]): when
+    /// present, [`check`] also checks it on every case.
+    pub reads: Option<ReadSet>,
 }
 
 impl Prepared {
     /// The program of `tier`.
     pub fn at(&self, tier: Tier) -> Option<&Program> {
         self.tiers.iter().find(|(t, _)| *t == tier).map(|(_, p)| p)
+    }
+
+    /// Captures the read set of the compact tier's program on the state and block it was
+    /// recorded on (as pre-execution does), so that [`check`] also checks the read-set memo.
+    /// A program that does not hit its own recording is a problem.
+    pub fn record_reads<D: DatabaseRef>(&mut self, db: &D, cfg: &CfgEnv, block: &BlockEnv) {
+        let Some(program) = self.at(Tier::Compact).cloned() else { return };
+        let captured =
+            Compiled::new(&program).ok().and_then(|c| MEMO.with(|memo| c.capture_reads(db, cfg, block, Some(memo))));
+        match captured {
+            Some((outcome, reads)) => self.reads = Some(ReadSet::new(&program, reads, outcome)),
+            None => self.problems.push("the program misses on the state it was recorded on".into()),
+        }
     }
 }
 
@@ -109,7 +126,7 @@ pub fn prepare(program: &Program) -> Prepared {
             (*tier, p)
         })
         .collect();
-    Prepared { tiers, problems }
+    Prepared { tiers, problems, reads: None }
 }
 
 thread_local! {
@@ -146,6 +163,9 @@ pub struct Checked {
     pub hit: Option<TxOutcome>,
     /// Why the first tier missed, when every tier missed.
     pub miss: Option<MissReason>,
+    /// Whether the read-set memo hit (only checked when the case has one): every input was
+    /// the recorded one, and its outcome is `hit`.
+    pub read_set_hit: bool,
     /// Every bug found, in words (empty when the case is sound).
     pub problems: Vec<String>,
 }
@@ -202,6 +222,26 @@ pub fn check<D: DatabaseRef>(
                     ));
                 }
             }
+        }
+    }
+    // The read-set memo hits only where the program hits, with the same outcome (which is
+    // then compared with revm below).
+    if let Some(memo_hit) = prepared.reads.as_ref().and_then(|r| r.check(db, cfg, block)) {
+        checked.read_set_hit = true;
+        match &first {
+            Some((_, Evaluation::Hit(got))) if *got == memo_hit => {}
+            Some((_, Evaluation::Hit(got))) => checked.problems.push(format!(
+                "{what}: the read-set memo hit with another outcome than the program: {}",
+                memo_hit.first_difference(got).map_or_else(String::new, |d| d.to_string())
+            )),
+            Some((_, seen)) => {
+                checked
+                    .problems
+                    .push(format!("{what}: the read-set memo hit where the program gives {}", summary(seen)));
+                checked.problems.extend(wrong_hit(&memo_hit, expected, &format!("{what} (read set)")));
+                return checked;
+            }
+            None => {}
         }
     }
     match first {

@@ -33,13 +33,14 @@ fn a_changed_delegate_code_misses() {
     let (cfg, block) = synthetic_env(SpecId::PRAGUE);
     let tx = synthetic_call(eoa, Bytes::new());
     let rec = record(&db, &cfg, &block, &tx, RecordConfig::default()).expect("runs");
-    let prepared = prepare(&rec.program.expect("a delegated call gets a program"));
+    let mut prepared = prepare(&rec.program.expect("a delegated call gets a program"));
+    prepared.record_reads(&db, &cfg, &block);
     let own = check(&prepared, &db, &cfg, &block, || reference(&db, &cfg, &block, &tx), "own state");
-    assert!(own.is_sound() && own.hit.is_some(), "self-hit: {:?}", own.problems);
+    assert!(own.is_sound() && own.hit.is_some() && own.read_set_hit, "self-hit: {:?}", own.problems);
 
     // The same designator, but the delegate now holds other code: the program must miss.
     db.insert_account_info(delegate, AccountInfo::new(U256::ZERO, 1, writes_two.hash_slow(), writes_two));
     let changed = check(&prepared, &db, &cfg, &block, || reference(&db, &cfg, &block, &tx), "changed delegate");
     assert!(changed.is_sound(), "{:?}", changed.problems);
-    assert!(changed.hit.is_none(), "hit with the delegate's code changed");
+    assert!(changed.hit.is_none() && !changed.read_set_hit, "hit with the delegate's code changed");
 }

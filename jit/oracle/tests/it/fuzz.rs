@@ -106,7 +106,8 @@ fn duplicated_access_list(spec: SpecId, tx: &TxEnv, touched: &[(Address, U256)])
 fn add_case(cases: &mut Vec<Case>, what: String, db: &InMemoryDB, cfg: &CfgEnv, env: &BlockEnv, tx: &TxEnv) {
     let Ok(rec) = record(db, cfg, env, tx, RecordConfig::default()) else { return };
     let Ok(program) = rec.program else { return };
-    let prepared = prepare(&program);
+    let mut prepared = prepare(&program);
+    prepared.record_reads(db, cfg, env);
     assert!(prepared.problems.is_empty(), "{what}: {:?}", prepared.problems);
     let accounts: Vec<Address> = rec.state.keys().copied().collect();
     let absent = accounts.iter().copied().filter(|a| db.basic_ref(*a).ok().flatten().is_none()).collect();

@@ -28,6 +28,8 @@ use revm::{
 struct Tally {
     txs: usize,
     hits: usize,
+    /// Hits through the read-set memo of the program's own recording.
+    read_set_hits: usize,
     misses: BTreeMap<String, usize>,
     no_ap: BTreeMap<&'static str, usize>,
     invalid_future: usize,
@@ -51,10 +53,11 @@ impl Tally {
 
     fn line(&self, name: &str) -> String {
         format!(
-            "{name}: {} txs, {} hits ({:.2}%), misses {:?}, no program {:?}, invalid in that future {}, wrong hits {}, instructions {} -> {} optimized",
+            "{name}: {} txs, {} hits ({:.2}%, {} through the read-set memo), misses {:?}, no program {:?}, invalid in that future {}, wrong hits {}, instructions {} -> {} optimized",
             self.txs,
             self.hits,
             self.rate(),
+            self.read_set_hits,
             self.misses,
             self.no_ap,
             self.invalid_future,
@@ -70,12 +73,14 @@ impl Tally {
 fn check(
     tally: &mut Tally,
     program: &crate::ir::program::Program,
+    (recorded, recorded_env): (&InMemoryDB, &BlockEnv),
     db: &InMemoryDB,
     block: &RecordedBlock,
     expected: &TxOutcome,
     what: &str,
 ) {
-    let prepared = prepare(program);
+    let mut prepared = prepare(program);
+    prepared.record_reads(recorded, &block.cfg, recorded_env);
     tally.insts += program.insts.len();
     tally.optimized_insts += prepared.at(Tier::Optimized).map_or(0, |p| p.insts.len());
     let checked = check_case(&prepared, db, &block.cfg, &block.env, || Ok(expected.clone()), what);
@@ -84,6 +89,7 @@ fn check(
         (None, Some(reason)) => tally.miss(reason),
         _ => {}
     }
+    tally.read_set_hits += checked.read_set_hit as usize;
     tally.wrong.extend(checked.problems);
 }
 
@@ -132,7 +138,7 @@ fn self_hit_and_cross_future_on_mainnet() {
             assert_eq!(rec.outcome.first_difference(&expected), None, "{what}: traced run differs from revm");
             match &rec.program {
                 Ok(p) => {
-                    check(&mut own, p, &db, &block, &expected, &format!("{what} self"));
+                    check(&mut own, p, (&db, &block.env), &db, &block, &expected, &format!("{what} self"));
                     futures.push(p.clone());
                 }
                 Err(r) => {
@@ -148,7 +154,15 @@ fn self_hit_and_cross_future_on_mainnet() {
             match record(&pristine, &block.cfg, &block.env, &tx.env, config) {
                 Ok(rec) => match &rec.program {
                     Ok(p) => {
-                        check(&mut pre_state, p, &db, &block, &expected, &format!("{what} pre-state"));
+                        check(
+                            &mut pre_state,
+                            p,
+                            (&pristine, &block.env),
+                            &db,
+                            &block,
+                            &expected,
+                            &format!("{what} pre-state"),
+                        );
                         futures.push(p.clone());
                     }
                     Err(r) => pre_state.no_ap(*r),
@@ -161,7 +175,7 @@ fn self_hit_and_cross_future_on_mainnet() {
             match record(&db, &block.cfg, &other_env, &tx.env, config) {
                 Ok(rec) => match &rec.program {
                     Ok(p) => {
-                        check(&mut context, p, &db, &block, &expected, &format!("{what} context"));
+                        check(&mut context, p, (&db, &other_env), &db, &block, &expected, &format!("{what} context"));
                         futures.push(p.clone());
                     }
                     Err(r) => context.no_ap(*r),
@@ -225,4 +239,7 @@ fn self_hit_and_cross_future_on_mainnet() {
     assert!(own.rate() >= 99.5, "self-hit rate {:.2}% is below 99.5%", own.rate());
     // The merged tree holds the self-hitting program: it hits wherever that one does.
     assert!(merged.hits >= own.hits, "merged {} hits, self {}", merged.hits, own.hits);
+    // On its own state every input is the recorded one: the read-set memo hits wherever the
+    // program does.
+    assert_eq!(own.read_set_hits, own.hits, "the read-set memo must hit every self-hit");
 }

@@ -29,9 +29,10 @@ fn with_code(db: &mut InMemoryDB, address: Address, code: &[u8]) {
 /// the oracle (a hit must equal revm there). Returns whether it hit.
 fn hits_in(recorded: &InMemoryDB, changed: &InMemoryDB, cfg: &CfgEnv, block: &BlockEnv, tx: &TxEnv) -> bool {
     let rec = record(recorded, cfg, block, tx, RecordConfig::default()).expect("valid");
-    let prepared = prepare(&rec.program.expect("a program"));
+    let mut prepared = prepare(&rec.program.expect("a program"));
+    prepared.record_reads(recorded, cfg, block);
     let own = check(&prepared, recorded, cfg, block, || reference(recorded, cfg, block, tx), "own future");
-    assert!(own.is_sound() && own.hit.is_some(), "self-hit: {:?}", own.problems);
+    assert!(own.is_sound() && own.hit.is_some() && own.read_set_hit, "self-hit: {:?}", own.problems);
     let there = check(&prepared, changed, cfg, block, || reference(changed, cfg, block, tx), "changed future");
     assert!(there.is_sound(), "{:?}", there.problems);
     there.hit.is_some()
