@@ -57,6 +57,12 @@ pub struct PipelineConfig {
     pub pool_capacity: usize,
     /// Memory budget of the precompile memo, in bytes.
     pub memo_bytes: usize,
+    /// Keep pre-executions' read sets for the read-set memo (perfect hits).
+    pub read_sets: bool,
+    /// Keep a read set only for programs of at least this many instructions: below, the
+    /// evaluation costs about what checking a read set does, and a check that fails is pure
+    /// overhead (measured with `prescient evaluate --no-read-sets`).
+    pub read_set_min_insts: usize,
     /// Tracer limits.
     pub record: RecordConfig,
 }
@@ -69,6 +75,8 @@ impl Default for PipelineConfig {
             programs_per_tx: 4,
             pool_capacity: 50_000,
             memo_bytes: 64 << 20,
+            read_sets: true,
+            read_set_min_insts: 256,
             record: RecordConfig::default(),
         }
     }
@@ -254,7 +262,8 @@ impl Pipeline {
     /// its recording; false when an equal program is there already (the read set is still
     /// added).
     pub fn store_program(&self, hash: B256, program: Program, reads: Option<ReadSet>) -> bool {
-        let stored = self.store.insert(hash, program, reads);
+        let keep = self.config.read_sets && program.insts.len() >= self.config.read_set_min_insts;
+        let stored = self.store.insert(hash, program, reads.filter(|_| keep));
         if stored {
             self.counters.programs.fetch_add(1, Ordering::Relaxed);
         }

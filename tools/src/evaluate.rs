@@ -61,6 +61,8 @@ pub struct EvaluateOptions {
     pub window_ms: u64,
     /// Alternating repetitions of each timing.
     pub reps: usize,
+    /// Use the read-set memo (off: every hit is evaluated; for measuring what it buys).
+    pub read_sets: bool,
 }
 
 impl Default for EvaluateOptions {
@@ -72,6 +74,7 @@ impl Default for EvaluateOptions {
             max_predecessors: PipelineConfig::default().max_predecessors,
             window_ms: 24_000,
             reps: 3,
+            read_sets: true,
         }
     }
 }
@@ -396,6 +399,7 @@ pub fn evaluate_block(
         max_predecessors: options.max_predecessors,
         pool_capacity: heard.len().max(1),
         programs_per_tx: options.futures_per_tx.max(1) + 2,
+        read_sets: options.read_sets,
         ..PipelineConfig::default()
     };
     let pipeline = Pipeline::new(config);

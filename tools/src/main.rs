@@ -58,6 +58,9 @@ enum Command {
         /// Alternating repetitions of each timing.
         #[arg(long, default_value_t = EvaluateOptions::default().reps)]
         reps: usize,
+        /// Do not use the read-set memo (every hit evaluated): what the memo buys.
+        #[arg(long)]
+        no_read_sets: bool,
         /// Report folder (summary.json, blocks.json, report.md and plots).
         #[arg(long, default_value = "evaluate-report")]
         out: PathBuf,
@@ -230,6 +233,8 @@ impl PipelineArgs {
             programs_per_tx: self.programs_per_tx.max(1),
             pool_capacity: self.pool_capacity.max(1),
             memo_bytes: self.memo_mib << 20,
+            read_sets: defaults.read_sets,
+            read_set_min_insts: defaults.read_set_min_insts,
             record: ir::record::RecordConfig {
                 max_insts: self.max_program_insts,
                 max_steps: self.max_trace_steps,
@@ -244,12 +249,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Replay { data, blocks, no_progress } => replay(data, &blocks, no_progress),
         Command::Diff { data, tx, out } => diff(data, tx, out),
-        Command::Evaluate { data, blocks, heard, futures, max_predecessors, reps, out, no_progress } => {
+        Command::Evaluate { data, blocks, heard, futures, max_predecessors, reps, no_read_sets, out, no_progress } => {
             let options = EvaluateOptions {
                 heard: heard.clamp(0.0, 1.0),
                 futures_per_tx: futures.max(1),
                 max_predecessors,
                 reps: reps.max(1),
+                read_sets: !no_read_sets,
                 ..EvaluateOptions::default()
             };
             evaluate(&data, &blocks, &options, &out, no_progress)
