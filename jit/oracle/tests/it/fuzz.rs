@@ -30,6 +30,7 @@ use std::sync::{
 static TRIED: AtomicUsize = AtomicUsize::new(0);
 /// Cases where the program hit (at every tier: the oracle checks they agree).
 static HITS: AtomicUsize = AtomicUsize::new(0);
+static READ_SET_HITS: AtomicUsize = AtomicUsize::new(0);
 
 use mempool_tap::{Dataset, recorded::shared_data_for_tests};
 use proptest::prelude::*;
@@ -328,6 +329,9 @@ fn run_case(seed: (usize, Vec<Change>)) -> Result<(), TestCaseError> {
     if checked.hit.is_some() {
         HITS.fetch_add(1, Ordering::Relaxed);
     }
+    if checked.read_set_hit {
+        READ_SET_HITS.fetch_add(1, Ordering::Relaxed);
+    }
     prop_assert!(checked.is_sound(), "{:?} under {:?}", checked.problems, seed.1);
     Ok(())
 }
@@ -347,7 +351,8 @@ proptest! {
         run_case(seed)?;
         let (tried, hits) = (TRIED.load(Ordering::Relaxed), HITS.load(Ordering::Relaxed));
         if tried.is_multiple_of(5000) {
-            eprintln!("perturbation fuzzing: {tried} cases, {hits} hits");
+            let memo = READ_SET_HITS.load(Ordering::Relaxed);
+            eprintln!("perturbation fuzzing: {tried} cases, {hits} hits ({memo} through the read-set memo)");
         }
     }
 }
