@@ -263,7 +263,11 @@ where
                 if captured.is_none() {
                     metrics::counter!(crate::metrics::SELF_MISSES).increment(1);
                 }
-                captured.map(|(outcome, reads)| Box::new(ReadSet::new(&program, reads, outcome)))
+                captured.map(|(outcome, reads)| {
+                    // The logs it will emit: their bloom hashes, ready for import.
+                    ir::bloom::MEMO.learn(&outcome.logs);
+                    Box::new(ReadSet::new(&program, reads, outcome))
+                })
             });
             PreExecution::Program(program, reads)
         }

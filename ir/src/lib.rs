@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod backend;
+pub mod bloom;
 pub mod compact;
 pub mod interp;
 pub mod ops;
@@ -17,4 +18,6 @@ pub mod verify;
 
 pub use backend::AccountCodeOnly;
 pub use outcome::{AccountChange, Difference, StateChanges, TxOutcome, TxStatus};
-pub use reference::{BlockOutcome, Receipts, ReferenceError, execute_block, execute_tx, receipts, warm_up};
+pub use reference::{
+    BlockOutcome, Receipts, ReferenceError, execute_block, execute_tx, receipts, receipts_with, warm_up,
+};

@@ -134,6 +134,17 @@ pub struct Receipts {
 
 /// Builds the receipts of `outcomes`, whose transactions have the EIP-2718 type bytes `types`.
 pub fn receipts(outcomes: &[TxOutcome], types: &[u8]) -> Receipts {
+    receipts_with(outcomes, types, |logs| logs_bloom_of(logs))
+}
+
+/// [`receipts`] with each receipt's bloom from `bloom_of` (which must compute what
+/// `alloy::primitives::logs_bloom` does: the block executor passes hashes remembered from
+/// pre-execution, [`crate::bloom`]).
+pub fn receipts_with<'a>(
+    outcomes: &'a [TxOutcome],
+    types: &[u8],
+    mut bloom_of: impl FnMut(&'a [alloy::primitives::Log]) -> Bloom,
+) -> Receipts {
     let mut gas_used = 0u64;
     let mut logs_bloom = Bloom::ZERO;
     let receipts: Vec<ReceiptEnvelope> = outcomes
@@ -147,7 +158,7 @@ pub fn receipts(outcomes: &[TxOutcome], types: &[u8]) -> Receipts {
                 logs: outcome.logs.clone(),
             };
             // Each receipt's bloom is computed once (a block may carry ten thousand logs).
-            let bloom = logs_bloom_of(&outcome.logs);
+            let bloom = bloom_of(&outcome.logs);
             logs_bloom.accrue_bloom(&bloom);
             // revm accepted the transaction, so its type byte is one alloy knows.
             let ty = TxType::try_from(*ty).unwrap_or(TxType::Legacy);

@@ -274,7 +274,8 @@ where
         paths.push(path);
     }
     let types: Vec<u8> = txs.iter().map(|t| t.env.tx_type).collect();
-    let receipts = ir::receipts(&outcomes, &types);
+    // Blooms from the hashes pre-execution remembered (`ir::bloom`): the same bits.
+    let receipts = ir::receipts_with(&outcomes, &types, |logs| ir::bloom::MEMO.logs_bloom(logs));
     Ok(Import { outcomes, paths, receipts, time: started.elapsed() })
 }
 
@@ -381,12 +382,15 @@ where
             difference,
         })
         .collect();
-    if reference.receipts_root != import.receipts.receipts_root && divergences.is_empty() {
+    let receipts_differ = reference.receipts_root != import.receipts.receipts_root
+        || reference.logs_bloom != import.receipts.logs_bloom
+        || reference.gas_used != import.receipts.gas_used;
+    if receipts_differ && divergences.is_empty() {
         divergences.push(Divergence {
             index: txs.len(),
             hash: B256::ZERO,
             path: TxPath::NoProgram,
-            difference: "receipts root differs while every outcome is equal".into(),
+            difference: "receipts root, bloom or gas differs while every outcome is equal".into(),
         });
     }
     Ok((divergences, time))
