@@ -134,7 +134,7 @@ pub struct Receipts {
 
 /// Builds the receipts of `outcomes`, whose transactions have the EIP-2718 type bytes `types`.
 pub fn receipts(outcomes: &[TxOutcome], types: &[u8]) -> Receipts {
-    receipts_with(outcomes, types, |logs| logs_bloom_of(logs))
+    receipts_with(outcomes, types, logs_bloom_of)
 }
 
 /// [`receipts`] with each receipt's bloom from `bloom_of` (which must compute what
