@@ -99,7 +99,7 @@ impl Accelerated {
 
     /// Adds the read set of a run of `programs[program]` in front (newest first), dropping
     /// an equal one and the oldest past [`MAX_READ_SETS`].
-    pub fn add_read_set(&mut self, program: usize, reads: ReadSet) {
+    fn add_read_set(&mut self, program: usize, reads: ReadSet) {
         self.read_sets.retain(|e| *e.reads != reads);
         self.read_sets.insert(0, ReadSetEntry::new(program, Arc::new(reads)));
         self.read_sets.truncate(MAX_READ_SETS);
@@ -291,6 +291,58 @@ mod tests {
         assert!(!store.contains(&a) || !store.contains(&b));
         let (_, programs, bytes) = store.stats();
         assert!(bytes <= one * 3 && programs <= 3);
+    }
+
+    /// A read set whose one read distinguishes it (its value is `tag`).
+    fn read_set(p: &Program, tag: u64) -> ReadSet {
+        let read = ir::readset::Read { op: Op::Timestamp, args: [U256::ZERO; 2], value: U256::from(tag), at: 0 };
+        let outcome = ir::TxOutcome {
+            status: ir::TxStatus::Revert,
+            gas_used: 0,
+            gas_refunded: 0,
+            logs: Vec::new(),
+            output: Default::default(),
+            created_address: None,
+            state: Default::default(),
+        };
+        ReadSet::new(p, vec![read], outcome)
+    }
+
+    #[test]
+    fn read_sets_follow_their_programs() {
+        let store = ApStore::new(1 << 20, 2);
+        let hash = B256::with_last_byte(1);
+        let (first, mut second, mut third) = (program(10), program(10), program(10));
+        second.gas_used = 1;
+        third.gas_used = 2;
+        assert!(store.insert(hash, first.clone(), Some(read_set(&first, 1))));
+        // An equal program from another future: no new program, its read set is added,
+        // newest first; an equal read set is not kept twice.
+        assert!(!store.insert(hash, first.clone(), Some(read_set(&first, 2))));
+        assert!(!store.insert(hash, first.clone(), Some(read_set(&first, 2))));
+        let a = store.accelerated(&hash).expect("stored");
+        assert_eq!(a.programs.len(), 1);
+        let tags: Vec<_> = a.read_sets.iter().map(|e| (e.program, e.reads.clone())).collect();
+        assert_eq!(tags, vec![(0, Arc::new(read_set(&first, 2))), (0, Arc::new(read_set(&first, 1)))]);
+        // A second program: its read set in front, pointing at it.
+        assert!(store.insert(hash, second.clone(), Some(read_set(&second, 3))));
+        let a = store.accelerated(&hash).expect("stored");
+        assert_eq!(a.read_sets.iter().map(|e| e.program).collect::<Vec<_>>(), vec![1, 0, 0]);
+        // A third drops the oldest program (two per transaction) and its read sets; the
+        // others' indices follow their programs.
+        assert!(store.insert(hash, third.clone(), Some(read_set(&third, 4))));
+        let a = store.accelerated(&hash).expect("stored");
+        assert_eq!(*a.programs[0], second);
+        assert_eq!(*a.programs[1], third);
+        let kept: Vec<_> = a.read_sets.iter().map(|e| (e.program, e.reads.clone())).collect();
+        assert_eq!(kept, vec![(1, Arc::new(read_set(&third, 4))), (0, Arc::new(read_set(&second, 3)))]);
+        // At most MAX_READ_SETS, newest kept.
+        for tag in 10..20 {
+            store.insert(hash, third.clone(), Some(read_set(&third, tag)));
+        }
+        let a = store.accelerated(&hash).expect("stored");
+        assert_eq!(a.read_sets.len(), MAX_READ_SETS);
+        assert_eq!(a.read_sets[0].reads, Arc::new(read_set(&third, 19)));
     }
 
     #[test]

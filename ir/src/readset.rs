@@ -186,21 +186,6 @@ impl ReadSet {
         Self { env: program.env, reads, fee, outcome }
     }
 
-    /// Inputs read.
-    pub fn len(&self) -> usize {
-        self.reads.len()
-    }
-
-    /// Whether nothing is read (never for a recorded transaction: the envelope reads).
-    pub fn is_empty(&self) -> bool {
-        self.reads.is_empty()
-    }
-
-    /// The recorded outcome.
-    pub fn outcome(&self) -> &TxOutcome {
-        &self.outcome
-    }
-
     /// Whether any fee recipient is accepted (else only the recorded one).
     pub fn any_recipient(&self) -> bool {
         self.fee.as_ref().is_some_and(|f| f.any_recipient)

@@ -194,8 +194,8 @@ fn unit(hash: &B256, purpose: &[u8]) -> f64 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Class {
-    /// A hit through the read-set memo: every input equal to a pre-execution's. Never
-    /// produced yet (the memo is not built); kept so reports and `summary.json` say so.
+    /// A hit through the read-set memo: every input equal to a pre-execution's (the fee
+    /// recipient aside where the program allows it), its outcome applied without computing.
     HitPerfect,
     /// A hit on a state no pre-execution saw.
     HitImperfect,
