@@ -9,6 +9,7 @@ pub mod outcome;
 pub mod passes;
 pub mod program;
 pub mod readset;
+pub mod receipts;
 pub mod record;
 pub mod reference;
 pub mod semantics;

@@ -512,13 +512,20 @@ pub fn evaluate_block(
     // Whole-block times, alternating.
     let (mut import, mut revm) = (Vec::new(), Vec::new());
     let envs = block.tx_envs();
-    for _ in 0..options.reps.max(1) {
+    for round in 0..options.reps.max(1) {
         let started = Instant::now();
-        let _ = pipeline.import(&db, &block.cfg, &block.env, &txs, false)?;
+        let fast = pipeline.import(&db, &block.cfg, &block.env, &txs, false)?;
         import.push(started.elapsed().as_secs_f64() * 1e3);
         let started = Instant::now();
-        let _ = ir::execute_block(&mut CacheDB::new(&db), &block.cfg, &block.env, &envs);
+        let node = crate::baseline::node_block(&mut CacheDB::new(&db), &block.cfg, &block.env, &envs);
         revm.push(started.elapsed().as_secs_f64() * 1e3);
+        // The timed runs must agree too: the baseline's receipts against the import's.
+        let agree = node.as_ref().is_ok_and(|r| {
+            r.receipts_root == fast.import.receipts.receipts_root && r.logs_bloom == fast.import.receipts.logs_bloom
+        });
+        if round == 0 && !agree {
+            result.divergences.push("timed import: receipts root or bloom differs from the baseline's".into());
+        }
     }
     result.import_ms = median(import);
     result.revm_ms = median(revm);

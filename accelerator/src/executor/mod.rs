@@ -230,53 +230,85 @@ where
     D::Error: DBErrorMarker,
 {
     let started = Instant::now();
-    let mut outcomes = Vec::with_capacity(txs.len());
-    let mut paths = Vec::with_capacity(txs.len());
-    for (index, tx) in txs.iter().enumerate() {
-        let (mut path, hit) = match programs(&tx.hash) {
-            Some(accelerated) => run_accelerated(&accelerated, &*db, cfg, block, memo),
-            None => (TxPath::NoProgram, None),
-        };
-        // A hit is committed as revm would commit it, with the code of every account it
-        // touched (see `TxOutcome::commit_state`). Code that cannot be found is a miss.
-        let hit = hit.and_then(|outcome| match outcome.commit_state(|a, h| known_code(db, a, h)) {
-            Ok(state) => Some((outcome, state)),
-            Err(address) => {
-                tracing::warn!(%address, tx = %tx.hash, "hit discarded: code of a touched account unknown");
-                path = TxPath::Miss { reason: ImportMiss::CodeUnknown };
-                None
+    // Receipts are built beside the import, leaf by leaf (`ir::receipts`), with blooms from the
+    // hashes pre-execution remembered (`ir::bloom`): the same bits as building them after.
+    let (imported, receipts) = ir::receipts::build_while(
+        txs.len(),
+        |logs| ir::bloom::MEMO.logs_bloom(logs),
+        |receipt| -> Result<_, ImportError> {
+            let mut outcomes = Vec::with_capacity(txs.len());
+            let mut paths = Vec::with_capacity(txs.len());
+            for (index, tx) in txs.iter().enumerate() {
+                let (path, outcome) = import_tx(db, cfg, block, index, tx, programs, memo)?;
+                receipt(ir::receipts::ReceiptInput {
+                    ty: tx.env.tx_type,
+                    success: outcome.status.is_success(),
+                    gas_used: outcome.gas_used,
+                    logs: outcome.logs.clone(),
+                });
+                outcomes.push(outcome);
+                paths.push(path);
             }
-        });
-        let outcome = match hit {
-            Some((outcome, state)) => {
-                db.commit(state);
-                outcome
-            }
-            None => {
-                let mut evm = ir::reference::evm(&mut *db, cfg, block);
-                let res = evm.transact(tx.env.clone()).map_err(|e| {
-                    let kind = match e {
-                        EVMError::Database(_) => ImportErrorKind::Database,
-                        _ => ImportErrorKind::Rejected,
-                    };
-                    let message = match e {
-                        EVMError::Database(e) => e.to_string(),
-                        other => other.to_string(),
-                    };
-                    ImportError { index, hash: tx.hash, kind, message }
-                })?;
-                let outcome = TxOutcome::from_revm(&res.result, &res.state);
-                evm.commit(res.state);
-                outcome
-            }
-        };
-        outcomes.push(outcome);
-        paths.push(path);
-    }
-    let types: Vec<u8> = txs.iter().map(|t| t.env.tx_type).collect();
-    // Blooms from the hashes pre-execution remembered (`ir::bloom`): the same bits.
-    let receipts = ir::receipts_with(&outcomes, &types, |logs| ir::bloom::MEMO.logs_bloom(logs));
+            Ok((outcomes, paths))
+        },
+    );
+    let (outcomes, paths) = imported?;
+    // Every transaction pushed its receipt, so the builder has the whole block.
+    let receipts = receipts.unwrap_or_else(|| {
+        let types: Vec<u8> = txs.iter().map(|t| t.env.tx_type).collect();
+        ir::receipts_with(&outcomes, &types, |logs| ir::bloom::MEMO.logs_bloom(logs))
+    });
     Ok(Import { outcomes, paths, receipts, time: started.elapsed() })
+}
+
+/// Imports one transaction on `db`: its program's outcome when one holds (committed as revm
+/// would commit it), revm otherwise.
+fn import_tx<D>(
+    db: &mut CacheDB<D>,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    index: usize,
+    tx: &ImportTx,
+    programs: &dyn Fn(&B256) -> Option<Arc<Accelerated>>,
+    memo: Option<&PrecompileMemo>,
+) -> Result<(TxPath, TxOutcome), ImportError>
+where
+    D: DatabaseRef,
+    D::Error: DBErrorMarker,
+{
+    let (mut path, hit) = match programs(&tx.hash) {
+        Some(accelerated) => run_accelerated(&accelerated, &*db, cfg, block, memo),
+        None => (TxPath::NoProgram, None),
+    };
+    // A hit is committed as revm would commit it, with the code of every account it
+    // touched (see `TxOutcome::commit_state`). Code that cannot be found is a miss.
+    let hit = hit.and_then(|outcome| match outcome.commit_state(|a, h| known_code(db, a, h)) {
+        Ok(state) => Some((outcome, state)),
+        Err(address) => {
+            tracing::warn!(%address, tx = %tx.hash, "hit discarded: code of a touched account unknown");
+            path = TxPath::Miss { reason: ImportMiss::CodeUnknown };
+            None
+        }
+    });
+    if let Some((outcome, state)) = hit {
+        db.commit(state);
+        return Ok((path, outcome));
+    }
+    let mut evm = ir::reference::evm(&mut *db, cfg, block);
+    let res = evm.transact(tx.env.clone()).map_err(|e| {
+        let kind = match e {
+            EVMError::Database(_) => ImportErrorKind::Database,
+            _ => ImportErrorKind::Rejected,
+        };
+        let message = match e {
+            EVMError::Database(e) => e.to_string(),
+            other => other.to_string(),
+        };
+        ImportError { index, hash: tx.hash, kind, message }
+    })?;
+    let outcome = TxOutcome::from_revm(&res.result, &res.state);
+    evm.commit(res.state);
+    Ok((path, outcome))
 }
 
 /// Runs a transaction's accelerated program: its read sets first (a perfect hit applies a
