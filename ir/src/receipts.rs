@@ -129,19 +129,27 @@ pub fn build_while<R>(
         return (result, builder.finish());
     }
     std::thread::scope(|scope| {
-        let (sender, inputs) = std::sync::mpsc::channel::<ReceiptInput>();
+        // Inputs go over in batches: waking the worker costs microseconds, as much as a hit.
+        let (sender, batches) = std::sync::mpsc::channel::<Vec<ReceiptInput>>();
         let worker = scope.spawn(move || {
             let mut builder = ReceiptBuilder::new(len, bloom_of);
-            for input in inputs {
+            for input in batches.into_iter().flatten() {
                 builder.push(input);
             }
             builder.finish()
         });
+        let mut batch = Vec::with_capacity(BATCH);
         let result = body(&mut |input| {
-            // The worker only stops when the sender is dropped; a failed send means it
-            // panicked, which the join below reports.
-            let _ = sender.send(input);
+            batch.push(input);
+            if batch.len() == BATCH {
+                // The worker only stops when the sender is dropped; a failed send means it
+                // panicked, which the join below reports.
+                let _ = sender.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+            }
         });
+        if !batch.is_empty() {
+            let _ = sender.send(batch);
+        }
         drop(sender);
         let receipts = match worker.join() {
             Ok(receipts) => receipts,
@@ -150,6 +158,9 @@ pub fn build_while<R>(
         (result, receipts)
     })
 }
+
+/// Receipt inputs sent to the worker at once.
+const BATCH: usize = 32;
 
 #[cfg(test)]
 mod tests {
