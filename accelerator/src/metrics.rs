@@ -43,6 +43,9 @@ pub const SERIES: &[mempool_tap::metrics::Series] = &[
     (PRECOMPILE_MEMO_HITS, "counter", "", "Precompile calls answered by the memo instead of run again."),
     (PRECOMPILE_MEMO_MISSES, "counter", "", "Precompile calls the memo did not hold (run, then held)."),
     (PRECOMPILE_MEMO_BYTES, "gauge", "", "Bytes held by the precompile memo (inputs and outputs)."),
+    (KECCAK_MEMO_HITS, "counter", "", "Hashes of long inputs answered by the keccak memo instead of computed."),
+    (KECCAK_MEMO_MISSES, "counter", "", "Hashes of long inputs the keccak memo did not hold (computed, then held)."),
+    (KECCAK_MEMO_BYTES, "gauge", "", "Bytes held by the keccak memo (inputs and per-entry overhead)."),
     (AP_EVICTIONS, "counter", "", "Programs evicted from the AP store for its memory budget."),
     (AP_MEMORY_BYTES, "gauge", "", "Estimated bytes held by the AP store."),
     (AP_PROGRAMS, "gauge", "", "Programs held by the AP store."),
@@ -87,6 +90,12 @@ pub const PRECOMPILE_MEMO_HITS: &str = "prescient_precompile_memo_hits_total";
 pub const PRECOMPILE_MEMO_MISSES: &str = "prescient_precompile_memo_misses_total";
 /// Bytes held by the precompile memo (inputs and outputs). (gauge).
 pub const PRECOMPILE_MEMO_BYTES: &str = "prescient_precompile_memo_bytes";
+/// Hashes of long inputs answered by the keccak memo instead of computed. (counter).
+pub const KECCAK_MEMO_HITS: &str = "prescient_keccak_memo_hits_total";
+/// Hashes of long inputs the keccak memo did not hold (computed, then held). (counter).
+pub const KECCAK_MEMO_MISSES: &str = "prescient_keccak_memo_misses_total";
+/// Bytes held by the keccak memo (inputs and per-entry overhead). (gauge).
+pub const KECCAK_MEMO_BYTES: &str = "prescient_keccak_memo_bytes";
 /// Programs evicted from the AP store for its memory budget. (counter).
 pub const AP_EVICTIONS: &str = "prescient_ap_evictions_total";
 /// Estimated bytes held by the AP store. (gauge).

@@ -285,6 +285,10 @@ impl Pipeline {
         metrics::counter!(crate::metrics::PRECOMPILE_MEMO_HITS).absolute(stats.hits);
         metrics::counter!(crate::metrics::PRECOMPILE_MEMO_MISSES).absolute(stats.misses);
         metrics::gauge!(crate::metrics::PRECOMPILE_MEMO_BYTES).set(stats.bytes as f64);
+        let keccak = self.memo.keccak().stats();
+        metrics::counter!(crate::metrics::KECCAK_MEMO_HITS).absolute(keccak.hits);
+        metrics::counter!(crate::metrics::KECCAK_MEMO_MISSES).absolute(keccak.misses);
+        metrics::gauge!(crate::metrics::KECCAK_MEMO_BYTES).set(keccak.bytes as f64);
     }
 
     /// The accelerated program of a transaction.

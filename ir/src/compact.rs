@@ -13,6 +13,7 @@
 //!   nothing per instruction (only the outcome it returns: its logs, output and state map);
 //! - **state read only from memory**: loads go to the `DatabaseRef` the import hands in, which
 //!   at import is a cache over the pre-state (the same as revm reads);
+//! - **hashes of long inputs memoized** ([`crate::keccak`], carried by the precompile memo);
 //! - **precompile results memoized** ([`PrecompileMemo`]): a call already run on the same
 //!   input under the same rules (while pre-executing, or by an earlier hit) is a lookup.
 //!
@@ -36,6 +37,7 @@ use revm::{
 
 use crate::{
     interp::{Evaluation, FUEL, Miss, MissReason},
+    keccak::KeccakMemo,
     ops::{AccountFlags, GuardKind, Imm, Op, OpKind, Ty},
     outcome::{AccountChange, TxOutcome, TxStatus},
     program::{Program, ProgramEnv, Value},
@@ -825,7 +827,12 @@ impl Compiled {
                     w[dst as usize] = U256::from_be_slice(b);
                 }
                 CInst::Keccak { dst, src } => {
-                    w[dst as usize] = keccak256(bytes_of(&s.arena, s.ranges[src as usize])).into();
+                    let input = bytes_of(&s.arena, s.ranges[src as usize]);
+                    w[dst as usize] = match memo {
+                        Some(memo) => memo.keccak.hash(input),
+                        None => keccak256(input),
+                    }
+                    .into();
                 }
                 CInst::Len { dst, src } => w[dst as usize] = U256::from(s.ranges[src as usize].1),
                 CInst::PCall { dst, src, precompile, at } => {
@@ -980,6 +987,9 @@ pub struct PrecompileKey {
 pub struct PrecompileMemo {
     inner: Mutex<MemoInner>,
     max_bytes: usize,
+    /// The segment memo for hashing long inputs ([`crate::keccak`]), a quarter of the budget
+    /// beside the precompile results': it travels with them to every evaluation.
+    keccak: KeccakMemo,
 }
 
 #[derive(Debug, Default)]
@@ -1037,7 +1047,12 @@ fn memo_hash(key: &PrecompileKey, input: &[u8]) -> u64 {
 impl PrecompileMemo {
     /// A memo holding at most `max_bytes`.
     pub fn new(max_bytes: usize) -> Self {
-        Self { inner: Mutex::new(MemoInner::default()), max_bytes }
+        Self { inner: Mutex::new(MemoInner::default()), max_bytes, keccak: KeccakMemo::new(max_bytes / 4) }
+    }
+
+    /// The hashes of long inputs the evaluator computed ([`crate::keccak`]).
+    pub fn keccak(&self) -> &KeccakMemo {
+        &self.keccak
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoInner> {

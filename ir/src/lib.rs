@@ -4,6 +4,7 @@ pub mod backend;
 pub mod bloom;
 pub mod compact;
 pub mod interp;
+pub mod keccak;
 pub mod ops;
 pub mod outcome;
 pub mod passes;
