@@ -26,7 +26,7 @@
 //! wrong type, defined later, a bad immediate) does not compile, and the caller serves it with
 //! the interpreter, which misses on it.
 
-use std::{cell::RefCell, collections::BTreeMap, hash::Hash, sync::Mutex};
+use std::{cell::RefCell, collections::BTreeMap, hash::Hash};
 
 use revm::{
     DatabaseRef,
@@ -38,6 +38,7 @@ use revm::{
 use crate::{
     interp::{Evaluation, FUEL, Miss, MissReason},
     keccak::KeccakMemo,
+    memo::{MemoStats, MemoTable},
     ops::{AccountFlags, GuardKind, Imm, Op, OpKind, Ty},
     outcome::{AccountChange, TxOutcome, TxStatus},
     program::{Program, ProgramEnv, Value},
@@ -985,69 +986,17 @@ pub struct PrecompileKey {
 /// modexp, pairing, ecrecover) would otherwise run again.
 #[derive(Debug)]
 pub struct PrecompileMemo {
-    inner: Mutex<MemoInner>,
-    max_bytes: usize,
+    results: MemoTable<PrecompileKey>,
     /// The segment memo for hashing long inputs ([`crate::keccak`]), a quarter of the budget
     /// beside the precompile results': it travels with them to every evaluation.
     keccak: KeccakMemo,
 }
 
-#[derive(Debug, Default)]
-struct MemoInner {
-    /// Entries by a hash of key and input; each bucket compares the input byte for byte.
-    buckets: std::collections::HashMap<u64, Vec<MemoEntry>>,
-    entries: usize,
-    bytes: usize,
-    clock: u64,
-    hits: u64,
-    misses: u64,
-}
-
-#[derive(Debug)]
-struct MemoEntry {
-    key: PrecompileKey,
-    input: Bytes,
-    output: Bytes,
-    used: u64,
-}
-
-impl MemoEntry {
-    fn size(&self) -> usize {
-        self.input.len() + self.output.len() + MEMO_ENTRY_OVERHEAD
-    }
-}
-
-/// What a memo holds and has done.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MemoStats {
-    /// Entries held.
-    pub entries: usize,
-    /// Bytes held (inputs, outputs and per-entry overhead).
-    pub bytes: usize,
-    /// Lookups answered.
-    pub hits: u64,
-    /// Lookups not answered.
-    pub misses: u64,
-}
-
-const MEMO_ENTRY_OVERHEAD: usize = 128;
-
-/// SipHash with one per-process key: hostile inputs cannot be made to collide on purpose
-/// (and each bucket still compares the whole input).
-fn memo_hash(key: &PrecompileKey, input: &[u8]) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    static KEY: std::sync::LazyLock<std::collections::hash_map::RandomState> =
-        std::sync::LazyLock::new(std::collections::hash_map::RandomState::new);
-    let mut h = KEY.build_hasher();
-    key.hash(&mut h);
-    h.write(input);
-    h.finish()
-}
-
 impl PrecompileMemo {
-    /// A memo holding at most `max_bytes`.
+    /// A memo holding at most `max_bytes` of precompile results, and a quarter of that of
+    /// hashes.
     pub fn new(max_bytes: usize) -> Self {
-        Self { inner: Mutex::new(MemoInner::default()), max_bytes, keccak: KeccakMemo::new(max_bytes / 4) }
+        Self { results: MemoTable::new(max_bytes), keccak: KeccakMemo::new(max_bytes / 4) }
     }
 
     /// The hashes of long inputs the evaluator computed ([`crate::keccak`]).
@@ -1055,75 +1004,20 @@ impl PrecompileMemo {
         &self.keccak
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, MemoInner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// The result of `key` on `input`, when held.
     pub fn get(&self, key: &PrecompileKey, input: &[u8]) -> Option<Bytes> {
-        let hash = memo_hash(key, input);
-        let mut inner = self.lock();
-        inner.clock += 1;
-        let clock = inner.clock;
-        let found = inner.buckets.get_mut(&hash).and_then(|bucket| {
-            bucket.iter_mut().find(|e| e.key == *key && e.input[..] == *input).map(|e| {
-                e.used = clock;
-                e.output.clone()
-            })
-        });
-        if found.is_some() {
-            inner.hits += 1;
-        } else {
-            inner.misses += 1;
-        }
-        found
+        self.results.get(key, input)
     }
 
     /// Holds `output` as the result of `key` on `input`, evicting the least recently used
     /// entries beyond the budget.
     pub fn insert(&self, key: PrecompileKey, input: &[u8], output: Bytes) {
-        let entry = MemoEntry { key, input: Bytes::copy_from_slice(input), output, used: 0 };
-        let size = entry.size();
-        if size > self.max_bytes / 4 {
-            return;
-        }
-        let hash = memo_hash(&key, input);
-        let mut inner = self.lock();
-        inner.clock += 1;
-        let used = inner.clock;
-        let bucket = inner.buckets.entry(hash).or_default();
-        if bucket.iter().any(|e| e.key == key && e.input[..] == *input) {
-            return;
-        }
-        bucket.push(MemoEntry { used, ..entry });
-        inner.entries += 1;
-        inner.bytes += size;
-        if inner.bytes > self.max_bytes {
-            // Evict the older half: amortised O(1) per insert, no ordered structure to keep.
-            let mut ages: Vec<u64> = inner.buckets.values().flatten().map(|e| e.used).collect();
-            ages.sort_unstable();
-            let cut = ages[ages.len() / 2];
-            let (mut freed, mut dropped) = (0, 0);
-            for bucket in inner.buckets.values_mut() {
-                bucket.retain(|e| {
-                    let keep = e.used > cut;
-                    if !keep {
-                        freed += e.size();
-                        dropped += 1;
-                    }
-                    keep
-                });
-            }
-            inner.buckets.retain(|_, b| !b.is_empty());
-            inner.bytes -= freed;
-            inner.entries -= dropped;
-        }
+        self.results.insert(key, input, output)
     }
 
-    /// What it holds and has done.
+    /// What it holds and has done (precompile results).
     pub fn stats(&self) -> MemoStats {
-        let inner = self.lock();
-        MemoStats { entries: inner.entries, bytes: inner.bytes, hits: inner.hits, misses: inner.misses }
+        self.results.stats()
     }
 }
 

@@ -5,6 +5,7 @@ pub mod bloom;
 pub mod compact;
 pub mod interp;
 pub mod keccak;
+pub mod memo;
 pub mod ops;
 pub mod outcome;
 pub mod passes;

@@ -180,7 +180,11 @@ mod tests {
             })
             .collect();
         TxOutcome {
-            status: if i % 5 == 3 { TxStatus::Revert } else { TxStatus::Success(revm::context::result::SuccessReason::Stop) },
+            status: if i % 5 == 3 {
+                TxStatus::Revert
+            } else {
+                TxStatus::Success(revm::context::result::SuccessReason::Stop)
+            },
             gas_used: 21_000 + i as u64 * 1_003,
             gas_refunded: 0,
             logs,
@@ -211,14 +215,18 @@ mod tests {
             let outcomes: Vec<TxOutcome> = (0..len).map(outcome).collect();
             let types: Vec<u8> = (0..len).map(|i| (i % 3) as u8).collect();
             let expected = receipts(&outcomes, &types);
-            let (count, streamed) = build_while(len, |logs: &[Log]| logs_bloom(logs), |sink| {
-                let mut n = 0;
-                for input in inputs(&outcomes, &types) {
-                    sink(input);
-                    n += 1;
-                }
-                n
-            });
+            let (count, streamed) = build_while(
+                len,
+                |logs: &[Log]| logs_bloom(logs),
+                |sink| {
+                    let mut n = 0;
+                    for input in inputs(&outcomes, &types) {
+                        sink(input);
+                        n += 1;
+                    }
+                    n
+                },
+            );
             assert_eq!(count, len);
             let streamed = streamed.expect("all pushed");
             assert_eq!(streamed.receipts_root, expected.receipts_root, "root, {len} txs");
@@ -236,9 +244,14 @@ mod tests {
             let outcomes: Vec<TxOutcome> = (0..len + 1).map(outcome).collect();
             let types = vec![2u8; len + 1];
             let all = inputs(&outcomes, &types);
-            let (_, short) = build_while(len, |logs: &[Log]| logs_bloom(logs), |sink| all[..len - 1].iter().cloned().for_each(&mut *sink));
+            let (_, short) = build_while(
+                len,
+                |logs: &[Log]| logs_bloom(logs),
+                |sink| all[..len - 1].iter().cloned().for_each(&mut *sink),
+            );
             assert!(short.is_none(), "short, {len}");
-            let (_, long) = build_while(len, |logs: &[Log]| logs_bloom(logs), |sink| all.iter().cloned().for_each(&mut *sink));
+            let (_, long) =
+                build_while(len, |logs: &[Log]| logs_bloom(logs), |sink| all.iter().cloned().for_each(&mut *sink));
             assert!(long.is_none(), "long, {len}");
         }
     }
