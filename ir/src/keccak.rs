@@ -80,7 +80,7 @@ mod tests {
         let memo = KeccakMemo::new(1 << 20);
         let base = input(1000, 7);
         let mut last = base.clone();
-        *last.last_mut().unwrap() ^= 1;
+        last[999] ^= 1;
         let prefix = &base[..999];
         for bytes in [&base[..], &last[..], prefix, &base[..], &last[..], prefix] {
             assert_eq!(memo.hash(bytes), keccak256(bytes));
