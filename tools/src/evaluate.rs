@@ -340,6 +340,21 @@ pub fn recorded_arrivals(arrivals: &[mempool_tap::recorded::Arrival]) -> HashMap
     first
 }
 
+/// Pending transactions from one sender from which it is taken for a pool paying out.
+pub const PAYOUT_BATCH: usize = 8;
+
+/// The senders of at least [`PAYOUT_BATCH`] of `pending` (the pool's senders, one per pending
+/// transaction). A mining pool pays its miners in batches from its fee-recipient address,
+/// usually at a fee only its own blocks accept; an exchange's hot wallet looks the same
+/// and costs one wasted future per transaction.
+pub fn payout_senders(pending: impl Iterator<Item = Address>) -> HashSet<Address> {
+    let mut counts: HashMap<Address, usize> = HashMap::new();
+    for sender in pending {
+        *counts.entry(sender).or_default() += 1;
+    }
+    counts.into_iter().filter(|(_, n)| *n >= PAYOUT_BATCH).map(|(a, _)| a).collect()
+}
+
 /// The fee recipients the predictor knows: those of other blocks. A transaction sent by one
 /// of them is most likely a pool's own (a payout), included by that pool: its sender is then
 /// its first fee-recipient candidate.
@@ -474,17 +489,25 @@ pub fn evaluate_block(
     }
     // One second before the block: refresh the futures whose predecessors changed since.
     let refresh_ms = block_ms.saturating_sub(1000) as f64;
+    // A sender with a batch of pending transactions in the pool may be a pool paying out,
+    // which its own blocks include: such a sender also gets a future where it is the fee
+    // recipient (what the pool shows, not the block: `payout_senders`).
+    let payouts = payout_senders(heard.iter().filter(|h| (h.arrival_ms as f64) <= refresh_ms).map(|h| h.env.caller));
     for h in &heard {
         let Some((_, futures)) = pipeline.futures(&h.hash, view.basefee) else { continue };
         let Some(main) = futures.last() else { continue };
+        let known = recipients.all.contains(&h.env.caller);
         let seen = used_futures.entry(h.hash).or_default();
         if !seen.contains(&shape(main)) {
             seen.push(shape(main));
-            let ctx = match recipients.all.contains(&h.env.caller) {
+            let ctx = match known {
                 true => view.next_slot_with(h.env.caller),
                 false => contexts[0].clone(),
             };
             run(h.hash, main, &ctx, refresh_ms, &mut result);
+        }
+        if !known && payouts.contains(&h.env.caller) && contexts[0].beneficiary != h.env.caller {
+            run(h.hash, main, &view.next_slot_with(h.env.caller), refresh_ms, &mut result);
         }
     }
     result.store_bytes = pipeline.store().stats().2;
@@ -882,5 +905,16 @@ mod tests {
         let candidates = fee_recipient_candidates(&others, 101, 2);
         assert_eq!(candidates, vec![a(1), a(9)], "most frequent near ones; the block's own (2) left out");
         assert!(fee_recipient_candidates(&[(7, a(3))], 7, 3).is_empty());
+    }
+
+    #[test]
+    fn payout_senders_are_the_pools_batch_senders() {
+        let a = |b: u8| Address::with_last_byte(b);
+        let mut pending = vec![a(1); PAYOUT_BATCH];
+        pending.extend(vec![a(2); PAYOUT_BATCH - 1]);
+        pending.push(a(3));
+        let payouts = payout_senders(pending.into_iter());
+        assert_eq!(payouts, HashSet::from([a(1)]));
+        assert!(payout_senders(std::iter::empty()).is_empty());
     }
 }
