@@ -352,12 +352,12 @@ impl Compiled {
             (OpKind::Const, _) => {
                 arity(0)?;
                 let Imm::Bytes(b) = &inst.imm else { return Err(err("bytes without bytes")) };
-                if c.arena.len() + b.len() > ARENA_LIMIT {
+                if c.arena.len() + b.len() >= ARENA_LIMIT {
                     return Err(err("constant byte strings beyond the arena limit"));
                 }
                 let start = c.arena.len() as u32;
                 c.arena.extend_from_slice(b);
-                c.ranges.push((start, b.len() as u32));
+                c.ranges.push((start | CONST_BYTES, b.len() as u32));
                 Reg::Bytes(c.ranges.len() as u32 - 1)
             }
             (OpKind::Load, op) => {
@@ -657,11 +657,16 @@ impl Compiled {
         memo: Option<&PrecompileMemo>,
         capture: Option<Vec<Read>>,
     ) -> ((Evaluation, Option<usize>), Option<Vec<Read>>) {
-        s.words.clear();
-        s.words.extend_from_slice(&self.words);
-        s.words.resize(self.words.len() + self.computed as usize, U256::ZERO);
+        // Constants are read from the template in place (`Regs`): only the computed registers
+        // live in the scratch, and each is written before it is read (the program is SSA),
+        // so the scratch is only grown, never cleared or copied into.
+        let registers = self.words.len() + self.computed as usize;
+        if s.words.len() < registers {
+            s.words.resize(registers, U256::ZERO);
+        }
+        // Constant byte strings are read in place too (their ranges are flagged
+        // `CONST_BYTES`); the scratch arena holds only computed ones.
         s.arena.clear();
-        s.arena.extend_from_slice(&self.arena);
         s.ranges.clear();
         s.ranges.extend_from_slice(&self.ranges);
         s.accounts.clear();
@@ -743,47 +748,47 @@ impl Compiled {
         let capture = &mut walk.capture;
         let miss = |reason, at: u32| Miss { reason, at: Value(at) };
         for inst in code {
-            let w = &mut s.words;
+            let w = &mut Regs { k: &self.words, w: &mut s.words };
             match *inst {
                 CInst::Load { op: op @ (Op::Balance | Op::Nonce | Op::CodeHash | Op::Exists), dst, a, at, .. } => {
-                    let address = word_to_address(w[a as usize]);
+                    let address = word_to_address(w[a]);
                     let Ok(info) = s.accounts.account(address, db) else {
                         return Err(miss(MissReason::State, at));
                     };
                     match account_word(op, info.as_ref()) {
-                        Some(v) => w[dst as usize] = v,
+                        Some(v) => w.w[dst as usize] = v,
                         None => return Err(miss(MissReason::Malformed, at)),
                     }
                     if let Some(reads) = capture {
-                        reads.push(Read { op, args: [w[a as usize], U256::ZERO], value: w[dst as usize], at });
+                        reads.push(Read { op, args: [w[a], U256::ZERO], value: w[dst], at });
                     }
                 }
                 CInst::Load { op, dst, a, b, at } => {
-                    let args = [w[a as usize], w[b as usize]];
+                    let args = [w[a], w[b]];
                     let n = if op == Op::Storage { 2 } else { 1 };
                     match load_word(op, &args[..n], db, block) {
-                        Ok(Some(v)) => w[dst as usize] = v,
+                        Ok(Some(v)) => w.w[dst as usize] = v,
                         Ok(None) => return Err(miss(MissReason::Malformed, at)),
                         Err(_) => return Err(miss(MissReason::State, at)),
                     }
                     if let Some(reads) = capture {
-                        reads.push(Read { op, args, value: w[dst as usize], at });
+                        reads.push(Read { op, args, value: w[dst], at });
                     }
                 }
                 CInst::Ctx { op, dst, at } => {
-                    w[dst as usize] = context(op, cfg, block);
+                    w.w[dst as usize] = context(op, cfg, block);
                     if let Some(reads) = capture {
-                        reads.push(Read { op, args: [U256::ZERO; 2], value: w[dst as usize], at });
+                        reads.push(Read { op, args: [U256::ZERO; 2], value: w[dst], at });
                     }
                 }
-                CInst::Word1 { op, dst, a } => w[dst as usize] = word1(op, w[a as usize]),
-                CInst::Word2 { op, dst, a, b } => w[dst as usize] = word2(op, w[a as usize], w[b as usize]),
+                CInst::Word1 { op, dst, a } => w.w[dst as usize] = word1(op, w[a]),
+                CInst::Word2 { op, dst, a, b } => w.w[dst as usize] = word2(op, w[a], w[b]),
                 CInst::Word3 { op, dst, a, b, c } => {
-                    let args = [w[a as usize], w[b as usize], w[c as usize]];
-                    w[dst as usize] = fold_word(op, &args).unwrap_or_default();
+                    let args = [w[a], w[b], w[c]];
+                    w.w[dst as usize] = fold_word(op, &args).unwrap_or_default();
                 }
                 CInst::Guard { a, expected, kind, at } => {
-                    if w[a as usize] != w[expected as usize] {
+                    if w[a] != w[expected] {
                         return Err(miss(MissReason::Guard(kind), at));
                     }
                 }
@@ -795,8 +800,7 @@ impl Compiled {
                         return Err(miss(MissReason::OutOfFuel, at));
                     }
                     for &part in parts {
-                        let (o, l) = s.ranges[part as usize];
-                        s.arena.extend_from_within(o as usize..o as usize + l as usize);
+                        extend_with(&mut s.arena, &self.arena, s.ranges[part as usize], 0, u32::MAX);
                     }
                     s.ranges[dst as usize] = (start as u32, total as u32);
                 }
@@ -808,7 +812,7 @@ impl Compiled {
                     }
                     let from = offset.min(l) as usize;
                     let to = offset.saturating_add(len).min(l) as usize;
-                    s.arena.extend_from_within(o as usize + from..o as usize + to);
+                    extend_with(&mut s.arena, &self.arena, (o, l), from as u32, to as u32);
                     s.arena.resize(start + len as usize, 0);
                     s.ranges[dst as usize] = (start as u32, len);
                 }
@@ -817,28 +821,28 @@ impl Compiled {
                     if start + 32 > ARENA_LIMIT {
                         return Err(miss(MissReason::OutOfFuel, at));
                     }
-                    s.arena.extend_from_slice(&w[a as usize].to_be_bytes::<32>());
+                    s.arena.extend_from_slice(&w[a].to_be_bytes::<32>());
                     s.ranges[dst as usize] = (start as u32, 32);
                 }
                 CInst::ToWord { dst, src, at } => {
-                    let b = bytes_of(&s.arena, s.ranges[src as usize]);
+                    let b = bytes_of(&self.arena, &s.arena, s.ranges[src as usize]);
                     if b.len() > 32 {
                         return Err(miss(MissReason::Malformed, at));
                     }
-                    w[dst as usize] = U256::from_be_slice(b);
+                    w.w[dst as usize] = U256::from_be_slice(b);
                 }
                 CInst::Keccak { dst, src } => {
-                    let input = bytes_of(&s.arena, s.ranges[src as usize]);
-                    w[dst as usize] = match memo {
+                    let input = bytes_of(&self.arena, &s.arena, s.ranges[src as usize]);
+                    w.w[dst as usize] = match memo {
                         Some(memo) => memo.keccak.hash(input),
                         None => keccak256(input),
                     }
                     .into();
                 }
-                CInst::Len { dst, src } => w[dst as usize] = U256::from(s.ranges[src as usize].1),
+                CInst::Len { dst, src } => w.w[dst as usize] = U256::from(s.ranges[src as usize].1),
                 CInst::PCall { dst, src, precompile, at } => {
                     let (address, gas, spec) = self.precompiles[precompile as usize];
-                    let input = bytes_of(&s.arena, s.ranges[src as usize]);
+                    let input = bytes_of(&self.arena, &s.arena, s.ranges[src as usize]);
                     let key = PrecompileKey { address, gas, spec };
                     let out = match memo.and_then(|m| m.get(&key, input)) {
                         Some(out) => out,
@@ -861,14 +865,14 @@ impl Compiled {
                 }
                 CInst::StoreAccount { a, balance, nonce, code_hash, flags, at } => {
                     walk.stored = true;
-                    let nonce = w[nonce as usize];
+                    let nonce = w[nonce];
                     if nonce > U256::from(u64::MAX) {
                         return Err(miss(MissReason::Malformed, at));
                     }
                     let change = AccountChange {
-                        balance: w[balance as usize],
+                        balance: w[balance],
                         nonce: nonce.to::<u64>(),
-                        code_hash: B256::from(w[code_hash as usize]),
+                        code_hash: B256::from(w[code_hash]),
                         code: None,
                         created: flags.created,
                         selfdestructed: flags.selfdestructed,
@@ -876,7 +880,7 @@ impl Compiled {
                     };
                     // Two stores to one account: two symbolic addresses met without an alias
                     // guard, never a hit.
-                    if outcome.state.insert(word_to_address(w[a as usize]), change).is_some() {
+                    if outcome.state.insert(word_to_address(w[a]), change).is_some() {
                         return Err(miss(MissReason::Malformed, at));
                     }
                 }
@@ -884,39 +888,58 @@ impl Compiled {
                     walk.stored = true;
                     let fresh = outcome
                         .state
-                        .get_mut(&word_to_address(w[a as usize]))
-                        .is_some_and(|account| account.storage.insert(w[k as usize], w[v as usize]).is_none());
+                        .get_mut(&word_to_address(w[a]))
+                        .is_some_and(|account| account.storage.insert(w[k], w[v]).is_none());
                     if !fresh {
                         return Err(miss(MissReason::Malformed, at));
                     }
                 }
                 CInst::StoreCode { a, code, at } => {
                     walk.stored = true;
-                    match outcome.state.get_mut(&word_to_address(w[a as usize])) {
+                    match outcome.state.get_mut(&word_to_address(w[a])) {
                         Some(account) => {
-                            account.code = Some(Bytes::copy_from_slice(bytes_of(&s.arena, s.ranges[code as usize])))
+                            account.code =
+                                Some(Bytes::copy_from_slice(bytes_of(&self.arena, &s.arena, s.ranges[code as usize])))
                         }
                         None => return Err(miss(MissReason::Malformed, at)),
                     }
                 }
                 CInst::Log { a, data, from, to } => {
                     walk.stored = true;
-                    let topics = self.lists[from as usize..to as usize].iter().map(|t| B256::from(w[*t as usize]));
-                    let data = Bytes::copy_from_slice(bytes_of(&s.arena, s.ranges[data as usize]));
+                    let topics = self.lists[from as usize..to as usize].iter().map(|t| B256::from(w[*t]));
+                    let data = Bytes::copy_from_slice(bytes_of(&self.arena, &s.arena, s.ranges[data as usize]));
                     let data = LogData::new_unchecked(topics.collect(), data);
-                    outcome.logs.push(Log { address: word_to_address(w[a as usize]), data });
+                    outcome.logs.push(Log { address: word_to_address(w[a]), data });
                 }
                 CInst::Output { b } => {
                     walk.stored = true;
-                    outcome.output = Bytes::copy_from_slice(bytes_of(&s.arena, s.ranges[b as usize]));
+                    outcome.output = Bytes::copy_from_slice(bytes_of(&self.arena, &s.arena, s.ranges[b as usize]));
                 }
                 CInst::Created { a } => {
                     walk.stored = true;
-                    outcome.created_address = Some(word_to_address(w[a as usize]));
+                    outcome.created_address = Some(word_to_address(w[a]));
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// The word registers of an evaluation: the constants, read in place from the template,
+/// then the computed registers in the scratch (which also spans the constants' numbers,
+/// unused there).
+struct Regs<'a> {
+    k: &'a [U256],
+    w: &'a mut Vec<U256>,
+}
+
+impl std::ops::Index<u32> for Regs<'_> {
+    type Output = U256;
+
+    #[inline(always)]
+    fn index(&self, r: u32) -> &U256 {
+        let r = r as usize;
+        if r < self.k.len() { &self.k[r] } else { &self.w[r] }
     }
 }
 
@@ -929,8 +952,25 @@ struct Walk<'s> {
     capture: Option<Vec<Read>>,
 }
 
-fn bytes_of(arena: &[u8], (o, l): (u32, u32)) -> &[u8] {
-    &arena[o as usize..o as usize + l as usize]
+/// Flags a byte register's range as lying in the program's constant arena rather than the
+/// evaluation's (arena offsets stay below `ARENA_LIMIT`, so the bit is free).
+const CONST_BYTES: u32 = 1 << 31;
+
+/// The bytes of `range`: in the constants `consts` when flagged, in `arena` otherwise.
+fn bytes_of<'a>(consts: &'a [u8], arena: &'a [u8], (o, l): (u32, u32)) -> &'a [u8] {
+    let (source, o) = if o & CONST_BYTES != 0 { (consts, o & !CONST_BYTES) } else { (arena, o) };
+    &source[o as usize..o as usize + l as usize]
+}
+
+/// Appends bytes `from..to` (clamped to its length) of `range` to `arena`.
+fn extend_with(arena: &mut Vec<u8>, consts: &[u8], (o, l): (u32, u32), from: u32, to: u32) {
+    let (from, to) = (from.min(l) as usize, to.min(l) as usize);
+    if o & CONST_BYTES != 0 {
+        let o = (o & !CONST_BYTES) as usize;
+        arena.extend_from_slice(&consts[o + from..o + to]);
+    } else {
+        arena.extend_from_within(o as usize + from..o as usize + to);
+    }
 }
 
 /// The most bytes an evaluation's arena holds (byte strings are `u32` ranges of it). A path
