@@ -117,6 +117,8 @@ pub struct Compiled {
     computed: u32,
     /// While compiling: the next computed register.
     computed_top: u32,
+    /// Computed byte registers; they follow the constant ones (`ranges`).
+    computed_bytes: u32,
     /// While compiling: the register of each constant word, so that equal constants (the
     /// merged programs share most of theirs; guards expect 0 and 1 again and again) take one
     /// register and the template an evaluation copies stays small.
@@ -272,6 +274,7 @@ impl Compiled {
             words: Vec::new(),
             computed: 0,
             computed_top: 0,
+            computed_bytes: 0,
             interned: std::collections::HashMap::new(),
             arena: Vec::new(),
             ranges: Vec::new(),
@@ -432,6 +435,30 @@ impl Compiled {
                 *r = base + (*r & !COMPUTED);
             }
         };
+        // Byte registers likewise: the constants' ranges first, then the computed ones.
+        let base_bytes = self.ranges.len() as u32;
+        let fix_bytes = |r: &mut B| {
+            if *r & COMPUTED != 0 {
+                *r = base_bytes + (*r & !COMPUTED);
+            }
+        };
+        for inst in &mut self.code {
+            match inst {
+                CInst::Concat { dst, from, to, .. } => {
+                    fix_bytes(dst);
+                    self.lists[*from as usize..*to as usize].iter_mut().for_each(fix_bytes);
+                }
+                CInst::Slice { dst, src, .. } | CInst::PCall { dst, src, .. } => {
+                    [dst, src].into_iter().for_each(fix_bytes)
+                }
+                CInst::ToBytes { dst, .. } => fix_bytes(dst),
+                CInst::ToWord { src, .. } | CInst::Keccak { src, .. } | CInst::Len { src, .. } => fix_bytes(src),
+                CInst::StoreCode { code, .. } => fix_bytes(code),
+                CInst::Log { data, .. } => fix_bytes(data),
+                CInst::Output { b } => fix_bytes(b),
+                _ => {}
+            }
+        }
         for inst in &mut self.code {
             match inst {
                 CInst::Load { dst, a, b, .. } => [dst, a, b].into_iter().for_each(fix),
@@ -468,8 +495,9 @@ impl Compiled {
     }
 
     fn bytes_reg(&mut self) -> B {
-        self.ranges.push((0, 0));
-        self.ranges.len() as u32 - 1
+        let r = COMPUTED | self.computed_bytes;
+        self.computed_bytes += 1;
+        r
     }
 
     fn compute(
@@ -667,8 +695,10 @@ impl Compiled {
         // Constant byte strings are read in place too (their ranges are flagged
         // `CONST_BYTES`); the scratch arena holds only computed ones.
         s.arena.clear();
-        s.ranges.clear();
-        s.ranges.extend_from_slice(&self.ranges);
+        let byte_registers = self.ranges.len() + self.computed_bytes as usize;
+        if s.ranges.len() < byte_registers {
+            s.ranges.resize(byte_registers, (0, 0));
+        }
         s.accounts.clear();
         let mut walk = Walk {
             s,
@@ -795,17 +825,17 @@ impl Compiled {
                 CInst::Concat { dst, from, to, at } => {
                     let start = s.arena.len();
                     let parts = &self.lists[from as usize..to as usize];
-                    let total: usize = parts.iter().map(|&p| s.ranges[p as usize].1 as usize).sum();
+                    let total: usize = parts.iter().map(|&p| range_of(&self.ranges, &s.ranges, p).1 as usize).sum();
                     if start + total > ARENA_LIMIT {
                         return Err(miss(MissReason::OutOfFuel, at));
                     }
                     for &part in parts {
-                        extend_with(&mut s.arena, &self.arena, s.ranges[part as usize], 0, u32::MAX);
+                        extend_with(&mut s.arena, &self.arena, range_of(&self.ranges, &s.ranges, part), 0, u32::MAX);
                     }
                     s.ranges[dst as usize] = (start as u32, total as u32);
                 }
                 CInst::Slice { dst, src, offset, len, at } => {
-                    let (o, l) = s.ranges[src as usize];
+                    let (o, l) = range_of(&self.ranges, &s.ranges, src);
                     let start = s.arena.len();
                     if start + len as usize > ARENA_LIMIT {
                         return Err(miss(MissReason::OutOfFuel, at));
@@ -825,24 +855,24 @@ impl Compiled {
                     s.ranges[dst as usize] = (start as u32, 32);
                 }
                 CInst::ToWord { dst, src, at } => {
-                    let b = bytes_of(&self.arena, &s.arena, s.ranges[src as usize]);
+                    let b = bytes_of(&self.arena, &s.arena, range_of(&self.ranges, &s.ranges, src));
                     if b.len() > 32 {
                         return Err(miss(MissReason::Malformed, at));
                     }
                     w.w[dst as usize] = U256::from_be_slice(b);
                 }
                 CInst::Keccak { dst, src } => {
-                    let input = bytes_of(&self.arena, &s.arena, s.ranges[src as usize]);
+                    let input = bytes_of(&self.arena, &s.arena, range_of(&self.ranges, &s.ranges, src));
                     w.w[dst as usize] = match memo {
                         Some(memo) => memo.keccak.hash(input),
                         None => keccak256(input),
                     }
                     .into();
                 }
-                CInst::Len { dst, src } => w.w[dst as usize] = U256::from(s.ranges[src as usize].1),
+                CInst::Len { dst, src } => w.w[dst as usize] = U256::from(range_of(&self.ranges, &s.ranges, src).1),
                 CInst::PCall { dst, src, precompile, at } => {
                     let (address, gas, spec) = self.precompiles[precompile as usize];
-                    let input = bytes_of(&self.arena, &s.arena, s.ranges[src as usize]);
+                    let input = bytes_of(&self.arena, &s.arena, range_of(&self.ranges, &s.ranges, src));
                     let key = PrecompileKey { address, gas, spec };
                     let out = match memo.and_then(|m| m.get(&key, input)) {
                         Some(out) => out,
@@ -898,8 +928,11 @@ impl Compiled {
                     walk.stored = true;
                     match outcome.state.get_mut(&word_to_address(w[a])) {
                         Some(account) => {
-                            account.code =
-                                Some(Bytes::copy_from_slice(bytes_of(&self.arena, &s.arena, s.ranges[code as usize])))
+                            account.code = Some(Bytes::copy_from_slice(bytes_of(
+                                &self.arena,
+                                &s.arena,
+                                range_of(&self.ranges, &s.ranges, code),
+                            )))
                         }
                         None => return Err(miss(MissReason::Malformed, at)),
                     }
@@ -907,13 +940,18 @@ impl Compiled {
                 CInst::Log { a, data, from, to } => {
                     walk.stored = true;
                     let topics = self.lists[from as usize..to as usize].iter().map(|t| B256::from(w[*t]));
-                    let data = Bytes::copy_from_slice(bytes_of(&self.arena, &s.arena, s.ranges[data as usize]));
+                    let data = Bytes::copy_from_slice(bytes_of(
+                        &self.arena,
+                        &s.arena,
+                        range_of(&self.ranges, &s.ranges, data),
+                    ));
                     let data = LogData::new_unchecked(topics.collect(), data);
                     outcome.logs.push(Log { address: word_to_address(w[a]), data });
                 }
                 CInst::Output { b } => {
                     walk.stored = true;
-                    outcome.output = Bytes::copy_from_slice(bytes_of(&self.arena, &s.arena, s.ranges[b as usize]));
+                    outcome.output =
+                        Bytes::copy_from_slice(bytes_of(&self.arena, &s.arena, range_of(&self.ranges, &s.ranges, b)));
                 }
                 CInst::Created { a } => {
                     walk.stored = true;
@@ -950,6 +988,14 @@ struct Walk<'s> {
     outcome: TxOutcome,
     stored: bool,
     capture: Option<Vec<Read>>,
+}
+
+/// The range of byte register `r`: a constant's from the program, a computed one's from the
+/// scratch.
+#[inline(always)]
+fn range_of(consts: &[(u32, u32)], scratch: &[(u32, u32)], r: u32) -> (u32, u32) {
+    let r = r as usize;
+    if r < consts.len() { consts[r] } else { scratch[r] }
 }
 
 /// Flags a byte register's range as lying in the program's constant arena rather than the
