@@ -1090,6 +1090,13 @@ impl PrecompileMemo {
         &self.keccak
     }
 
+    /// With `frozen`, both memos answer what they hold and hold nothing new
+    /// ([`MemoTable::freeze`]).
+    pub fn freeze(&self, frozen: bool) {
+        self.results.freeze(frozen);
+        self.keccak.freeze(frozen);
+    }
+
     /// The result of `key` on `input`, when held.
     pub fn get(&self, key: &PrecompileKey, input: &[u8]) -> Option<Bytes> {
         self.results.get(key, input)

@@ -49,6 +49,11 @@ impl KeccakMemo {
         hash
     }
 
+    /// Holds nothing new while `frozen` ([`MemoTable::freeze`]).
+    pub fn freeze(&self, frozen: bool) {
+        self.table.freeze(frozen);
+    }
+
     /// What it holds and has done: hits and misses count long inputs only.
     pub fn stats(&self) -> MemoStats {
         self.table.stats()
@@ -92,6 +97,23 @@ mod tests {
         }
         assert_eq!(memo.stats().entries, 3);
         assert_eq!(memo.stats().hits, 3);
+    }
+
+    /// A frozen memo answers what it holds and holds nothing new.
+    #[test]
+    fn a_frozen_memo_answers_but_does_not_learn() {
+        let memo = KeccakMemo::new(1 << 20);
+        let (held, new) = (input(300, 1), input(300, 2));
+        memo.hash(&held);
+        memo.freeze(true);
+        assert_eq!(memo.hash(&held), keccak256(&held));
+        assert_eq!(memo.hash(&new), keccak256(&new));
+        assert_eq!(memo.hash(&new), keccak256(&new));
+        let stats = memo.stats();
+        assert_eq!((stats.entries, stats.hits), (1, 1), "{stats:?}");
+        memo.freeze(false);
+        memo.hash(&new);
+        assert_eq!(memo.stats().entries, 2);
     }
 
     #[test]

@@ -9,7 +9,10 @@
 use std::{
     collections::HashMap,
     hash::{BuildHasher, Hash},
-    sync::{LazyLock, Mutex, MutexGuard},
+    sync::{
+        LazyLock, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use alloy::primitives::{Bytes, map::DefaultHashBuilder};
@@ -25,6 +28,8 @@ const ENTRY_OVERHEAD: usize = 128;
 pub struct MemoTable<K> {
     inner: Mutex<Inner<K>>,
     max_bytes: usize,
+    /// Answers lookups but holds nothing new (see [`MemoTable::freeze`]).
+    frozen: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -74,7 +79,13 @@ impl<K: Hash + Eq + Copy> MemoTable<K> {
     /// A table holding at most `max_bytes`.
     pub fn new(max_bytes: usize) -> Self {
         let inner = Inner { buckets: HashMap::new(), entries: 0, bytes: 0, clock: 0, hits: 0, misses: 0 };
-        Self { inner: Mutex::new(inner), max_bytes }
+        Self { inner: Mutex::new(inner), max_bytes, frozen: AtomicBool::new(false) }
+    }
+
+    /// With `frozen`, the table still answers what it holds but holds nothing new: an
+    /// evaluation that measures a block's import must not learn from that block.
+    pub fn freeze(&self, frozen: bool) {
+        self.frozen.store(frozen, Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner<K>> {
@@ -105,6 +116,9 @@ impl<K: Hash + Eq + Copy> MemoTable<K> {
     /// entries beyond the budget. An entry larger than a quarter of the budget, or a full
     /// bucket, is not held.
     pub fn insert(&self, key: K, input: &[u8], output: Bytes) {
+        if self.frozen.load(Ordering::Relaxed) {
+            return;
+        }
         let entry = Entry { key, input: Bytes::copy_from_slice(input), output, used: 0 };
         let size = entry.size();
         if size > self.max_bytes / 4 {

@@ -497,6 +497,8 @@ pub fn evaluate_block(
         let Some((_, futures)) = pipeline.futures(&h.hash, view.basefee) else { continue };
         let Some(main) = futures.last() else { continue };
         let known = recipients.all.contains(&h.env.caller);
+        // Never before the transaction was heard.
+        let now = refresh_ms.max(h.arrival_ms as f64);
         let seen = used_futures.entry(h.hash).or_default();
         if !seen.contains(&shape(main)) {
             seen.push(shape(main));
@@ -504,14 +506,18 @@ pub fn evaluate_block(
                 true => view.next_slot_with(h.env.caller),
                 false => contexts[0].clone(),
             };
-            run(h.hash, main, &ctx, refresh_ms, &mut result);
+            run(h.hash, main, &ctx, now, &mut result);
         }
         if !known && payouts.contains(&h.env.caller) && contexts[0].beneficiary != h.env.caller {
-            run(h.hash, main, &view.next_slot_with(h.env.caller), refresh_ms, &mut result);
+            run(h.hash, main, &view.next_slot_with(h.env.caller), now, &mut result);
         }
     }
     result.store_bytes = pipeline.store().stats().2;
 
+    // From here on the block is known: the memos answer what pre-execution put in them and
+    // learn nothing from the block's own import, which a node runs once (the timings below
+    // repeat it).
+    pipeline.memo().freeze(true);
     // Import in the block's real context, verified in full.
     let imported = pipeline.import(&db, &block.cfg, &block.env, &txs, true)?;
     let (divergences, _) = imported.checked.unwrap_or_default();
