@@ -40,7 +40,7 @@ use revm::{
 
 use crate::{
     executor::{Accelerated, Divergence, Import, ImportError, ImportTx, import_block, verify_against_reference},
-    predictor::{PendingPool, PoolTx, PreExecution, pre_execute},
+    predictor::{Footprint, PendingPool, PoolTx, PreExecution, pre_execute},
     store::ApStore,
 };
 
@@ -49,6 +49,8 @@ use crate::{
 pub struct PipelineConfig {
     /// Most predecessors in a predicted-block future.
     pub max_predecessors: usize,
+    /// Most order flips per transaction ([`PendingPool::flip_futures`]).
+    pub flip_futures: usize,
     /// Memory budget of the AP store, in bytes.
     pub store_bytes: usize,
     /// Programs kept per transaction.
@@ -71,6 +73,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
             max_predecessors: 64,
+            flip_futures: 2,
             store_bytes: 512 << 20,
             programs_per_tx: 4,
             pool_capacity: 50_000,
@@ -191,6 +194,12 @@ impl Pipeline {
         Some((tx, futures))
     }
 
+    /// The order flips of a pending transaction in a block of base fee `basefee`, at most
+    /// [`PipelineConfig::flip_futures`] ([`PendingPool::flip_futures`]).
+    pub fn flip_futures(&self, hash: &B256, basefee: u64) -> Vec<Vec<TxEnv>> {
+        lock(&self.pool).flip_futures(hash, basefee, self.config.max_predecessors, self.config.flip_futures)
+    }
+
     /// Pre-executes `tx` (a pending transaction) under each of `futures` on `state` in the
     /// context `cfg` / `block`, and stores the programs.
     pub fn pre_execute<D>(
@@ -262,6 +271,7 @@ impl Pipeline {
     /// its recording; false when an equal program is there already (the read set is still
     /// added).
     pub fn store_program(&self, hash: B256, program: Program, reads: Option<ReadSet>) -> bool {
+        lock(&self.pool).note_footprint(&hash, &Footprint::of(&program));
         let keep = self.config.read_sets && program.insts.len() >= self.config.read_set_min_insts;
         let stored = self.store.insert(hash, program, reads.filter(|_| keep));
         if stored {

@@ -10,14 +10,23 @@
 //!   effective tip first, each sender's transactions in nonce order, ties by arrival),
 //!   everything before `T` (at most `max_predecessors`, the nearest ones).
 //!
+//! - **order flips**: when another pending transaction `U` wrote what `T` read in their
+//!   pre-executions (their [`Footprint`]s overlap), `T`'s path may depend on which goes
+//!   first, and the predicted order may have it wrong: a builder orders equal tips as it
+//!   likes, bundles go where they pay, and arrival times are noisy. The predicted block with
+//!   `U` moved to the other side of `T` is one more future ([`PendingPool::flip_futures`]). A
+//!   back-running bot reading its target's balance, or contracts created by one factory,
+//!   whose addresses count its creations, are such pairs.
+//!
 //! Identical futures are pre-executed once. Each pre-execution records a program (see
 //! [`ir::record`]), optimized and verified before it is stored; a program is only a
 //! shortcut under its guards, so a wrong prediction costs a miss, never a wrong result.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ir::{
     compact::{Compiled, PrecompileMemo},
+    ops::Op,
     passes::optimize,
     program::Program,
     readset::ReadSet,
@@ -29,8 +38,59 @@ use revm::{
     context::{BlockEnv, CfgEnv, TxEnv},
     database::CacheDB,
     database_interface::DBErrorMarker,
-    primitives::{Address, B256},
+    primitives::{Address, B256, U256},
 };
+
+/// A piece of state a program reads or writes: an account (balance, nonce, code) or a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StateKey {
+    /// An account.
+    Account(Address),
+    /// A storage slot of an account.
+    Slot(Address, U256),
+}
+
+/// The state a pre-executed transaction read and wrote at constant addresses and slots (what
+/// its program loads and stores; a key the program computes from its inputs is not in it, nor
+/// is the fee recipient, which every transaction writes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// Keys read.
+    pub reads: HashSet<StateKey>,
+    /// Keys written.
+    pub writes: HashSet<StateKey>,
+}
+
+impl Footprint {
+    /// The footprint of `program`.
+    pub fn of(program: &Program) -> Self {
+        let address = |v| program.as_const(v).map(|w| Address::from_word(w.into()));
+        let mut f = Self::default();
+        for inst in &program.insts {
+            let (set, key) = match (inst.op, inst.args.as_slice()) {
+                (Op::Balance | Op::Nonce | Op::CodeHash | Op::Exists, [a]) => {
+                    (&mut f.reads, address(*a).map(StateKey::Account))
+                }
+                (Op::Storage, [a, k]) => {
+                    (&mut f.reads, address(*a).zip(program.as_const(*k)).map(|(a, k)| StateKey::Slot(a, k)))
+                }
+                (Op::StoreAccount, [a, ..]) => (&mut f.writes, address(*a).map(StateKey::Account)),
+                (Op::StoreSlot, [a, k, _]) => {
+                    (&mut f.writes, address(*a).zip(program.as_const(*k)).map(|(a, k)| StateKey::Slot(a, k)))
+                }
+                _ => continue,
+            };
+            set.extend(key);
+        }
+        f
+    }
+
+    /// Adds `other`'s keys (another path of the same transaction).
+    pub fn extend(&mut self, other: &Self) {
+        self.reads.extend(other.reads.iter().copied());
+        self.writes.extend(other.writes.iter().copied());
+    }
+}
 
 /// A pending transaction in the pool.
 #[derive(Clone, Debug)]
@@ -49,6 +109,8 @@ pub struct PoolTx {
 pub struct PendingPool {
     by_hash: HashMap<B256, PoolTx>,
     by_sender: BTreeMap<Address, BTreeMap<u64, B256>>,
+    /// What each transaction's pre-executions read and wrote, once it has a program.
+    footprints: HashMap<B256, Footprint>,
     seq: u64,
     capacity: usize,
 }
@@ -63,7 +125,13 @@ pub fn effective_tip(tx: &TxEnv, basefee: u64) -> u128 {
 impl PendingPool {
     /// A pool of at most `capacity` transactions.
     pub fn new(capacity: usize) -> Self {
-        Self { by_hash: HashMap::new(), by_sender: BTreeMap::new(), seq: 0, capacity: capacity.max(1) }
+        Self {
+            by_hash: HashMap::new(),
+            by_sender: BTreeMap::new(),
+            footprints: HashMap::new(),
+            seq: 0,
+            capacity: capacity.max(1),
+        }
     }
 
     /// Adds a transaction; false when it is known, or the pool is full. A transaction
@@ -75,6 +143,7 @@ impl PendingPool {
         let replaced = self.by_sender.get(&env.caller).and_then(|n| n.get(&env.nonce)).copied();
         if let Some(old) = replaced {
             self.by_hash.remove(&old);
+            self.footprints.remove(&old);
         } else if self.by_hash.len() >= self.capacity {
             metrics::counter!(crate::metrics::POOL_REJECTED).increment(1);
             return false;
@@ -88,6 +157,13 @@ impl PendingPool {
     /// The transaction with `hash`.
     pub fn get(&self, hash: &B256) -> Option<&PoolTx> {
         self.by_hash.get(hash)
+    }
+
+    /// Adds what a pre-execution of pending `hash` read and wrote to its footprint.
+    pub fn note_footprint(&mut self, hash: &B256, footprint: &Footprint) {
+        if self.by_hash.contains_key(hash) {
+            self.footprints.entry(*hash).or_default().extend(footprint);
+        }
     }
 
     /// Number of pending transactions.
@@ -115,12 +191,14 @@ impl PendingPool {
             if let Some(t) = self.by_hash.remove(hash) {
                 removed.push(t.hash);
             }
+            self.footprints.remove(hash);
             if let Some(nonces) = self.by_sender.get_mut(sender) {
                 let stale: Vec<u64> = nonces.range(..=*nonce).map(|(n, _)| *n).collect();
                 for n in stale {
                     if let Some(h) = nonces.remove(&n)
                         && self.by_hash.remove(&h).is_some()
                     {
+                        self.footprints.remove(&h);
                         removed.push(h);
                     }
                 }
@@ -175,6 +253,60 @@ impl PendingPool {
         let mut futures = vec![chain];
         if !block.iter().map(|t| (t.caller, t.nonce)).eq(futures[0].iter().map(|t| (t.caller, t.nonce))) {
             futures.push(block);
+        }
+        futures
+    }
+
+    /// The order flips of `hash` (see the module docs): for each pending transaction `U` of
+    /// another sender that wrote a key `hash` read (their footprints), the predicted block
+    /// (`futures`' last) with `U` on the other side: removed with its sender's later
+    /// transactions when it is predicted before, appended with its sender's pending earlier
+    /// ones when after. At most `limit`, the most telling first: those whose overlapping key
+    /// fewest pending transactions write (a key one transaction alone writes is a signal; one
+    /// that many write is contention, where moving one of many changes little), then those of
+    /// `hash`'s tip (whose order a builder chooses freely), then the nearest in arrival.
+    pub fn flip_futures(&self, hash: &B256, basefee: u64, max_predecessors: usize, limit: usize) -> Vec<Vec<TxEnv>> {
+        let footprints = &self.footprints;
+        let (Some(tx), Some(own)) = (self.by_hash.get(hash), footprints.get(hash)) else { return Vec::new() };
+        if limit == 0 || own.reads.is_empty() {
+            return Vec::new();
+        }
+        let tip = effective_tip(&tx.env, basefee);
+        let others: Vec<&PoolTx> = self.by_hash.values().filter(|u| u.env.caller != tx.env.caller).collect();
+        let mut writers: HashMap<StateKey, usize> = HashMap::new();
+        for u in &others {
+            for key in footprints.get(&u.hash).into_iter().flat_map(|f| f.writes.iter()) {
+                *writers.entry(*key).or_default() += 1;
+            }
+        }
+        let mut flips: Vec<(usize, bool, u64, &PoolTx)> = others
+            .iter()
+            .filter_map(|u| {
+                let writes = &footprints.get(&u.hash)?.writes;
+                let rarest = writes.iter().filter(|k| own.reads.contains(k)).map(|k| writers[k]).min()?;
+                Some((rarest, effective_tip(&u.env, basefee) != tip, u.seq.abs_diff(tx.seq), *u))
+            })
+            .collect();
+        flips.sort_by_key(|(rarest, untied, distance, u)| (*rarest, *untied, *distance, u.hash));
+        let order = self.predicted_order(basefee);
+        let position = order.iter().position(|h| h == hash).unwrap_or(0);
+        let before = &order[position.saturating_sub(max_predecessors)..position];
+        let env = |h: &B256| self.by_hash.get(h).map(|t| t.env.clone());
+        let mut futures = Vec::new();
+        for (_, _, _, u) in flips.into_iter().take(limit) {
+            let (sender, nonce) = (u.env.caller, u.env.nonce);
+            let future: Vec<TxEnv> = if before.contains(&u.hash) {
+                let later = |t: &TxEnv| t.caller == sender && t.nonce >= nonce;
+                before.iter().filter_map(env).filter(|t| !later(t)).collect()
+            } else {
+                let mut future: Vec<TxEnv> = before.iter().filter_map(env).collect();
+                let chain = self.by_sender.get(&sender).into_iter().flat_map(|n| n.range(..=nonce));
+                let missing: Vec<TxEnv> =
+                    chain.filter(|(_, h)| !before.contains(h)).filter_map(|(_, h)| env(h)).collect();
+                future.extend(missing);
+                future
+            };
+            futures.push(future);
         }
         futures
     }
@@ -309,6 +441,53 @@ mod tests {
         assert_eq!(futures.len(), 2);
         assert_eq!(futures[0].len(), 1, "nonce chain: sender 1 nonce 0");
         assert_eq!(futures[1].len(), 3, "predicted block: everything before it");
+    }
+
+    #[test]
+    fn a_footprint_is_the_constant_keys_loaded_and_stored() {
+        let text = "env Cancun chain 1\nstatus {\"Success\":\"Stop\"}\ngas 21000 refund 0\n\
+            v0 = const 0x1\nv1 = const 0x2\nv2 = ctx.coinbase\nv3 = load.balance v0\n\
+            v4 = load.storage v1, v0\nv5 = load.balance v2\n    store.slot v1, v0, v3\n\
+            store.account v0, v3, v4, v4\n    store.account v2, v5, v4, v4\n";
+        let program = ir::text::parse(text).expect("parses");
+        let f = Footprint::of(&program);
+        let (one, two) = (Address::with_last_byte(1), Address::with_last_byte(2));
+        let slot = StateKey::Slot(two, U256::from(1));
+        assert_eq!(f.reads, HashSet::from([StateKey::Account(one), slot]), "the fee recipient is not a key");
+        assert_eq!(f.writes, HashSet::from([StateKey::Account(one), slot]));
+    }
+
+    #[test]
+    fn order_flips_move_a_writer_of_what_was_read_across() {
+        let mut pool = PendingPool::new(100);
+        let (t, t_env) = tx(1, 0, 10);
+        let (before, before_env) = tx(2, 0, 10); // same tip, heard first: predicted before
+        let (rich, rich_env) = tx(3, 0, 20); // predicted before, writes nothing read
+        let (after, after_env) = tx(4, 0, 5); // predicted after
+        let (unknown, unknown_env) = tx(5, 0, 5); // no pre-execution yet
+        for (h, env) in [(before, before_env.clone()), (t, t_env), (rich, rich_env.clone()), (after, after_env.clone())]
+        {
+            assert!(pool.insert(h, env, 0));
+        }
+        assert!(pool.insert(unknown, unknown_env, 0));
+        let key = StateKey::Slot(Address::with_last_byte(9), U256::from(1));
+        let reads = |keys: &[StateKey]| Footprint { reads: keys.iter().copied().collect(), writes: HashSet::new() };
+        let writes = |keys: &[StateKey]| Footprint { reads: HashSet::new(), writes: keys.iter().copied().collect() };
+        assert!(pool.flip_futures(&t, 100, 16, 4).is_empty(), "no footprint yet: nothing to flip");
+        pool.note_footprint(&t, &reads(&[key]));
+        pool.note_footprint(&before, &writes(&[key]));
+        pool.note_footprint(&after, &writes(&[key]));
+        pool.note_footprint(&rich, &writes(&[StateKey::Account(Address::with_last_byte(7))]));
+        let shape = |f: &Vec<TxEnv>| f.iter().map(|t| t.caller).collect::<Vec<_>>();
+        let flips: Vec<_> = pool.flip_futures(&t, 100, 16, 4).iter().map(shape).collect();
+        assert_eq!(
+            flips,
+            vec![vec![rich_env.caller], vec![rich_env.caller, before_env.caller, after_env.caller]],
+            "the tied writer first (taken out), then the later one (put in)"
+        );
+        assert_eq!(pool.flip_futures(&t, 100, 16, 1).len(), 1, "the limit holds");
+        pool.remove_included(&[(before_env.caller, 0, before)]);
+        assert_eq!(pool.flip_futures(&t, 100, 16, 4).len(), 1, "an included writer's footprint is gone");
     }
 
     #[test]

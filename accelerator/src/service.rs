@@ -501,7 +501,10 @@ impl Service {
     fn pre_execute_pending(&self, hash: B256) {
         let Some(head) = lock(&self.head).clone() else { return };
         let (cfg, block) = self.next_block(&head);
-        let Some((tx, futures)) = self.pipeline.futures(&hash, block.basefee) else { return };
+        let Some((tx, mut futures)) = self.pipeline.futures(&hash, block.basefee) else { return };
+        // Order flips need footprints: other pending transactions' programs, and this one's
+        // from an earlier pre-execution (a transaction is pre-executed again at each head).
+        futures.extend(self.pipeline.flip_futures(&hash, block.basefee));
         // Prefetch what this transaction and its futures will read, in a few batches.
         let mut accounts: Vec<Address> = vec![tx.env.caller, block.beneficiary];
         let mut slots: Vec<(Address, U256)> = Vec::new();

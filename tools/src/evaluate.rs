@@ -10,8 +10,10 @@
 //!   pre-exec  at each arrival: the transaction's futures (nonce chain, fee-greedy block order)
 //!             × predicted contexts (timestamp slots, fee recipients of other blocks), within
 //!             a budget per transaction; one second before the block, a refresh of the futures
-//!             whose predicted predecessors changed. A simulated worker runs them in order at
-//!             their measured cost: a program finished after the block arrived is not used.
+//!             whose predicted predecessors changed, then order flips (a pending transaction
+//!             that wrote what this one read moved across it). A simulated worker runs them
+//!             in order at their measured cost: a program finished after the block arrived
+//!             is not used.
 //!   import    the block through the store, verified against sequential revm in full
 //!   measure   per transaction, on the state before it, with warm caches: revm and the fast
 //!             path alternately; per block, the import and sequential revm alternately
@@ -63,6 +65,8 @@ pub struct EvaluateOptions {
     pub reps: usize,
     /// Use the read-set memo (off: every hit is evaluated; for measuring what it buys).
     pub read_sets: bool,
+    /// Explain every miss of a heard transaction ([`BlockResult::explained`]).
+    pub explain: bool,
 }
 
 impl Default for EvaluateOptions {
@@ -75,6 +79,7 @@ impl Default for EvaluateOptions {
             window_ms: 24_000,
             reps: 3,
             read_sets: true,
+            explain: false,
         }
     }
 }
@@ -286,6 +291,11 @@ pub struct BlockResult {
     pub import_ms: f64,
     /// Whole-block sequential revm (median), ms.
     pub revm_ms: f64,
+    /// With [`EvaluateOptions::explain`]: per missed heard transaction, in Markdown, the
+    /// futures it was pre-executed in and where each of its programs misses on the state the
+    /// block gave it.
+    #[serde(skip)]
+    pub explained: Vec<String>,
 }
 
 impl BlockResult {
@@ -413,7 +423,7 @@ pub fn evaluate_block(
     let config = PipelineConfig {
         max_predecessors: options.max_predecessors,
         pool_capacity: heard.len().max(1),
-        programs_per_tx: options.futures_per_tx.max(1) + 2,
+        programs_per_tx: options.futures_per_tx.max(1) + 2 + PipelineConfig::default().flip_futures,
         read_sets: options.read_sets,
         ..PipelineConfig::default()
     };
@@ -432,6 +442,7 @@ pub fn evaluate_block(
         store_bytes: 0,
         import_ms: 0.0,
         revm_ms: 0.0,
+        explained: Vec::new(),
     };
     // One simulated worker: pre-executions run in order, each for its measured time.
     let mut worker_ms = 0f64;
@@ -512,6 +523,22 @@ pub fn evaluate_block(
             run(h.hash, main, &view.next_slot_with(h.env.caller), now, &mut result);
         }
     }
+    // Then the order flips, now that the pool's transactions have footprints: the predicted
+    // block with a transaction that wrote what this one read moved across it.
+    for h in &heard {
+        let now = refresh_ms.max(h.arrival_ms as f64);
+        let ctx = match recipients.all.contains(&h.env.caller) {
+            true => view.next_slot_with(h.env.caller),
+            false => contexts[0].clone(),
+        };
+        for future in pipeline.flip_futures(&h.hash, view.basefee) {
+            let seen = used_futures.entry(h.hash).or_default();
+            if !seen.contains(&shape(&future)) {
+                seen.push(shape(&future));
+                run(h.hash, &future, &ctx, now, &mut result);
+            }
+        }
+    }
     result.store_bytes = pipeline.store().stats().2;
 
     // From here on the block is known: the memos answer what pre-execution put in them and
@@ -538,6 +565,10 @@ pub fn evaluate_block(
         let (revm_ns, revm_cached_ns, fast_ns) = timings[i];
         result.txs.push(TxResult { index: i, class, miss, revm_ns, revm_cached_ns, fast_ns });
     }
+    if options.explain {
+        let missed: Vec<usize> = result.txs.iter().filter(|t| t.class == Class::Missed).map(|t| t.index).collect();
+        result.explained = explain_misses(block, &pipeline, &db, &txs, &missed, &used_futures);
+    }
     // Whole-block times, alternating.
     let (mut import, mut revm) = (Vec::new(), Vec::new());
     let envs = block.tx_envs();
@@ -559,6 +590,67 @@ pub fn evaluate_block(
     result.import_ms = median(import);
     result.revm_ms = median(revm);
     Ok(result)
+}
+
+/// For each of `missed` (block indexes): the futures it was pre-executed in (predecessors by
+/// block index, `-` for one the block does not hold) beside the block's real predecessors, and
+/// where each of its programs misses in the reference interpreter on the state before it.
+fn explain_misses(
+    block: &RecordedBlock,
+    pipeline: &Pipeline,
+    db: &InMemoryDB,
+    txs: &[ImportTx],
+    missed: &[usize],
+    futures: &HashMap<B256, Vec<Vec<(Address, u64)>>>,
+) -> Vec<String> {
+    use std::fmt::Write;
+    let position: HashMap<(Address, u64), usize> =
+        txs.iter().enumerate().map(|(i, t)| ((t.env.caller, t.env.nonce), i)).collect();
+    let mut state = CacheDB::new(db);
+    let mut out = Vec::new();
+    for (i, tx) in txs.iter().enumerate() {
+        if missed.contains(&i) {
+            let mut text = format!("### block {} tx {i} {}\n\n", block.number, tx.hash);
+            for shape in futures.get(&tx.hash).into_iter().flatten() {
+                let names: Vec<String> =
+                    shape.iter().map(|k| position.get(k).map_or("-".to_string(), usize::to_string)).collect();
+                let _ = writeln!(text, "- future: [{}]", names.join(" "));
+            }
+            for (p, program) in pipeline.accelerated(&tx.hash).iter().flat_map(|a| a.programs.iter()).enumerate() {
+                match ir::interp::evaluate(program, &state, &block.cfg, &block.env, ir::interp::FUEL) {
+                    ir::interp::Evaluation::Hit(_) => {
+                        let _ = writeln!(text, "- program {p}: hits");
+                    }
+                    ir::interp::Evaluation::Miss(miss) => {
+                        let _ = writeln!(text, "- program {p}: {} at", miss.reason.name());
+                        let _ = writeln!(text, "```");
+                        explain_value(&mut text, program, miss.at, 3);
+                        let _ = writeln!(text, "```");
+                    }
+                }
+            }
+            out.push(text);
+        }
+        let mut evm = ir::reference::evm(&mut state, &block.cfg, &block.env);
+        if let Ok(r) = evm.transact(tx.env.clone()) {
+            drop(evm);
+            state.commit(r.state);
+        }
+    }
+    out
+}
+
+/// Prints `v`'s instruction and, to `depth`, those of its operands.
+fn explain_value(text: &mut String, program: &ir::program::Program, v: ir::program::Value, depth: usize) {
+    let Some(inst) = program.insts.get(v.0 as usize) else { return };
+    text.push_str(&" ".repeat(2 * (3 - depth.min(3))));
+    text.push_str(&ir::text::print_inst(v, inst));
+    text.push('\n');
+    if depth > 0 {
+        for a in &inst.args {
+            explain_value(text, program, *a, depth - 1);
+        }
+    }
 }
 
 /// Per transaction (block order, on the state before it, caches warm): revm's time and the
@@ -752,6 +844,11 @@ pub fn write_report(dir: &std::path::Path, summary: &Summary, blocks: &[BlockRes
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("summary.json"), serde_json::to_string_pretty(summary)?)?;
     std::fs::write(dir.join("blocks.json"), serde_json::to_string(blocks)?)?;
+    let explained: Vec<&String> = blocks.iter().flat_map(|b| &b.explained).collect();
+    if !explained.is_empty() {
+        let text = explained.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n");
+        std::fs::write(dir.join("misses.md"), format!("# Misses of heard transactions\n\n{text}"))?;
+    }
     // Speedup CDF over hits, time-weighted (each hit weighs its revm time).
     let points: Vec<(f64, f64)> = blocks
         .iter()

@@ -61,6 +61,10 @@ enum Command {
         /// Do not use the read-set memo (every hit evaluated): what the memo buys.
         #[arg(long)]
         no_read_sets: bool,
+        /// Explain every miss of a heard transaction (its futures, where its programs miss) in
+        /// `misses.md` of the report folder.
+        #[arg(long)]
+        explain: bool,
         /// Report folder (summary.json, blocks.json, report.md and plots).
         #[arg(long, default_value = "evaluate-report")]
         out: PathBuf,
@@ -204,6 +208,10 @@ struct PipelineArgs {
     /// Most predecessors in a predicted-block future.
     #[arg(long, default_value_t = PipelineConfig::default().max_predecessors)]
     max_predecessors: usize,
+    /// Most order flips per transaction: futures where a pending transaction that wrote what
+    /// this one read goes on the other side of it.
+    #[arg(long, default_value_t = PipelineConfig::default().flip_futures)]
+    flip_futures: usize,
     /// Memory budget of the AP store, in MiB.
     #[arg(long, default_value_t = PipelineConfig::default().store_bytes >> 20)]
     store_mib: usize,
@@ -229,6 +237,7 @@ impl PipelineArgs {
         let defaults = PipelineConfig::default();
         PipelineConfig {
             max_predecessors: self.max_predecessors,
+            flip_futures: self.flip_futures,
             store_bytes: self.store_mib << 20,
             programs_per_tx: self.programs_per_tx.max(1),
             pool_capacity: self.pool_capacity.max(1),
@@ -255,13 +264,25 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Replay { data, blocks, no_progress } => replay(data, &blocks, no_progress),
         Command::Diff { data, tx, out } => diff(data, tx, out),
-        Command::Evaluate { data, blocks, heard, futures, max_predecessors, reps, no_read_sets, out, no_progress } => {
+        Command::Evaluate {
+            data,
+            blocks,
+            heard,
+            futures,
+            max_predecessors,
+            reps,
+            no_read_sets,
+            explain,
+            out,
+            no_progress,
+        } => {
             let options = EvaluateOptions {
                 heard: heard.clamp(0.0, 1.0),
                 futures_per_tx: futures.max(1),
                 max_predecessors,
                 reps: reps.max(1),
                 read_sets: !no_read_sets,
+                explain,
                 ..EvaluateOptions::default()
             };
             evaluate(&data, &blocks, &options, &out, no_progress)

@@ -377,15 +377,19 @@ fn finish<D: DatabaseRef>(
     accounts.sort_by_key(|(_, sym)| sym.addr);
     for (address, sym) in accounts {
         if !spec.is_enabled_in(SpecId::SPURIOUS_DRAGON) {
-            // Before EIP-161 revm normalizes touched empty accounts: marked created if they
-            // did not exist, untouched if they did. Whether an account ends up in the write
-            // set therefore depends on its existence and emptiness, for every account the
-            // transaction reached (an untouched one may be untouched only because it was
-            // empty): pin both.
-            let exists = w.load(Op::Exists, &[sym.addr]);
-            w.b.guard(GuardKind::WriteSet, exists);
+            // Before EIP-161 revm normalizes touched accounts left empty: marked created if
+            // they did not exist, untouched if they did. Whether an account ends up in the
+            // write set therefore depends on its emptiness after the transaction, and when
+            // empty on its existence, for every account the transaction reached (an untouched
+            // one may be untouched only because it was empty): pin emptiness, and existence
+            // where it matters. An account left with funds or code is committed alike whether
+            // it existed or not (a fee recipient of another block, say).
             let empty = w.is_empty(sym);
             w.b.guard(GuardKind::WriteSet, empty);
+            if w.b.traced_word(empty) != U256::ZERO {
+                let exists = w.load(Op::Exists, &[sym.addr]);
+                w.b.guard(GuardKind::WriteSet, exists);
+            }
         }
         let revm_account = state.get(address).filter(|a| a.is_touched());
         let Some(account) = revm_account else {
