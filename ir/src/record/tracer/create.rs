@@ -64,10 +64,41 @@ impl<D: DatabaseRef> Tracer<'_, D> {
         let address = inputs.created_address(old_nonce);
         let address_v = match salt {
             None => {
-                // CREATE: the address follows from the creator's nonce; pinning the nonce
-                // makes it a constant.
-                self.low.b.guard(GuardKind::Alias, account.nonce);
-                self.low.b.word(crate::record::world::word(address))
+                // CREATE: keccak256(rlp([creator, nonce])), computed from the nonce. A
+                // factory's creations are then data, whatever else it created first; only
+                // the nonce's encoded length is pinned.
+                let b = &mut self.low.b;
+                let creator_bytes = b.compute(Op::ToBytes, &[creator_v]);
+                let creator_bytes = b.compute_imm(Op::Slice, &[creator_bytes], Imm::Slice(12, 20));
+                // The nonce's RLP: 0x80 for zero, the byte itself below 0x80, else 0x80 + n
+                // and its n big-endian bytes; its class is a range of values, pinned.
+                let n = (64 - old_nonce.leading_zeros()).div_ceil(8) as usize;
+                let (lo, hi, head, tail) = match old_nonce {
+                    0 => (0, U256::from(1), vec![0x80], None),
+                    1..0x80 => (1, U256::from(0x80), Vec::new(), Some(1)),
+                    _ => ((1u64 << (8 * (n - 1))).max(0x80), U256::from(1) << (8 * n), vec![0x80 + n as u8], Some(n)),
+                };
+                if lo > 0 {
+                    let lo = b.word(U256::from(lo));
+                    let below = b.compute(Op::Lt, &[account.nonce, lo]);
+                    b.guard(GuardKind::Alias, below);
+                }
+                let hi = b.word(hi);
+                let below = b.compute(Op::Lt, &[account.nonce, hi]);
+                b.guard(GuardKind::Alias, below);
+                let payload = 21 + head.len() + tail.unwrap_or(0);
+                let mut parts = vec![b.bytes(Bytes::from(vec![0xc0 + payload as u8, 0x94])), creator_bytes];
+                if !head.is_empty() {
+                    parts.push(b.bytes(Bytes::from(head)));
+                }
+                if let Some(len) = tail {
+                    let word = b.compute(Op::ToBytes, &[account.nonce]);
+                    parts.push(b.compute_imm(Op::Slice, &[word], Imm::Slice(32 - len as u32, len as u32)));
+                }
+                let preimage = b.compute(Op::Concat, &parts);
+                let hash = b.compute(Op::Keccak, &[preimage]);
+                let mask = b.word(address_mask());
+                b.compute(Op::And, &[hash, mask])
             }
             Some(salt) => {
                 // CREATE2: keccak256(0xff ++ creator ++ salt ++ keccak256(init code)).

@@ -119,3 +119,69 @@ fn a_step_that_halts_on_memory_pins_every_operand() {
     other.insert_account_storage(CONTRACT, U256::ZERO, U256::from(7)).expect("in memory");
     assert!(!hits_in(&db, &other, &cfg, &block, &tx), "every operand of the halting step is pinned");
 }
+
+#[test]
+fn created_addresses_follow_the_factory_nonce() {
+    // CREATE with empty init code, then SSTORE(0, the new address): the address is
+    // keccak256(rlp([factory, nonce])), computed from the nonce, whose RLP length class alone
+    // is pinned. The same class is the same path (and the oracle compares the new address
+    // with revm's); another class is a miss.
+    let code = [0x60, 0x00, 0x60, 0x00, 0x60, 0x00, 0xf0, 0x60, 0x00, 0x55, 0x00];
+    let at = |nonce: u64| {
+        let mut db = InMemoryDB::default();
+        db.insert_account_info(SENDER, AccountInfo::from_balance(U256::from(10u64.pow(18))));
+        let code = Bytecode::new_raw(Bytes::copy_from_slice(&code));
+        db.insert_account_info(CONTRACT, AccountInfo::new(U256::ZERO, nonce, code.hash_slow(), code));
+        db
+    };
+    let (cfg, block) = synthetic_env(SpecId::PRAGUE);
+    let tx = synthetic_call(CONTRACT, Bytes::new());
+    for (recorded, changed, same_class) in [
+        (1, 5, true),
+        (1, 0x7f, true),
+        (0x7f, 0x80, false),
+        (0x80, 0xff, true),
+        (0xff, 0x100, false),
+        (0x100, 0xffff, true),
+        (0xffff, 0x10000, false),
+        (1 << 40, (1 << 40) + 7, true),
+        (1 << 56, u64::MAX - 1, true),
+        (1 << 56, (1 << 56) - 1, false),
+    ] {
+        let hit = hits_in(&at(recorded), &at(changed), &cfg, &block, &tx);
+        assert_eq!(hit, same_class, "recorded at nonce {recorded:#x}, evaluated at {changed:#x}");
+    }
+}
+
+#[test]
+fn a_fee_recipient_before_spurious_dragon_is_pinned_only_when_left_empty() {
+    // Before EIP-161 revm keeps a touched account left empty only if it existed (else it is
+    // created). A fee recipient that earns a fee is committed alike whether it existed or
+    // not; one that earns nothing (gas price 0) is not.
+    let mut db = InMemoryDB::default();
+    db.insert_account_info(SENDER, AccountInfo::from_balance(U256::from(10u64.pow(18))));
+    let (cfg, mut block) = synthetic_env(SpecId::HOMESTEAD);
+    block.basefee = 0;
+    block.prevrandao = None;
+    block.difficulty = U256::from(1);
+    let to = address!("0x6000000000000000000000000000000000000006");
+    let transfer = |gas_price| TxEnv {
+        tx_type: 0,
+        gas_price,
+        gas_priority_fee: None,
+        gas_limit: 21_000,
+        value: U256::from(1),
+        kind: TxKind::Call(to),
+        ..synthetic_call(to, Bytes::new())
+    };
+    let mut rich = db.clone();
+    rich.insert_account_info(block.beneficiary, AccountInfo::from_balance(U256::from(5)));
+    let mut empty = db.clone();
+    empty.insert_account_info(block.beneficiary, AccountInfo::default());
+    assert!(hits_in(&db, &rich, &cfg, &block, &transfer(10)), "paid a fee: existence does not matter");
+    assert!(hits_in(&rich, &db, &cfg, &block, &transfer(10)), "paid a fee: existence does not matter");
+    assert!(!hits_in(&db, &empty, &cfg, &block, &transfer(0)), "left empty: it now exists, a miss");
+    // (Recorded where it exists and is left empty, revm leaves it untouched, which the
+    // recorder does not model: no program.)
+    assert!(!hits_in(&db, &rich, &cfg, &block, &transfer(0)), "emptiness is pinned: a miss");
+}
