@@ -207,8 +207,13 @@ pub fn known_code<D: DatabaseRef>(db: &CacheDB<D>, address: &Address, hash: B256
     if let Some(code) = db.cache.contracts.get(&hash) {
         return Some(code.clone());
     }
-    if let Some(code) = db.db.basic_ref(*address).ok().flatten().and_then(|info| with_hash(&info)) {
-        return Some(code);
+    if let Some(info) = db.db.basic_ref(*address).ok().flatten().filter(|info| info.code_hash == hash) {
+        // The backend's own account names this hash: its code by that hash is what revm
+        // would load and run for it, unverified as revm takes it (hashing a 24 KB contract
+        // at every first touch in a block cost more than a hit).
+        if let Some(code) = info.code.or_else(|| db.db.code_by_hash_ref(hash).ok()) {
+            return Some(code);
+        }
     }
     db.db.code_by_hash_ref(hash).ok().filter(|code| code.hash_slow() == hash)
 }
@@ -238,8 +243,16 @@ where
         |receipt| -> Result<_, ImportError> {
             let mut outcomes = Vec::with_capacity(txs.len());
             let mut paths = Vec::with_capacity(txs.len());
+            // The next transaction's program is looked up one ahead and prefetched while this
+            // one runs (see `Accelerated::prefetch`).
+            let mut next = txs.first().and_then(|tx| programs(&tx.hash));
             for (index, tx) in txs.iter().enumerate() {
-                let (path, outcome) = import_tx(db, cfg, block, index, tx, programs, memo)?;
+                let accelerated = next.take();
+                next = txs.get(index + 1).and_then(|tx| programs(&tx.hash));
+                if let Some(next) = &next {
+                    next.prefetch();
+                }
+                let (path, outcome) = import_tx(db, cfg, block, index, tx, accelerated.as_deref(), memo)?;
                 receipt(ir::receipts::ReceiptInput {
                     ty: tx.env.tx_type,
                     success: outcome.status.is_success(),
@@ -269,15 +282,15 @@ fn import_tx<D>(
     block: &BlockEnv,
     index: usize,
     tx: &ImportTx,
-    programs: &dyn Fn(&B256) -> Option<Arc<Accelerated>>,
+    accelerated: Option<&Accelerated>,
     memo: Option<&PrecompileMemo>,
 ) -> Result<(TxPath, TxOutcome), ImportError>
 where
     D: DatabaseRef,
     D::Error: DBErrorMarker,
 {
-    let (mut path, hit) = match programs(&tx.hash) {
-        Some(accelerated) => run_accelerated(&accelerated, &*db, cfg, block, memo),
+    let (mut path, hit) = match accelerated {
+        Some(accelerated) => run_accelerated(accelerated, &*db, cfg, block, memo),
         None => (TxPath::NoProgram, None),
     };
     // A hit is committed as revm would commit it, with the code of every account it
