@@ -271,7 +271,8 @@ impl Pipeline {
     /// its recording; false when an equal program is there already (the read set is still
     /// added).
     pub fn store_program(&self, hash: B256, program: Program, reads: Option<ReadSet>) -> bool {
-        lock(&self.pool).note_footprint(&hash, &Footprint::of(&program));
+        let footprint = Footprint::of(&program);
+        lock(&self.pool).note_footprint(&hash, &footprint);
         let keep = self.config.read_sets && program.insts.len() >= self.config.read_set_min_insts;
         let stored = self.store.insert(hash, program, reads.filter(|_| keep));
         if stored {

@@ -111,6 +111,8 @@ pub struct PendingPool {
     by_sender: BTreeMap<Address, BTreeMap<u64, B256>>,
     /// What each transaction's pre-executions read and wrote, once it has a program.
     footprints: HashMap<B256, Footprint>,
+    /// The pending transactions that wrote each key (the index of `footprints`' writes).
+    writers: HashMap<StateKey, HashSet<B256>>,
     seq: u64,
     capacity: usize,
 }
@@ -129,6 +131,7 @@ impl PendingPool {
             by_hash: HashMap::new(),
             by_sender: BTreeMap::new(),
             footprints: HashMap::new(),
+            writers: HashMap::new(),
             seq: 0,
             capacity: capacity.max(1),
         }
@@ -143,7 +146,7 @@ impl PendingPool {
         let replaced = self.by_sender.get(&env.caller).and_then(|n| n.get(&env.nonce)).copied();
         if let Some(old) = replaced {
             self.by_hash.remove(&old);
-            self.footprints.remove(&old);
+            self.forget_footprint(&old);
         } else if self.by_hash.len() >= self.capacity {
             metrics::counter!(crate::metrics::POOL_REJECTED).increment(1);
             return false;
@@ -162,7 +165,21 @@ impl PendingPool {
     /// Adds what a pre-execution of pending `hash` read and wrote to its footprint.
     pub fn note_footprint(&mut self, hash: &B256, footprint: &Footprint) {
         if self.by_hash.contains_key(hash) {
+            for key in &footprint.writes {
+                self.writers.entry(*key).or_default().insert(*hash);
+            }
             self.footprints.entry(*hash).or_default().extend(footprint);
+        }
+    }
+
+    fn forget_footprint(&mut self, hash: &B256) {
+        for key in self.footprints.remove(hash).into_iter().flat_map(|f| f.writes) {
+            if let Some(writers) = self.writers.get_mut(&key) {
+                writers.remove(hash);
+                if writers.is_empty() {
+                    self.writers.remove(&key);
+                }
+            }
         }
     }
 
@@ -191,14 +208,13 @@ impl PendingPool {
             if let Some(t) = self.by_hash.remove(hash) {
                 removed.push(t.hash);
             }
-            self.footprints.remove(hash);
+            self.forget_footprint(hash);
             if let Some(nonces) = self.by_sender.get_mut(sender) {
                 let stale: Vec<u64> = nonces.range(..=*nonce).map(|(n, _)| *n).collect();
                 for n in stale {
                     if let Some(h) = nonces.remove(&n)
                         && self.by_hash.remove(&h).is_some()
                     {
-                        self.footprints.remove(&h);
                         removed.push(h);
                     }
                 }
@@ -206,6 +222,9 @@ impl PendingPool {
                     self.by_sender.remove(sender);
                 }
             }
+        }
+        for h in &removed {
+            self.forget_footprint(h);
         }
         removed
     }
@@ -262,30 +281,30 @@ impl PendingPool {
     /// (`futures`' last) with `U` on the other side: removed with its sender's later
     /// transactions when it is predicted before, appended with its sender's pending earlier
     /// ones when after. At most `limit`, the most telling first: those whose overlapping key
-    /// fewest pending transactions write (a key one transaction alone writes is a signal; one
+    /// fewest pending transactions write (from the pool's index of writers: the cost is the
+    /// keys read and their writers, not the pool's size) (a key one transaction alone writes is a signal; one
     /// that many write is contention, where moving one of many changes little), then those of
     /// `hash`'s tip (whose order a builder chooses freely), then the nearest in arrival.
     pub fn flip_futures(&self, hash: &B256, basefee: u64, max_predecessors: usize, limit: usize) -> Vec<Vec<TxEnv>> {
-        let footprints = &self.footprints;
-        let (Some(tx), Some(own)) = (self.by_hash.get(hash), footprints.get(hash)) else { return Vec::new() };
-        if limit == 0 || own.reads.is_empty() {
+        let (Some(tx), Some(own)) = (self.by_hash.get(hash), self.footprints.get(hash)) else { return Vec::new() };
+        if limit == 0 {
             return Vec::new();
         }
         let tip = effective_tip(&tx.env, basefee);
-        let others: Vec<&PoolTx> = self.by_hash.values().filter(|u| u.env.caller != tx.env.caller).collect();
-        let mut writers: HashMap<StateKey, usize> = HashMap::new();
-        for u in &others {
-            for key in footprints.get(&u.hash).into_iter().flat_map(|f| f.writes.iter()) {
-                *writers.entry(*key).or_default() += 1;
+        // Each writer of a key this one read, with the fewest writers of any such key.
+        let mut rarest: HashMap<B256, usize> = HashMap::new();
+        for key in &own.reads {
+            let Some(writers) = self.writers.get(key) else { continue };
+            for writer in writers {
+                let r = rarest.entry(*writer).or_insert(usize::MAX);
+                *r = (*r).min(writers.len());
             }
         }
-        let mut flips: Vec<(usize, bool, u64, &PoolTx)> = others
-            .iter()
-            .filter_map(|u| {
-                let writes = &footprints.get(&u.hash)?.writes;
-                let rarest = writes.iter().filter(|k| own.reads.contains(k)).map(|k| writers[k]).min()?;
-                Some((rarest, effective_tip(&u.env, basefee) != tip, u.seq.abs_diff(tx.seq), *u))
-            })
+        let mut flips: Vec<(usize, bool, u64, &PoolTx)> = rarest
+            .into_iter()
+            .filter_map(|(h, rarest)| self.by_hash.get(&h).map(|u| (rarest, u)))
+            .filter(|(_, u)| u.env.caller != tx.env.caller)
+            .map(|(rarest, u)| (rarest, effective_tip(&u.env, basefee) != tip, u.seq.abs_diff(tx.seq), u))
             .collect();
         flips.sort_by_key(|(rarest, untied, distance, u)| (*rarest, *untied, *distance, u.hash));
         let order = self.predicted_order(basefee);

@@ -162,7 +162,13 @@ pub fn build_while<R>(
     };
     // The long-lived worker when it is free; a thread of this block's own otherwise (another
     // import is using it).
-    if let Some(jobs) = WORKER.get_or_init(Worker::start).as_ref().and_then(|w| w.jobs.try_lock().ok()) {
+    // (A body that panicked poisoned the lock; the thread itself is fine.)
+    let free = |w: &'static Worker| match w.jobs.try_lock() {
+        Ok(jobs) => Some(jobs),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    };
+    if let Some(jobs) = WORKER.get_or_init(Worker::start).as_ref().and_then(free) {
         let (done, receipts) = std::sync::mpsc::channel();
         let job: Job = Box::new(move || {
             let _ = done.send(build());

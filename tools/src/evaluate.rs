@@ -504,39 +504,42 @@ pub fn evaluate_block(
     // which its own blocks include: such a sender also gets a future where it is the fee
     // recipient (what the pool shows, not the block: `payout_senders`).
     let payouts = payout_senders(heard.iter().filter(|h| (h.arrival_ms as f64) <= refresh_ms).map(|h| h.env.caller));
+    // The likeliest context of a sender's transaction: its own next slot for a known fee
+    // recipient (a pool's payout), the first predicted context otherwise.
+    let likeliest = |caller: Address| match recipients.all.contains(&caller) {
+        true => view.next_slot_with(caller),
+        false => contexts[0].clone(),
+    };
+    // Runs a future not run before for this transaction (`again`: even if it was, in
+    // another context).
+    let mut run_new = |hash: B256, future: &[TxEnv], ctx: &BlockEnv, now: f64, again: bool, r: &mut BlockResult| {
+        let seen = used_futures.entry(hash).or_default();
+        let new = !seen.contains(&shape(future));
+        if new {
+            seen.push(shape(future));
+        }
+        if new || again {
+            run(hash, future, ctx, now, r);
+        }
+    };
     for h in &heard {
         let Some((_, futures)) = pipeline.futures(&h.hash, view.basefee) else { continue };
         let Some(main) = futures.last() else { continue };
-        let known = recipients.all.contains(&h.env.caller);
         // Never before the transaction was heard.
         let now = refresh_ms.max(h.arrival_ms as f64);
-        let seen = used_futures.entry(h.hash).or_default();
-        if !seen.contains(&shape(main)) {
-            seen.push(shape(main));
-            let ctx = match known {
-                true => view.next_slot_with(h.env.caller),
-                false => contexts[0].clone(),
-            };
-            run(h.hash, main, &ctx, now, &mut result);
-        }
+        run_new(h.hash, main, &likeliest(h.env.caller), now, false, &mut result);
+        let known = recipients.all.contains(&h.env.caller);
         if !known && payouts.contains(&h.env.caller) && contexts[0].beneficiary != h.env.caller {
-            run(h.hash, main, &view.next_slot_with(h.env.caller), now, &mut result);
+            run_new(h.hash, main, &view.next_slot_with(h.env.caller), now, true, &mut result);
         }
     }
     // Then the order flips, now that the pool's transactions have footprints: the predicted
     // block with a transaction that wrote what this one read moved across it.
     for h in &heard {
         let now = refresh_ms.max(h.arrival_ms as f64);
-        let ctx = match recipients.all.contains(&h.env.caller) {
-            true => view.next_slot_with(h.env.caller),
-            false => contexts[0].clone(),
-        };
+        let ctx = likeliest(h.env.caller);
         for future in pipeline.flip_futures(&h.hash, view.basefee) {
-            let seen = used_futures.entry(h.hash).or_default();
-            if !seen.contains(&shape(&future)) {
-                seen.push(shape(&future));
-                run(h.hash, &future, &ctx, now, &mut result);
-            }
+            run_new(h.hash, &future, &ctx, now, false, &mut result);
         }
     }
     result.store_bytes = pipeline.store().stats().2;

@@ -211,9 +211,7 @@ pub fn known_code<D: DatabaseRef>(db: &CacheDB<D>, address: &Address, hash: B256
         // The backend's own account names this hash: its code by that hash is what revm
         // would load and run for it, unverified as revm takes it (hashing a 24 KB contract
         // at every first touch in a block cost more than a hit).
-        if let Some(code) = info.code.or_else(|| db.db.code_by_hash_ref(hash).ok()) {
-            return Some(code);
-        }
+        return info.code.or_else(|| db.db.code_by_hash_ref(hash).ok());
     }
     db.db.code_by_hash_ref(hash).ok().filter(|code| code.hash_slow() == hash)
 }
