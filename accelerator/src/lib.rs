@@ -11,7 +11,7 @@ pub mod store;
 pub use executor::{
     Import, ImportError, ImportErrorKind, ImportMiss, ImportTx, TxPath, import_block, verify_against_reference,
 };
-pub use pipeline::{Imported, Pipeline, PipelineConfig, PreExecuted};
+pub use pipeline::{ImportMode, Imported, Pipeline, PipelineConfig, PreExecuted};
 pub use predictor::{PendingPool, PreExecution, pre_execute};
 pub use service::{Service, ServiceConfig};
 pub use store::ApStore;

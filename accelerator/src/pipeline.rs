@@ -110,6 +110,17 @@ pub struct PreExecuted {
     pub stored: usize,
 }
 
+/// What [`Pipeline::import`] does besides importing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportMode {
+    /// Nothing: what a node's import does (the timed runs of `prescient evaluate`).
+    Timed,
+    /// Keeps every transaction's outcome (for a report).
+    Outcomes,
+    /// Keeps every transaction's outcome and compares it with sequential revm's.
+    Verified,
+}
+
 /// A block imported through the pipeline, with its verification when asked for.
 #[derive(Debug)]
 pub struct Imported {
@@ -313,25 +324,33 @@ impl Pipeline {
     }
 
     /// Imports `txs` through the store on `parent` (the state before the block), in the
-    /// context `cfg` / `block`; with `verify`, also runs sequential revm on `parent` and
-    /// compares every transaction in full.
+    /// context `cfg` / `block`, as `mode` says: keeping every transaction's outcome or not,
+    /// and verifying them against sequential revm on `parent` or not.
     pub fn import<D>(
         &self,
         parent: &D,
         cfg: &CfgEnv,
         block: &BlockEnv,
         txs: &[ImportTx],
-        verify: bool,
+        mode: ImportMode,
     ) -> Result<Imported, ImportError>
     where
         D: DatabaseRef,
         D::Error: DBErrorMarker,
     {
-        // The programs are taken before the import, so that the import reads only memory.
-        let programs: std::collections::HashMap<B256, Arc<Accelerated>> =
-            txs.iter().filter_map(|t| Some((t.hash, self.store.accelerated(&t.hash)?))).collect();
+        // The programs are taken before the import (under one lock), so that the import
+        // reads only memory.
+        let programs: alloy::primitives::map::B256Map<Arc<Accelerated>> = self
+            .store
+            .accelerated_all(txs.iter().map(|t| &t.hash))
+            .into_iter()
+            .zip(txs)
+            .filter_map(|(a, t)| Some((t.hash, a?)))
+            .collect();
         let lookup = |h: &B256| programs.get(h).cloned();
-        let import = import_block(&mut CacheDB::new(parent), cfg, block, txs, &lookup, Some(&self.memo))?;
+        let verify = mode == ImportMode::Verified;
+        let keep = mode != ImportMode::Timed;
+        let import = import_block(&mut CacheDB::new(parent), cfg, block, txs, &lookup, Some(&self.memo), keep)?;
         self.publish_memo();
         let checked = if verify {
             Some(verify_against_reference(&mut CacheDB::new(parent), cfg, block, txs, &import)?)
@@ -420,7 +439,7 @@ mod tests {
         }
         // The second has two futures: alone (its nonce chain) and after the first.
         assert_eq!(stored, 3);
-        let imported = pipeline.import(&db, &cfg, &block, &txs, true).expect("imports");
+        let imported = pipeline.import(&db, &cfg, &block, &txs, ImportMode::Verified).expect("imports");
         let (divergences, _) = imported.checked.expect("verified");
         assert!(divergences.is_empty(), "{divergences:?}");
         assert_eq!(imported.import.hits(), 2, "{:?}", imported.import.paths);
@@ -438,7 +457,7 @@ mod tests {
             pipeline.pre_execute(&tx, &[Vec::new()], &db, &cfg, &block);
         }
         txs.reverse();
-        let imported = pipeline.import(&db, &cfg, &block, &txs, true).expect("imports");
+        let imported = pipeline.import(&db, &cfg, &block, &txs, ImportMode::Verified).expect("imports");
         assert!(imported.checked.expect("verified").0.is_empty());
         // The first now runs on the pre-state it was recorded on: a hit. The second runs
         // after it, on a counter of 1: its SSTORE is no longer zero to non-zero, a different
@@ -464,10 +483,10 @@ mod tests {
         let (tx, futures) = pipeline.futures(&later.hash, block.basefee).expect("pending");
         assert_eq!(pipeline.pre_execute(&tx, &futures, &db, &cfg, &block).stored, 1);
         // On the pre-state (nonce 0) it is invalid: revm rejects the block, nothing hits.
-        assert!(pipeline.import(&db, &cfg, &block, std::slice::from_ref(&later), false).is_err());
+        assert!(pipeline.import(&db, &cfg, &block, std::slice::from_ref(&later), ImportMode::Timed).is_err());
         // After the unheard transaction: a hit, equal to revm.
         let pair = [txs[0].clone(), later];
-        let imported = pipeline.import(&db, &cfg, &block, &pair, true).expect("imports");
+        let imported = pipeline.import(&db, &cfg, &block, &pair, ImportMode::Verified).expect("imports");
         assert!(imported.checked.expect("verified").0.is_empty());
         let paths = &imported.import.paths;
         assert_eq!(paths[0], crate::executor::TxPath::NoProgram);

@@ -44,7 +44,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     executor::{Divergence, Import, ImportTx, TxPath},
-    pipeline::{Pipeline, PipelineConfig, lock},
+    pipeline::{ImportMode, Pipeline, PipelineConfig, lock},
 };
 
 /// Accounts and slots a call into a contract was seen to read (prefetched next time).
@@ -596,7 +596,13 @@ impl Service {
         let view = self.state.view(number - 1);
         let pipeline = self.pipeline.clone();
         let (imported, txs) = tokio::task::spawn_blocking(move || {
-            let imported = pipeline.import(&view, &cfg, &env, &txs, verify)?;
+            let imported = pipeline.import(
+                &view,
+                &cfg,
+                &env,
+                &txs,
+                if verify { ImportMode::Verified } else { ImportMode::Outcomes },
+            )?;
             Ok::<_, ServiceError>((imported, txs))
         })
         .await

@@ -239,6 +239,12 @@ impl ApStore {
         self.lock().entries.get(hash).map(|e| e.accelerated.clone())
     }
 
+    /// The accelerated programs of `hashes`, in order, under one lock (a block's lookup).
+    pub fn accelerated_all<'h>(&self, hashes: impl Iterator<Item = &'h B256>) -> Vec<Option<Arc<Accelerated>>> {
+        let inner = self.lock();
+        hashes.map(|hash| inner.entries.peek(hash).map(|e| e.accelerated.clone())).collect()
+    }
+
     /// Whether `hash` has a program.
     pub fn contains(&self, hash: &B256) -> bool {
         self.lock().entries.contains(hash)

@@ -26,7 +26,7 @@
 //! wrong type, defined later, a bad immediate) does not compile, and the caller serves it with
 //! the interpreter, which misses on it.
 
-use std::{cell::RefCell, collections::BTreeMap, hash::Hash};
+use std::{cell::RefCell, hash::Hash};
 
 use revm::{
     DatabaseRef,
@@ -40,7 +40,7 @@ use crate::{
     keccak::KeccakMemo,
     memo::{MemoStats, MemoTable},
     ops::{AccountFlags, GuardKind, Imm, Op, OpKind, Ty},
-    outcome::{AccountChange, TxOutcome, TxStatus},
+    outcome::{Applied, TxOutcome, TxStatus},
     program::{Program, ProgramEnv, Value},
     readset::Read,
     semantics::{account_word, context, fold_word, load_word, run_precompile, word_to_address},
@@ -667,6 +667,22 @@ impl Compiled {
         block: &BlockEnv,
         memo: Option<&PrecompileMemo>,
     ) -> (Evaluation, Option<usize>) {
+        match self.evaluate_applied(db, cfg, block, memo) {
+            Ok((applied, program)) => (Evaluation::Hit(applied.outcome()), Some(program)),
+            Err(miss) => (Evaluation::Miss(miss), None),
+        }
+    }
+
+    /// [`Compiled::evaluate_merged`], the hit in the form a commit takes ([`Applied`]: the
+    /// state as revm returns it, no ordered maps): what an import runs. Its
+    /// [`Applied::outcome`] is the outcome [`Compiled::evaluate_merged`] gives.
+    pub fn evaluate_applied<D: DatabaseRef>(
+        &self,
+        db: &D,
+        cfg: &CfgEnv,
+        block: &BlockEnv,
+        memo: Option<&PrecompileMemo>,
+    ) -> Result<(Applied, usize), Miss> {
         self.evaluate_capturing(db, cfg, block, memo, None).0
     }
 
@@ -681,7 +697,7 @@ impl Compiled {
         memo: Option<&PrecompileMemo>,
     ) -> Option<(TxOutcome, Vec<Read>)> {
         match self.evaluate_capturing(db, cfg, block, memo, Some(Vec::new())) {
-            ((Evaluation::Hit(outcome), _), Some(reads)) => Some((outcome, reads)),
+            (Ok((applied, _)), Some(reads)) => Some((applied.outcome(), reads)),
             _ => None,
         }
     }
@@ -693,9 +709,9 @@ impl Compiled {
         block: &BlockEnv,
         memo: Option<&PrecompileMemo>,
         capture: Option<Vec<Read>>,
-    ) -> ((Evaluation, Option<usize>), Option<Vec<Read>>) {
+    ) -> (Result<(Applied, usize), Miss>, Option<Vec<Read>>) {
         if self.env.spec != cfg.spec || self.env.chain_id != cfg.chain_id || self.nodes.is_empty() {
-            return ((Evaluation::Miss(Miss { reason: MissReason::Env, at: Value(0) }), None), None);
+            return (Err(Miss { reason: MissReason::Env, at: Value(0) }), None);
         }
         SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
             Ok(mut scratch) => self.start(&mut scratch, db, cfg, block, memo, capture),
@@ -723,7 +739,7 @@ impl Compiled {
         block: &BlockEnv,
         memo: Option<&PrecompileMemo>,
         capture: Option<Vec<Read>>,
-    ) -> ((Evaluation, Option<usize>), Option<Vec<Read>>) {
+    ) -> (Result<(Applied, usize), Miss>, Option<Vec<Read>>) {
         // Constants are read from the template in place (`Regs`): only the computed registers
         // live in the scratch, and each is written before it is read (the program is SSA),
         // so the scratch is only grown, never cleared or copied into.
@@ -739,36 +755,20 @@ impl Compiled {
             s.ranges.resize(byte_registers, (0, 0));
         }
         s.accounts.clear();
-        let mut walk = Walk {
-            s,
-            outcome: TxOutcome {
-                status: TxStatus::Revert,
-                gas_used: 0,
-                gas_refunded: 0,
-                logs: Vec::new(),
-                output: Bytes::new(),
-                created_address: None,
-                state: BTreeMap::new(),
-            },
-            stored: false,
-            capture,
-        };
+        let mut walk = Walk { s, outcome: Applied::new(), stored: false, capture };
         let result = self.walk(0, &mut walk, db, cfg, block, memo);
         if walk.s.arena.capacity() > KEEP_ARENA {
             walk.s.arena = Vec::new();
         }
         let capture = walk.capture;
-        let evaluation = match result {
-            Ok(leaf) => {
-                let leaf = &self.leaves[leaf as usize];
-                let mut outcome = walk.outcome;
-                outcome.status = leaf.status.clone();
-                outcome.gas_used = leaf.gas_used;
-                outcome.gas_refunded = leaf.gas_refunded;
-                (Evaluation::Hit(outcome), Some(leaf.program as usize))
-            }
-            Err(miss) => (Evaluation::Miss(miss), None),
-        };
+        let evaluation = result.map(|leaf| {
+            let leaf = &self.leaves[leaf as usize];
+            let mut outcome = walk.outcome;
+            outcome.status = leaf.status.clone();
+            outcome.gas_used = leaf.gas_used;
+            outcome.gas_refunded = leaf.gas_refunded;
+            (outcome, leaf.program as usize)
+        });
         (evaluation, capture)
     }
 
@@ -938,42 +938,33 @@ impl Compiled {
                     if nonce > U256::from(u64::MAX) {
                         return Err(miss(MissReason::Malformed, at));
                     }
-                    let change = AccountChange {
+                    let info = AccountInfo {
                         balance: w[balance],
                         nonce: nonce.to::<u64>(),
                         code_hash: B256::from(w[code_hash]),
-                        code: None,
-                        created: flags.created,
-                        selfdestructed: flags.selfdestructed,
-                        storage: BTreeMap::new(),
+                        ..Default::default()
                     };
                     // Two stores to one account: two symbolic addresses met without an alias
                     // guard, never a hit.
-                    if outcome.state.insert(word_to_address(w[a]), change).is_some() {
+                    if !outcome.store_account(word_to_address(w[a]), info, flags.created, flags.selfdestructed) {
                         return Err(miss(MissReason::Malformed, at));
                     }
                 }
                 CInst::StoreSlot { a, k, v, at } => {
                     walk.stored = true;
-                    let fresh = outcome
-                        .state
-                        .get_mut(&word_to_address(w[a]))
-                        .is_some_and(|account| account.storage.insert(w[k], w[v]).is_none());
-                    if !fresh {
+                    if !outcome.store_slot(&word_to_address(w[a]), w[k], w[v]) {
                         return Err(miss(MissReason::Malformed, at));
                     }
                 }
                 CInst::StoreCode { a, code, at } => {
                     walk.stored = true;
-                    match outcome.state.get_mut(&word_to_address(w[a])) {
-                        Some(account) => {
-                            account.code = Some(Bytes::copy_from_slice(bytes_of(
-                                &self.arena,
-                                &s.arena,
-                                range_of(&self.ranges, &s.ranges, code),
-                            )))
-                        }
-                        None => return Err(miss(MissReason::Malformed, at)),
+                    let code = Bytes::copy_from_slice(bytes_of(
+                        &self.arena,
+                        &s.arena,
+                        range_of(&self.ranges, &s.ranges, code),
+                    ));
+                    if !outcome.store_code(word_to_address(w[a]), code) {
+                        return Err(miss(MissReason::Malformed, at));
                     }
                 }
                 CInst::Log { a, data, from, to } => {
@@ -1024,7 +1015,7 @@ impl std::ops::Index<u32> for Regs<'_> {
 /// the reads so far when they are captured.
 struct Walk<'s> {
     s: &'s mut Scratch,
-    outcome: TxOutcome,
+    outcome: Applied,
     stored: bool,
     capture: Option<Vec<Read>>,
 }

@@ -89,17 +89,7 @@ pub struct TxOutcome {
 impl TxOutcome {
     /// Builds the outcome from revm's result and the state revm would commit.
     pub fn from_revm(result: &ExecutionResult, state: &EvmState) -> Self {
-        let (status, output, created_address) = match result {
-            ExecutionResult::Success { reason, output, .. } => {
-                let created = match output {
-                    Output::Create(_, address) => *address,
-                    Output::Call(_) => None,
-                };
-                (TxStatus::Success(*reason), output.data().clone(), created)
-            }
-            ExecutionResult::Revert { output, .. } => (TxStatus::Revert, output.clone(), None),
-            ExecutionResult::Halt { reason, .. } => (TxStatus::Halt(reason.clone()), Bytes::new(), None),
-        };
+        let (status, output, created_address) = ending(result);
         Self {
             status,
             gas_used: result.tx_gas_used(),
@@ -139,12 +129,113 @@ impl TxOutcome {
     }
 }
 
-impl TxOutcome {
-    /// The state revm's commit receives for this outcome: every changed account with its
-    /// final info and changed slots, flagged touched (and created or self-destructed as the
-    /// outcome says). Committed to a database, it leaves what committing revm's own
-    /// post-transaction state leaves: the inverse of [`TxOutcome::from_revm`] on what a
-    /// commit persists.
+/// A transaction's result in the form a block import commits: the state as revm's
+/// `transact` returns it ([`EvmState`], no ordered maps), with what its receipt takes. The
+/// compact evaluator builds a hit in this form directly; [`Applied::outcome`] gives the
+/// oracle's [`TxOutcome`] of exactly what is committed, and only when someone asks for it.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// How the transaction ended.
+    pub status: TxStatus,
+    /// Gas used as the receipt reports it.
+    pub gas_used: u64,
+    /// The refund granted.
+    pub gas_refunded: u64,
+    /// Logs emitted, in order.
+    pub logs: Vec<Log>,
+    /// Return data of the top frame, or the deployed code of a successful creation.
+    pub output: Bytes,
+    /// The address a successful top-level creation deployed to.
+    pub created_address: Option<Address>,
+    /// Every account the transaction changed, touched (and created or self-destructed as it
+    /// was), with its final info and every changed slot's value. Code is not filled in:
+    /// [`Applied::commit_state`] does.
+    pub state: EvmState,
+    /// The code the transaction set, by account (a creation's deployed code, a delegation
+    /// designator): bytes as the program stored them.
+    pub codes: Vec<(Address, Bytes)>,
+}
+
+impl Applied {
+    /// An empty result (reverted, no gas, no change), to be filled.
+    pub fn new() -> Self {
+        Self {
+            status: TxStatus::Revert,
+            gas_used: 0,
+            gas_refunded: 0,
+            logs: Vec::new(),
+            output: Bytes::new(),
+            created_address: None,
+            state: EvmState::default(),
+            codes: Vec::new(),
+        }
+    }
+
+    /// Records a changed account. `false` when the account was already recorded.
+    pub fn store_account(&mut self, address: Address, info: AccountInfo, created: bool, selfdestructed: bool) -> bool {
+        let mut account = Account::from(info);
+        account.mark_touch();
+        if created {
+            account.mark_created();
+        }
+        if selfdestructed {
+            account.mark_selfdestruct();
+        }
+        // (Through `insert`: the map's entry type depends on alloy's map features.)
+        self.state.insert(address, account).is_none()
+    }
+
+    /// Records a changed slot of a recorded account. `false` when the account is not
+    /// recorded or the slot already is.
+    pub fn store_slot(&mut self, address: &Address, slot: U256, value: U256) -> bool {
+        let Some(account) = self.state.get_mut(address) else { return false };
+        account.storage.insert(slot, EvmStorageSlot::new(value, Default::default())).is_none()
+    }
+
+    /// Records the code a recorded account is left with (a later store replaces an earlier
+    /// one). `false` when the account is not recorded.
+    pub fn store_code(&mut self, address: Address, code: Bytes) -> bool {
+        if !self.state.contains_key(&address) {
+            return false;
+        }
+        match self.codes.iter_mut().find(|(a, _)| *a == address) {
+            Some((_, held)) => *held = code,
+            None => self.codes.push((address, code)),
+        }
+        true
+    }
+
+    /// The oracle's form of this result: exactly what [`Applied::commit_state`] commits.
+    pub fn outcome(&self) -> TxOutcome {
+        let state = self
+            .state
+            .iter()
+            .map(|(address, account)| {
+                let change = AccountChange {
+                    balance: account.info.balance,
+                    nonce: account.info.nonce,
+                    code_hash: account.info.code_hash,
+                    code: self.codes.iter().find(|(a, _)| a == address).map(|(_, c)| c.clone()),
+                    created: account.is_created(),
+                    selfdestructed: account.is_selfdestructed(),
+                    storage: account.storage.iter().map(|(k, v)| (*k, v.present_value())).collect(),
+                };
+                (*address, change)
+            })
+            .collect();
+        TxOutcome {
+            status: self.status.clone(),
+            gas_used: self.gas_used,
+            gas_refunded: self.gas_refunded,
+            logs: self.logs.clone(),
+            output: self.output.clone(),
+            created_address: self.created_address,
+            state,
+        }
+    }
+
+    /// The state revm's commit receives: [`Applied::state`] with every account's code. Committed
+    /// to a database, it leaves what committing revm's own post-transaction state leaves.
     ///
     /// An account whose code the transaction did not set carries only its code hash. A
     /// commit replaces the account's cached info, so the code must come with it or a later
@@ -152,46 +243,85 @@ impl TxOutcome {
     /// view cannot answer (it knows code only through its account). `code_of(address,
     /// hash)` supplies that code; it must return code whose hash is `hash`. Returns the
     /// address whose code could not be supplied.
+    ///
+    /// Every slot is committed with its value as both original and present value, as a
+    /// `CacheDB` takes it; a backend that keeps only slots whose value changed from the
+    /// original (revm's `State`) would need the originals, which a program does not carry.
     pub fn commit_state(
-        &self,
+        &mut self,
         mut code_of: impl FnMut(&Address, B256) -> Option<Bytecode>,
     ) -> Result<EvmState, Address> {
-        let mut state = EvmState::default();
-        for (address, change) in &self.state {
-            let code = match &change.code {
+        for (address, account) in self.state.iter_mut() {
+            let set = self.codes.iter().find(|(a, _)| a == address).map(|(_, c)| c);
+            account.info.code = match set {
                 // revm deploys a creation's output as legacy bytecode (even when it looks
                 // like a designator, before EIP-3541), and writes a delegation as EIP-7702.
-                Some(code) if change.created => Some(Bytecode::new_legacy(code.clone())),
+                Some(code) if account.is_created() => Some(Bytecode::new_legacy(code.clone())),
                 Some(code) => {
                     Some(Bytecode::new_raw_checked(code.clone()).unwrap_or_else(|_| Bytecode::new_legacy(code.clone())))
                 }
                 // No code, or an account the commit removes: nothing to carry.
-                None if change.code_hash == KECCAK_EMPTY || change.selfdestructed => None,
-                None => Some(code_of(address, change.code_hash).ok_or(*address)?),
+                None if account.info.code_hash == KECCAK_EMPTY || account.is_selfdestructed() => None,
+                None => Some(code_of(address, account.info.code_hash).ok_or(*address)?),
             };
+        }
+        Ok(std::mem::take(&mut self.state))
+    }
+}
+
+impl Applied {
+    /// revm's `result` without its state (committed by the caller): what a receipt takes.
+    pub fn result_of(result: ExecutionResult) -> Self {
+        let (status, output, created_address) = ending(&result);
+        Self {
+            status,
+            gas_used: result.tx_gas_used(),
+            gas_refunded: result.gas().final_refunded(),
+            output,
+            created_address,
+            logs: result.into_logs(),
+            state: EvmState::default(),
+            codes: Vec::new(),
+        }
+    }
+}
+
+impl Default for Applied {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl From<TxOutcome> for Applied {
+    fn from(outcome: TxOutcome) -> Self {
+        let mut applied = Applied {
+            status: outcome.status,
+            gas_used: outcome.gas_used,
+            gas_refunded: outcome.gas_refunded,
+            logs: outcome.logs,
+            output: outcome.output,
+            created_address: outcome.created_address,
+            state: EvmState::default(),
+            codes: Vec::new(),
+        };
+        applied.state.reserve(outcome.state.len());
+        for (address, change) in outcome.state {
             let info = AccountInfo {
                 balance: change.balance,
                 nonce: change.nonce,
                 code_hash: change.code_hash,
-                code,
                 ..Default::default()
             };
-            let mut account = Account::from(info);
-            account.storage = change
-                .storage
-                .iter()
-                .map(|(slot, value)| (*slot, EvmStorageSlot::new(*value, Default::default())))
-                .collect();
-            account.mark_touch();
-            if change.created {
-                account.mark_created();
+            applied.store_account(address, info, change.created, change.selfdestructed);
+            if let Some(account) = applied.state.get_mut(&address) {
+                account.storage =
+                    change.storage.into_iter().map(|(k, v)| (k, EvmStorageSlot::new(v, Default::default()))).collect();
             }
-            if change.selfdestructed {
-                account.mark_selfdestruct();
+            if let Some(code) = change.code {
+                applied.codes.push((address, code));
             }
-            state.insert(*address, account);
         }
-        Ok(state)
+        applied
     }
 }
 
@@ -280,6 +410,21 @@ fn state_difference(actual: &StateChanges, expected: &StateChanges) -> Option<Di
 /// give a later transaction the code that hash names.
 pub(crate) fn code_was_set(account: &Account) -> bool {
     account.is_created() || account.info.code_hash != account.original_info().code_hash
+}
+
+/// How `result` ended: status, output, created address.
+fn ending(result: &ExecutionResult) -> (TxStatus, Bytes, Option<Address>) {
+    match result {
+        ExecutionResult::Success { reason, output, .. } => {
+            let created = match output {
+                Output::Create(_, address) => *address,
+                Output::Call(_) => None,
+            };
+            (TxStatus::Success(*reason), output.data().clone(), created)
+        }
+        ExecutionResult::Revert { output, .. } => (TxStatus::Revert, output.clone(), None),
+        ExecutionResult::Halt { reason, .. } => (TxStatus::Halt(reason.clone()), Bytes::new(), None),
+    }
 }
 
 /// Extracts the committed changes from revm's post-transaction state.

@@ -171,12 +171,12 @@ pub fn hit(block: &RecordedBlock, reps: usize) -> Result<HitRow> {
             drop(evm);
             if let Some(program) = &program {
                 let started = Instant::now();
-                let evaluation = program.evaluate(&state, &block.cfg, &block.env, Some(&memo));
+                let evaluation = program.evaluate_applied(&state, &block.cfg, &block.env, Some(&memo));
                 let evaluated = started.elapsed().as_nanos() as f64;
-                if let Evaluation::Hit(outcome) = evaluation {
+                if let Ok((mut applied, _)) = evaluation {
                     let started = Instant::now();
                     std::hint::black_box(
-                        outcome.commit_state(|a, h| accelerator::executor::known_code(&state, a, h)).ok(),
+                        applied.commit_state(|a, h| accelerator::executor::known_code(&state, a, h)).ok(),
                     );
                     let committed = started.elapsed().as_nanos() as f64;
                     let started = Instant::now();

@@ -29,8 +29,8 @@ use std::{
 };
 
 use accelerator::{
-    ImportTx, Pipeline, PipelineConfig, TxPath,
-    executor::{known_code, run_accelerated},
+    ImportMode, ImportTx, Pipeline, PipelineConfig, TxPath,
+    executor::{apply_accelerated, known_code},
 };
 use eyre::Result;
 use mempool_tap::RecordedBlock;
@@ -549,7 +549,7 @@ pub fn evaluate_block(
     // repeat it).
     pipeline.memo().freeze(true);
     // Import in the block's real context, verified in full.
-    let imported = pipeline.import(&db, &block.cfg, &block.env, &txs, true)?;
+    let imported = pipeline.import(&db, &block.cfg, &block.env, &txs, ImportMode::Verified)?;
     let (divergences, _) = imported.checked.unwrap_or_default();
     result.divergences =
         divergences.iter().map(|d| format!("tx {} {}: {} ({:?})", d.index, d.hash, d.difference, d.path)).collect();
@@ -577,7 +577,7 @@ pub fn evaluate_block(
     let envs = block.tx_envs();
     for round in 0..options.reps.max(1) {
         let started = Instant::now();
-        let fast = pipeline.import(&db, &block.cfg, &block.env, &txs, false)?;
+        let fast = pipeline.import(&db, &block.cfg, &block.env, &txs, ImportMode::Timed)?;
         import.push(started.elapsed().as_secs_f64() * 1e3);
         let started = Instant::now();
         let node = crate::baseline::node_block(&mut CacheDB::new(&db), &block.cfg, &block.env, &envs);
@@ -692,8 +692,8 @@ fn measure_txs(
             }
             if let Some(accelerated) = &accelerated {
                 let started = Instant::now();
-                let (_, outcome) = run_accelerated(accelerated, &state, cfg, env, Some(pipeline.memo()));
-                let commit = outcome.map(|o| o.commit_state(|a, h| known_code(&state, a, h)));
+                let (_, applied) = apply_accelerated(accelerated, &state, cfg, env, Some(pipeline.memo()));
+                let commit = applied.map(|mut a| a.commit_state(|a, h| known_code(&state, a, h)));
                 let fast_ns = started.elapsed().as_nanos() as f64;
                 std::hint::black_box(commit);
                 if round > 0 {

@@ -7,11 +7,13 @@
 //!   ⇒ outcomes, receipts (as sequential revm builds them), per-transaction path
 //! ```
 //!
-//! A hit's outcome is applied exactly as revm's commit would apply the same state (the
-//! [`TxOutcome`] holds every touched account's final info and every changed slot, and
-//! [`TxOutcome::commit_state`] adds the code of touched accounts, which a node's state knows
-//! only through the account), so the state after a hit is the state after executing the
-//! transaction, for a later miss as much as for a later hit. Misses run in revm, one
+//! A hit is applied exactly as revm's commit would apply the same state (an [`Applied`]
+//! holds every touched account's final info and every changed slot, in revm's own
+//! `EvmState`, and [`Applied::commit_state`] adds the code of touched accounts, which a
+//! node's state knows only through the account), so the state after a hit is the state after
+//! executing the transaction, for a later miss as much as for a later hit. The oracle's
+//! [`TxOutcome`] of each transaction is built only when the caller keeps outcomes (to verify
+//! or report them): a node's import builds nothing a node would not build. Misses run in revm, one
 //! after another. [`verify_against_reference`] re-runs the block in sequential revm and
 //! compares every transaction's outcome in full: the shadow import and the tests use it.
 
@@ -25,7 +27,7 @@
 //!   `oracle::compare_block`.
 //!
 //! Every executor builds its EVM with `ir::reference::evm`, and commits a hit with
-//! `TxOutcome::commit_state`.
+//! `Applied::commit_state`.
 
 pub use ir::reference::{execute_block, execute_tx};
 
@@ -36,7 +38,7 @@ use std::{
 };
 
 use ir::{
-    Receipts, TxOutcome,
+    Applied, Receipts, TxOutcome,
     compact::PrecompileMemo,
     interp::{Evaluation, FUEL, MissReason, evaluate},
 };
@@ -125,7 +127,8 @@ impl Serialize for ImportMiss {
 /// What importing a block produced.
 #[derive(Clone, Debug)]
 pub struct Import {
-    /// One outcome per transaction, in block order.
+    /// One outcome per transaction, in block order, when the import was asked to keep them
+    /// (empty otherwise).
     pub outcomes: Vec<TxOutcome>,
     /// One path per transaction, in block order.
     pub paths: Vec<TxPath>,
@@ -176,6 +179,9 @@ pub enum ImportErrorKind {
     Rejected,
     /// The state backend failed (a node outage, say): nothing is known about the block.
     Database,
+    /// The receipts builder failed (a bug): the block's state is imported, its receipts
+    /// are not.
+    Receipts,
 }
 
 impl std::fmt::Display for ImportErrorKind {
@@ -183,6 +189,7 @@ impl std::fmt::Display for ImportErrorKind {
         f.write_str(match self {
             Self::Rejected => "invalid transaction",
             Self::Database => "state",
+            Self::Receipts => "receipts",
         })
     }
 }
@@ -218,8 +225,9 @@ pub fn known_code<D: DatabaseRef>(db: &CacheDB<D>, address: &Address, hash: B256
 
 /// Imports `txs` on `db` in order: a program's outcome when one holds, revm otherwise.
 /// `programs` gives the accelerated program of a transaction hash; `memo` holds precompile
-/// results. On return `db` holds the post-block state (transactions only, as
-/// [`ir::execute_block`]).
+/// results; `keep_outcomes` keeps every transaction's [`TxOutcome`] in the result (to verify
+/// or report it; building it is the oracle's bookkeeping, not an import's work). On return
+/// `db` holds the post-block state (transactions only, as [`ir::execute_block`]).
 pub fn import_block<D>(
     db: &mut CacheDB<D>,
     cfg: &CfgEnv,
@@ -227,6 +235,7 @@ pub fn import_block<D>(
     txs: &[ImportTx],
     programs: &dyn Fn(&B256) -> Option<Arc<Accelerated>>,
     memo: Option<&PrecompileMemo>,
+    keep_outcomes: bool,
 ) -> Result<Import, ImportError>
 where
     D: DatabaseRef,
@@ -239,7 +248,7 @@ where
         txs.len(),
         |logs| ir::bloom::MEMO.logs_bloom(logs),
         |receipt| -> Result<_, ImportError> {
-            let mut outcomes = Vec::with_capacity(txs.len());
+            let mut outcomes = Vec::with_capacity(if keep_outcomes { txs.len() } else { 0 });
             let mut paths = Vec::with_capacity(txs.len());
             // The next transaction's program is looked up one ahead and prefetched while this
             // one runs (see `Accelerated::prefetch`).
@@ -250,30 +259,45 @@ where
                 if let Some(next) = &next {
                     next.prefetch();
                 }
-                let (path, outcome) = import_tx(db, cfg, block, index, tx, accelerated.as_deref(), memo)?;
+                let (path, applied, outcome) =
+                    import_tx(db, cfg, block, index, tx, accelerated.as_deref(), memo, keep_outcomes)?;
+                outcomes.extend(outcome);
                 receipt(ir::receipts::ReceiptInput {
                     ty: tx.env.tx_type,
-                    success: outcome.status.is_success(),
-                    gas_used: outcome.gas_used,
-                    logs: outcome.logs.clone(),
+                    success: applied.status.is_success(),
+                    gas_used: applied.gas_used,
+                    logs: applied.logs,
                 });
-                outcomes.push(outcome);
                 paths.push(path);
             }
             Ok((outcomes, paths))
         },
     );
     let (outcomes, paths) = imported?;
-    // Every transaction pushed its receipt, so the builder has the whole block.
-    let receipts = receipts.unwrap_or_else(|| {
-        let types: Vec<u8> = txs.iter().map(|t| t.env.tx_type).collect();
-        ir::receipts_with(&outcomes, &types, |logs| ir::bloom::MEMO.logs_bloom(logs))
-    });
+    // Every transaction pushed its receipt, so the builder has the whole block; `None` means
+    // the receipts thread failed, and the kept outcomes (if any) rebuild them here.
+    let receipts = match receipts {
+        Some(receipts) => receipts,
+        None if keep_outcomes => {
+            let types: Vec<u8> = txs.iter().map(|t| t.env.tx_type).collect();
+            ir::receipts_with(&outcomes, &types, |logs| ir::bloom::MEMO.logs_bloom(logs))
+        }
+        None => {
+            return Err(ImportError {
+                index: txs.len(),
+                hash: B256::ZERO,
+                kind: ImportErrorKind::Receipts,
+                message: "the receipts builder failed".into(),
+            });
+        }
+    };
     Ok(Import { outcomes, paths, receipts, time: started.elapsed() })
 }
 
-/// Imports one transaction on `db`: its program's outcome when one holds (committed as revm
-/// would commit it), revm otherwise.
+/// Imports one transaction on `db`: its program's result when one holds (committed as revm
+/// would commit it), revm otherwise. Returns how, the result without its state (moved into
+/// `db`), and, when `keep_outcome`, the oracle's outcome of what was committed.
+#[allow(clippy::too_many_arguments)]
 fn import_tx<D>(
     db: &mut CacheDB<D>,
     cfg: &CfgEnv,
@@ -282,28 +306,30 @@ fn import_tx<D>(
     tx: &ImportTx,
     accelerated: Option<&Accelerated>,
     memo: Option<&PrecompileMemo>,
-) -> Result<(TxPath, TxOutcome), ImportError>
+    keep_outcome: bool,
+) -> Result<(TxPath, Applied, Option<TxOutcome>), ImportError>
 where
     D: DatabaseRef,
     D::Error: DBErrorMarker,
 {
     let (mut path, hit) = match accelerated {
-        Some(accelerated) => run_accelerated(accelerated, &*db, cfg, block, memo),
+        Some(accelerated) => apply_accelerated(accelerated, &*db, cfg, block, memo),
         None => (TxPath::NoProgram, None),
     };
     // A hit is committed as revm would commit it, with the code of every account it
-    // touched (see `TxOutcome::commit_state`). Code that cannot be found is a miss.
-    let hit = hit.and_then(|outcome| match outcome.commit_state(|a, h| known_code(db, a, h)) {
-        Ok(state) => Some((outcome, state)),
-        Err(address) => {
-            tracing::warn!(%address, tx = %tx.hash, "hit discarded: code of a touched account unknown");
-            path = TxPath::Miss { reason: ImportMiss::CodeUnknown };
-            None
+    // touched (see `Applied::commit_state`). Code that cannot be found is a miss.
+    if let Some(mut applied) = hit {
+        let outcome = keep_outcome.then(|| applied.outcome());
+        match applied.commit_state(|a, h| known_code(db, a, h)) {
+            Ok(state) => {
+                db.commit(state);
+                return Ok((path, applied, outcome));
+            }
+            Err(address) => {
+                tracing::warn!(%address, tx = %tx.hash, "hit discarded: code of a touched account unknown");
+                path = TxPath::Miss { reason: ImportMiss::CodeUnknown };
+            }
         }
-    });
-    if let Some((outcome, state)) = hit {
-        db.commit(state);
-        return Ok((path, outcome));
     }
     let mut evm = ir::reference::evm(&mut *db, cfg, block);
     let res = evm.transact(tx.env.clone()).map_err(|e| {
@@ -317,15 +343,15 @@ where
         };
         ImportError { index, hash: tx.hash, kind, message }
     })?;
-    let outcome = TxOutcome::from_revm(&res.result, &res.state);
+    let outcome = keep_outcome.then(|| TxOutcome::from_revm(&res.result, &res.state));
     evm.commit(res.state);
-    Ok((path, outcome))
+    Ok((path, Applied::result_of(res.result), outcome))
 }
 
 /// Runs a transaction's accelerated program: its read sets first (a perfect hit applies a
 /// pre-execution's outcome without computing), then the merged tree in the compact
 /// evaluator, or (when it did not compile, or was merged under other chain rules) each
-/// program in the reference interpreter.
+/// program in the reference interpreter. The oracle's form of [`apply_accelerated`].
 pub fn run_accelerated<D: DatabaseRef>(
     accelerated: &Accelerated,
     db: &D,
@@ -333,6 +359,18 @@ pub fn run_accelerated<D: DatabaseRef>(
     block: &BlockEnv,
     memo: Option<&PrecompileMemo>,
 ) -> (TxPath, Option<TxOutcome>) {
+    let (path, applied) = apply_accelerated(accelerated, db, cfg, block, memo);
+    (path, applied.map(|a| a.outcome()))
+}
+
+/// [`run_accelerated`], the hit in the form a commit takes: what an import runs.
+pub fn apply_accelerated<D: DatabaseRef>(
+    accelerated: &Accelerated,
+    db: &D,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    memo: Option<&PrecompileMemo>,
+) -> (TxPath, Option<Applied>) {
     if accelerated.programs.is_empty() {
         return (TxPath::NoProgram, None);
     }
@@ -352,26 +390,28 @@ pub fn run_accelerated<D: DatabaseRef>(
             }
         }
         if let Some(outcome) = entry.reads.check(db, cfg, block) {
-            return (TxPath::Hit { program: entry.program, perfect: true }, Some(outcome));
+            return (TxPath::Hit { program: entry.program, perfect: true }, Some(Applied::from(outcome)));
         }
     }
     // The tree holds the programs of the newest one's chain rules; programs recorded under
     // other rules (futures across a fork boundary) are interpreted when those rules apply.
     let tree_applies = |c: &ir::compact::Compiled| c.env().spec == cfg.spec && c.env().chain_id == cfg.chain_id;
     if let Some(compiled) = accelerated.compiled.as_ref().filter(|c| tree_applies(c)) {
-        return match compiled.evaluate_merged(db, cfg, block, memo) {
-            (Evaluation::Hit(outcome), program) => {
+        return match compiled.evaluate_applied(db, cfg, block, memo) {
+            Ok((applied, program)) => {
                 // The tree holds the programs newest first.
-                let program = accelerated.programs.len() - 1 - program.unwrap_or(0).min(accelerated.programs.len() - 1);
-                (TxPath::Hit { program, perfect: false }, Some(outcome))
+                let program = accelerated.programs.len() - 1 - program.min(accelerated.programs.len() - 1);
+                (TxPath::Hit { program, perfect: false }, Some(applied))
             }
-            (Evaluation::Miss(miss), _) => (TxPath::Miss { reason: ImportMiss::Program(miss.reason) }, None),
+            Err(miss) => (TxPath::Miss { reason: ImportMiss::Program(miss.reason) }, None),
         };
     }
     let mut path = TxPath::NoProgram;
     for (i, program) in accelerated.programs.iter().enumerate() {
         match evaluate(program, db, cfg, block, FUEL) {
-            Evaluation::Hit(outcome) => return (TxPath::Hit { program: i, perfect: false }, Some(outcome)),
+            Evaluation::Hit(outcome) => {
+                return (TxPath::Hit { program: i, perfect: false }, Some(Applied::from(outcome)));
+            }
             Evaluation::Miss(miss) => path = TxPath::Miss { reason: ImportMiss::Program(miss.reason) },
         }
     }

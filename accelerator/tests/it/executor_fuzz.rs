@@ -199,7 +199,8 @@ where
             recorded.iter().enumerate().filter_map(|(j, (_, r))| Some(ReadSetEntry::new(j, r.clone()?))).collect();
         Some(Arc::new(accelerated))
     };
-    let imported = import_block(&mut CacheDB::new(backend.clone()), &base.cfg, &base.env, txs, &lookup, Some(memo()));
+    let imported =
+        import_block(&mut CacheDB::new(backend.clone()), &base.cfg, &base.env, txs, &lookup, Some(memo()), true);
     let envs: Vec<_> = txs.iter().map(|t| t.env.clone()).collect();
     let import = match imported {
         Ok(import) => import,
