@@ -124,6 +124,30 @@ pub fn effective_tip(tx: &TxEnv, basefee: u64) -> u128 {
     tx.gas_priority_fee.map_or(headroom, |tip| tip.min(headroom))
 }
 
+/// Most fee recipients [`targeted_recipients`] gives a transaction.
+pub const TARGETED_RECIPIENTS: usize = 2;
+
+/// Fee recipients a transaction itself points at, most likely first (at most
+/// [`TARGETED_RECIPIENTS`]), from what the pending pool shows and the base fee a parent header
+/// gives, never the block: a plain transfer that tips nothing at `basefee` is one only a block
+/// that profits otherwise includes: its sender's own (a builder paying the proposer, a pool
+/// paying out, a miner's zero-price transaction before EIP-1559), or the block whose fee
+/// recipient it pays (a builder moving funds to its fee-recipient address). A call that tips
+/// nothing is most often a bundle's (the searcher pays the builder inside the call): it points
+/// at nobody, and a context of its sender's would only add an unlikely program and footprint.
+pub fn targeted_recipients(tx: &TxEnv, basefee: u64) -> Vec<Address> {
+    let plain = tx.data.is_empty() && tx.kind.is_call();
+    if !plain || tx.gas_price < u128::from(basefee) || effective_tip(tx, basefee) != 0 {
+        return Vec::new();
+    }
+    let mut out = vec![tx.caller];
+    if let Some(to) = tx.kind.to().filter(|to| **to != tx.caller && **to != Address::ZERO) {
+        out.push(*to);
+    }
+    out.truncate(TARGETED_RECIPIENTS);
+    out
+}
+
 impl PendingPool {
     /// A pool of at most `capacity` transactions.
     pub fn new(capacity: usize) -> Self {
@@ -442,6 +466,36 @@ mod tests {
             ..Default::default()
         };
         (B256::from(U256::from(u64::from(caller) * 1000 + nonce)), env)
+    }
+
+    #[test]
+    fn targeted_recipients_are_what_a_transaction_points_at() {
+        let a = Address::with_last_byte;
+        let pay = |tx: &mut TxEnv| tx.kind = revm::primitives::TxKind::Call(a(9));
+        // A tipping transfer points at nobody.
+        let (_, mut tipping) = tx(1, 0, 5);
+        pay(&mut tipping);
+        assert!(targeted_recipients(&tipping, 100).is_empty());
+        // No tip at the base fee: its sender, and the account it pays.
+        let (_, mut zero) = tx(1, 0, 0);
+        pay(&mut zero);
+        assert_eq!(targeted_recipients(&zero, 100), vec![a(1), a(9)]);
+        // Not below the base fee (it cannot be included at all).
+        assert!(targeted_recipients(&zero, 101).is_empty());
+        // A call that tips nothing (a bundle's) points at nobody; nor does a creation.
+        zero.data = revm::primitives::Bytes::from(vec![0xab; 4]);
+        assert!(targeted_recipients(&zero, 100).is_empty());
+        let (_, create) = tx(1, 0, 0);
+        assert!(targeted_recipients(&create, 100).is_empty());
+        // Before EIP-1559 (no base fee), a zero gas price is a miner's own transaction.
+        let legacy = TxEnv {
+            caller: a(3),
+            gas_price: 0,
+            tx_type: 0,
+            kind: revm::primitives::TxKind::Call(a(3)),
+            ..Default::default()
+        };
+        assert_eq!(targeted_recipients(&legacy, 0), vec![a(3)]);
     }
 
     #[test]

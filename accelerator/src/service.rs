@@ -502,6 +502,14 @@ impl Service {
         let Some(head) = lock(&self.head).clone() else { return };
         let (cfg, block) = self.next_block(&head);
         let Some((tx, mut futures)) = self.pipeline.futures(&hash, block.basefee) else { return };
+        // The predicted block (the last future): also run in the context of each fee recipient
+        // a zero-tip transfer points at (a builder's payment).
+        let main = futures.last().cloned();
+        let targeted: Vec<BlockEnv> = crate::predictor::targeted_recipients(&tx.env, block.basefee)
+            .into_iter()
+            .filter(|r| *r != block.beneficiary)
+            .map(|beneficiary| BlockEnv { beneficiary, ..block.clone() })
+            .collect();
         // Order flips need footprints: other pending transactions' programs, and this one's
         // from an earlier pre-execution (a transaction is pre-executed again at each head).
         futures.extend(self.pipeline.flip_futures(&hash, block.basefee));
@@ -528,6 +536,11 @@ impl Service {
         }
         let (view, log) = self.state.view(head.number).logging();
         self.pipeline.pre_execute(&tx, &futures, &view, &cfg, &block);
+        if let Some(main) = main {
+            for block in &targeted {
+                self.pipeline.pre_execute(&tx, std::slice::from_ref(&main), &view, &cfg, block);
+            }
+        }
         if let Some(to) = tx.env.kind.to() {
             let keys = lock(&log).keys();
             lock(&self.read_sets).put(*to, keys);

@@ -49,6 +49,10 @@ use crate::{
 /// A word register.
 type W = u32;
 
+/// An evaluation's result in the form a commit takes: the hit and which program gave it, or
+/// the miss.
+type Applying = Result<(Applied, usize), Miss>;
+
 /// Marks a computed register while compiling (see [`Compiled::place_computed`]).
 const COMPUTED: u32 = 1 << 31;
 /// A byte-string register.
@@ -709,7 +713,7 @@ impl Compiled {
         block: &BlockEnv,
         memo: Option<&PrecompileMemo>,
         capture: Option<Vec<Read>>,
-    ) -> (Result<(Applied, usize), Miss>, Option<Vec<Read>>) {
+    ) -> (Applying, Option<Vec<Read>>) {
         if self.env.spec != cfg.spec || self.env.chain_id != cfg.chain_id || self.nodes.is_empty() {
             return (Err(Miss { reason: MissReason::Env, at: Value(0) }), None);
         }
@@ -739,7 +743,7 @@ impl Compiled {
         block: &BlockEnv,
         memo: Option<&PrecompileMemo>,
         capture: Option<Vec<Read>>,
-    ) -> (Result<(Applied, usize), Miss>, Option<Vec<Read>>) {
+    ) -> (Applying, Option<Vec<Read>>) {
         // Constants are read from the template in place (`Regs`): only the computed registers
         // live in the scratch, and each is written before it is read (the program is SSA),
         // so the scratch is only grown, never cleared or copied into.

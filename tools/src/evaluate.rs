@@ -31,6 +31,7 @@ use std::{
 use accelerator::{
     ImportMode, ImportTx, Pipeline, PipelineConfig, TxPath,
     executor::{apply_accelerated, known_code},
+    predictor::targeted_recipients,
 };
 use eyre::Result;
 use mempool_tap::RecordedBlock;
@@ -423,7 +424,12 @@ pub fn evaluate_block(
     let config = PipelineConfig {
         max_predecessors: options.max_predecessors,
         pool_capacity: heard.len().max(1),
-        programs_per_tx: options.futures_per_tx.max(1) + 2 + PipelineConfig::default().flip_futures,
+        // The futures at arrival, the refresh and a pool's payout, the order flips, the
+        // recipients a transaction points at.
+        programs_per_tx: options.futures_per_tx.max(1)
+            + 2
+            + PipelineConfig::default().flip_futures
+            + accelerator::predictor::TARGETED_RECIPIENTS,
         read_sets: options.read_sets,
         ..PipelineConfig::default()
     };
@@ -475,6 +481,16 @@ pub fn evaluate_block(
         }
     };
     let shape = |f: &[TxEnv]| f.iter().map(|t| (t.caller, t.nonce)).collect::<Vec<_>>();
+    // The contexts of the fee recipients a transaction points at ([`targeted_recipients`]),
+    // besides those it gets anyway (the first predicted one, a known recipient's own).
+    let targeted = |tx: &TxEnv| -> Vec<BlockEnv> {
+        let own = recipients.all.contains(&tx.caller);
+        targeted_recipients(tx, view.basefee)
+            .into_iter()
+            .filter(|r| *r != contexts[0].beneficiary && !(own && *r == tx.caller))
+            .map(|r| view.next_slot_with(r))
+            .collect()
+    };
     for h in &heard {
         pipeline.admit(h.hash, h.env.clone(), h.arrival_ms);
         let Some((_, futures)) = pipeline.futures(&h.hash, view.basefee) else { continue };
@@ -496,6 +512,11 @@ pub fn evaluate_block(
         for (predecessors, ctx) in plan {
             used_futures.entry(h.hash).or_default().push(shape(predecessors));
             run(h.hash, predecessors, ctx, h.arrival_ms as f64, &mut result);
+        }
+        // The fee recipients a zero-tip transfer points at (a builder's payment): one more
+        // context each. Rare and near certain, so outside the budget.
+        for ctx in targeted(&h.env) {
+            run(h.hash, main, &ctx, h.arrival_ms as f64, &mut result);
         }
     }
     // One second before the block: refresh the futures whose predecessors changed since.
@@ -531,6 +552,9 @@ pub fn evaluate_block(
         let known = recipients.all.contains(&h.env.caller);
         if !known && payouts.contains(&h.env.caller) && contexts[0].beneficiary != h.env.caller {
             run_new(h.hash, main, &view.next_slot_with(h.env.caller), now, true, &mut result);
+        }
+        for ctx in targeted(&h.env) {
+            run_new(h.hash, main, &ctx, now, true, &mut result);
         }
     }
     // Then the order flips, now that the pool's transactions have footprints: the predicted
