@@ -485,7 +485,8 @@ mod tests {
         // A call that tips nothing (a bundle's) points at nobody; nor does a creation.
         zero.data = revm::primitives::Bytes::from(vec![0xab; 4]);
         assert!(targeted_recipients(&zero, 100).is_empty());
-        let (_, create) = tx(1, 0, 0);
+        let (_, mut create) = tx(1, 0, 0);
+        create.kind = revm::primitives::TxKind::Create;
         assert!(targeted_recipients(&create, 100).is_empty());
         // Before EIP-1559 (no base fee), a zero gas price is a miner's own transaction.
         let legacy = TxEnv {
