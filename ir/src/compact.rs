@@ -61,25 +61,121 @@ type B = u32;
 /// One compiled instruction. Constants are not instructions: they live in the templates.
 #[derive(Clone, Debug)]
 enum CInst {
-    Load { op: Op, dst: W, a: W, b: W, at: u32 },
-    Ctx { op: Op, dst: W, at: u32 },
-    Word1 { op: Op, dst: W, a: W },
-    Word2 { op: Op, dst: W, a: W, b: W },
-    Word3 { op: Op, dst: W, a: W, b: W, c: W },
-    Guard { a: W, expected: W, kind: GuardKind, at: u32 },
-    Concat { dst: B, from: u32, to: u32, at: u32 },
-    Slice { dst: B, src: B, offset: u32, len: u32, at: u32 },
-    ToBytes { dst: B, a: W, at: u32 },
-    ToWord { dst: W, src: B, at: u32 },
-    Keccak { dst: W, src: B },
-    Len { dst: W, src: B },
-    PCall { dst: B, src: B, precompile: u32, at: u32 },
-    StoreAccount { a: W, balance: W, nonce: W, code_hash: W, flags: AccountFlags, at: u32 },
-    StoreSlot { a: W, k: W, v: W, at: u32 },
-    StoreCode { a: W, code: B, at: u32 },
-    Log { a: W, data: B, from: u32, to: u32 },
-    Output { b: B },
-    Created { a: W },
+    Load {
+        op: Op,
+        dst: W,
+        a: W,
+        b: W,
+        at: u32,
+    },
+    Ctx {
+        op: Op,
+        dst: W,
+        at: u32,
+    },
+    Word1 {
+        op: Op,
+        dst: W,
+        a: W,
+    },
+    Word2 {
+        op: Op,
+        dst: W,
+        a: W,
+        b: W,
+    },
+    Word3 {
+        op: Op,
+        dst: W,
+        a: W,
+        b: W,
+        c: W,
+    },
+    Guard {
+        a: W,
+        expected: W,
+        kind: GuardKind,
+        at: u32,
+    },
+    /// A two-operand computation and the guard on its result right after it, in one dispatch
+    /// (alias guards come as `eq` and `guard` pairs, by the thousand in an airdrop's program).
+    Word2Guard {
+        op: Op,
+        dst: W,
+        a: W,
+        b: W,
+        expected: W,
+        kind: GuardKind,
+        at: u32,
+    },
+    Concat {
+        dst: B,
+        from: u32,
+        to: u32,
+        at: u32,
+    },
+    Slice {
+        dst: B,
+        src: B,
+        offset: u32,
+        len: u32,
+        at: u32,
+    },
+    ToBytes {
+        dst: B,
+        a: W,
+        at: u32,
+    },
+    ToWord {
+        dst: W,
+        src: B,
+        at: u32,
+    },
+    Keccak {
+        dst: W,
+        src: B,
+    },
+    Len {
+        dst: W,
+        src: B,
+    },
+    PCall {
+        dst: B,
+        src: B,
+        precompile: u32,
+        at: u32,
+    },
+    StoreAccount {
+        a: W,
+        balance: W,
+        nonce: W,
+        code_hash: W,
+        flags: AccountFlags,
+        at: u32,
+    },
+    StoreSlot {
+        a: W,
+        k: W,
+        v: W,
+        at: u32,
+    },
+    StoreCode {
+        a: W,
+        code: B,
+        at: u32,
+    },
+    Log {
+        a: W,
+        data: B,
+        from: u32,
+        to: u32,
+    },
+    Output {
+        b: B,
+    },
+    Created {
+        a: W,
+    },
 }
 
 /// Why a program has no compact form (the interpreter serves it, and misses on it).
@@ -342,6 +438,7 @@ impl Compiled {
         for i in shape.from..shape.to {
             let reg = self.compile_inst(&shape.program.insts[i], i, regs)?;
             regs.push(reg);
+            self.fuse_guard(code_from as usize);
         }
         let code_to = self.code.len() as u32;
         let leaf = shape.leaf.map(|program| self.leaves.iter().position(|l| l.program == program).unwrap_or(0) as u32);
@@ -357,6 +454,21 @@ impl Compiled {
         self.nodes[index as usize] =
             Node { code: (code_from, code_to), children: (from, self.edges.len() as u32), leaf };
         Ok(index)
+    }
+
+    /// Fuses the last two instructions (both at or after `from`, in one node) when they are a
+    /// two-operand computation and a guard on its result.
+    fn fuse_guard(&mut self, from: usize) {
+        let n = self.code.len();
+        if n < from + 2 {
+            return;
+        }
+        if let [CInst::Word2 { op, dst, a, b }, CInst::Guard { a: guarded, expected, kind, at }] = self.code[n - 2..]
+            && guarded == dst
+        {
+            self.code.truncate(n - 2);
+            self.code.push(CInst::Word2Guard { op, dst, a, b, expected, kind, at });
+        }
     }
 
     /// Compiles instruction `i` of a program, given the registers of its operands.
@@ -497,6 +609,7 @@ impl Compiled {
                 CInst::Word2 { dst, a, b, .. } => [dst, a, b].into_iter().for_each(fix),
                 CInst::Word3 { dst, a, b, c, .. } => [dst, a, b, c].into_iter().for_each(fix),
                 CInst::Guard { a, expected, .. } => [a, expected].into_iter().for_each(fix),
+                CInst::Word2Guard { dst, a, b, expected, .. } => [dst, a, b, expected].into_iter().for_each(fix),
                 CInst::ToBytes { a, .. } | CInst::StoreCode { a, .. } | CInst::Created { a } => fix(a),
                 CInst::StoreAccount { a, balance, nonce, code_hash, .. } => {
                     [a, balance, nonce, code_hash].into_iter().for_each(fix)
@@ -862,6 +975,13 @@ impl Compiled {
                 }
                 CInst::Guard { a, expected, kind, at } => {
                     if w[a] != w[expected] {
+                        return Err(miss(MissReason::Guard(kind), at));
+                    }
+                }
+                CInst::Word2Guard { op, dst, a, b, expected, kind, at } => {
+                    let v = word2(op, w[a], w[b]);
+                    w.w[dst as usize] = v;
+                    if v != w[expected] {
                         return Err(miss(MissReason::Guard(kind), at));
                     }
                 }
