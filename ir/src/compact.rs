@@ -108,6 +108,16 @@ enum CInst {
         kind: GuardKind,
         at: u32,
     },
+    /// A run of `eq` guards expecting 0 that share one operand `x`: `x` differs from each
+    /// register of `runs[from..to]` (other operand, result register, guard position), checked
+    /// in order, each result written. A symbolic address is guarded against every address
+    /// touched before it: an airdrop's program holds thousands of these, in runs.
+    NotIn {
+        x: W,
+        from: u32,
+        to: u32,
+        kind: GuardKind,
+    },
     Concat {
         dst: B,
         from: u32,
@@ -229,6 +239,9 @@ pub struct Compiled {
     ranges: Vec<(u32, u32)>,
     /// Operand lists of `concat` (byte registers) and `store.log` (topic word registers).
     lists: Vec<u32>,
+    /// The elements of `NotIn` runs: the other operand, the result register, the guard's
+    /// position.
+    runs: Vec<(W, W, u32)>,
     /// Precompile immediates.
     precompiles: Vec<(Address, u64, SpecId)>,
     /// Instructions of the source programs, summed.
@@ -402,6 +415,7 @@ impl Compiled {
             arena: Vec::new(),
             ranges: Vec::new(),
             lists: Vec::new(),
+            runs: Vec::new(),
             precompiles: Vec::new(),
             source_len: 0,
         };
@@ -468,6 +482,54 @@ impl Compiled {
         {
             self.code.truncate(n - 2);
             self.code.push(CInst::Word2Guard { op, dst, a, b, expected, kind, at });
+            self.fuse_run(from);
+        }
+    }
+
+    /// Joins the last instruction, an `eq` guard expecting 0, to the run of such guards
+    /// before it that share an operand with it (see `CInst::NotIn`).
+    fn fuse_run(&mut self, from: usize) {
+        let n = self.code.len();
+        if n < from + 2 {
+            return;
+        }
+        let CInst::Word2Guard { op: Op::Eq, dst, a, b, expected, kind, at } = self.code[n - 1] else { return };
+        // A constant register (computed ones are flagged until placed): its value is known.
+        if expected & COMPUTED != 0 || self.words.get(expected as usize) != Some(&U256::ZERO) {
+            return;
+        }
+        // The other operand, when `x` is one of `a`, `b` (`eq` is symmetric).
+        let other = |x: W| {
+            if x == b {
+                Some(a)
+            } else if x == a {
+                Some(b)
+            } else {
+                None
+            }
+        };
+        match self.code[n - 2] {
+            CInst::NotIn { x, from: start, to, kind: k } if k == kind && to as usize == self.runs.len() => {
+                let Some(y) = other(x) else { return };
+                self.runs.push((y, dst, at));
+                self.code.truncate(n - 1);
+                self.code[n - 2] = CInst::NotIn { x, from: start, to: to + 1, kind };
+            }
+            CInst::Word2Guard { op: Op::Eq, dst: d0, a: a0, b: b0, expected: e0, kind: k0, at: at0 }
+                if e0 == expected && k0 == kind =>
+            {
+                // The operand the two share.
+                let Some((x, y0)) = [(b0, a0), (a0, b0)].into_iter().find(|(x, _)| other(*x).is_some()) else {
+                    return;
+                };
+                let Some(y) = other(x) else { return };
+                let start = self.runs.len() as u32;
+                self.runs.push((y0, d0, at0));
+                self.runs.push((y, dst, at));
+                self.code.truncate(n - 2);
+                self.code.push(CInst::NotIn { x, from: start, to: start + 2, kind });
+            }
+            _ => {}
         }
     }
 
@@ -610,6 +672,7 @@ impl Compiled {
                 CInst::Word3 { dst, a, b, c, .. } => [dst, a, b, c].into_iter().for_each(fix),
                 CInst::Guard { a, expected, .. } => [a, expected].into_iter().for_each(fix),
                 CInst::Word2Guard { dst, a, b, expected, .. } => [dst, a, b, expected].into_iter().for_each(fix),
+                CInst::NotIn { x, .. } => fix(x),
                 CInst::ToBytes { a, .. } | CInst::StoreCode { a, .. } | CInst::Created { a } => fix(a),
                 CInst::StoreAccount { a, balance, nonce, code_hash, .. } => {
                     [a, balance, nonce, code_hash].into_iter().for_each(fix)
@@ -621,6 +684,10 @@ impl Compiled {
                 }
                 CInst::Concat { .. } | CInst::Slice { .. } | CInst::PCall { .. } | CInst::Output { .. } => {}
             }
+        }
+        for (y, dst, _) in &mut self.runs {
+            fix(y);
+            fix(dst);
         }
     }
 
@@ -750,6 +817,7 @@ impl Compiled {
             + self.arena.capacity()
             + self.ranges.capacity() * 8
             + self.lists.capacity() * 4
+            + self.runs.capacity() * size_of::<(W, W, u32)>()
             + self.precompiles.capacity() * size_of::<(Address, u64, SpecId)>()
             + self.nodes.capacity() * size_of::<Node>()
             + self.edges.capacity() * 4
@@ -770,6 +838,7 @@ impl Compiled {
         prefetch_slice(&self.ranges);
         prefetch_slice(&self.arena);
         prefetch_slice(&self.lists);
+        prefetch_slice(&self.runs);
     }
 
     /// Evaluates the merged programs on `db` in the context `cfg` / `block`, with precompile
@@ -976,6 +1045,16 @@ impl Compiled {
                 CInst::Guard { a, expected, kind, at } => {
                     if w[a] != w[expected] {
                         return Err(miss(MissReason::Guard(kind), at));
+                    }
+                }
+                CInst::NotIn { x, from, to, kind } => {
+                    let x = w[x];
+                    for &(y, dst, at) in &self.runs[from as usize..to as usize] {
+                        let equal = w[y] == x;
+                        w.w[dst as usize] = U256::from(equal as u8);
+                        if equal {
+                            return Err(miss(MissReason::Guard(kind), at));
+                        }
                     }
                 }
                 CInst::Word2Guard { op, dst, a, b, expected, kind, at } => {
@@ -1337,6 +1416,53 @@ v14 = load.codehash v0
         let reference = evaluate(&program, &db, &cfg, &block, FUEL);
         assert!(matches!(reference, Evaluation::Miss(_)));
         assert_eq!(compiled.evaluate(&db, &cfg, &block, None), reference);
+    }
+
+    #[test]
+    fn a_run_of_alias_guards_is_one_instruction_that_misses_where_the_interpreter_does() {
+        // A symbolic address (from a slot) guarded against five constants, one with its
+        // operands the other way round, then a guard of another kind.
+        let text = "\
+env OSAKA chain 1
+status {\"Success\":\"Stop\"}
+gas 21000 refund 0
+v0 = const 0x44
+v1 = load.storage v0, v0
+v2 = const 0xa1
+v3 = eq v2, v1
+    guard alias v3, 0x0
+v5 = const 0xa2
+v6 = eq v5, v1
+    guard alias v6, 0x0
+v8 = const 0xa3
+v9 = eq v1, v8
+    guard alias v9, 0x0
+v11 = const 0xa4
+v12 = eq v11, v1
+    guard alias v12, 0x0
+v14 = const 0xa5
+v15 = eq v14, v1
+    guard alias v15, 0x0
+v17 = lt v1, v0
+    guard path v17, 0x0
+v19 = load.balance v1
+v20 = load.nonce v1
+v21 = load.codehash v1
+    store.account v1, v19, v20, v21
+";
+        let program = crate::text::parse(text).expect("parses");
+        let compiled = Compiled::new(&program).expect("compiles");
+        assert!(compiled.code.iter().any(|i| matches!(i, CInst::NotIn { from: 0, to: 5, .. })), "{:?}", compiled.code);
+        let (cfg, block) = crate::synthetic::synthetic_env(SpecId::OSAKA);
+        let address = word_to_address(U256::from(0x44));
+        for (value, hits) in [(0x99u64, true), (0xa1, false), (0xa3, false), (0xa5, false), (0x10, false)] {
+            let mut db = revm::database::InMemoryDB::default();
+            db.insert_account_storage(address, U256::from(0x44), U256::from(value)).expect("in memory");
+            let reference = evaluate(&program, &db, &cfg, &block, FUEL);
+            assert_eq!(matches!(reference, Evaluation::Hit(_)), hits, "{value:#x}: {reference:?}");
+            // Equal evaluations: the same outcome, or the same reason at the same guard.
+            assert_eq!(compiled.evaluate(&db, &cfg, &block, None), reference, "{value:#x}");
+        }
     }
 
     #[test]
