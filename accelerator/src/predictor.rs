@@ -129,24 +129,45 @@ pub const TARGETED_RECIPIENTS: usize = 2;
 
 /// Fee recipients a transaction itself points at, most likely first (at most
 /// [`TARGETED_RECIPIENTS`]), from what the pending pool shows and the base fee a parent header
-/// gives, never the block: a plain transfer that tips nothing at `basefee` is one only a block
-/// that profits otherwise includes: its sender's own (a builder paying the proposer, a pool
-/// paying out, a miner's zero-price transaction before EIP-1559), or the block whose fee
-/// recipient it pays (a builder moving funds to its fee-recipient address). A call that tips
-/// nothing is most often a bundle's (the searcher pays the builder inside the call): it points
-/// at nobody, and a context of its sender's would only add an unlikely program and footprint.
-pub fn targeted_recipients(tx: &TxEnv, basefee: u64) -> Vec<Address> {
+/// gives, never the block:
+/// - a plain transfer that tips nothing at `basefee` is one only a block that profits
+///   otherwise includes: its sender's own (a builder paying the proposer, a pool paying out, a
+///   miner's zero-price transaction before EIP-1559), or the block whose fee recipient it pays
+///   (a builder moving funds to its fee-recipient address). A call that tips nothing is most
+///   often a bundle's (the searcher pays the builder inside the call): that alone points at
+///   nobody;
+/// - a call whose calldata holds the address of a known fee recipient (`known`), at any
+///   offset (ABI-encoded, packed, or nested in an inner call), targets that recipient's
+///   blocks: MEV payments check `block.coinbase` against the miner or builder they were sent
+///   to.
+pub fn targeted_recipients(tx: &TxEnv, basefee: u64, known: impl Fn(&Address) -> bool) -> Vec<Address> {
+    let mut out: Vec<Address> = Vec::new();
+    let mut add = |a: Address| {
+        if a != Address::ZERO && !out.contains(&a) && out.len() < TARGETED_RECIPIENTS {
+            out.push(a);
+        }
+    };
     let plain = tx.data.is_empty() && tx.kind.is_call();
-    if !plain || tx.gas_price < u128::from(basefee) || effective_tip(tx, basefee) != 0 {
-        return Vec::new();
+    if plain && tx.gas_price >= u128::from(basefee) && effective_tip(tx, basefee) == 0 {
+        add(tx.caller);
+        if let Some(to) = tx.kind.to().filter(|to| **to != tx.caller) {
+            add(*to);
+        }
     }
-    let mut out = vec![tx.caller];
-    if let Some(to) = tx.kind.to().filter(|to| **to != tx.caller && **to != Address::ZERO) {
-        out.push(*to);
+    for window in tx.data.windows(20).take(MAX_SCANNED_CALLDATA) {
+        // An address is 20 bytes, few of them zero: skip the padding quickly.
+        if window[0] != 0 || window[19] != 0 {
+            let named = Address::from_slice(window);
+            if known(&named) {
+                add(named);
+            }
+        }
     }
-    out.truncate(TARGETED_RECIPIENTS);
     out
 }
+
+/// Calldata bytes [`targeted_recipients`] scans for a known fee recipient.
+pub const MAX_SCANNED_CALLDATA: usize = 4096;
 
 impl PendingPool {
     /// A pool of at most `capacity` transactions.
@@ -471,23 +492,24 @@ mod tests {
     #[test]
     fn targeted_recipients_are_what_a_transaction_points_at() {
         let a = Address::with_last_byte;
+        let none = |_: &Address| false;
         let pay = |tx: &mut TxEnv| tx.kind = revm::primitives::TxKind::Call(a(9));
         // A tipping transfer points at nobody.
         let (_, mut tipping) = tx(1, 0, 5);
         pay(&mut tipping);
-        assert!(targeted_recipients(&tipping, 100).is_empty());
+        assert!(targeted_recipients(&tipping, 100, none).is_empty());
         // No tip at the base fee: its sender, and the account it pays.
         let (_, mut zero) = tx(1, 0, 0);
         pay(&mut zero);
-        assert_eq!(targeted_recipients(&zero, 100), vec![a(1), a(9)]);
+        assert_eq!(targeted_recipients(&zero, 100, none), vec![a(1), a(9)]);
         // Not below the base fee (it cannot be included at all).
-        assert!(targeted_recipients(&zero, 101).is_empty());
+        assert!(targeted_recipients(&zero, 101, none).is_empty());
         // A call that tips nothing (a bundle's) points at nobody; nor does a creation.
         zero.data = revm::primitives::Bytes::from(vec![0xab; 4]);
-        assert!(targeted_recipients(&zero, 100).is_empty());
+        assert!(targeted_recipients(&zero, 100, none).is_empty());
         let (_, mut create) = tx(1, 0, 0);
         create.kind = revm::primitives::TxKind::Create;
-        assert!(targeted_recipients(&create, 100).is_empty());
+        assert!(targeted_recipients(&create, 100, none).is_empty());
         // Before EIP-1559 (no base fee), a zero gas price is a miner's own transaction.
         let legacy = TxEnv {
             caller: a(3),
@@ -496,7 +518,21 @@ mod tests {
             kind: revm::primitives::TxKind::Call(a(3)),
             ..Default::default()
         };
-        assert_eq!(targeted_recipients(&legacy, 0), vec![a(3)]);
+        assert_eq!(targeted_recipients(&legacy, 0, none), vec![a(3)]);
+        // A known fee recipient named anywhere in a tipping call's calldata: ABI-encoded,
+        // then packed at an odd offset; an unknown one is not a recipient.
+        let miner = Address::repeat_byte(0xea);
+        let other = Address::repeat_byte(0x77);
+        let mut data = vec![0x1c, 0xff, 0x79, 0xcd];
+        data.extend_from_slice(&[0u8; 12]);
+        data.extend_from_slice(other.as_slice());
+        data.extend_from_slice(&[0x01, 0x62, 0x02]);
+        data.extend_from_slice(miner.as_slice());
+        let (_, mut call) = tx(2, 0, 5);
+        pay(&mut call);
+        call.data = revm::primitives::Bytes::from(data);
+        assert_eq!(targeted_recipients(&call, 100, |x: &Address| *x == miner), vec![miner]);
+        assert!(targeted_recipients(&call, 100, none).is_empty());
     }
 
     #[test]

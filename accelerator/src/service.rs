@@ -503,9 +503,10 @@ impl Service {
         let (cfg, block) = self.next_block(&head);
         let Some((tx, mut futures)) = self.pipeline.futures(&hash, block.basefee) else { return };
         // The predicted block (the last future): also run in the context of each fee recipient
-        // a zero-tip transfer points at (a builder's payment).
+        // a zero-tip transfer points at (a builder's payment). (The head's fee recipient is the
+        // only one the service knows: it is the context already.)
         let main = futures.last().cloned();
-        let targeted: Vec<BlockEnv> = crate::predictor::targeted_recipients(&tx.env, block.basefee)
+        let targeted: Vec<BlockEnv> = crate::predictor::targeted_recipients(&tx.env, block.basefee, |_| false)
             .into_iter()
             .filter(|r| *r != block.beneficiary)
             .map(|beneficiary| BlockEnv { beneficiary, ..block.clone() })

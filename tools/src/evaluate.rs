@@ -485,7 +485,7 @@ pub fn evaluate_block(
     // besides those it gets anyway (the first predicted one, a known recipient's own).
     let targeted = |tx: &TxEnv| -> Vec<BlockEnv> {
         let own = recipients.all.contains(&tx.caller);
-        targeted_recipients(tx, view.basefee)
+        targeted_recipients(tx, view.basefee, |a| recipients.all.contains(a))
             .into_iter()
             .filter(|r| *r != contexts[0].beneficiary && !(own && *r == tx.caller))
             .map(|r| view.next_slot_with(r))
@@ -513,8 +513,9 @@ pub fn evaluate_block(
             used_futures.entry(h.hash).or_default().push(shape(predecessors));
             run(h.hash, predecessors, ctx, h.arrival_ms as f64, &mut result);
         }
-        // The fee recipients a zero-tip transfer points at (a builder's payment): one more
-        // context each. Rare and near certain, so outside the budget.
+        // The fee recipients the transaction points at (a zero-tip transfer: a builder's
+        // payment; a known recipient named in its calldata: an MEV payment to that miner or
+        // builder): one more context each. Rare and near certain, so outside the budget.
         for ctx in targeted(&h.env) {
             run(h.hash, main, &ctx, h.arrival_ms as f64, &mut result);
         }
