@@ -457,7 +457,7 @@ fn state_changes(state: &EvmState) -> StateChanges {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use revm::primitives::{KECCAK_EMPTY, LogData, address, b256};
+    use revm::primitives::{KECCAK_EMPTY, LogData, address, b256, keccak256};
 
     fn sample() -> TxOutcome {
         let token = address!("0x00000000000000000000000000000000000000aa");
@@ -490,6 +490,47 @@ mod tests {
             created_address: None,
             state,
         }
+    }
+
+    #[test]
+    fn applied_round_trips_an_outcome_and_commits_with_code() {
+        let mut outcome = sample();
+        let contract = address!("0x00000000000000000000000000000000000000cc");
+        let created = address!("0x00000000000000000000000000000000000000dd");
+        let gone = address!("0x00000000000000000000000000000000000000ee");
+        let running = Bytecode::new_legacy(Bytes::from_static(&[0x60, 0x00, 0x00]));
+        let change = |code_hash, code, created, selfdestructed| AccountChange {
+            balance: U256::from(5),
+            nonce: 1,
+            code_hash,
+            code,
+            created,
+            selfdestructed,
+            storage: BTreeMap::from([(U256::from(3), U256::from(4))]),
+        };
+        // Code the transaction did not set, code it deployed, an account it destroyed.
+        outcome.state.insert(contract, change(running.hash_slow(), None, false, false));
+        let deployed = Bytes::from_static(&[0x60, 0x01]);
+        outcome.state.insert(created, change(keccak256(&deployed), Some(deployed.clone()), true, false));
+        outcome.state.insert(gone, change(KECCAK_EMPTY, None, false, true));
+        let mut applied = Applied::from(outcome.clone());
+        assert_eq!(applied.outcome(), outcome, "the oracle's form is the outcome it came from");
+        let mut asked = Vec::new();
+        let state = applied
+            .commit_state(|a, h| {
+                asked.push(*a);
+                (h == running.hash_slow()).then(|| running.clone())
+            })
+            .expect("every code is known");
+        assert_eq!(asked, vec![contract], "only code the transaction did not set is looked up");
+        assert_eq!(state[&contract].info.code, Some(running.clone()));
+        assert_eq!(state[&created].info.code, Some(Bytecode::new_legacy(deployed)));
+        assert!(state[&created].is_created() && state[&gone].is_selfdestructed());
+        assert!(state.values().all(|a| a.is_touched()));
+        assert_eq!(state[&contract].storage[&U256::from(3)].present_value(), U256::from(4));
+        // Code nobody can give: the address, and no state.
+        let mut applied = Applied::from(outcome);
+        assert_eq!(applied.commit_state(|_, _| None).err(), Some(contract));
     }
 
     #[test]
