@@ -46,6 +46,13 @@ use crate::{
     semantics::{account_word, context, fold_word, load_word, run_precompile, word_to_address},
 };
 
+mod native;
+
+pub use native::{
+    HOST_ELEMENT, HOST_MARK, HOST_REWIND, HOST_STEP, HostCall, Lowered, MISS, NativeEntry, STEP_FATAL, STEP_MISS,
+    STEP_OK, TreeNode,
+};
+
 /// A word register.
 type W = u32;
 

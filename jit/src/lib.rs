@@ -1,1 +1,233 @@
 #![doc = include_str!("../README.md")]
+
+mod lower;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{Linkage, Module, default_libcall_names};
+use ir::{
+    compact::{Compiled, NativeEntry, PrecompileMemo},
+    interp::{Evaluation, Miss},
+    outcome::Applied,
+};
+use revm::{
+    DatabaseRef,
+    context::{BlockEnv, CfgEnv},
+};
+
+/// Compact instructions above which a program is compiled with the single-pass register
+/// allocator.
+const QUICK_ALLOCATOR_ABOVE: usize = 1_500;
+
+/// What the compiler accepts, so that no program costs more than a bounded compile.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The most compact-evaluator instructions a program may have (an airdrop's thousands of
+    /// alias guards compile slowly for little gain: the evaluator serves it).
+    pub max_instructions: usize,
+    /// The most tree nodes.
+    pub max_nodes: usize,
+    /// Read constants from the register file instead of having them inline, and compile
+    /// without Cranelift's optimizations, so that no folding can hide a lowering bug (the
+    /// tests' second native tier; slower code).
+    pub opaque_constants: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_instructions: 20_000, max_nodes: 4_096, opaque_constants: false }
+    }
+}
+
+/// Why a program was not compiled (the compact evaluator serves it).
+#[derive(Debug, thiserror::Error)]
+pub enum JitError {
+    /// Past [`Limits`].
+    #[error("too large to compile: {0}")]
+    TooLarge(String),
+    /// The host is not one Cranelift generates code for, or its settings were refused.
+    #[error("no native target: {0}")]
+    Target(String),
+    /// Cranelift failed (a bug in the lowering, or in Cranelift).
+    #[error("cranelift: {0}")]
+    Codegen(String),
+}
+
+/// Cranelift's view of a compiled program, for `prescient diff`.
+#[derive(Clone, Debug, Default)]
+pub struct Listing {
+    /// The function in Cranelift IR, before optimization.
+    pub clif: String,
+    /// The machine code Cranelift emitted, as its disassembly of the lowered instructions.
+    pub disassembly: String,
+}
+
+/// A merged program compiled to native code: what import runs once the background compiler
+/// is done with it. The code is freed when this is dropped.
+pub struct Native {
+    compiled: Arc<Compiled>,
+    /// Owns the code's memory; `None` only while dropping.
+    module: Option<JITModule>,
+    entry: NativeEntry,
+    opaque_constants: bool,
+    code_bytes: usize,
+    compile_time: Duration,
+}
+
+// SAFETY: after `finalize_definitions` the module is never used again except to free its
+// memory on drop (which takes `&mut self`); the code it maps is immutable and safe to run
+// from any thread, and `entry` is a plain function pointer into it.
+unsafe impl Send for Native {}
+// SAFETY: as above: shared access only ever calls the immutable code.
+unsafe impl Sync for Native {}
+
+impl std::fmt::Debug for Native {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Native")
+            .field("code_bytes", &self.code_bytes)
+            .field("compile_time", &self.compile_time)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Native {
+    fn drop(&mut self) {
+        if let Some(module) = self.module.take() {
+            // SAFETY: `entry` points into this module's memory, and it is only called through
+            // `&self`, so no call is running while `drop` has `&mut self`.
+            unsafe { module.free_memory() };
+        }
+    }
+}
+
+impl Native {
+    /// Compiles `compiled` to native code.
+    pub fn compile(compiled: Arc<Compiled>, limits: &Limits) -> Result<Self, JitError> {
+        Self::build(compiled, limits, false).map(|(native, _)| native)
+    }
+
+    /// [`Native::compile`], also giving Cranelift's IR and disassembly.
+    pub fn compile_with_listing(compiled: Arc<Compiled>, limits: &Limits) -> Result<(Self, Listing), JitError> {
+        Self::build(compiled, limits, true)
+    }
+
+    fn build(compiled: Arc<Compiled>, limits: &Limits, listing: bool) -> Result<(Self, Listing), JitError> {
+        let started = Instant::now();
+        if compiled.code_len() > limits.max_instructions {
+            return Err(JitError::TooLarge(format!(
+                "{} instructions (at most {})",
+                compiled.code_len(),
+                limits.max_instructions
+            )));
+        }
+        if compiled.nodes() > limits.max_nodes {
+            return Err(JitError::TooLarge(format!("{} tree nodes (at most {})", compiled.nodes(), limits.max_nodes)));
+        }
+        // Regalloc dominates compile time: large programs (and the unoptimized test tier) take
+        // the single-pass allocator, more spills for a much shorter compile.
+        let quick = limits.opaque_constants || compiled.code_len() > QUICK_ALLOCATOR_ABOVE;
+        let mut module = new_module(!limits.opaque_constants, quick)?;
+        let mut ctx = module.make_context();
+        ctx.func.signature = lower::entry_signature(&module);
+        let id = module
+            .declare_function("program", Linkage::Export, &ctx.func.signature)
+            .map_err(|e| JitError::Codegen(e.to_string()))?;
+        lower::lower(&compiled, &mut ctx.func, module.target_config(), limits.opaque_constants);
+        let mut out = Listing::default();
+        if listing {
+            out.clif = ctx.func.display().to_string();
+            ctx.set_disasm(true);
+        }
+        module.define_function(id, &mut ctx).map_err(|e| JitError::Codegen(format!("{e:?}")))?;
+        let code_bytes = ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
+        if listing {
+            out.disassembly = ctx.compiled_code().and_then(|c| c.vcode.clone()).unwrap_or_default();
+        }
+        module.clear_context(&mut ctx);
+        module.finalize_definitions().map_err(|e| JitError::Codegen(e.to_string()))?;
+        let code = module.get_finalized_function(id);
+        // SAFETY: `lower::lower` generated this function with `NativeEntry`'s signature
+        // (`entry_signature`, the platform's C calling convention).
+        let entry = unsafe { std::mem::transmute::<*const u8, NativeEntry>(code) };
+        let native = Native {
+            compiled,
+            module: Some(module),
+            entry,
+            opaque_constants: limits.opaque_constants,
+            code_bytes,
+            compile_time: started.elapsed(),
+        };
+        Ok((native, out))
+    }
+
+    /// The program it was compiled from.
+    pub fn compiled(&self) -> &Arc<Compiled> {
+        &self.compiled
+    }
+
+    /// Bytes of machine code.
+    pub fn code_bytes(&self) -> usize {
+        self.code_bytes
+    }
+
+    /// How long compiling took (lowering, Cranelift, mapping).
+    pub fn compile_time(&self) -> Duration {
+        self.compile_time
+    }
+
+    /// Evaluates the program natively: the result [`Compiled::evaluate_applied`] gives.
+    pub fn evaluate_applied<D: DatabaseRef>(
+        &self,
+        db: &D,
+        cfg: &CfgEnv,
+        block: &BlockEnv,
+        memo: Option<&PrecompileMemo>,
+    ) -> Result<(Applied, usize), Miss> {
+        // SAFETY: `entry` was generated from `self.compiled` by `lower::lower`, which follows
+        // `ir::compact::native`'s convention, and the module mapping it lives as long as `self`.
+        unsafe { self.compiled.evaluate_native(self.entry, self.opaque_constants, db, cfg, block, memo) }
+    }
+
+    /// [`Native::evaluate_applied`] in the form of [`Compiled::evaluate_merged`].
+    pub fn evaluate_merged<D: DatabaseRef>(
+        &self,
+        db: &D,
+        cfg: &CfgEnv,
+        block: &BlockEnv,
+        memo: Option<&PrecompileMemo>,
+    ) -> (Evaluation, Option<usize>) {
+        match self.evaluate_applied(db, cfg, block, memo) {
+            Ok((applied, program)) => (Evaluation::Hit(applied.outcome()), Some(program)),
+            Err(miss) => (Evaluation::Miss(miss), None),
+        }
+    }
+}
+
+/// A module for one program (so its code is freed with it), for the host CPU.
+fn new_module(optimize: bool, quick_allocator: bool) -> Result<JITModule, JitError> {
+    let target = |e: &dyn std::fmt::Display| JitError::Target(e.to_string());
+    let mut flags = settings::builder();
+    let opt_level = if optimize { "speed" } else { "none" };
+    let regalloc = if quick_allocator { "single_pass" } else { "backtracking" };
+    for (name, value) in [
+        ("use_colocated_libcalls", "false"),
+        ("is_pic", "false"),
+        ("opt_level", opt_level),
+        ("regalloc_algorithm", regalloc),
+        // The lowering emits well-formed IR by construction, and the oracle checks what the
+        // code does; Cranelift's IR verifier would add a pass to every compile.
+        ("enable_verifier", "false"),
+    ] {
+        flags.set(name, value).map_err(|e| target(&e))?;
+    }
+    let isa = cranelift_native::builder()
+        .map_err(|e| target(&e))?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| target(&e))?;
+    Ok(JITModule::new(JITBuilder::with_isa(isa, default_libcall_names())))
+}

@@ -140,6 +140,23 @@ pub struct HitRow {
     /// The read-set memo's check (every input read and compared, the outcome cloned): what
     /// a perfect hit costs instead of the evaluation.
     pub read_set_ns: f64,
+    /// Hits whose program was also compiled to native code (the native stage sums over
+    /// them, beside the evaluator's time and revm's on the same transactions).
+    pub native_hits: usize,
+    /// Native code's evaluation, on those.
+    pub native_ns: f64,
+    /// The evaluator's, on those.
+    pub native_evaluate_ns: f64,
+    /// revm's, on those.
+    pub native_revm_ns: f64,
+    /// Native evaluations whose result differed from the evaluator's (a bug).
+    pub disagreements: usize,
+    /// Compile time of each program compiled (ms).
+    pub compile_ms: Vec<f64>,
+    /// Machine code size of each program compiled.
+    pub code_bytes: Vec<usize>,
+    /// Programs past the compiler's limits (served by the evaluator).
+    pub too_large: usize,
 }
 
 /// `prescient bench hit`: for every transaction of `block`, its program pre-executed in the
@@ -157,9 +174,26 @@ pub fn hit(block: &RecordedBlock, reps: usize) -> Result<HitRow> {
         row.txs += 1;
         let (program, reads) =
             match pre_execute(&state, &block.cfg, &block.env, &[], &tx, Default::default(), Some(&memo)) {
-                PreExecution::Program(p, reads) => (Compiled::new(&p).ok(), reads),
+                PreExecution::Program(p, reads) => (Compiled::new(&p).ok().map(std::sync::Arc::new), reads),
                 _ => (None, None),
             };
+        let native = program.as_ref().and_then(|p| match jit::Native::compile(p.clone(), &jit::Limits::default()) {
+            Ok(native) => {
+                row.compile_ms.push(native.compile_time().as_secs_f64() * 1e3);
+                row.code_bytes.push(native.code_bytes());
+                Some(native)
+            }
+            Err(jit::JitError::TooLarge(_)) => {
+                row.too_large += 1;
+                None
+            }
+            Err(e) => {
+                tracing::warn!(%e, "native compile failed");
+                row.disagreements += 1;
+                None
+            }
+        });
+        let mut native_ns = Vec::new();
         let (mut revm_ns, mut evaluate_ns, mut commit_ns, mut read_set_ns, mut hit) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), false);
         let mut result = None;
@@ -173,6 +207,20 @@ pub fn hit(block: &RecordedBlock, reps: usize) -> Result<HitRow> {
                 let started = Instant::now();
                 let evaluation = program.evaluate_applied(&state, &block.cfg, &block.env, Some(&memo));
                 let evaluated = started.elapsed().as_nanos() as f64;
+                if let Some(native) = &native {
+                    let started = Instant::now();
+                    let natively = native.evaluate_applied(&state, &block.cfg, &block.env, Some(&memo));
+                    let elapsed = started.elapsed().as_nanos() as f64;
+                    let same = match (&natively, &evaluation) {
+                        (Ok((a, i)), Ok((b, j))) => i == j && a.outcome() == b.outcome(),
+                        (Err(a), Err(b)) => a == b,
+                        _ => false,
+                    };
+                    row.disagreements += usize::from(!same);
+                    if round > 0 && natively.is_ok() {
+                        native_ns.push(elapsed);
+                    }
+                }
                 if let Ok((mut applied, _)) = evaluation {
                     let started = Instant::now();
                     std::hint::black_box(
@@ -198,10 +246,16 @@ pub fn hit(block: &RecordedBlock, reps: usize) -> Result<HitRow> {
         }
         if hit && evaluate_ns.len() == revm_ns.len() {
             row.hits += 1;
-            row.revm_ns += crate::evaluate::median(revm_ns);
-            row.evaluate_ns += crate::evaluate::median(evaluate_ns);
+            row.revm_ns += crate::evaluate::median(revm_ns.clone());
+            row.evaluate_ns += crate::evaluate::median(evaluate_ns.clone());
             row.commit_state_ns += crate::evaluate::median(commit_ns);
             row.read_set_ns += crate::evaluate::median(read_set_ns);
+            if native_ns.len() == revm_ns.len() {
+                row.native_hits += 1;
+                row.native_ns += crate::evaluate::median(native_ns);
+                row.native_evaluate_ns += crate::evaluate::median(evaluate_ns);
+                row.native_revm_ns += crate::evaluate::median(revm_ns);
+            }
         }
         if let Some(Ok(r)) = result {
             state.commit(r.state);

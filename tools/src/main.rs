@@ -459,15 +459,27 @@ fn bench_hit(data: Option<PathBuf>, numbers: &[u64], reps: usize) -> Result<bool
     let dataset = Dataset::open(&dir).wrap_err_with(|| format!("opening {}", dir.display()))?;
     ir::warm_up();
     println!(
-        "{:>8}  {:>5}  {:>5}  {:>12}  {:>12}  {:>14}  {:>12}  {:>7}  {:>7}",
-        "block", "txs", "hits", "revm ns/hit", "eval ns/hit", "commit ns/hit", "memo ns/hit", "eval", "memo"
+        "{:>8}  {:>5}  {:>5}  {:>12}  {:>12}  {:>14}  {:>12}  {:>7}  {:>7}  {:>6}  {:>8}  {:>8}",
+        "block",
+        "txs",
+        "hits",
+        "revm ns/hit",
+        "eval ns/hit",
+        "commit ns/hit",
+        "memo ns/hit",
+        "eval",
+        "memo",
+        "native",
+        "n.eval",
+        "n.native"
     );
+    let mut total = prescient_tools::bench::HitRow::default();
     for n in numbers {
         let block = dataset.load(dataset.find(*n)?)?;
         let row = prescient_tools::bench::hit(&block, reps)?;
         let per = |ns: f64| ns / row.hits.max(1) as f64;
         println!(
-            "{:>8}  {:>5}  {:>5}  {:>12.0}  {:>12.0}  {:>14.0}  {:>12.0}  {:>6.2}x  {:>6.2}x",
+            "{:>8}  {:>5}  {:>5}  {:>12.0}  {:>12.0}  {:>14.0}  {:>12.0}  {:>6.2}x  {:>6.2}x  {:>6}  {:>7.2}x  {:>7.2}x",
             n,
             row.txs,
             row.hits,
@@ -476,10 +488,38 @@ fn bench_hit(data: Option<PathBuf>, numbers: &[u64], reps: usize) -> Result<bool
             per(row.commit_state_ns),
             per(row.read_set_ns),
             row.revm_ns / (row.evaluate_ns + row.commit_state_ns).max(1.0),
-            row.revm_ns / (row.read_set_ns + row.commit_state_ns).max(1.0)
+            row.revm_ns / (row.read_set_ns + row.commit_state_ns).max(1.0),
+            row.native_hits,
+            row.native_revm_ns / row.native_evaluate_ns.max(1.0),
+            row.native_revm_ns / row.native_ns.max(1.0),
         );
+        total.native_hits += row.native_hits;
+        total.native_ns += row.native_ns;
+        total.native_evaluate_ns += row.native_evaluate_ns;
+        total.native_revm_ns += row.native_revm_ns;
+        total.disagreements += row.disagreements;
+        total.too_large += row.too_large;
+        total.compile_ms.extend(row.compile_ms);
+        total.code_bytes.extend(row.code_bytes);
     }
-    Ok(true)
+    let mut compile = total.compile_ms.clone();
+    compile.sort_by(f64::total_cmp);
+    let pick = |q: f64| compile.get(((compile.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0.0);
+    total.code_bytes.sort_unstable();
+    println!(
+        "native code: {} hits timed, evaluation (no commit) {:.2}x revm with the evaluator, {:.2}x with native code; \
+         {} programs compiled (compile p50 {:.2} ms, p99 {:.2} ms, code median {} bytes), {} past the limits, {} disagreements",
+        total.native_hits,
+        total.native_revm_ns / total.native_evaluate_ns.max(1.0),
+        total.native_revm_ns / total.native_ns.max(1.0),
+        compile.len(),
+        pick(0.5),
+        pick(0.99),
+        total.code_bytes.get(total.code_bytes.len() / 2).copied().unwrap_or(0),
+        total.too_large,
+        total.disagreements
+    );
+    Ok(total.disagreements == 0)
 }
 
 /// Runs `prescient bench merge`.

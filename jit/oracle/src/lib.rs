@@ -31,11 +31,13 @@ use ir::{
     text,
     verify::verify,
 };
+use jit::{JitError, Limits, Native};
 use revm::{
     DatabaseRef,
     context::{BlockEnv, CfgEnv, TxEnv},
     database_interface::DBErrorMarker,
 };
+use std::sync::Arc;
 
 /// A way of running a program. Every tier must agree with every other and, on a hit, with
 /// revm.
@@ -49,11 +51,19 @@ pub enum Tier {
     /// runs, with precompile results from a memo shared by every case this thread checks
     /// (so a memo hit is checked against revm as often as a fresh call).
     Compact,
+    /// The compact program compiled to native code by Cranelift (`jit::Native`), what import
+    /// runs once the background compiler is done; a program past the compiler's limits is
+    /// served by the compact evaluator, as at import.
+    Native,
+    /// [`Tier::Native`] with constants read from the register file instead of inline, so that
+    /// Cranelift's folding cannot hide a lowering bug.
+    NativeOpaque,
 }
 
 impl Tier {
     /// Every tier, in the order they are run and reported.
-    pub const ALL: &'static [Tier] = &[Tier::Recorded, Tier::Optimized, Tier::Compact];
+    pub const ALL: &'static [Tier] =
+        &[Tier::Recorded, Tier::Optimized, Tier::Compact, Tier::Native, Tier::NativeOpaque];
 
     /// Short name for reports.
     pub const fn name(self) -> &'static str {
@@ -61,6 +71,8 @@ impl Tier {
             Self::Recorded => "recorded",
             Self::Optimized => "optimized",
             Self::Compact => "compact",
+            Self::Native => "native",
+            Self::NativeOpaque => "native-opaque",
         }
     }
 }
@@ -77,6 +89,12 @@ pub struct Prepared {
     /// The read-set memo of the program's own recording ([`Prepared::record_reads`]): when
     /// present, [`check`] also checks it on every case.
     pub reads: Option<ReadSet>,
+    /// The optimized program in compact form, compiled once for every case.
+    pub compiled: Option<Arc<Compiled>>,
+    /// Its native code ([`Tier::Native`]), when it is within the compiler's limits.
+    pub native: Option<Arc<Native>>,
+    /// Its native code with opaque constants ([`Tier::NativeOpaque`]).
+    pub opaque: Option<Arc<Native>>,
 }
 
 impl Prepared {
@@ -102,6 +120,25 @@ impl Prepared {
 /// Prepares `program` at every tier, checking what every program must satisfy: it verifies,
 /// survives the text format, and still verifies after optimization.
 pub fn prepare(program: &Program) -> Prepared {
+    prepare_native(program, true)
+}
+
+/// In debug builds, the mainnet layer checks native code on one case in this many (see
+/// [`native_case`]); release builds check every case.
+pub const DEBUG_NATIVE_SAMPLE: usize = 4;
+
+/// Whether the mainnet layer checks native code on case `i`: always in a release build (or
+/// with `PRESCIENT_ORACLE_NATIVE_ALL` set), one case in [`DEBUG_NATIVE_SAMPLE`] in a debug
+/// build, where compiling every program twice would take the suite past CI's time.
+pub fn native_case(i: usize) -> bool {
+    !cfg!(debug_assertions)
+        || i.is_multiple_of(DEBUG_NATIVE_SAMPLE)
+        || std::env::var_os("PRESCIENT_ORACLE_NATIVE_ALL").is_some()
+}
+
+/// [`prepare`], with the native tiers only when `native` (they are then served by the compact
+/// evaluator, as a program past the compiler's limits is).
+pub fn prepare_native(program: &Program, native: bool) -> Prepared {
     let mut problems = Vec::new();
     if let Err(e) = verify(program) {
         problems.push(format!("verifier: {e}"));
@@ -113,20 +150,40 @@ pub fn prepare(program: &Program) -> Prepared {
     if let Err(e) = verify(&optimized) {
         problems.push(format!("verifier after optimize: {e}"));
     }
-    if let Err(e) = Compiled::new(&optimized) {
-        problems.push(format!("compact compile: {e}"));
-    }
+    let compiled = match Compiled::new(&optimized) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            problems.push(format!("compact compile: {e}"));
+            None
+        }
+    };
+    let mut native = |opaque_constants: bool| {
+        if !native {
+            return None;
+        }
+        let limits = Limits { opaque_constants, ..Limits::default() };
+        match Native::compile(compiled.clone()?, &limits) {
+            Ok(native) => Some(Arc::new(native)),
+            // Served by the compact evaluator, as at import.
+            Err(JitError::TooLarge(_)) => None,
+            Err(e) => {
+                problems.push(format!("native compile: {e}"));
+                None
+            }
+        }
+    };
+    let (native, opaque) = (native(false), native(true));
     let tiers = Tier::ALL
         .iter()
         .map(|tier| {
             let p = match tier {
                 Tier::Recorded => program.clone(),
-                Tier::Optimized | Tier::Compact => optimized.clone(),
+                Tier::Optimized | Tier::Compact | Tier::Native | Tier::NativeOpaque => optimized.clone(),
             };
             (*tier, p)
         })
         .collect();
-    Prepared { tiers, problems, reads: None }
+    Prepared { tiers, problems, reads: None, compiled, native, opaque }
 }
 
 thread_local! {
@@ -134,25 +191,29 @@ thread_local! {
     static MEMO: PrecompileMemo = PrecompileMemo::new(64 << 20);
 }
 
-/// Runs the program of one tier.
+/// Runs the program of one tier of `prepared`.
 pub fn evaluate_at<D: DatabaseRef>(
+    prepared: &Prepared,
     tier: Tier,
     program: &Program,
     db: &D,
     cfg: &CfgEnv,
     block: &BlockEnv,
 ) -> Evaluation {
-    match tier {
-        Tier::Recorded | Tier::Optimized => evaluate(program, db, cfg, block, FUEL),
-        Tier::Compact => match Compiled::new(program) {
-            Ok(compiled) => MEMO.with(|memo| compiled.evaluate(db, cfg, block, Some(memo))),
-            // `prepare` reported it; the tiers then disagree unless the program is malformed.
-            Err(e) => Evaluation::Miss(ir::interp::Miss {
-                reason: MissReason::Malformed,
-                at: ir::program::Value(e.at as u32),
-            }),
-        },
-    }
+    let native = match tier {
+        Tier::Recorded | Tier::Optimized => return evaluate(program, db, cfg, block, FUEL),
+        Tier::Compact => None,
+        Tier::Native => prepared.native.as_ref(),
+        Tier::NativeOpaque => prepared.opaque.as_ref(),
+    };
+    let Some(compiled) = &prepared.compiled else {
+        // `prepare` reported it; the tiers then disagree unless the program is malformed.
+        return Evaluation::Miss(ir::interp::Miss { reason: MissReason::Malformed, at: ir::program::Value(0) });
+    };
+    MEMO.with(|memo| match native {
+        Some(native) => native.evaluate_merged(db, cfg, block, Some(memo)).0,
+        None => compiled.evaluate(db, cfg, block, Some(memo)),
+    })
 }
 
 /// What checking one case found.
@@ -202,8 +263,23 @@ pub fn check<D: DatabaseRef>(
     let mut checked =
         Checked { problems: prepared.problems.iter().map(|p| format!("{what}: {p}")).collect(), ..Default::default() };
     let mut first: Option<(Tier, Evaluation)> = None;
+    let mut compact: Option<Evaluation> = None;
     for (tier, program) in &prepared.tiers {
-        let evaluation = evaluate_at(*tier, program, db, cfg, block);
+        let evaluation = evaluate_at(prepared, *tier, program, db, cfg, block);
+        match tier {
+            Tier::Compact => compact = Some(evaluation.clone()),
+            // Native code runs the compact program: it must miss at the same instruction too.
+            Tier::Native | Tier::NativeOpaque => {
+                if let Some(expected) = compact.as_ref().filter(|c| **c != evaluation) {
+                    checked.problems.push(format!(
+                        "{what}: native code disagrees with the compact evaluator: {} vs {}",
+                        summary(expected),
+                        summary(&evaluation)
+                    ));
+                }
+            }
+            _ => {}
+        }
         match &first {
             None => first = Some((*tier, evaluation)),
             Some((first_tier, seen)) => {
@@ -256,12 +332,13 @@ pub fn check<D: DatabaseRef>(
 }
 
 /// Checks the programs of one transaction merged into one tree (`ir::compact::Compiled::merge`,
-/// what import runs) on `db` / `cfg` / `block`: the tree hits exactly when one of the
+/// what import runs; with `native`, also its native code at both native tiers) on `db` / `cfg` / `block`: the tree hits exactly when one of the
 /// programs alone hits, with that program's outcome (the reference interpreter's), and a hit
 /// equals `expected()`, revm's outcome. The programs are optimized first, as the store holds
 /// them.
 pub fn check_merged<D: DatabaseRef>(
     programs: &[&Program],
+    native: bool,
     db: &D,
     cfg: &CfgEnv,
     block: &BlockEnv,
@@ -279,6 +356,25 @@ pub fn check_merged<D: DatabaseRef>(
         }
     };
     let (evaluation, which) = MEMO.with(|memo| merged.evaluate_merged(db, cfg, block, Some(memo)));
+    // The tree's native code walks it the same way: the same program, or the same miss.
+    let merged = Arc::new(merged);
+    for opaque_constants in [false, true].into_iter().filter(|_| native) {
+        match Native::compile(merged.clone(), &Limits { opaque_constants, ..Limits::default() }) {
+            Ok(native) => {
+                let (native_evaluation, native_which) =
+                    MEMO.with(|memo| native.evaluate_merged(db, cfg, block, Some(memo)));
+                if (&native_evaluation, native_which) != (&evaluation, which) {
+                    checked.problems.push(format!(
+                        "{what}: merged native code (opaque constants: {opaque_constants}) gives {} as {native_which:?}, the compact evaluator {} as {which:?}",
+                        summary(&native_evaluation),
+                        summary(&evaluation)
+                    ));
+                }
+            }
+            Err(JitError::TooLarge(_)) => {}
+            Err(e) => checked.problems.push(format!("{what}: merged native compile: {e}")),
+        }
+    }
     // Each program alone; `None` for one the tree leaves out (other chain rules than the first).
     let alone: Vec<Option<Evaluation>> =
         optimized.iter().map(|p| (p.env == optimized[0].env).then(|| evaluate(p, db, cfg, block, FUEL))).collect();

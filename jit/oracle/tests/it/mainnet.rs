@@ -13,7 +13,7 @@ use crate::{
         interp::MissReason,
         record::{NoApReason, RecordConfig, record},
     },
-    oracle::{Tier, check as check_case, check_merged, prepare},
+    oracle::{Tier, check as check_case, check_merged, native_case, prepare_native},
 };
 use mempool_tap::{Dataset, RecordedBlock, recorded::shared_data_for_tests};
 use revm::{
@@ -69,7 +69,7 @@ impl Tally {
 }
 
 /// Checks `program` at every tier on the actual state and context through the oracle, with
-/// revm's outcome there as the reference.
+/// revm's outcome there as the reference; native code too when `native`.
 fn check(
     tally: &mut Tally,
     program: &crate::ir::program::Program,
@@ -77,9 +77,9 @@ fn check(
     db: &InMemoryDB,
     block: &RecordedBlock,
     expected: &TxOutcome,
-    what: &str,
+    (what, native): (&str, bool),
 ) {
-    let mut prepared = prepare(program);
+    let mut prepared = prepare_native(program, native);
     prepared.record_reads(recorded, &block.cfg, recorded_env);
     tally.insts += program.insts.len();
     tally.optimized_insts += prepared.at(Tier::Optimized).map_or(0, |p| p.insts.len());
@@ -127,6 +127,7 @@ fn self_hit_and_cross_future_on_mainnet() {
         let before = (own.hits, pre_state.hits, context.hits);
         for (index, tx) in block.txs.iter().enumerate() {
             let what = format!("block {} tx {index} {:?}", block.number, tx.hash);
+            let native = native_case(own.txs);
             // The reference: plain revm on the actual state and context.
             let (expected, state) = crate::ir::execute_tx(&db, &block.cfg, &block.env, &tx.env)
                 .unwrap_or_else(|e| panic!("{what}: revm rejects a mainnet transaction: {e}"));
@@ -138,7 +139,7 @@ fn self_hit_and_cross_future_on_mainnet() {
             assert_eq!(rec.outcome.first_difference(&expected), None, "{what}: traced run differs from revm");
             match &rec.program {
                 Ok(p) => {
-                    check(&mut own, p, (&db, &block.env), &db, &block, &expected, &format!("{what} self"));
+                    check(&mut own, p, (&db, &block.env), &db, &block, &expected, (&format!("{what} self"), native));
                     futures.push(p.clone());
                 }
                 Err(r) => {
@@ -161,7 +162,7 @@ fn self_hit_and_cross_future_on_mainnet() {
                             &db,
                             &block,
                             &expected,
-                            &format!("{what} pre-state"),
+                            (&format!("{what} pre-state"), native),
                         );
                         futures.push(p.clone());
                     }
@@ -175,7 +176,15 @@ fn self_hit_and_cross_future_on_mainnet() {
             match record(&db, &block.cfg, &other_env, &tx.env, config) {
                 Ok(rec) => match &rec.program {
                     Ok(p) => {
-                        check(&mut context, p, (&db, &other_env), &db, &block, &expected, &format!("{what} context"));
+                        check(
+                            &mut context,
+                            p,
+                            (&db, &other_env),
+                            &db,
+                            &block,
+                            &expected,
+                            (&format!("{what} context"), native),
+                        );
                         futures.push(p.clone());
                     }
                     Err(r) => context.no_ap(*r),
@@ -190,6 +199,7 @@ fn self_hit_and_cross_future_on_mainnet() {
                 let refs: Vec<_> = futures.iter().collect();
                 let checked = check_merged(
                     &refs,
+                    native,
                     &db,
                     &block.cfg,
                     &block.env,

@@ -24,7 +24,7 @@ use crate::{
         program::Program,
         record::{RecordConfig, record},
     },
-    oracle::{check, prepare},
+    oracle::{check, native_case, prepare_native},
 };
 
 /// Long-running tests: the data README's slow directories, the VM performance loops, and
@@ -95,7 +95,9 @@ fn compare(
     expected: &TxOutcome,
     what: &str,
 ) -> Result<bool, String> {
-    let checked = check(&prepare(program), db, cfg, env, || Ok(expected.clone()), what);
+    // Native code on a sample in debug builds, on every case in release (`native_case`).
+    let native = native_case(counts.cases);
+    let checked = check(&prepare_native(program, native), db, cfg, env, || Ok(expected.clone()), what);
     counts.wrong.extend(checked.problems.iter().cloned());
     match (checked.hit, checked.miss) {
         (Some(_), _) => Ok(checked.problems.is_empty()),

@@ -1,0 +1,336 @@
+//! The compiled program as native code sees it: the view a code generator lowers
+//! ([`Compiled::lowered`], [`Compiled::node`]) and the calling convention its code follows
+//! ([`NativeEntry`], [`HostCall`]), with [`Compiled::evaluate_native`] running such code.
+//!
+//! Native code does what pays to do inline (word arithmetic, comparisons, guards, the walk
+//! over the merged tree) and hands every other instruction back to the host, which runs it
+//! with the compact evaluator's own code (`Compiled::run` on that one instruction): loads,
+//! context reads, byte strings, hashes, precompile calls and every store. So the outcome of
+//! a hit is built by exactly the code every differential test checks, and native code never
+//! touches the state, the memo or the outcome.
+//!
+//! **The convention.** An entry is `unsafe extern "C" fn(regs, host, call) -> u64`:
+//! - `regs` is the evaluation's word register file (`[U256]`, four little-endian 64-bit
+//!   limbs each); constant registers hold their values only when asked for
+//!   (`constants_in_file`: native code normally has them inline, [`Compiled::constant`]);
+//!   every computed register is written before it is read;
+//! - `call(host, what, arg)` is the host: [`HOST_STEP`] runs instruction `arg` and answers
+//!   [`STEP_OK`], [`STEP_MISS`] (a miss the walk may recover from by trying a sibling) or
+//!   [`STEP_FATAL`] (a miss after a store: the evaluation is over); [`HOST_MARK`] answers the
+//!   byte arena's length and [`HOST_REWIND`] truncates it back to `arg` (what the walk does
+//!   before trying a sibling);
+//! - the result is the leaf reached (below 2^32: a hit), or [`MISS`] with the instruction
+//!   whose guard failed in the low 32 bits and, for a `NotIn` run, the element that failed
+//!   in bits 32..62; [`HOST_ELEMENT`] there means the host recorded the miss (its last one).
+//!
+//! A failing guard before any store tries the next sibling, as [`Compiled::walk`] does; the
+//! last miss of a node's children is the node's.
+
+use std::ffi::c_void;
+
+use revm::{
+    DatabaseRef,
+    context::{BlockEnv, CfgEnv},
+    primitives::U256,
+};
+
+use super::{Applying, CInst, Compiled, PrecompileMemo, SCRATCH, Scratch, Walk};
+use crate::{
+    interp::{Miss, MissReason},
+    ops::{GuardKind, Op},
+    outcome::Applied,
+    program::Value,
+};
+
+/// A compiled program's native entry (see the module docs).
+pub type NativeEntry = unsafe extern "C" fn(regs: *mut U256, host: *mut c_void, call: HostCall) -> u64;
+
+/// The host's entry, handed to native code (see the module docs).
+pub type HostCall = unsafe extern "C" fn(host: *mut c_void, what: u64, arg: u64) -> u64;
+
+/// [`HostCall`]: run instruction `arg`.
+pub const HOST_STEP: u64 = 0;
+/// [`HostCall`]: the byte arena's length.
+pub const HOST_MARK: u64 = 1;
+/// [`HostCall`]: truncate the byte arena to `arg`.
+pub const HOST_REWIND: u64 = 2;
+
+/// [`HOST_STEP`]'s answer: the instruction ran.
+pub const STEP_OK: u64 = 0;
+/// [`HOST_STEP`]'s answer: it missed, before any store.
+pub const STEP_MISS: u64 = 1;
+/// [`HOST_STEP`]'s answer: it missed after a store; the evaluation is a miss.
+pub const STEP_FATAL: u64 = 2;
+
+/// Flags a miss in an entry's result.
+pub const MISS: u64 = 1 << 63;
+/// The element bits of a miss the host recorded.
+pub const HOST_ELEMENT: u64 = 0x7fff_ffff;
+
+/// How native code sees one compiled instruction. Registers below
+/// [`Compiled::constants`] are constants ([`Compiled::constant`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Lowered<'a> {
+    /// `dst = op(a)`.
+    Word1 {
+        /// The operation.
+        op: Op,
+        /// The result register.
+        dst: u32,
+        /// The operand.
+        a: u32,
+    },
+    /// `dst = op(a, b)`.
+    Word2 {
+        /// The operation.
+        op: Op,
+        /// The result register.
+        dst: u32,
+        /// The first operand.
+        a: u32,
+        /// The second operand.
+        b: u32,
+    },
+    /// A miss unless `a == expected`.
+    Guard {
+        /// The guarded register.
+        a: u32,
+        /// The expected value's register (a constant).
+        expected: u32,
+    },
+    /// `dst = op(a, b)`, then a miss unless `dst == expected`.
+    Word2Guard {
+        /// The operation.
+        op: Op,
+        /// The result register.
+        dst: u32,
+        /// The first operand.
+        a: u32,
+        /// The second operand.
+        b: u32,
+        /// The expected value's register.
+        expected: u32,
+    },
+    /// For each `(y, dst, _)` in order: `dst = (x == y)`, and a miss (at that element) when
+    /// they are equal.
+    NotIn {
+        /// The shared operand.
+        x: u32,
+        /// The other operands and result registers (the third field is the source position).
+        runs: &'a [(u32, u32, u32)],
+    },
+    /// Anything else: native code calls the host ([`HOST_STEP`]). `stores` when it is a store
+    /// (after one, every miss is the evaluation's).
+    Host {
+        /// Whether the instruction stores.
+        stores: bool,
+    },
+}
+
+/// A node of the merged tree, for native code: run `code`, then either hit with `leaf` or try
+/// `children` in order.
+#[derive(Clone, Debug)]
+pub struct TreeNode<'a> {
+    /// Its instructions (indices for [`Compiled::lowered`] and [`HOST_STEP`]).
+    pub code: std::ops::Range<usize>,
+    /// Its children, as node numbers.
+    pub children: &'a [u32],
+    /// The leaf it reaches, when it is one.
+    pub leaf: Option<u32>,
+}
+
+impl Compiled {
+    /// Tree nodes; node 0 is the root.
+    pub fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Node `i` (below [`Compiled::nodes`]).
+    pub fn node(&self, i: u32) -> TreeNode<'_> {
+        let n = &self.nodes[i as usize];
+        TreeNode {
+            code: n.code.0 as usize..n.code.1 as usize,
+            children: &self.edges[n.children.0 as usize..n.children.1 as usize],
+            leaf: n.leaf,
+        }
+    }
+
+    /// How many registers are constants (they come first).
+    pub fn constants(&self) -> u32 {
+        self.words.len() as u32
+    }
+
+    /// Word registers an evaluation has, constants included.
+    pub fn word_registers(&self) -> usize {
+        self.words.len() + self.computed as usize
+    }
+
+    /// The value of register `r` when it is a constant.
+    pub fn constant(&self, r: u32) -> Option<U256> {
+        self.words.get(r as usize).copied()
+    }
+
+    /// Instruction `i` (below [`Compiled::code_len`]) as native code sees it.
+    pub fn lowered(&self, i: usize) -> Lowered<'_> {
+        match self.code[i] {
+            CInst::Word1 { op, dst, a } => Lowered::Word1 { op, dst, a },
+            CInst::Word2 { op, dst, a, b } => Lowered::Word2 { op, dst, a, b },
+            CInst::Guard { a, expected, .. } => Lowered::Guard { a, expected },
+            CInst::Word2Guard { op, dst, a, b, expected, .. } => Lowered::Word2Guard { op, dst, a, b, expected },
+            CInst::NotIn { x, from, to, .. } => Lowered::NotIn { x, runs: &self.runs[from as usize..to as usize] },
+            CInst::StoreAccount { .. }
+            | CInst::StoreSlot { .. }
+            | CInst::StoreCode { .. }
+            | CInst::Log { .. }
+            | CInst::Output { .. }
+            | CInst::Created { .. } => Lowered::Host { stores: true },
+            _ => Lowered::Host { stores: false },
+        }
+    }
+
+    /// The miss a native entry reported as `code` (see the module docs), `host` being the
+    /// host's last recorded one.
+    fn native_miss(&self, code: u64, host: Option<Miss>) -> Miss {
+        let malformed = Miss { reason: MissReason::Malformed, at: Value(0) };
+        let element = (code >> 32) & HOST_ELEMENT;
+        if element == HOST_ELEMENT {
+            return host.unwrap_or(malformed);
+        }
+        let guard = |kind: GuardKind, at: u32| Miss { reason: MissReason::Guard(kind), at: Value(at) };
+        match self.code.get((code & u64::from(u32::MAX)) as usize) {
+            Some(CInst::Guard { kind, at, .. } | CInst::Word2Guard { kind, at, .. }) => guard(*kind, *at),
+            Some(CInst::NotIn { from, to, kind, .. }) => {
+                match self.runs[*from as usize..*to as usize].get(element as usize) {
+                    Some(&(_, _, at)) => guard(*kind, at),
+                    None => malformed,
+                }
+            }
+            _ => malformed,
+        }
+    }
+
+    /// [`Compiled::evaluate_applied`] through native code compiled from this program.
+    ///
+    /// # Safety
+    ///
+    /// `entry` must have been generated from this `Compiled` (its registers, constants, tree
+    /// and instruction numbers) following the module's convention, and must still be
+    /// mapped.
+    ///
+    /// With `constants_in_file`, the constants are also written to their registers in the file
+    /// first, for code that reads them from there instead of having them inline (the tests'
+    /// way of hiding constants from the code generator's folding).
+    pub unsafe fn evaluate_native<D: DatabaseRef>(
+        &self,
+        entry: NativeEntry,
+        constants_in_file: bool,
+        db: &D,
+        cfg: &CfgEnv,
+        block: &BlockEnv,
+        memo: Option<&PrecompileMemo>,
+    ) -> Applying {
+        if self.env.spec != cfg.spec || self.env.chain_id != cfg.chain_id || self.nodes.is_empty() {
+            return Err(Miss { reason: MissReason::Env, at: Value(0) });
+        }
+        let go = |s: &mut Scratch| {
+            let registers = self.word_registers();
+            if s.words.len() < registers {
+                s.words.resize(registers, U256::ZERO);
+            }
+            s.arena.clear();
+            let byte_registers = self.ranges.len() + self.computed_bytes as usize;
+            if s.ranges.len() < byte_registers {
+                s.ranges.resize(byte_registers, (0, 0));
+            }
+            s.accounts.clear();
+            if constants_in_file {
+                s.words[..self.words.len()].copy_from_slice(&self.words);
+            }
+            let regs = s.words.as_mut_ptr();
+            let mut host = Host {
+                compiled: self,
+                walk: Walk { s, outcome: Applied::new(), stored: false, capture: None },
+                db,
+                cfg,
+                block,
+                memo,
+                miss: None,
+            };
+            // SAFETY: the caller guarantees `entry` follows the convention for this program:
+            // it writes only registers below `word_registers` (the file is that long and is
+            // not resized during the call) and calls back only `host_call::<D>` with `host`.
+            let code = unsafe { entry(regs, (&raw mut host).cast(), host_call::<D>) };
+            let Host { walk, miss, .. } = host;
+            if walk.s.arena.capacity() > super::KEEP_ARENA {
+                walk.s.arena = Vec::new();
+            }
+            if code & MISS != 0 {
+                return Err(self.native_miss(code, miss));
+            }
+            let Some(leaf) = self.leaves.get(code as usize) else {
+                return Err(Miss { reason: MissReason::Malformed, at: Value(0) });
+            };
+            let mut outcome = walk.outcome;
+            outcome.status = leaf.status.clone();
+            outcome.gas_used = leaf.gas_used;
+            outcome.gas_refunded = leaf.gas_refunded;
+            Ok((outcome, leaf.program as usize))
+        };
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => go(&mut scratch),
+            Err(_) => go(&mut Scratch::default()),
+        })
+    }
+}
+
+/// What a native evaluation's host calls reach.
+struct Host<'a, 's, D> {
+    compiled: &'a Compiled,
+    walk: Walk<'s>,
+    db: &'a D,
+    cfg: &'a CfgEnv,
+    block: &'a BlockEnv,
+    memo: Option<&'a PrecompileMemo>,
+    /// The last miss an instruction run by the host gave.
+    miss: Option<Miss>,
+}
+
+/// The host side of the convention (see the module docs).
+///
+/// # Safety
+///
+/// `host` is the `Host<D>` [`Compiled::evaluate_native`] passed to the entry.
+unsafe extern "C" fn host_call<D: DatabaseRef>(host: *mut c_void, what: u64, arg: u64) -> u64 {
+    // SAFETY: the entry passes back the pointer it was given, to a live `Host<D>`, and no
+    // other reference to it is in use while native code runs.
+    let host = unsafe { &mut *host.cast::<Host<'_, '_, D>>() };
+    match what {
+        HOST_STEP => {
+            let Some(inst) = host.compiled.code.get(arg as usize..arg as usize + 1) else {
+                host.miss = Some(Miss { reason: MissReason::Malformed, at: Value(0) });
+                return STEP_FATAL;
+            };
+            // A panic must not unwind through native frames; the evaluation is then a miss.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                host.compiled.run(inst, &mut host.walk, host.db, host.cfg, host.block, host.memo)
+            }));
+            match ran {
+                Ok(Ok(())) => STEP_OK,
+                Ok(Err(miss)) => {
+                    host.miss = Some(miss);
+                    if host.walk.stored { STEP_FATAL } else { STEP_MISS }
+                }
+                Err(_) => {
+                    host.miss = Some(Miss { reason: MissReason::Malformed, at: Value(0) });
+                    STEP_FATAL
+                }
+            }
+        }
+        HOST_MARK => host.walk.s.arena.len() as u64,
+        HOST_REWIND => {
+            host.walk.s.arena.truncate(arg as usize);
+            STEP_OK
+        }
+        _ => STEP_FATAL,
+    }
+}
