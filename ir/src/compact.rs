@@ -860,10 +860,7 @@ impl Compiled {
         block: &BlockEnv,
         memo: Option<&PrecompileMemo>,
     ) -> (Evaluation, Option<usize>) {
-        match self.evaluate_applied(db, cfg, block, memo) {
-            Ok((applied, program)) => (Evaluation::Hit(applied.outcome()), Some(program)),
-            Err(miss) => (Evaluation::Miss(miss), None),
-        }
+        evaluation_of(self.evaluate_applied(db, cfg, block, memo))
     }
 
     /// [`Compiled::evaluate_merged`], the hit in the form a commit takes ([`Applied`]: the
@@ -903,14 +900,10 @@ impl Compiled {
         memo: Option<&PrecompileMemo>,
         capture: Option<Vec<Read>>,
     ) -> (Applying, Option<Vec<Read>>) {
-        if self.env.spec != cfg.spec || self.env.chain_id != cfg.chain_id || self.nodes.is_empty() {
-            return (Err(Miss { reason: MissReason::Env, at: Value(0) }), None);
+        if let Some(miss) = self.env_miss(cfg) {
+            return (Err(miss), None);
         }
-        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-            Ok(mut scratch) => self.start(&mut scratch, db, cfg, block, memo, capture),
-            // Re-entered from a database callback: a fresh scratch, still correct.
-            Err(_) => self.start(&mut Scratch::default(), db, cfg, block, memo, capture),
-        })
+        with_scratch(|s| self.start(s, db, cfg, block, memo, capture))
     }
 
     /// [`Compiled::evaluate_merged`] without saying which program hit.
@@ -933,6 +926,19 @@ impl Compiled {
         memo: Option<&PrecompileMemo>,
         capture: Option<Vec<Read>>,
     ) -> (Applying, Option<Vec<Read>>) {
+        self.ready(s);
+        let mut walk = Walk { s, outcome: Applied::new(), stored: false, capture };
+        let result = self.walk(0, &mut walk, db, cfg, block, memo);
+        if walk.s.arena.capacity() > KEEP_ARENA {
+            walk.s.arena = Vec::new();
+        }
+        let capture = walk.capture;
+        let outcome = walk.outcome;
+        (result.map(|leaf| self.finish(leaf, outcome)), capture)
+    }
+
+    /// Readies the scratch for an evaluation of this program.
+    fn ready(&self, s: &mut Scratch) {
         // Constants are read from the template in place (`Regs`): only the computed registers
         // live in the scratch, and each is written before it is read (the program is SSA),
         // so the scratch is only grown, never cleared or copied into.
@@ -948,21 +954,23 @@ impl Compiled {
             s.ranges.resize(byte_registers, (0, 0));
         }
         s.accounts.clear();
-        let mut walk = Walk { s, outcome: Applied::new(), stored: false, capture };
-        let result = self.walk(0, &mut walk, db, cfg, block, memo);
-        if walk.s.arena.capacity() > KEEP_ARENA {
-            walk.s.arena = Vec::new();
-        }
-        let capture = walk.capture;
-        let evaluation = result.map(|leaf| {
-            let leaf = &self.leaves[leaf as usize];
-            let mut outcome = walk.outcome;
-            outcome.status = leaf.status.clone();
-            outcome.gas_used = leaf.gas_used;
-            outcome.gas_refunded = leaf.gas_refunded;
-            (outcome, leaf.program as usize)
-        });
-        (evaluation, capture)
+    }
+
+    /// The hit at leaf `leaf` (below `leaves.len()`): `outcome` with the leaf's constants,
+    /// and which program it is.
+    fn finish(&self, leaf: u32, mut outcome: Applied) -> (Applied, usize) {
+        let leaf = &self.leaves[leaf as usize];
+        outcome.status = leaf.status.clone();
+        outcome.gas_used = leaf.gas_used;
+        outcome.gas_refunded = leaf.gas_refunded;
+        (outcome, leaf.program as usize)
+    }
+
+    /// The miss of an evaluation under other chain rules than the program's (or of no
+    /// program), when it is one.
+    fn env_miss(&self, cfg: &CfgEnv) -> Option<Miss> {
+        (self.env.spec != cfg.spec || self.env.chain_id != cfg.chain_id || self.nodes.is_empty())
+            .then_some(Miss { reason: MissReason::Env, at: Value(0) })
     }
 
     /// Runs node `node` and below: the index of the leaf reached, or the last miss.
@@ -1200,6 +1208,24 @@ impl Compiled {
             }
         }
         Ok(())
+    }
+}
+
+/// Runs `f` on this thread's scratch, or on a fresh one when it is in use (an evaluation
+/// re-entered from a database callback: still correct).
+fn with_scratch<T>(f: impl FnOnce(&mut Scratch) -> T) -> T {
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
+
+/// An evaluation in the form of [`Compiled::evaluate_merged`]: the outcome of a hit and
+/// which program gave it, or the miss.
+pub fn evaluation_of(applying: Result<(Applied, usize), Miss>) -> (Evaluation, Option<usize>) {
+    match applying {
+        Ok((applied, program)) => (Evaluation::Hit(applied.outcome()), Some(program)),
+        Err(miss) => (Evaluation::Miss(miss), None),
     }
 }
 

@@ -11,7 +11,7 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
 use ir::{
-    compact::{Compiled, NativeEntry, PrecompileMemo},
+    compact::{Compiled, NativeEntry, PrecompileMemo, evaluation_of},
     interp::{Evaluation, Miss},
     outcome::Applied,
 };
@@ -201,10 +201,7 @@ impl Native {
         block: &BlockEnv,
         memo: Option<&PrecompileMemo>,
     ) -> (Evaluation, Option<usize>) {
-        match self.evaluate_applied(db, cfg, block, memo) {
-            Ok((applied, program)) => (Evaluation::Hit(applied.outcome()), Some(program)),
-            Err(miss) => (Evaluation::Miss(miss), None),
-        }
+        evaluation_of(self.evaluate_applied(db, cfg, block, memo))
     }
 }
 

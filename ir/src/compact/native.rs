@@ -34,7 +34,7 @@ use revm::{
     primitives::U256,
 };
 
-use super::{Applying, CInst, Compiled, PrecompileMemo, SCRATCH, Scratch, Walk};
+use super::{Applying, CInst, Compiled, PrecompileMemo, Walk, with_scratch};
 use crate::{
     interp::{Miss, MissReason},
     ops::{GuardKind, Op},
@@ -229,20 +229,11 @@ impl Compiled {
         block: &BlockEnv,
         memo: Option<&PrecompileMemo>,
     ) -> Applying {
-        if self.env.spec != cfg.spec || self.env.chain_id != cfg.chain_id || self.nodes.is_empty() {
-            return Err(Miss { reason: MissReason::Env, at: Value(0) });
+        if let Some(miss) = self.env_miss(cfg) {
+            return Err(miss);
         }
-        let go = |s: &mut Scratch| {
-            let registers = self.word_registers();
-            if s.words.len() < registers {
-                s.words.resize(registers, U256::ZERO);
-            }
-            s.arena.clear();
-            let byte_registers = self.ranges.len() + self.computed_bytes as usize;
-            if s.ranges.len() < byte_registers {
-                s.ranges.resize(byte_registers, (0, 0));
-            }
-            s.accounts.clear();
+        with_scratch(|s| {
+            self.ready(s);
             if constants_in_file {
                 s.words[..self.words.len()].copy_from_slice(&self.words);
             }
@@ -267,18 +258,10 @@ impl Compiled {
             if code & MISS != 0 {
                 return Err(self.native_miss(code, miss));
             }
-            let Some(leaf) = self.leaves.get(code as usize) else {
+            if code >= self.leaves.len() as u64 {
                 return Err(Miss { reason: MissReason::Malformed, at: Value(0) });
-            };
-            let mut outcome = walk.outcome;
-            outcome.status = leaf.status.clone();
-            outcome.gas_used = leaf.gas_used;
-            outcome.gas_refunded = leaf.gas_refunded;
-            Ok((outcome, leaf.program as usize))
-        };
-        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-            Ok(mut scratch) => go(&mut scratch),
-            Err(_) => go(&mut Scratch::default()),
+            }
+            Ok(self.finish(code as u32, walk.outcome))
         })
     }
 }
