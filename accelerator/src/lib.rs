@@ -7,6 +7,7 @@ pub mod predictor;
 pub mod rpc;
 pub mod service;
 pub mod store;
+pub mod tiering;
 
 pub use executor::{
     Import, ImportError, ImportErrorKind, ImportMiss, ImportTx, TxPath, import_block, verify_against_reference,

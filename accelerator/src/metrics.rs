@@ -40,6 +40,16 @@ pub const SERIES: &[mempool_tap::metrics::Series] = &[
         "Programs that missed on the state they were recorded on (a bug; import checks every hit).",
     ),
     (COMPILE_FAILURES, "counter", "", "Accelerated programs that did not compile (a bug; they are interpreted)."),
+    (JIT_COMPILED, "counter", "", "Accelerated programs compiled to native code by the background compiler."),
+    (
+        JIT_NOT_COMPILED,
+        "counter",
+        "reason: too_large, budget, error, no_tree",
+        "Accelerated programs left to the evaluator instead of native code, by reason.",
+    ),
+    (JIT_DROPPED, "counter", "", "Native compile jobs dropped because the compiler's queue was full."),
+    (JIT_COMPILE_SECONDS, "histogram", "", "Wall time of compiling one accelerated program to native code."),
+    (JIT_CODE_BYTES, "gauge", "", "Bytes of code pages held by native programs (against the code budget)."),
     (PRECOMPILE_MEMO_HITS, "counter", "", "Precompile calls answered by the memo instead of run again."),
     (PRECOMPILE_MEMO_MISSES, "counter", "", "Precompile calls the memo did not hold (run, then held)."),
     (PRECOMPILE_MEMO_BYTES, "gauge", "", "Bytes held by the precompile memo (inputs and outputs)."),
@@ -84,6 +94,16 @@ pub const IMPORT_MISSES: &str = "prescient_import_misses_total";
 pub const SELF_MISSES: &str = "prescient_self_misses_total";
 /// Accelerated programs that did not compile (a bug; they are interpreted). (counter).
 pub const COMPILE_FAILURES: &str = "prescient_compile_failures_total";
+/// Accelerated programs compiled to native code by the background compiler. (counter).
+pub const JIT_COMPILED: &str = "prescient_jit_compiled_total";
+/// Accelerated programs left to the evaluator instead of native code, by reason. (counter, labels: reason: too_large, budget, error, no_tree).
+pub const JIT_NOT_COMPILED: &str = "prescient_jit_not_compiled_total";
+/// Native compile jobs dropped because the compiler's queue was full. (counter).
+pub const JIT_DROPPED: &str = "prescient_jit_dropped_total";
+/// Wall time of compiling one accelerated program to native code. (histogram).
+pub const JIT_COMPILE_SECONDS: &str = "prescient_jit_compile_seconds";
+/// Bytes of code pages held by native programs (against the code budget). (gauge).
+pub const JIT_CODE_BYTES: &str = "prescient_jit_code_bytes";
 /// Precompile calls answered by the memo instead of run again. (counter).
 pub const PRECOMPILE_MEMO_HITS: &str = "prescient_precompile_memo_hits_total";
 /// Precompile calls the memo did not hold (run, then held). (counter).

@@ -67,6 +67,9 @@ pub struct PipelineConfig {
     pub read_set_min_insts: usize,
     /// Tracer limits.
     pub record: RecordConfig,
+    /// Compile every accelerated program to native code on a background thread, within
+    /// this many bytes of code (`None`: the compact evaluator serves every program).
+    pub jit_code_bytes: Option<usize>,
 }
 
 impl Default for PipelineConfig {
@@ -81,6 +84,7 @@ impl Default for PipelineConfig {
             read_sets: true,
             read_set_min_insts: 256,
             record: RecordConfig::default(),
+            jit_code_bytes: Some(256 << 20),
         }
     }
 }
@@ -153,7 +157,17 @@ impl Pipeline {
     pub fn new(config: PipelineConfig) -> Self {
         Self {
             pool: Mutex::new(PendingPool::new(config.pool_capacity)),
-            store: ApStore::new(config.store_bytes, config.programs_per_tx),
+            store: {
+                let store = ApStore::new(config.store_bytes, config.programs_per_tx);
+                match config.jit_code_bytes.map(|max| crate::tiering::Compiler::spawn(Default::default(), max, 4096)) {
+                    Some(Ok(compiler)) => store.with_compiler(compiler),
+                    Some(Err(e)) => {
+                        tracing::warn!(%e, "no native compiler thread; the evaluator serves every program");
+                        store
+                    }
+                    None => store,
+                }
+            },
             memo: PrecompileMemo::new(config.memo_bytes),
             config,
             counters: PipelineCounters::default(),

@@ -51,6 +51,9 @@ pub struct Accelerated {
     /// Read sets of pre-executions (the read-set memo, [`ir::readset`]), newest first; at
     /// most [`MAX_READ_SETS`].
     pub read_sets: Vec<ReadSetEntry>,
+    /// The tree's native code, once the background compiler has built it
+    /// ([`crate::tiering`]); shared by copies that hold the same tree.
+    pub native: crate::tiering::NativeSlot,
 }
 
 impl Accelerated {
@@ -98,7 +101,7 @@ impl Accelerated {
                 None
             }
         };
-        Self { programs, compiled, read_sets: Vec::new() }
+        Self { programs, compiled, read_sets: Vec::new(), native: Default::default() }
     }
 
     /// Approximate heap size.
@@ -133,6 +136,8 @@ pub struct ApStore {
     inner: Mutex<Inner>,
     max_bytes: usize,
     max_per_tx: usize,
+    /// Compiles each new tree to native code in the background, when set.
+    compiler: Option<crate::tiering::Compiler>,
 }
 
 impl std::fmt::Debug for ApStore {
@@ -149,7 +154,20 @@ impl ApStore {
             inner: Mutex::new(Inner { entries: LruCache::unbounded(), bytes: 0, programs: 0 }),
             max_bytes,
             max_per_tx: max_per_tx.max(1),
+            compiler: None,
         }
+    }
+
+    /// This store, with every new tree also compiled to native code by `compiler` (served
+    /// by the evaluator until then).
+    pub fn with_compiler(mut self, compiler: crate::tiering::Compiler) -> Self {
+        self.compiler = Some(compiler);
+        self
+    }
+
+    /// The background compiler, when there is one.
+    pub fn compiler(&self) -> Option<&crate::tiering::Compiler> {
+        self.compiler.as_ref()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -173,6 +191,7 @@ impl ApStore {
                         programs: e.programs.clone(),
                         compiled: e.compiled.clone(),
                         read_sets: e.read_sets.clone(),
+                        native: e.native.clone(),
                     };
                     same.add_read_set(at, reads);
                     (same, false)
@@ -183,8 +202,12 @@ impl ApStore {
         };
         let bytes = accelerated.bytes();
         let count = accelerated.programs.len();
+        let accelerated = Arc::new(accelerated);
+        if let Some(compiler) = &self.compiler {
+            compiler.submit(&accelerated);
+        }
         let mut inner = self.lock();
-        if let Some(old) = inner.entries.put(hash, Entry { accelerated: Arc::new(accelerated), bytes }) {
+        if let Some(old) = inner.entries.put(hash, Entry { accelerated, bytes }) {
             inner.bytes -= old.bytes;
             inner.programs -= old.accelerated.programs.len();
         }

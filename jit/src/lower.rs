@@ -3,11 +3,14 @@
 //!
 //! - **Words** are two `i128` halves (Cranelift has no 256-bit type; x86-64 lowers `i128`
 //!   arithmetic to pairs of 64-bit instructions with carries). Constants are immediates.
-//!   A computed register is loaded from the register file once per straight-line stretch and
-//!   kept in SSA values; what native code computes is also stored back, since the host reads
-//!   registers from the file.
-//! - **Inline**: add, sub, and, or, xor, not, eq, iszero, lt, gt, slt, sgt, min, shifts by a
-//!   constant amount, guards and runs of alias guards. Everything else goes to the host
+//!   Results of comparisons stay one-byte booleans until something needs the whole word.
+//! - **Registers** live in SSA values along a path of the tree (a value defined in a node
+//!   dominates the node's descendants). Only what a host step reads is stored to the register
+//!   file, and only what a host step wrote is loaded from it; after a host call, cached
+//!   constants and stored registers are let go (rematerialized or reloaded) to keep live
+//!   ranges short.
+//! - **Inline**: add, sub, mul, and, or, xor, not, eq, iszero, lt, gt, slt, sgt, min, shifts
+//!   by a constant amount, guards and runs of alias guards. Everything else goes to the host
 //!   ([`HOST_STEP`]), which runs the compact evaluator's code for that one instruction.
 //! - **The tree**: each node's code, then its children in order; a miss before any store
 //!   branches to the next sibling (rewinding the byte arena to where the node left it) or,
@@ -59,6 +62,15 @@ const WORD: i32 = 32;
 /// A word as two `i128` SSA values, low half first.
 type Word = (Value, Value);
 
+/// A register's value in SSA form.
+#[derive(Clone, Copy, Debug)]
+enum V {
+    /// Any word.
+    Wide(Word),
+    /// A word known to be 0 or 1, as an `i8`.
+    Bool(Value),
+}
+
 struct Lowering<'c, 'f> {
     c: &'c Compiled,
     b: FunctionBuilder<'f>,
@@ -72,8 +84,14 @@ struct Lowering<'c, 'f> {
     flags: MemFlagsData,
     /// Constants are read from the register file (see `Limits::opaque_constants`).
     opaque_constants: bool,
-    /// Words (computed or constant) already in SSA values on the current stretch.
-    cache: HashMap<u32, Word>,
+    /// Registers (computed or constant) already in SSA values on the current path, each
+    /// with whether that value is also in the register file (loaded from it, or stored).
+    cache: HashMap<u32, (V, bool)>,
+    /// Registers some host step reads: what native code computes into them is stored.
+    host_reads: Vec<bool>,
+    /// Registers in the register file when native code needs them: written by a host step,
+    /// stored because a host step reads them, or constants in opaque mode.
+    in_file: Vec<bool>,
 }
 
 /// Lowers `c` into `func` (whose signature is [`entry_signature`]).
@@ -90,7 +108,22 @@ pub(crate) fn lower(c: &Compiled, func: &mut Function, config: TargetFrontendCon
     b.switch_to_block(entry);
     let [regs, host, call] = [0, 1, 2].map(|i| b.block_params(entry)[i]);
     let flags = MemFlagsData::new().with_notrap();
-    let mut l = Lowering { c, b, regs, host, call, host_sig, ret, flags, opaque_constants, cache: HashMap::new() };
+    let registers = c.word_registers();
+    let mut l = Lowering {
+        c,
+        b,
+        regs,
+        host,
+        call,
+        host_sig,
+        ret,
+        flags,
+        opaque_constants,
+        cache: HashMap::new(),
+        host_reads: vec![false; registers],
+        in_file: vec![false; registers],
+    };
+    l.mark_file_registers();
     if c.nodes() > 0 {
         l.node(0, ret, false);
     } else {
@@ -105,6 +138,40 @@ pub(crate) fn lower(c: &Compiled, func: &mut Function, config: TargetFrontendCon
 }
 
 impl Lowering<'_, '_> {
+    /// Fills `host_reads` and `in_file` from what each host step reads and writes.
+    fn mark_file_registers(&mut self) {
+        for i in 0..self.c.code_len() {
+            if !self.on_host(i) {
+                continue;
+            }
+            let reads = &mut self.host_reads;
+            let written = self.c.word_operands(i, |r| {
+                if let Some(flag) = reads.get_mut(r as usize) {
+                    *flag = true;
+                }
+            });
+            if let Some(flag) = written.and_then(|r| self.in_file.get_mut(r as usize)) {
+                *flag = true;
+            }
+        }
+        for (r, read) in self.host_reads.iter().enumerate() {
+            self.in_file[r] |= *read;
+        }
+        if self.opaque_constants {
+            self.in_file[..self.c.constants() as usize].fill(true);
+        }
+    }
+
+    /// Whether instruction `i` runs on the host.
+    fn on_host(&self, i: usize) -> bool {
+        match self.c.lowered(i) {
+            Lowered::Word1 { op, .. } => !inline1(op),
+            Lowered::Word2 { op, a, .. } | Lowered::Word2Guard { op, a, .. } => !self.inline2(op, a),
+            Lowered::Guard { .. } | Lowered::NotIn { .. } => false,
+            Lowered::Host { .. } => true,
+        }
+    }
+
     /// Lowers node `n` and below, starting in the current block. `fail` takes a miss's result
     /// when the node misses; `stored` says whether a store ran on the path already.
     fn node(&mut self, n: u32, fail: Block, mut stored: bool) {
@@ -165,44 +232,49 @@ impl Lowering<'_, '_> {
     /// Lowers instruction `i`; a miss branches to `fail` with its result.
     fn inst(&mut self, i: usize, fail: Block) {
         let at = i as u64;
+        if self.on_host(i) {
+            return self.host_step(i, fail);
+        }
         match self.c.lowered(i) {
-            Lowered::Word1 { op, dst, a } if inline1(op) => {
+            Lowered::Word1 { op, dst, a } => {
                 let a = self.read(a);
                 let v = self.word1(op, a);
                 self.write(dst, v);
             }
-            Lowered::Word2 { op, dst, a, b } if self.inline2(op, a) => {
+            Lowered::Word2 { op, dst, a, b } => {
                 let (x, y) = (self.read(a), self.read(b));
                 let v = self.word2(op, a, x, y);
                 self.write(dst, v);
             }
             Lowered::Guard { a, expected } => {
-                let (x, y) = (self.read(a), self.read(expected));
-                let eq = self.equal(x, y);
+                let eq = self.equal_regs(a, expected);
                 self.check(eq, fail, MISS | at);
             }
-            Lowered::Word2Guard { op, dst, a, b, expected } if self.inline2(op, a) => {
+            Lowered::Word2Guard { op, dst, a, b, expected } => {
                 let (x, y) = (self.read(a), self.read(b));
                 let v = self.word2(op, a, x, y);
                 self.write(dst, v);
-                let e = self.read(expected);
-                let eq = self.equal(v, e);
+                let eq = self.equal_regs(dst, expected);
                 self.check(eq, fail, MISS | at);
             }
             Lowered::NotIn { x, runs } => {
-                let xv = self.read(x);
-                let zero = self.constant(U256::ZERO);
                 for (k, &(y, dst, _)) in runs.iter().enumerate() {
-                    let yv = self.read(y);
-                    let eq = self.equal(xv, yv);
+                    let eq = self.equal_regs(x, y);
                     let ne = self.b.ins().bxor_imm_u(eq, 1);
                     self.check(ne, fail, MISS | ((k as u64) << 32) | at);
                     // Past the check the two differ: the result is 0.
-                    self.write(dst, zero);
+                    let zero = self.b.ins().iconst(types::I8, 0);
+                    self.write(dst, V::Bool(zero));
                 }
             }
-            _ => self.host_step(i, fail),
+            Lowered::Host { .. } => unreachable!("host instructions are stepped above"),
         }
+    }
+
+    /// Whether registers `a` and `b` hold the same word, as an `i8`.
+    fn equal_regs(&mut self, a: u32, b: u32) -> Value {
+        let (x, y) = (self.read(a), self.read(b));
+        self.equal_v(x, y)
     }
 
     /// Continues when `ok` (an `i8` 0 or 1) is 1; otherwise branches to `fail` with `code`.
@@ -217,9 +289,13 @@ impl Lowering<'_, '_> {
     fn host_step(&mut self, i: usize, fail: Block) {
         let index = self.b.ins().iconst(types::I64, i as i64);
         let r = self.host_call(HOST_STEP, Some(index));
-        // The host may have written its result register; what this stretch cached is still
-        // right (registers are written once on a path), but is let go to keep live ranges short.
-        self.cache.clear();
+        // What the path cached is still right (registers are written once on a path); what is
+        // cheap to get again (constants, registers in the file) is let go to keep live
+        // ranges across calls short.
+        // (Whether a register's value is in the file is a property of this path: a register
+        // numbered alike in a sibling's subtree may be stored there and not here.)
+        let constants = self.c.constants();
+        self.cache.retain(|&r, &mut (_, stored)| r >= constants && !stored);
         let next = self.b.create_block();
         let missed = self.b.create_block();
         self.b.ins().brif(r, missed, &[], next, &[]);
@@ -232,30 +308,58 @@ impl Lowering<'_, '_> {
     }
 
     /// Register `r`'s value.
-    fn read(&mut self, r: u32) -> Word {
-        if let Some(w) = self.cache.get(&r) {
-            return *w;
+    fn read(&mut self, r: u32) -> V {
+        if let Some((v, _)) = self.cache.get(&r) {
+            return *v;
         }
         if let Some(value) = self.c.constant(r).filter(|_| !self.opaque_constants) {
-            let w = self.constant(value);
-            self.cache.insert(r, w);
-            return w;
+            let v = if value <= U256::ONE {
+                V::Bool(self.b.ins().iconst(types::I8, value.to::<i64>()))
+            } else {
+                V::Wide(self.constant(value))
+            };
+            self.cache.insert(r, (v, true));
+            return v;
         }
+        // Every register native code reads was defined on the current path: either in SSA
+        // (the cache) or, past a host call, in the file (`in_file`).
+        debug_assert!(
+            self.in_file.get(r as usize).copied().unwrap_or(false),
+            "register {r} is neither cached nor in the file"
+        );
         let offset = r as i32 * WORD;
         let flags = self.flags;
         let lo = self.b.ins().load(types::I128, flags, self.regs, offset);
         let hi = self.b.ins().load(types::I128, flags, self.regs, offset + 16);
-        self.cache.insert(r, (lo, hi));
-        (lo, hi)
+        let v = V::Wide((lo, hi));
+        self.cache.insert(r, (v, true));
+        v
     }
 
-    /// Writes `w` to register `r`.
-    fn write(&mut self, r: u32, w: Word) {
-        let offset = r as i32 * WORD;
-        let flags = self.flags;
-        self.b.ins().store(flags, w.0, self.regs, offset);
-        self.b.ins().store(flags, w.1, self.regs, offset + 16);
-        self.cache.insert(r, w);
+    /// Sets register `r` to `v`, storing it to the file when a host step reads it.
+    fn write(&mut self, r: u32, v: V) {
+        let stored = self.host_reads.get(r as usize).copied().unwrap_or(true);
+        if stored {
+            let w = self.wide(v);
+            let offset = r as i32 * WORD;
+            let flags = self.flags;
+            self.b.ins().store(flags, w.0, self.regs, offset);
+            self.b.ins().store(flags, w.1, self.regs, offset + 16);
+        }
+        self.cache.insert(r, (v, stored));
+    }
+
+    /// `v` as a whole word.
+    fn wide(&mut self, v: V) -> Word {
+        match v {
+            V::Wide(w) => w,
+            V::Bool(b) => {
+                let lo = self.b.ins().uextend(types::I128, b);
+                let zero = self.b.ins().iconst(types::I64, 0);
+                let hi = self.b.ins().uextend(types::I128, zero);
+                (lo, hi)
+            }
+        }
     }
 
     /// A word constant, as SSA values at the current position.
@@ -272,29 +376,67 @@ impl Lowering<'_, '_> {
     /// Whether `op` with first operand `a` is lowered inline.
     fn inline2(&self, op: Op, a: u32) -> bool {
         match op {
-            Op::Add | Op::Sub | Op::And | Op::Or | Op::Xor | Op::Eq | Op::Lt | Op::Gt | Op::SLt | Op::SGt | Op::Min => {
-                true
-            }
+            Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::And
+            | Op::Or
+            | Op::Xor
+            | Op::Eq
+            | Op::Lt
+            | Op::Gt
+            | Op::SLt
+            | Op::SGt
+            | Op::Min => true,
             // Shifts by a constant amount.
             Op::Shl | Op::Shr => self.c.constant(a).is_some(),
             _ => false,
         }
     }
 
-    fn word1(&mut self, op: Op, (lo, hi): Word) -> Word {
-        match op {
-            Op::Not => (self.b.ins().bnot(lo), self.b.ins().bnot(hi)),
-            Op::IsZero => {
+    fn word1(&mut self, op: Op, a: V) -> V {
+        match (op, a) {
+            (Op::IsZero, V::Bool(b)) => V::Bool(self.b.ins().bxor_imm_u(b, 1)),
+            (Op::IsZero, V::Wide((lo, hi))) => {
                 let any = self.b.ins().bor(lo, hi);
-                let zero = self.b.ins().icmp_imm_u(IntCC::Equal, any, 0);
-                self.boolean(zero)
+                V::Bool(self.b.ins().icmp_imm_u(IntCC::Equal, any, 0))
+            }
+            (Op::Not, a) => {
+                let (lo, hi) = self.wide(a);
+                V::Wide((self.b.ins().bnot(lo), self.b.ins().bnot(hi)))
             }
             _ => unreachable!("only inline operations are lowered here"),
         }
     }
 
     /// `op(x, y)`; `a` is the first operand's register (for constant shift amounts).
-    fn word2(&mut self, op: Op, a: u32, x: Word, y: Word) -> Word {
+    fn word2(&mut self, op: Op, a: u32, x: V, y: V) -> V {
+        // Booleans stay booleans through the bitwise operations.
+        if let (V::Bool(p), V::Bool(q)) = (x, y) {
+            match op {
+                Op::And => return V::Bool(self.b.ins().band(p, q)),
+                Op::Or => return V::Bool(self.b.ins().bor(p, q)),
+                Op::Xor => return V::Bool(self.b.ins().bxor(p, q)),
+                Op::Eq => return V::Bool(self.b.ins().icmp(IntCC::Equal, p, q)),
+                _ => {}
+            }
+        }
+        match op {
+            Op::Eq => V::Bool(self.equal_v(x, y)),
+            Op::Lt | Op::Gt | Op::SLt | Op::SGt => {
+                let (x, y) = (self.wide(x), self.wide(y));
+                let signed = matches!(op, Op::SLt | Op::SGt);
+                V::Bool(if matches!(op, Op::Lt | Op::SLt) { self.less(x, y, signed) } else { self.less(y, x, signed) })
+            }
+            _ => {
+                let (x, y) = (self.wide(x), self.wide(y));
+                V::Wide(self.word2_wide(op, a, x, y))
+            }
+        }
+    }
+
+    /// `op(x, y)` on whole words, for what does not give a boolean.
+    fn word2_wide(&mut self, op: Op, a: u32, x: Word, y: Word) -> Word {
         match op {
             Op::Add => {
                 let lo = self.b.ins().iadd(x.0, y.0);
@@ -310,32 +452,15 @@ impl Lowering<'_, '_> {
                 let hi = self.b.ins().isub(x.1, y.1);
                 (lo, self.b.ins().isub(hi, borrow))
             }
+            Op::Mul => self.mul(x, y),
             Op::And => (self.b.ins().band(x.0, y.0), self.b.ins().band(x.1, y.1)),
             Op::Or => (self.b.ins().bor(x.0, y.0), self.b.ins().bor(x.1, y.1)),
             Op::Xor => (self.b.ins().bxor(x.0, y.0), self.b.ins().bxor(x.1, y.1)),
-            Op::Eq => {
-                let eq = self.equal(x, y);
-                self.boolean(eq)
-            }
-            Op::Lt => {
-                let lt = self.less(x, y, false);
-                self.boolean(lt)
-            }
-            Op::Gt => {
-                let gt = self.less(y, x, false);
-                self.boolean(gt)
-            }
-            Op::SLt => {
-                let lt = self.less(x, y, true);
-                self.boolean(lt)
-            }
-            Op::SGt => {
-                let gt = self.less(y, x, true);
-                self.boolean(gt)
-            }
             Op::Min => {
+                // `select_spectre_guard`, not `select`: the mid-end turns `select(x < y, x, y)`
+                // into `umin`, which x86-64 has no lowering for at `i128`.
                 let lt = self.less(x, y, false);
-                (self.b.ins().select(lt, x.0, y.0), self.b.ins().select(lt, x.1, y.1))
+                (self.b.ins().select_spectre_guard(lt, x.0, y.0), self.b.ins().select_spectre_guard(lt, x.1, y.1))
             }
             Op::Shl | Op::Shr => {
                 let amount = self.c.constant(a).expect("inline shifts have a constant amount");
@@ -343,6 +468,45 @@ impl Lowering<'_, '_> {
             }
             _ => unreachable!("only inline operations are lowered here"),
         }
+    }
+
+    /// `x * y` modulo 2^256. With `x = X1·2^128 + X0` (and `y` alike), that is the full
+    /// 256-bit product `X0·Y0` plus `(X0·Y1 + X1·Y0) mod 2^128` in the high half; `X0·Y0`
+    /// comes from four 64-bit products (`imul` and `umulhi`) with their carries.
+    fn mul(&mut self, x: Word, y: Word) -> Word {
+        let (a0, a1) = self.b.ins().isplit(x.0);
+        let (b0, b1) = self.b.ins().isplit(y.0);
+        // The 128-bit product of two 64-bit limbs.
+        let wide = |l: &mut Self, p: Value, q: Value| {
+            let lo = l.b.ins().imul(p, q);
+            let hi = l.b.ins().umulhi(p, q);
+            l.b.ins().iconcat(lo, hi)
+        };
+        let p00 = wide(self, a0, b0);
+        let p01 = wide(self, a0, b1);
+        let p10 = wide(self, a1, b0);
+        let p11 = wide(self, a1, b1);
+        // mid = p01 + p10 (may carry out at bit 192 of the product).
+        let mid = self.b.ins().iadd(p01, p10);
+        let mid_carry = self.b.ins().icmp(IntCC::UnsignedLessThan, mid, p01);
+        // low = p00 + (mid << 64) (may carry into bit 128).
+        let shifted = self.b.ins().ishl_imm_u(mid, 64);
+        let low = self.b.ins().iadd(p00, shifted);
+        let low_carry = self.b.ins().icmp(IntCC::UnsignedLessThan, low, p00);
+        // high = p11 + (mid >> 64) + mid_carry·2^64 + low_carry.
+        let mid_high = self.b.ins().ushr_imm_u(mid, 64);
+        let mut high = self.b.ins().iadd(p11, mid_high);
+        let mid_carry = self.b.ins().uextend(types::I128, mid_carry);
+        let mid_carry = self.b.ins().ishl_imm_u(mid_carry, 64);
+        high = self.b.ins().iadd(high, mid_carry);
+        let low_carry = self.b.ins().uextend(types::I128, low_carry);
+        high = self.b.ins().iadd(high, low_carry);
+        // The cross terms, modulo 2^128.
+        let c1 = self.b.ins().imul(x.0, y.1);
+        let c2 = self.b.ins().imul(x.1, y.0);
+        high = self.b.ins().iadd(high, c1);
+        high = self.b.ins().iadd(high, c2);
+        (low, high)
     }
 
     /// `w` shifted left (or right) by the constant `amount`.
@@ -372,6 +536,17 @@ impl Lowering<'_, '_> {
     }
 
     /// `x == y`, as an `i8`.
+    fn equal_v(&mut self, x: V, y: V) -> Value {
+        match (x, y) {
+            (V::Bool(p), V::Bool(q)) => self.b.ins().icmp(IntCC::Equal, p, q),
+            _ => {
+                let (x, y) = (self.wide(x), self.wide(y));
+                self.equal(x, y)
+            }
+        }
+    }
+
+    /// `x == y` on whole words, as an `i8`.
     fn equal(&mut self, x: Word, y: Word) -> Value {
         let lo = self.b.ins().icmp(IntCC::Equal, x.0, y.0);
         let hi = self.b.ins().icmp(IntCC::Equal, x.1, y.1);
@@ -386,13 +561,6 @@ impl Lowering<'_, '_> {
         let lo_lt = self.b.ins().icmp(IntCC::UnsignedLessThan, x.0, y.0);
         let low = self.b.ins().band(hi_eq, lo_lt);
         self.b.ins().bor(hi_lt, low)
-    }
-
-    /// An `i8` 0 or 1 as a word.
-    fn boolean(&mut self, v: Value) -> Word {
-        let lo = self.b.ins().uextend(types::I128, v);
-        let zero = self.constant(U256::ZERO).0;
-        (lo, zero)
     }
 }
 

@@ -7,6 +7,8 @@
 //!   <out>/optimized.ir     after passes::optimize
 //!   <out>/revm.json        the reference outcome (sequential revm on the actual state)
 //!   <out>/evaluation.json  the interpreter's result on the same state
+//!   <out>/native.clif      the compiled program lowered to Cranelift IR (before Cranelift's passes)
+//!   <out>/native.asm       the machine code Cranelift emitted for it
 //! ```
 //!
 //! The transaction runs on its block's actual state: the pre-state with every earlier
@@ -98,6 +100,7 @@ pub fn diff(dataset: &Dataset, hash: B256, out: &Path) -> Result<(DiffVerdict, S
                 optimized.insts.len(),
                 optimized.guard_count()
             );
+            native_listing(optimized, &write, &mut summary)?;
             let checked = oracle::check(&prepared, &db, &block.cfg, &block.env, || Ok(expected.clone()), "");
             for problem in &checked.problems {
                 let _ = writeln!(summary, "PROBLEM (a bug):{problem}");
@@ -127,4 +130,37 @@ pub fn diff(dataset: &Dataset, hash: B256, out: &Path) -> Result<(DiffVerdict, S
     };
     write("summary.txt", &summary)?;
     Ok((verdict, summary))
+}
+
+/// Writes `native.clif` and `native.asm`: the optimized program compiled for the evaluator,
+/// then to native code, as import would run it; the summary says how big and how long, or
+/// why it was not compiled.
+fn native_listing(
+    optimized: &ir::program::Program,
+    write: &impl Fn(&str, &str) -> Result<()>,
+    summary: &mut String,
+) -> Result<()> {
+    let compiled = match ir::compact::Compiled::new(optimized) {
+        Ok(compiled) => std::sync::Arc::new(compiled),
+        Err(e) => {
+            let _ = writeln!(summary, "native: none (no compact form: {e})");
+            return Ok(());
+        }
+    };
+    match jit::Native::compile_with_listing(compiled, &jit::Limits::default()) {
+        Ok((native, listing)) => {
+            write("native.clif", &listing.clif)?;
+            write("native.asm", &listing.disassembly)?;
+            let _ = writeln!(
+                summary,
+                "native: {} bytes of code, compiled in {:.2} ms",
+                native.code_bytes(),
+                native.compile_time().as_secs_f64() * 1e3
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(summary, "native: none ({e})");
+        }
+    }
+    Ok(())
 }

@@ -30,7 +30,7 @@ use std::{
 
 use accelerator::{
     ImportMode, ImportTx, Pipeline, PipelineConfig, TxPath,
-    executor::{apply_accelerated, known_code},
+    executor::{apply_accelerated_at, known_code},
     predictor::targeted_recipients,
 };
 use eyre::Result;
@@ -245,8 +245,11 @@ pub struct TxResult {
     /// the transaction ([`crate::baseline`]), ns.
     pub revm_cached_ns: f64,
     /// The fast path's time (evaluation and building the state to commit), ns; for a miss,
-    /// the failed evaluation; 0 without a program.
+    /// the failed evaluation; 0 without a program. The tree runs in the compact evaluator.
     pub fast_ns: f64,
+    /// The same with the tree run as native code where it compiled (the evaluator serves
+    /// the rest, as at import), ns.
+    pub native_ns: f64,
 }
 
 impl TxResult {
@@ -256,6 +259,14 @@ impl TxResult {
         match self.class {
             Class::HitPerfect | Class::HitImperfect => self.fast_ns,
             _ => self.fast_ns + self.revm_ns,
+        }
+    }
+
+    /// [`TxResult::cost_ns`] with native code.
+    pub fn native_cost_ns(&self) -> f64 {
+        match self.class {
+            Class::HitPerfect | Class::HitImperfect => self.native_ns,
+            _ => self.native_ns + self.revm_ns,
         }
     }
 
@@ -292,6 +303,20 @@ pub struct BlockResult {
     pub import_ms: f64,
     /// Whole-block sequential revm (median), ms.
     pub revm_ms: f64,
+    /// Whole-block import through prescient with native code (median), ms.
+    pub import_native_ms: f64,
+    /// Sequential revm timed beside it (median), ms.
+    pub revm_native_ms: f64,
+    /// Compile time of each accelerated program of the block's transactions compiled to
+    /// native code, ms.
+    pub compile_ms: Vec<f64>,
+    /// Machine code bytes of each.
+    pub code_bytes: Vec<usize>,
+    /// Accelerated programs left to the evaluator (past the compiler's limits, or an error).
+    pub not_compiled: usize,
+    /// Native code and the evaluator disagreeing (a different path, or an import through
+    /// native code diverging from sequential revm), in words: must be empty.
+    pub disagreements: Vec<String>,
     /// With [`EvaluateOptions::explain`]: per missed heard transaction, in Markdown, the
     /// futures it was pre-executed in and where each of its programs misses on the state the
     /// block gave it.
@@ -431,6 +456,10 @@ pub fn evaluate_block(
             + PipelineConfig::default().flip_futures
             + accelerator::predictor::TARGETED_RECIPIENTS,
         read_sets: options.read_sets,
+        // Native code is compiled here once the block is known, on this thread and timed
+        // (`compile_block`), not by a background thread whose work would share the cores
+        // with the measurements.
+        jit_code_bytes: None,
         ..PipelineConfig::default()
     };
     let pipeline = Pipeline::new(config);
@@ -448,6 +477,12 @@ pub fn evaluate_block(
         store_bytes: 0,
         import_ms: 0.0,
         revm_ms: 0.0,
+        import_native_ms: 0.0,
+        revm_native_ms: 0.0,
+        compile_ms: Vec::new(),
+        code_bytes: Vec::new(),
+        not_compiled: 0,
+        disagreements: Vec::new(),
         explained: Vec::new(),
     };
     // One simulated worker: pre-executions run in order, each for its measured time.
@@ -579,6 +614,55 @@ pub fn evaluate_block(
     result.divergences =
         divergences.iter().map(|d| format!("tx {} {}: {} ({:?})", d.index, d.hash, d.difference, d.path)).collect();
     let heard_set: HashSet<usize> = heard.iter().map(|h| h.index).collect();
+    if options.explain {
+        let missed: Vec<usize> = imported
+            .import
+            .paths
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| match p {
+                _ if !heard_set.contains(i) => false,
+                TxPath::Miss { .. } => true,
+                TxPath::NoProgram => attempted.contains(&txs[*i].hash),
+                TxPath::Hit { .. } => false,
+            })
+            .map(|(i, _)| i)
+            .collect();
+        result.explained = explain_misses(block, &pipeline, &db, &txs, &missed, &used_futures);
+    }
+    // Whole-block times through the evaluator, alternating with revm.
+    (result.import_ms, result.revm_ms) =
+        time_blocks(block, &pipeline, &db, &txs, options.reps, &mut result.divergences)?;
+
+    // Native code: each accelerated program of the block compiled now, timed (the
+    // background compiler's work at serve time, finished within milliseconds of a program
+    // being stored, seconds before its block), then the block imported again through it and
+    // verified in full, and its paths compared with the evaluator's.
+    let budget = accelerator::tiering::CodeBudget::new(usize::MAX);
+    for tx in &txs {
+        if let Some(accelerated) = pipeline.accelerated(&tx.hash) {
+            match accelerator::tiering::compile(&accelerated, &jit::Limits::default(), &budget) {
+                Ok((time, bytes)) => {
+                    result.compile_ms.push(time.as_secs_f64() * 1e3);
+                    result.code_bytes.push(bytes);
+                }
+                Err(accelerator::tiering::NotCompiled::NoTree) => {}
+                Err(_) => result.not_compiled += 1,
+            }
+        }
+    }
+    let natively = pipeline.import(&db, &block.cfg, &block.env, &txs, ImportMode::Verified)?;
+    let (native_divergences, _) = natively.checked.unwrap_or_default();
+    result.disagreements.extend(
+        native_divergences
+            .iter()
+            .map(|d| format!("native: tx {} {}: {} ({:?})", d.index, d.hash, d.difference, d.path)),
+    );
+    for (i, (a, b)) in imported.import.paths.iter().zip(&natively.import.paths).enumerate() {
+        if a != b {
+            result.disagreements.push(format!("native: tx {i} {}: path {b:?}, the evaluator's {a:?}", txs[i].hash));
+        }
+    }
     let timings = measure_txs(block, &pipeline, &db, &txs, options.reps);
     for (i, path) in imported.import.paths.iter().enumerate() {
         let hash = txs[i].hash;
@@ -590,34 +674,43 @@ pub fn evaluate_block(
             TxPath::NoProgram if attempted.contains(&hash) => (Class::Missed, Some("no-program".to_string())),
             TxPath::NoProgram => (Class::NotPreExecuted, None),
         };
-        let (revm_ns, revm_cached_ns, fast_ns) = timings[i];
-        result.txs.push(TxResult { index: i, class, miss, revm_ns, revm_cached_ns, fast_ns });
+        let (revm_ns, revm_cached_ns, fast_ns, native_ns) = timings[i];
+        result.txs.push(TxResult { index: i, class, miss, revm_ns, revm_cached_ns, fast_ns, native_ns });
     }
-    if options.explain {
-        let missed: Vec<usize> = result.txs.iter().filter(|t| t.class == Class::Missed).map(|t| t.index).collect();
-        result.explained = explain_misses(block, &pipeline, &db, &txs, &missed, &used_futures);
-    }
-    // Whole-block times, alternating.
+    (result.import_native_ms, result.revm_native_ms) =
+        time_blocks(block, &pipeline, &db, &txs, options.reps, &mut result.disagreements)?;
+    Ok(result)
+}
+
+/// Whole-block import through `pipeline` beside the baseline node's sequential revm,
+/// alternating `reps` times: the medians, ms. A first round whose receipts differ from the
+/// baseline's is recorded in `divergences`.
+fn time_blocks(
+    block: &RecordedBlock,
+    pipeline: &Pipeline,
+    db: &InMemoryDB,
+    txs: &[ImportTx],
+    reps: usize,
+    divergences: &mut Vec<String>,
+) -> Result<(f64, f64)> {
     let (mut import, mut revm) = (Vec::new(), Vec::new());
     let envs = block.tx_envs();
-    for round in 0..options.reps.max(1) {
+    for round in 0..reps.max(1) {
         let started = Instant::now();
-        let fast = pipeline.import(&db, &block.cfg, &block.env, &txs, ImportMode::Timed)?;
+        let fast = pipeline.import(db, &block.cfg, &block.env, txs, ImportMode::Timed)?;
         import.push(started.elapsed().as_secs_f64() * 1e3);
         let started = Instant::now();
-        let node = crate::baseline::node_block(&mut CacheDB::new(&db), &block.cfg, &block.env, &envs);
+        let node = crate::baseline::node_block(&mut CacheDB::new(db), &block.cfg, &block.env, &envs);
         revm.push(started.elapsed().as_secs_f64() * 1e3);
         // The timed runs must agree too: the baseline's receipts against the import's.
         let agree = node.as_ref().is_ok_and(|r| {
             r.receipts_root == fast.import.receipts.receipts_root && r.logs_bloom == fast.import.receipts.logs_bloom
         });
         if round == 0 && !agree {
-            result.divergences.push("timed import: receipts root or bloom differs from the baseline's".into());
+            divergences.push("timed import: receipts root or bloom differs from the baseline's".into());
         }
     }
-    result.import_ms = median(import);
-    result.revm_ms = median(revm);
-    Ok(result)
+    Ok((median(import), median(revm)))
 }
 
 /// For each of `missed` (block indexes): the futures it was pre-executed in (predecessors by
@@ -689,14 +782,15 @@ fn measure_txs(
     db: &InMemoryDB,
     txs: &[ImportTx],
     reps: usize,
-) -> Vec<(f64, f64, f64)> {
+) -> Vec<(f64, f64, f64, f64)> {
     let mut state = CacheDB::new(db);
     let (cfg, env) = (&block.cfg, &block.env);
     let cache = crate::baseline::PrecompileCache::default();
     let mut out = Vec::with_capacity(txs.len());
     for tx in txs {
         let accelerated = pipeline.accelerated(&tx.hash);
-        let (mut revm_times, mut cached_times, mut fast_times) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut revm_times, mut cached_times, mut fast_times, mut native_times) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut result = None;
         // One unmeasured round warms the caches, then `reps` measured rounds.
         for round in 0..=reps.max(1) {
@@ -716,13 +810,16 @@ fn measure_txs(
                 cached_times.push(cached_ns);
             }
             if let Some(accelerated) = &accelerated {
-                let started = Instant::now();
-                let (_, applied) = apply_accelerated(accelerated, &state, cfg, env, Some(pipeline.memo()));
-                let commit = applied.map(|mut a| a.commit_state(|a, h| known_code(&state, a, h)));
-                let fast_ns = started.elapsed().as_nanos() as f64;
-                std::hint::black_box(commit);
-                if round > 0 {
-                    fast_times.push(fast_ns);
+                for (native, times) in [(false, &mut fast_times), (true, &mut native_times)] {
+                    let started = Instant::now();
+                    let (_, applied) =
+                        apply_accelerated_at(accelerated, &state, cfg, env, Some(pipeline.memo()), native);
+                    let commit = applied.map(|mut a| a.commit_state(|a, h| known_code(&state, a, h)));
+                    let fast_ns = started.elapsed().as_nanos() as f64;
+                    std::hint::black_box(commit);
+                    if round > 0 {
+                        times.push(fast_ns);
+                    }
                 }
             }
             if round > 0 {
@@ -733,7 +830,7 @@ fn measure_txs(
         if let Some(Ok(r)) = result {
             state.commit(r.state);
         }
-        out.push((median(revm_times), median(cached_times), median(fast_times)));
+        out.push((median(revm_times), median(cached_times), median(fast_times), median(native_times)));
     }
     out
 }
@@ -796,6 +893,31 @@ pub struct Summary {
     pub programs_late: usize,
     /// The options the run used.
     pub heard_share: f64,
+    /// Native code and the evaluator disagreeing, or an import through native code
+    /// diverging from sequential revm (must be 0).
+    pub disagreements: usize,
+    /// Time-weighted speedup over hits with the tree in the compact evaluator (as
+    /// `speedup_hits`).
+    pub speedup_evaluator: f64,
+    /// Time-weighted speedup over the same hits with the tree as native code where it
+    /// compiled.
+    pub speedup_jit: f64,
+    /// Per-hit speedup with native code: median and p10.
+    pub speedup_jit_median: f64,
+    /// See `speedup_jit_median`.
+    pub speedup_jit_p10: f64,
+    /// Whole-block import with native code.
+    pub block_speedup_jit: f64,
+    /// Accelerated programs compiled to native code.
+    pub native_programs: usize,
+    /// Accelerated programs left to the evaluator (past the compiler's limits, or an error).
+    pub not_compiled: usize,
+    /// Compile time per program: median and p99, ms.
+    pub compile_ms_p50: f64,
+    /// See `compile_ms_p50`.
+    pub compile_ms_p99: f64,
+    /// Median machine code size per program, bytes.
+    pub code_bytes_median: f64,
 }
 
 impl Summary {
@@ -826,6 +948,14 @@ impl Summary {
             *pre_execution_results.entry(k.clone()).or_default() += v;
         }
         let ready: usize = blocks.iter().map(|b| b.programs_ready).sum();
+        let sorted = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        let native_per_hit =
+            sorted(all.iter().filter(|t| t.is_hit() && t.native_ns > 0.0).map(|t| t.revm_ns / t.native_ns).collect());
+        let compile_ms = sorted(blocks.iter().flat_map(|b| b.compile_ms.iter().copied()).collect());
+        let code_bytes = sorted(blocks.iter().flat_map(|b| b.code_bytes.iter().map(|&c| c as f64)).collect());
         let (import, revm) = blocks.iter().fold((0.0, 0.0), |(i, r), b| (i + b.import_ms, r + b.revm_ms));
         Self {
             blocks: blocks.len(),
@@ -862,8 +992,34 @@ impl Summary {
             programs_ready: ready,
             programs_late: blocks.iter().map(|b| b.programs_late).sum(),
             heard_share: options.heard,
+            disagreements: blocks.iter().map(|b| b.disagreements.len()).sum(),
+            speedup_evaluator: ratio(&|t| t.is_hit()),
+            speedup_jit: {
+                let (revm, native) = all
+                    .iter()
+                    .filter(|t| t.is_hit())
+                    .fold((0.0, 0.0), |(r, n), t| (r + t.revm_ns, n + t.native_cost_ns()));
+                if native > 0.0 { revm / native } else { 0.0 }
+            },
+            speedup_jit_median: percentile(&native_per_hit, 0.5),
+            speedup_jit_p10: percentile(&native_per_hit, 0.1),
+            block_speedup_jit: {
+                let (import, revm) =
+                    blocks.iter().fold((0.0, 0.0), |(i, r), b| (i + b.import_native_ms, r + b.revm_native_ms));
+                if import > 0.0 { revm / import } else { 0.0 }
+            },
+            native_programs: compile_ms.len(),
+            not_compiled: blocks.iter().map(|b| b.not_compiled).sum(),
+            compile_ms_p50: percentile(&compile_ms, 0.5),
+            compile_ms_p99: percentile(&compile_ms, 0.99),
+            code_bytes_median: percentile(&code_bytes, 0.5),
         }
     }
+}
+
+/// The `p` quantile of `sorted` (nearest rank; 0 when empty).
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted.get(((sorted.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0)
 }
 
 /// Writes the report into `dir`: `summary.json`, `blocks.json`, `report.md` and its plots.
@@ -958,6 +1114,24 @@ pub fn write_report(dir: &std::path::Path, summary: &Summary, blocks: &[BlockRes
         summary.programs_late,
         summary.build_ms_mean,
         summary.bytes_per_program
+    );
+    let _ = writeln!(
+        md,
+        "Native code (Cranelift): {} programs compiled, {} left to the evaluator; compile p50 {:.2} ms, p99 {:.2} ms; median code {:.0} bytes; disagreements with the evaluator or revm: **{}**.\n\n| speedup with native code (time-weighted, vs sequential revm) | evaluator | native |\n|---|---:|---:|\n| on hits | {:.2}x | {:.2}x |\n| whole-block import | {:.2}x | {:.2}x |\n| per hit: median / p10 | {:.2}x / {:.2}x | {:.2}x / {:.2}x |\n",
+        summary.native_programs,
+        summary.not_compiled,
+        summary.compile_ms_p50,
+        summary.compile_ms_p99,
+        summary.code_bytes_median,
+        summary.disagreements,
+        summary.speedup_evaluator,
+        summary.speedup_jit,
+        summary.block_speedup,
+        summary.block_speedup_jit,
+        summary.speedup_hits_median,
+        summary.speedup_hits_p10,
+        summary.speedup_jit_median,
+        summary.speedup_jit_p10
     );
     let _ = writeln!(md, "Misses by reason: {:?}\n", summary.miss_reasons);
     let _ = writeln!(md, "Pre-executions by result: {:?}\n", summary.pre_execution_results);

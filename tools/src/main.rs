@@ -230,6 +230,10 @@ struct PipelineArgs {
     /// Most interpreter steps traced per pre-execution.
     #[arg(long, default_value_t = PipelineConfig::default().record.max_steps)]
     max_trace_steps: u64,
+    /// Machine code budget of the background native compiler, in MiB (0: no native code,
+    /// the compact evaluator serves every program).
+    #[arg(long, default_value_t = PipelineConfig::default().jit_code_bytes.unwrap_or(0) >> 20)]
+    jit_code_mib: usize,
 }
 
 impl PipelineArgs {
@@ -249,6 +253,7 @@ impl PipelineArgs {
                 max_steps: self.max_trace_steps,
                 ..defaults.record
             },
+            jit_code_bytes: (self.jit_code_mib > 0).then_some(self.jit_code_mib << 20),
         }
     }
 }
@@ -419,6 +424,9 @@ fn evaluate(
             for d in &r.divergences {
                 println!("{:>10}  DIVERGENCE {d}", "");
             }
+            for d in &r.disagreements {
+                println!("{:>10}  DISAGREEMENT {d}", "");
+            }
         });
         results.push(r);
         bar.inc(1);
@@ -447,10 +455,26 @@ fn evaluate(
         summary.block_speedup,
         summary.divergences
     );
+    println!(
+        "native code: {} programs compiled (compile p50 {:.2} ms, p99 {:.2} ms, code median {:.0} bytes), {} left to \
+         the evaluator; on hits {:.2}x with native code against {:.2}x with the evaluator (native median {:.2}x, p10 \
+         {:.2}x), block import {:.2}x; {} disagreements",
+        summary.native_programs,
+        summary.compile_ms_p50,
+        summary.compile_ms_p99,
+        summary.code_bytes_median,
+        summary.not_compiled,
+        summary.speedup_jit,
+        summary.speedup_evaluator,
+        summary.speedup_jit_median,
+        summary.speedup_jit_p10,
+        summary.block_speedup_jit,
+        summary.disagreements
+    );
     println!("misses by reason: {:?}", summary.miss_reasons);
     println!("pre-executions by result: {:?}", summary.pre_execution_results);
     println!("report written to {}", out.display());
-    Ok(summary.divergences == 0)
+    Ok(summary.divergences == 0 && summary.disagreements == 0)
 }
 
 /// Runs `prescient bench hit`.

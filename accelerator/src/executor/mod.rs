@@ -363,13 +363,28 @@ pub fn run_accelerated<D: DatabaseRef>(
     (path, applied.map(|a| a.outcome()))
 }
 
-/// [`run_accelerated`], the hit in the form a commit takes: what an import runs.
+/// [`run_accelerated`], the hit in the form a commit takes: what an import runs. The tree
+/// runs as native code once the background compiler has built it ([`crate::tiering`]), in
+/// the compact evaluator until then.
 pub fn apply_accelerated<D: DatabaseRef>(
     accelerated: &Accelerated,
     db: &D,
     cfg: &CfgEnv,
     block: &BlockEnv,
     memo: Option<&PrecompileMemo>,
+) -> (TxPath, Option<Applied>) {
+    apply_accelerated_at(accelerated, db, cfg, block, memo, true)
+}
+
+/// [`apply_accelerated`], with native code used only when `native` (the evaluator's column
+/// of `prescient evaluate` runs the same programs without it).
+pub fn apply_accelerated_at<D: DatabaseRef>(
+    accelerated: &Accelerated,
+    db: &D,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    memo: Option<&PrecompileMemo>,
+    native: bool,
 ) -> (TxPath, Option<Applied>) {
     if accelerated.programs.is_empty() {
         return (TxPath::NoProgram, None);
@@ -397,7 +412,12 @@ pub fn apply_accelerated<D: DatabaseRef>(
     // other rules (futures across a fork boundary) are interpreted when those rules apply.
     let tree_applies = |c: &ir::compact::Compiled| c.env().spec == cfg.spec && c.env().chain_id == cfg.chain_id;
     if let Some(compiled) = accelerated.compiled.as_ref().filter(|c| tree_applies(c)) {
-        return match compiled.evaluate_applied(db, cfg, block, memo) {
+        let code = accelerated.native.get().filter(|_| native);
+        let evaluated = match code {
+            Some(code) => code.native().evaluate_applied(db, cfg, block, memo),
+            None => compiled.evaluate_applied(db, cfg, block, memo),
+        };
+        return match evaluated {
             Ok((applied, program)) => {
                 // The tree holds the programs newest first.
                 let program = accelerated.programs.len() - 1 - program.min(accelerated.programs.len() - 1);

@@ -192,7 +192,12 @@ where
         let recorded = txs.iter().position(|t| t.hash == *hash).map(|i| &programs[i])?;
         let programs: Vec<Arc<Program>> = recorded.iter().map(|(p, _)| p.clone()).collect();
         if interpreted {
-            return Some(Arc::new(Accelerated { programs, compiled: None, read_sets: Vec::new() }));
+            return Some(Arc::new(Accelerated {
+                programs,
+                compiled: None,
+                read_sets: Vec::new(),
+                native: Default::default(),
+            }));
         }
         let mut accelerated = Accelerated::new(programs);
         accelerated.read_sets =

@@ -188,6 +188,76 @@ impl Compiled {
         }
     }
 
+    /// The word registers instruction `i` reads, each passed to `read` (repeats possible), and
+    /// the word register it writes, if any (byte-string registers are not reported: native
+    /// code never touches them).
+    ///
+    /// A code generator that keeps values in SSA uses this to store to the register file
+    /// only what a host step will read, and to know which registers a host step leaves in
+    /// the file for native code to load.
+    pub fn word_operands(&self, i: usize, mut read: impl FnMut(u32)) -> Option<u32> {
+        match self.code[i] {
+            CInst::Load { dst, a, b, .. } => {
+                read(a);
+                read(b);
+                Some(dst)
+            }
+            CInst::Ctx { dst, .. } | CInst::ToWord { dst, .. } | CInst::Keccak { dst, .. } | CInst::Len { dst, .. } => {
+                Some(dst)
+            }
+            CInst::Word1 { dst, a, .. } => {
+                read(a);
+                Some(dst)
+            }
+            CInst::Word2 { dst, a, b, .. } => {
+                read(a);
+                read(b);
+                Some(dst)
+            }
+            CInst::Word3 { dst, a, b, c, .. } => {
+                read(a);
+                read(b);
+                read(c);
+                Some(dst)
+            }
+            CInst::Guard { a, expected, .. } => {
+                read(a);
+                read(expected);
+                None
+            }
+            CInst::Word2Guard { dst, a, b, expected, .. } => {
+                read(a);
+                read(b);
+                read(expected);
+                Some(dst)
+            }
+            CInst::NotIn { x, from, to, .. } => {
+                // Several results: a code generator handles runs itself (`Lowered::NotIn`).
+                read(x);
+                self.runs[from as usize..to as usize].iter().for_each(|&(y, _, _)| read(y));
+                None
+            }
+            CInst::ToBytes { a, .. } | CInst::StoreCode { a, .. } | CInst::Created { a } => {
+                read(a);
+                None
+            }
+            CInst::StoreAccount { a, balance, nonce, code_hash, .. } => {
+                [a, balance, nonce, code_hash].into_iter().for_each(read);
+                None
+            }
+            CInst::StoreSlot { a, k, v, .. } => {
+                [a, k, v].into_iter().for_each(read);
+                None
+            }
+            CInst::Log { a, from, to, .. } => {
+                read(a);
+                self.lists[from as usize..to as usize].iter().for_each(|&t| read(t));
+                None
+            }
+            CInst::Concat { .. } | CInst::Slice { .. } | CInst::PCall { .. } | CInst::Output { .. } => None,
+        }
+    }
+
     /// The miss a native entry reported as `code` (see the module docs), `host` being the
     /// host's last recorded one.
     fn native_miss(&self, code: u64, host: Option<Miss>) -> Miss {
@@ -236,6 +306,13 @@ impl Compiled {
             self.ready(s);
             if constants_in_file {
                 s.words[..self.words.len()].copy_from_slice(&self.words);
+            }
+            // In debug builds the computed registers start poisoned, so that code reading a
+            // register nothing wrote on this path fails the tests instead of finding the
+            // right value left by an earlier evaluation (the oracle runs the compact
+            // evaluator on the same inputs just before).
+            if cfg!(debug_assertions) {
+                s.words[self.words.len()..self.word_registers()].fill(U256::from_limbs([0xdead_beef_dead_beef; 4]));
             }
             let regs = s.words.as_mut_ptr();
             let mut host = Host {

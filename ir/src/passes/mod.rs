@@ -6,12 +6,14 @@
 //! load forwarding, dead-code elimination and store sinking. Every pass preserves the
 //! program's meaning on every state; the verifier holds before and after.
 
+mod bytes_forward;
 mod const_fold;
 mod cse;
 mod dce;
 mod load_forward;
 mod store_sink;
 
+pub use bytes_forward::bytes_forward;
 pub use const_fold::const_fold;
 pub use cse::cse;
 pub use dce::dce;
@@ -20,10 +22,11 @@ pub use store_sink::store_sink;
 
 use crate::program::{Inst, Program, Value};
 
-/// The standard pipeline: forwarding exposes duplicates, folding exposes more, CSE merges
-/// them, DCE drops what nothing uses, and stores go last.
+/// The standard pipeline: forwarding exposes duplicates, folding exposes more, memory read
+/// back is resolved to what was written, CSE merges duplicates, DCE drops what nothing uses,
+/// and stores go last.
 pub fn optimize(p: &Program) -> Program {
-    store_sink(&dce(&cse(&const_fold(&load_forward(p)))))
+    store_sink(&dce(&cse(&bytes_forward(&const_fold(&load_forward(p))))))
 }
 
 /// Rebuilds a program instruction by instruction, renumbering values.

@@ -9,5 +9,6 @@ mod delegation;
 mod fuzz;
 mod mainnet;
 mod opcodes;
+mod programs;
 mod regressions;
 mod state_tests;
