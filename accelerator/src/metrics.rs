@@ -44,7 +44,7 @@ pub const SERIES: &[mempool_tap::metrics::Series] = &[
     (
         JIT_NOT_COMPILED,
         "counter",
-        "reason: too_large, budget, error, no_tree",
+        "reason: too_small, too_large, budget, error, no_tree",
         "Accelerated programs left to the evaluator instead of native code, by reason.",
     ),
     (JIT_DROPPED, "counter", "", "Native compile jobs dropped because the compiler's queue was full."),
@@ -96,7 +96,7 @@ pub const SELF_MISSES: &str = "prescient_self_misses_total";
 pub const COMPILE_FAILURES: &str = "prescient_compile_failures_total";
 /// Accelerated programs compiled to native code by the background compiler. (counter).
 pub const JIT_COMPILED: &str = "prescient_jit_compiled_total";
-/// Accelerated programs left to the evaluator instead of native code, by reason. (counter, labels: reason: too_large, budget, error, no_tree).
+/// Accelerated programs left to the evaluator instead of native code, by reason. (counter, labels: reason: too_small, too_large, budget, error, no_tree).
 pub const JIT_NOT_COMPILED: &str = "prescient_jit_not_compiled_total";
 /// Native compile jobs dropped because the compiler's queue was full. (counter).
 pub const JIT_DROPPED: &str = "prescient_jit_dropped_total";

@@ -84,7 +84,9 @@ impl Default for PipelineConfig {
             read_sets: true,
             read_set_min_insts: 256,
             record: RecordConfig::default(),
-            jit_code_bytes: Some(256 << 20),
+            // Off by default: on the shared blocks, whole-block import with native code measured
+            // slower than with the evaluator (3.1x against 3.5x; cold code, see the README).
+            jit_code_bytes: None,
         }
     }
 }
@@ -119,6 +121,9 @@ pub struct PreExecuted {
 pub enum ImportMode {
     /// Nothing: what a node's import does (the timed runs of `prescient evaluate`).
     Timed,
+    /// [`ImportMode::Timed`] with every tree in the compact evaluator, native code or not
+    /// (the evaluator's column of `prescient evaluate`).
+    TimedEvaluator,
     /// Keeps every transaction's outcome (for a report).
     Outcomes,
     /// Keeps every transaction's outcome and compares it with sequential revm's.
@@ -363,8 +368,9 @@ impl Pipeline {
             .collect();
         let lookup = |h: &B256| programs.get(h).cloned();
         let verify = mode == ImportMode::Verified;
-        let keep = mode != ImportMode::Timed;
-        let import = import_block(&mut CacheDB::new(parent), cfg, block, txs, &lookup, Some(&self.memo), keep)?;
+        let keep = !matches!(mode, ImportMode::Timed | ImportMode::TimedEvaluator);
+        let native = mode != ImportMode::TimedEvaluator;
+        let import = import_block(&mut CacheDB::new(parent), cfg, block, txs, &lookup, Some(&self.memo), keep, native)?;
         self.publish_memo();
         let checked = if verify {
             Some(verify_against_reference(&mut CacheDB::new(parent), cfg, block, txs, &import)?)

@@ -87,6 +87,8 @@ pub enum NotCompiled {
     NoTree,
     /// Past [`jit::Limits`].
     TooLarge,
+    /// Below [`jit::Limits::min_instructions`]: the evaluator is faster on it at import.
+    TooSmall,
     /// The code budget is spent.
     Budget,
     /// Cranelift or the host refused it (a bug).
@@ -99,6 +101,7 @@ impl NotCompiled {
         match self {
             Self::NoTree => "no_tree",
             Self::TooLarge => "too_large",
+            Self::TooSmall => "too_small",
             Self::Budget => "budget",
             Self::Error => "error",
         }
@@ -136,6 +139,7 @@ fn compile_inner(
     let compiled = accelerated.compiled.clone().ok_or(NotCompiled::NoTree)?;
     let native = jit::Native::compile(compiled, limits).map_err(|e| match e {
         jit::JitError::TooLarge(_) => NotCompiled::TooLarge,
+        jit::JitError::TooSmall(_) => NotCompiled::TooSmall,
         e => {
             tracing::warn!(%e, "native compile failed; the evaluator serves the program");
             NotCompiled::Error
@@ -212,6 +216,11 @@ fn work(rx: &Receiver<Weak<Accelerated>>, limits: &jit::Limits, budget: &Arc<Cod
 mod tests {
     use super::*;
 
+    /// Limits that compile these small test programs too.
+    fn every() -> jit::Limits {
+        jit::Limits { min_instructions: 0, ..Default::default() }
+    }
+
     fn program(k: u64) -> ir::program::Program {
         let text = format!(
             "env OSAKA chain 1\nstatus {{\"Success\":\"Stop\"}}\ngas 21000 refund 0\nv0 = const 0x77\nv1 = load.storage \
@@ -223,7 +232,7 @@ mod tests {
 
     #[test]
     fn the_worker_compiles_in_the_background_within_the_budget_and_frees_the_pages() {
-        let compiler = Compiler::spawn(jit::Limits::default(), 3 * 2 * PAGE, 8).expect("a thread");
+        let compiler = Compiler::spawn(every(), 3 * 2 * PAGE, 8).expect("a thread");
         let all: Vec<Arc<Accelerated>> =
             (0..4).map(|k| Arc::new(Accelerated::new(vec![Arc::new(program(k))]))).collect();
         for a in &all {
@@ -257,17 +266,18 @@ mod tests {
         tx.send(Arc::downgrade(&kept)).expect("queued");
         drop(gone);
         drop(tx);
-        work(&rx, &jit::Limits::default(), &budget);
+        work(&rx, &every(), &budget);
         assert!(kept.native.get().is_some());
         assert_eq!(budget.used(), 2 * PAGE, "only the live program was compiled");
     }
 
     #[test]
-    fn past_the_limits_the_evaluator_keeps_the_program() {
+    fn outside_the_limits_the_evaluator_keeps_the_program() {
         let budget = CodeBudget::new(1 << 20);
         let a = Accelerated::new(vec![Arc::new(program(1))]);
-        let limits = jit::Limits { max_instructions: 1, ..Default::default() };
+        let limits = jit::Limits { max_instructions: 1, ..every() };
         assert_eq!(compile(&a, &limits, &budget), Err(NotCompiled::TooLarge));
+        assert_eq!(compile(&a, &jit::Limits::default(), &budget), Err(NotCompiled::TooSmall));
         assert!(a.native.get().is_none());
         assert_eq!(budget.used(), 0);
     }

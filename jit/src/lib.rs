@@ -24,14 +24,23 @@ use revm::{
 /// allocator.
 const QUICK_ALLOCATOR_ABOVE: usize = 1_500;
 
+/// [`Limits::min_instructions`]'s default.
+pub const MIN_INSTRUCTIONS: usize = 400;
+
 /// What the compiler accepts, so that no program costs more than a bounded compile.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// The most compact-evaluator instructions a program may have (an airdrop's thousands of
-    /// alias guards compile slowly for little gain: the evaluator serves it).
+    /// The most compact-evaluator instructions a program may have: compile time grows with
+    /// it (merged trees of 20,000 took 1.5 s), and the evaluator serves what is larger.
     pub max_instructions: usize,
     /// The most tree nodes.
     pub max_nodes: usize,
+    /// The fewest compact-evaluator instructions worth native code. At import a block's
+    /// programs run cold: native code is fetched as instructions from memory, several times
+    /// the bytes of the evaluator's form, while the evaluator's own code stays hot. On small
+    /// programs (a transfer's tree) that costs more than native code saves (measured with
+    /// `prescient evaluate`'s whole-block import ratios), so the evaluator serves them.
+    pub min_instructions: usize,
     /// Read constants from the register file instead of having them inline, and compile
     /// without Cranelift's optimizations, so that no folding can hide a lowering bug (the
     /// tests' second native tier; slower code).
@@ -40,7 +49,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_instructions: 20_000, max_nodes: 4_096, opaque_constants: false }
+        Self { max_instructions: 6_000, max_nodes: 4_096, min_instructions: MIN_INSTRUCTIONS, opaque_constants: false }
     }
 }
 
@@ -50,6 +59,9 @@ pub enum JitError {
     /// Past [`Limits`].
     #[error("too large to compile: {0}")]
     TooLarge(String),
+    /// Below [`Limits::min_instructions`].
+    #[error("too small to gain from native code: {0} instructions")]
+    TooSmall(usize),
     /// The host is not one Cranelift generates code for, or its settings were refused.
     #[error("no native target: {0}")]
     Target(String),
@@ -125,6 +137,9 @@ impl Native {
                 limits.max_instructions
             )));
         }
+        if compiled.code_len() < limits.min_instructions {
+            return Err(JitError::TooSmall(compiled.code_len()));
+        }
         if compiled.nodes() > limits.max_nodes {
             return Err(JitError::TooLarge(format!("{} tree nodes (at most {})", compiled.nodes(), limits.max_nodes)));
         }
@@ -173,6 +188,14 @@ impl Native {
     /// Bytes of machine code.
     pub fn code_bytes(&self) -> usize {
         self.code_bytes
+    }
+
+    /// The machine code, as bytes (for prefetching it before it runs: a block's programs
+    /// are cold by the time import reaches them, and straight-line code is fetched once).
+    pub fn code(&self) -> &[u8] {
+        // SAFETY: `entry` is the start of this module's function, `code_bytes` long, mapped
+        // readable (and executable) and never written again until `self` is dropped.
+        unsafe { std::slice::from_raw_parts(self.entry as *const u8, self.code_bytes) }
     }
 
     /// How long compiling took (lowering, Cranelift, mapping).

@@ -177,20 +177,22 @@ pub fn hit(block: &RecordedBlock, reps: usize) -> Result<HitRow> {
                 PreExecution::Program(p, reads) => (Compiled::new(&p).ok().map(std::sync::Arc::new), reads),
                 _ => (None, None),
             };
-        let native = program.as_ref().and_then(|p| match jit::Native::compile(p.clone(), &jit::Limits::default()) {
-            Ok(native) => {
-                row.compile_ms.push(native.compile_time().as_secs_f64() * 1e3);
-                row.code_bytes.push(native.code_bytes());
-                Some(native)
-            }
-            Err(jit::JitError::TooLarge(_)) => {
-                row.too_large += 1;
-                None
-            }
-            Err(e) => {
-                tracing::warn!(%e, "native compile failed");
-                row.disagreements += 1;
-                None
+        let native = program.as_ref().and_then(|p| {
+            match jit::Native::compile(p.clone(), &jit::Limits { min_instructions: 0, ..Default::default() }) {
+                Ok(native) => {
+                    row.compile_ms.push(native.compile_time().as_secs_f64() * 1e3);
+                    row.code_bytes.push(native.code_bytes());
+                    Some(native)
+                }
+                Err(jit::JitError::TooLarge(_)) => {
+                    row.too_large += 1;
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(%e, "native compile failed");
+                    row.disagreements += 1;
+                    None
+                }
             }
         });
         let mut native_ns = Vec::new();
@@ -204,13 +206,22 @@ pub fn hit(block: &RecordedBlock, reps: usize) -> Result<HitRow> {
             let elapsed = started.elapsed().as_nanos() as f64;
             drop(evm);
             if let Some(program) = &program {
+                // The evaluator and native code in turn first: the second runs on caches the
+                // first warmed.
+                let native_first = round % 2 == 1;
+                let time_native = || {
+                    native.as_ref().map(|native| {
+                        let started = Instant::now();
+                        let natively = native.evaluate_applied(&state, &block.cfg, &block.env, Some(&memo));
+                        (natively, started.elapsed().as_nanos() as f64)
+                    })
+                };
+                let early = if native_first { time_native() } else { None };
                 let started = Instant::now();
                 let evaluation = program.evaluate_applied(&state, &block.cfg, &block.env, Some(&memo));
                 let evaluated = started.elapsed().as_nanos() as f64;
-                if let Some(native) = &native {
-                    let started = Instant::now();
-                    let natively = native.evaluate_applied(&state, &block.cfg, &block.env, Some(&memo));
-                    let elapsed = started.elapsed().as_nanos() as f64;
+                let timed = if native_first { early } else { time_native() };
+                if let Some((natively, elapsed)) = timed {
                     let same = match (&natively, &evaluation) {
                         (Ok((a, i)), Ok((b, j))) => i == j && a.outcome() == b.outcome(),
                         (Err(a), Err(b)) => a == b,

@@ -630,10 +630,6 @@ pub fn evaluate_block(
             .collect();
         result.explained = explain_misses(block, &pipeline, &db, &txs, &missed, &used_futures);
     }
-    // Whole-block times through the evaluator, alternating with revm.
-    (result.import_ms, result.revm_ms) =
-        time_blocks(block, &pipeline, &db, &txs, options.reps, &mut result.divergences)?;
-
     // Native code: each accelerated program of the block compiled now, timed (the
     // background compiler's work at serve time, finished within milliseconds of a program
     // being stored, seconds before its block), then the block imported again through it and
@@ -677,13 +673,17 @@ pub fn evaluate_block(
         let (revm_ns, revm_cached_ns, fast_ns, native_ns) = timings[i];
         result.txs.push(TxResult { index: i, class, miss, revm_ns, revm_cached_ns, fast_ns, native_ns });
     }
-    (result.import_native_ms, result.revm_native_ms) =
-        time_blocks(block, &pipeline, &db, &txs, options.reps, &mut result.disagreements)?;
+    // Whole-block times, the evaluator's and native code's imports alternating with revm in
+    // one loop (so neither is measured on a machine in another state).
+    [(result.import_ms, result.import_native_ms), (result.revm_ms, result.revm_native_ms)] =
+        time_blocks(block, &pipeline, &db, &txs, options.reps, &mut result.divergences)?;
     Ok(result)
 }
 
-/// Whole-block import through `pipeline` beside the baseline node's sequential revm,
-/// alternating `reps` times: the medians, ms. A first round whose receipts differ from the
+/// Whole-block import through `pipeline`, with the trees in the evaluator and as native
+/// code, beside the baseline node's sequential revm, alternating `reps` times (the two
+/// imports in turn first): the medians, ms, as `[(evaluator, native), (revm beside the
+/// evaluator, revm beside native code)]`. A first round whose receipts differ from the
 /// baseline's is recorded in `divergences`.
 fn time_blocks(
     block: &RecordedBlock,
@@ -692,25 +692,32 @@ fn time_blocks(
     txs: &[ImportTx],
     reps: usize,
     divergences: &mut Vec<String>,
-) -> Result<(f64, f64)> {
-    let (mut import, mut revm) = (Vec::new(), Vec::new());
+) -> Result<[(f64, f64); 2]> {
+    let (mut import, mut revm) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
     let envs = block.tx_envs();
     for round in 0..reps.max(1) {
-        let started = Instant::now();
-        let fast = pipeline.import(db, &block.cfg, &block.env, txs, ImportMode::Timed)?;
-        import.push(started.elapsed().as_secs_f64() * 1e3);
-        let started = Instant::now();
-        let node = crate::baseline::node_block(&mut CacheDB::new(db), &block.cfg, &block.env, &envs);
-        revm.push(started.elapsed().as_secs_f64() * 1e3);
-        // The timed runs must agree too: the baseline's receipts against the import's.
-        let agree = node.as_ref().is_ok_and(|r| {
-            r.receipts_root == fast.import.receipts.receipts_root && r.logs_bloom == fast.import.receipts.logs_bloom
-        });
-        if round == 0 && !agree {
-            divergences.push("timed import: receipts root or bloom differs from the baseline's".into());
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for tier in order {
+            let mode = if tier == 0 { ImportMode::TimedEvaluator } else { ImportMode::Timed };
+            let started = Instant::now();
+            let fast = pipeline.import(db, &block.cfg, &block.env, txs, mode)?;
+            import[tier].push(started.elapsed().as_secs_f64() * 1e3);
+            let started = Instant::now();
+            let node = crate::baseline::node_block(&mut CacheDB::new(db), &block.cfg, &block.env, &envs);
+            revm[tier].push(started.elapsed().as_secs_f64() * 1e3);
+            // The timed runs must agree too: the baseline's receipts against the import's.
+            let agree = node.as_ref().is_ok_and(|r| {
+                r.receipts_root == fast.import.receipts.receipts_root && r.logs_bloom == fast.import.receipts.logs_bloom
+            });
+            if round == 0 && !agree {
+                divergences
+                    .push(format!("timed import ({mode:?}): receipts root or bloom differs from the baseline's"));
+            }
         }
     }
-    Ok((median(import), median(revm)))
+    let [i0, i1] = import.map(median);
+    let [r0, r1] = revm.map(median);
+    Ok([(i0, i1), (r0, r1)])
 }
 
 /// For each of `missed` (block indexes): the futures it was pre-executed in (predecessors by
@@ -810,7 +817,12 @@ fn measure_txs(
                 cached_times.push(cached_ns);
             }
             if let Some(accelerated) = &accelerated {
-                for (native, times) in [(false, &mut fast_times), (true, &mut native_times)] {
+                // The two tiers in turn first: the second runs on caches the first warmed.
+                let mut tiers = [(false, &mut fast_times), (true, &mut native_times)];
+                if round % 2 == 1 {
+                    tiers.reverse();
+                }
+                for (native, times) in tiers {
                     let started = Instant::now();
                     let (_, applied) =
                         apply_accelerated_at(accelerated, &state, cfg, env, Some(pipeline.memo()), native);

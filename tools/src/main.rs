@@ -230,8 +230,9 @@ struct PipelineArgs {
     /// Most interpreter steps traced per pre-execution.
     #[arg(long, default_value_t = PipelineConfig::default().record.max_steps)]
     max_trace_steps: u64,
-    /// Machine code budget of the background native compiler, in MiB (0: no native code,
-    /// the compact evaluator serves every program).
+    /// Machine code budget of the background native compiler, in MiB (0, the default: no
+    /// native code, the compact evaluator serves every program; native code does not yet
+    /// pay at whole-block import).
     #[arg(long, default_value_t = PipelineConfig::default().jit_code_bytes.unwrap_or(0) >> 20)]
     jit_code_mib: usize,
 }

@@ -226,8 +226,10 @@ pub fn known_code<D: DatabaseRef>(db: &CacheDB<D>, address: &Address, hash: B256
 /// Imports `txs` on `db` in order: a program's outcome when one holds, revm otherwise.
 /// `programs` gives the accelerated program of a transaction hash; `memo` holds precompile
 /// results; `keep_outcomes` keeps every transaction's [`TxOutcome`] in the result (to verify
-/// or report it; building it is the oracle's bookkeeping, not an import's work). On return
-/// `db` holds the post-block state (transactions only, as [`ir::execute_block`]).
+/// or report it; building it is the oracle's bookkeeping, not an import's work); `native`
+/// runs trees as native code where compiled ([`apply_accelerated_at`]). On return `db` holds
+/// the post-block state (transactions only, as [`ir::execute_block`]).
+#[allow(clippy::too_many_arguments)]
 pub fn import_block<D>(
     db: &mut CacheDB<D>,
     cfg: &CfgEnv,
@@ -236,6 +238,7 @@ pub fn import_block<D>(
     programs: &dyn Fn(&B256) -> Option<Arc<Accelerated>>,
     memo: Option<&PrecompileMemo>,
     keep_outcomes: bool,
+    native: bool,
 ) -> Result<Import, ImportError>
 where
     D: DatabaseRef,
@@ -260,7 +263,7 @@ where
                     next.prefetch();
                 }
                 let (path, applied, outcome) =
-                    import_tx(db, cfg, block, index, tx, accelerated.as_deref(), memo, keep_outcomes)?;
+                    import_tx(db, cfg, block, index, tx, accelerated.as_deref(), memo, keep_outcomes, native)?;
                 outcomes.extend(outcome);
                 receipt(ir::receipts::ReceiptInput {
                     ty: tx.env.tx_type,
@@ -307,13 +310,14 @@ fn import_tx<D>(
     accelerated: Option<&Accelerated>,
     memo: Option<&PrecompileMemo>,
     keep_outcome: bool,
+    native: bool,
 ) -> Result<(TxPath, Applied, Option<TxOutcome>), ImportError>
 where
     D: DatabaseRef,
     D::Error: DBErrorMarker,
 {
     let (mut path, hit) = match accelerated {
-        Some(accelerated) => apply_accelerated(accelerated, &*db, cfg, block, memo),
+        Some(accelerated) => apply_accelerated_at(accelerated, &*db, cfg, block, memo, native),
         None => (TxPath::NoProgram, None),
     };
     // A hit is committed as revm would commit it, with the code of every account it

@@ -205,7 +205,7 @@ where
         Some(Arc::new(accelerated))
     };
     let imported =
-        import_block(&mut CacheDB::new(backend.clone()), &base.cfg, &base.env, txs, &lookup, Some(memo()), true);
+        import_block(&mut CacheDB::new(backend.clone()), &base.cfg, &base.env, txs, &lookup, Some(memo()), true, true);
     let envs: Vec<_> = txs.iter().map(|t| t.env.clone()).collect();
     let import = match imported {
         Ok(import) => import,
