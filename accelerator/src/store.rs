@@ -35,10 +35,6 @@ pub fn program_bytes(p: &Program) -> usize {
     size_of::<Program>() + p.insts.capacity() * size_of::<Inst>() + imm_bytes
 }
 
-/// Native code prefetched ahead of its run, in [`ir::compact::PREFETCH_BYTES`] chunks: more
-/// of it than of the evaluator's data, since all of it is fetched as instructions, once.
-const NATIVE_PREFETCH_CHUNKS: usize = 4;
-
 /// The most read sets kept per transaction: each failed check costs reads at import.
 pub const MAX_READ_SETS: usize = 4;
 
@@ -61,19 +57,13 @@ pub struct Accelerated {
 }
 
 impl Accelerated {
-    /// Prefetches what running it reads first: its read sets' inline entries, its merged
-    /// tree ([`ir::compact::Compiled::prefetch`]) and its native code.
+    /// Prefetches what running it reads first: its read sets' inline entries and its merged
+    /// tree ([`ir::compact::Compiled::prefetch`]). (Prefetching native code too, up to 64
+    /// KiB of it, made no measurable difference to whole-block import, and was dropped.)
     pub fn prefetch(&self) {
         ir::compact::prefetch_slice(&self.read_sets);
         if let Some(compiled) = &self.compiled {
             compiled.prefetch();
-        }
-        // Native code is fetched as instructions, once per evaluation: bring it close too.
-        if let Some(code) = self.native.get() {
-            let code = code.native().code();
-            for chunk in code.chunks(ir::compact::PREFETCH_BYTES).take(NATIVE_PREFETCH_CHUNKS) {
-                ir::compact::prefetch_slice(chunk);
-            }
         }
     }
 }

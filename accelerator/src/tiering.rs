@@ -116,6 +116,10 @@ pub fn compile(
     limits: &jit::Limits,
     budget: &Arc<CodeBudget>,
 ) -> Result<(std::time::Duration, usize), NotCompiled> {
+    // Queued twice (a copy of the same tree stored meanwhile): nothing to do or count.
+    if let Some(code) = accelerated.native.get() {
+        return Ok((code.native.compile_time(), code.native.code_bytes()));
+    }
     let result = compile_inner(accelerated, limits, budget);
     match &result {
         Ok((time, _)) => {
@@ -133,9 +137,6 @@ fn compile_inner(
     limits: &jit::Limits,
     budget: &Arc<CodeBudget>,
 ) -> Result<(std::time::Duration, usize), NotCompiled> {
-    if let Some(code) = accelerated.native.get() {
-        return Ok((code.native.compile_time(), code.native.code_bytes()));
-    }
     let compiled = accelerated.compiled.clone().ok_or(NotCompiled::NoTree)?;
     let native = jit::Native::compile(compiled, limits).map_err(|e| match e {
         jit::JitError::TooLarge(_) => NotCompiled::TooLarge,
@@ -216,11 +217,6 @@ fn work(rx: &Receiver<Weak<Accelerated>>, limits: &jit::Limits, budget: &Arc<Cod
 mod tests {
     use super::*;
 
-    /// Limits that compile these small test programs too.
-    fn every() -> jit::Limits {
-        jit::Limits { min_instructions: 0, ..Default::default() }
-    }
-
     fn program(k: u64) -> ir::program::Program {
         let text = format!(
             "env OSAKA chain 1\nstatus {{\"Success\":\"Stop\"}}\ngas 21000 refund 0\nv0 = const 0x77\nv1 = load.storage \
@@ -232,7 +228,7 @@ mod tests {
 
     #[test]
     fn the_worker_compiles_in_the_background_within_the_budget_and_frees_the_pages() {
-        let compiler = Compiler::spawn(every(), 3 * 2 * PAGE, 8).expect("a thread");
+        let compiler = Compiler::spawn(jit::Limits::any_size(), 3 * 2 * PAGE, 8).expect("a thread");
         let all: Vec<Arc<Accelerated>> =
             (0..4).map(|k| Arc::new(Accelerated::new(vec![Arc::new(program(k))]))).collect();
         for a in &all {
@@ -266,7 +262,7 @@ mod tests {
         tx.send(Arc::downgrade(&kept)).expect("queued");
         drop(gone);
         drop(tx);
-        work(&rx, &every(), &budget);
+        work(&rx, &jit::Limits::any_size(), &budget);
         assert!(kept.native.get().is_some());
         assert_eq!(budget.used(), 2 * PAGE, "only the live program was compiled");
     }
@@ -275,7 +271,7 @@ mod tests {
     fn outside_the_limits_the_evaluator_keeps_the_program() {
         let budget = CodeBudget::new(1 << 20);
         let a = Accelerated::new(vec![Arc::new(program(1))]);
-        let limits = jit::Limits { max_instructions: 1, ..every() };
+        let limits = jit::Limits { max_instructions: 1, ..jit::Limits::any_size() };
         assert_eq!(compile(&a, &limits, &budget), Err(NotCompiled::TooLarge));
         assert_eq!(compile(&a, &jit::Limits::default(), &budget), Err(NotCompiled::TooSmall));
         assert!(a.native.get().is_none());

@@ -47,6 +47,15 @@ pub struct Limits {
     pub opaque_constants: bool,
 }
 
+impl Limits {
+    /// The default limits without the size floor: every program up to the ceiling compiles
+    /// (the tests, `prescient bench hit` and `prescient diff` look at code, not at the
+    /// policy of which programs import runs natively).
+    pub fn any_size() -> Self {
+        Self { min_instructions: 0, ..Self::default() }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self { max_instructions: 6_000, max_nodes: 4_096, min_instructions: MIN_INSTRUCTIONS, opaque_constants: false }
@@ -188,14 +197,6 @@ impl Native {
     /// Bytes of machine code.
     pub fn code_bytes(&self) -> usize {
         self.code_bytes
-    }
-
-    /// The machine code, as bytes (for prefetching it before it runs: a block's programs
-    /// are cold by the time import reaches them, and straight-line code is fetched once).
-    pub fn code(&self) -> &[u8] {
-        // SAFETY: `entry` is the start of this module's function, `code_bytes` long, mapped
-        // readable (and executable) and never written again until `self` is dropped.
-        unsafe { std::slice::from_raw_parts(self.entry as *const u8, self.code_bytes) }
     }
 
     /// How long compiling took (lowering, Cranelift, mapping).

@@ -177,22 +177,20 @@ pub fn hit(block: &RecordedBlock, reps: usize) -> Result<HitRow> {
                 PreExecution::Program(p, reads) => (Compiled::new(&p).ok().map(std::sync::Arc::new), reads),
                 _ => (None, None),
             };
-        let native = program.as_ref().and_then(|p| {
-            match jit::Native::compile(p.clone(), &jit::Limits { min_instructions: 0, ..Default::default() }) {
-                Ok(native) => {
-                    row.compile_ms.push(native.compile_time().as_secs_f64() * 1e3);
-                    row.code_bytes.push(native.code_bytes());
-                    Some(native)
-                }
-                Err(jit::JitError::TooLarge(_)) => {
-                    row.too_large += 1;
-                    None
-                }
-                Err(e) => {
-                    tracing::warn!(%e, "native compile failed");
-                    row.disagreements += 1;
-                    None
-                }
+        let native = program.as_ref().and_then(|p| match jit::Native::compile(p.clone(), &jit::Limits::any_size()) {
+            Ok(native) => {
+                row.compile_ms.push(native.compile_time().as_secs_f64() * 1e3);
+                row.code_bytes.push(native.code_bytes());
+                Some(native)
+            }
+            Err(jit::JitError::TooLarge(_)) => {
+                row.too_large += 1;
+                None
+            }
+            Err(e) => {
+                tracing::warn!(%e, "native compile failed");
+                row.disagreements += 1;
+                None
             }
         });
         let mut native_ns = Vec::new();

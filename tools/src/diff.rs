@@ -147,7 +147,7 @@ fn native_listing(
             return Ok(());
         }
     };
-    match jit::Native::compile_with_listing(compiled, &jit::Limits::default()) {
+    match jit::Native::compile_with_listing(compiled, &jit::Limits::any_size()) {
         Ok((native, listing)) => {
             write("native.clif", &listing.clif)?;
             write("native.asm", &listing.disassembly)?;

@@ -937,15 +937,28 @@ impl Summary {
     pub fn of(blocks: &[BlockResult], options: &EvaluateOptions) -> Self {
         let all: Vec<&TxResult> = blocks.iter().flat_map(|b| &b.txs).collect();
         let count = |c: Class| all.iter().filter(|t| t.class == c).count();
-        let ratio = |pick: &dyn Fn(&TxResult) -> bool| {
-            let (revm, fast) =
-                all.iter().filter(|t| pick(t)).fold((0.0, 0.0), |(r, f), t| (r + t.revm_ns, f + t.cost_ns()));
-            if fast > 0.0 { revm / fast } else { 0.0 }
+        // Summed baseline time over summed prescient time, over the transactions `pick` keeps.
+        let weighted =
+            |pick: &dyn Fn(&TxResult) -> bool, base: &dyn Fn(&TxResult) -> f64, ours: &dyn Fn(&TxResult) -> f64| {
+                let (b, o) = all.iter().filter(|t| pick(t)).fold((0.0, 0.0), |(b, o), t| (b + base(t), o + ours(t)));
+                if o > 0.0 { b / o } else { 0.0 }
+            };
+        let ratio = |pick: &dyn Fn(&TxResult) -> bool| weighted(pick, &|t| t.revm_ns, &|t| t.cost_ns());
+        let sorted = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v
         };
-        let mut per_hit: Vec<f64> =
-            all.iter().filter(|t| t.is_hit() && t.fast_ns > 0.0).map(|t| t.revm_ns / t.fast_ns).collect();
-        per_hit.sort_by(f64::total_cmp);
-        let pct = |p: f64| per_hit.get(((per_hit.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
+        // Per-hit speedups with the time `ours` gives, sorted.
+        let per_hit = |ours: &dyn Fn(&TxResult) -> f64| {
+            sorted(all.iter().filter(|t| t.is_hit() && ours(t) > 0.0).map(|t| t.revm_ns / ours(t)).collect())
+        };
+        let (evaluator_per_hit, native_per_hit) = (per_hit(&|t| t.fast_ns), per_hit(&|t| t.native_ns));
+        let speedup_hits = ratio(&|t| t.is_hit());
+        // Summed sequential revm over summed import, for a block's pair of times.
+        let block_ratio = |times: &dyn Fn(&BlockResult) -> (f64, f64)| {
+            let (import, revm) = blocks.iter().map(times).fold((0.0, 0.0), |(i, r), (bi, br)| (i + bi, r + br));
+            if import > 0.0 { revm / import } else { 0.0 }
+        };
         let mut miss_reasons = BTreeMap::new();
         for t in &all {
             if let Some(m) = &t.miss {
@@ -960,15 +973,8 @@ impl Summary {
             *pre_execution_results.entry(k.clone()).or_default() += v;
         }
         let ready: usize = blocks.iter().map(|b| b.programs_ready).sum();
-        let sorted = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v
-        };
-        let native_per_hit =
-            sorted(all.iter().filter(|t| t.is_hit() && t.native_ns > 0.0).map(|t| t.revm_ns / t.native_ns).collect());
         let compile_ms = sorted(blocks.iter().flat_map(|b| b.compile_ms.iter().copied()).collect());
         let code_bytes = sorted(blocks.iter().flat_map(|b| b.code_bytes.iter().map(|&c| c as f64)).collect());
-        let (import, revm) = blocks.iter().fold((0.0, 0.0), |(i, r), b| (i + b.import_ms, r + b.revm_ms));
         Self {
             blocks: blocks.len(),
             txs: all.len(),
@@ -980,20 +986,14 @@ impl Summary {
             not_preexecuted: count(Class::NotPreExecuted),
             divergences: blocks.iter().map(|b| b.divergences.len()).sum(),
             hit_rate_heard: if heard == 0 { 0.0 } else { hits as f64 / heard as f64 },
-            speedup_hits: ratio(&|t| t.is_hit()),
-            speedup_hits_cached: {
-                let (cached, fast) = all
-                    .iter()
-                    .filter(|t| t.is_hit())
-                    .fold((0.0, 0.0), |(c, f), t| (c + t.revm_cached_ns, f + t.cost_ns()));
-                if fast > 0.0 { cached / fast } else { 0.0 }
-            },
+            speedup_hits,
+            speedup_hits_cached: weighted(&|t| t.is_hit(), &|t| t.revm_cached_ns, &|t| t.cost_ns()),
             speedup_heard: ratio(&|t| t.class != Class::NotHeard),
             speedup_all: ratio(&|_| true),
-            speedup_hits_median: pct(0.5),
-            speedup_hits_p10: pct(0.1),
-            speedup_hits_p90: pct(0.9),
-            block_speedup: if import > 0.0 { revm / import } else { 0.0 },
+            speedup_hits_median: percentile(&evaluator_per_hit, 0.5),
+            speedup_hits_p10: percentile(&evaluator_per_hit, 0.1),
+            speedup_hits_p90: percentile(&evaluator_per_hit, 0.9),
+            block_speedup: block_ratio(&|b| (b.import_ms, b.revm_ms)),
             miss_reasons,
             pre_executions,
             pre_execution_results,
@@ -1005,21 +1005,11 @@ impl Summary {
             programs_late: blocks.iter().map(|b| b.programs_late).sum(),
             heard_share: options.heard,
             disagreements: blocks.iter().map(|b| b.disagreements.len()).sum(),
-            speedup_evaluator: ratio(&|t| t.is_hit()),
-            speedup_jit: {
-                let (revm, native) = all
-                    .iter()
-                    .filter(|t| t.is_hit())
-                    .fold((0.0, 0.0), |(r, n), t| (r + t.revm_ns, n + t.native_cost_ns()));
-                if native > 0.0 { revm / native } else { 0.0 }
-            },
+            speedup_evaluator: speedup_hits,
+            speedup_jit: weighted(&|t| t.is_hit(), &|t| t.revm_ns, &|t| t.native_cost_ns()),
             speedup_jit_median: percentile(&native_per_hit, 0.5),
             speedup_jit_p10: percentile(&native_per_hit, 0.1),
-            block_speedup_jit: {
-                let (import, revm) =
-                    blocks.iter().fold((0.0, 0.0), |(i, r), b| (i + b.import_native_ms, r + b.revm_native_ms));
-                if import > 0.0 { revm / import } else { 0.0 }
-            },
+            block_speedup_jit: block_ratio(&|b| (b.import_native_ms, b.revm_native_ms)),
             native_programs: compile_ms.len(),
             not_compiled: blocks.iter().map(|b| b.not_compiled).sum(),
             compile_ms_p50: percentile(&compile_ms, 0.5),

@@ -161,7 +161,7 @@ pub fn prepare_native(program: &Program, native: bool) -> Prepared {
         if !native {
             return None;
         }
-        let limits = Limits { opaque_constants, min_instructions: 0, ..Limits::default() };
+        let limits = Limits { opaque_constants, ..Limits::any_size() };
         match Native::compile(compiled.clone()?, &limits) {
             Ok(native) => Some(Arc::new(native)),
             // Served by the compact evaluator, as at import.
@@ -359,7 +359,7 @@ pub fn check_merged<D: DatabaseRef>(
     // The tree's native code walks it the same way: the same program, or the same miss.
     let merged = Arc::new(merged);
     for opaque_constants in [false, true].into_iter().filter(|_| native) {
-        match Native::compile(merged.clone(), &Limits { opaque_constants, min_instructions: 0, ..Limits::default() }) {
+        match Native::compile(merged.clone(), &Limits { opaque_constants, ..Limits::any_size() }) {
             Ok(native) => {
                 let (native_evaluation, native_which) =
                     MEMO.with(|memo| native.evaluate_merged(db, cfg, block, Some(memo)));
