@@ -7,4 +7,4 @@ pub mod recorded;
 pub use node::{
     MempoolTap, MockTap, NodeClient, NodeError, NodeTap, NoopTap, PendingTx, RpcState, StateView, TapEvent,
 };
-pub use recorded::{BlockRef, BlockSource, Dataset, LoadError, LoadErrorKind, RecordedBlock};
+pub use recorded::{BlockRef, BlockSource, BlockSystemInputs, Dataset, LoadError, LoadErrorKind, RecordedBlock};

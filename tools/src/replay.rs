@@ -1,36 +1,35 @@
-//! `prescient replay`: sequential revm over recorded blocks, checked against ground truth.
+//! `prescient replay`: recorded blocks through the block executors, checked against ground truth.
 //!
-//! For each block the reference executor runs every transaction on the recorded pre-state,
-//! and the result is checked against what the chain recorded:
+//! For each block the reference executor applies the block as a node does (the pre-block
+//! system calls and the DAO drain, every transaction, the request calls, rewards and
+//! withdrawals: `accelerator::executor::system`) on the recorded pre-state, and the result is
+//! checked against what the chain recorded:
 //!
-//! | check      | ground truth                          | applies                         |
-//! |------------|---------------------------------------|---------------------------------|
-//! | `valid`    | revm accepts every transaction        | every block                     |
-//! | `gas`      | header `gasUsed`                      | blocks with a header            |
-//! | `receipts` | header `receiptsRoot`                 | with a header, Byzantium on     |
-//! | `bloom`    | header `logsBloom`                    | blocks with a header            |
-//! | `post`     | proven nonces and storage after block | blocks with `post_state.json.gz` |
+//! | check      | ground truth                                         | applies                         |
+//! |------------|------------------------------------------------------|---------------------------------|
+//! | `valid`    | revm accepts every transaction                       | every block                     |
+//! | `system`   | the system part applies                              | blocks whose layout records it  |
+//! | `gas`      | header `gasUsed`                                     | blocks with a header            |
+//! | `receipts` | header `receiptsRoot`                                | with a header, Byzantium on     |
+//! | `bloom`    | header `logsBloom`                                   | blocks with a header            |
+//! | `post`     | proven balances, nonces and storage after the block  | blocks with `post_state.json.gz` |
 //!
 //! Receipts before Byzantium carry an intermediate state root that a transaction-only
-//! replay does not compute, so their root is not checked. The post-state check skips what
-//! happens outside transactions (the data README lists it): balances (block and uncle
-//! rewards, withdrawals, the DAO transfer) and the storage system calls write (EIP-4788
-//! beacon roots from Cancun, EIP-2935 block hashes from Prague).
+//! replay does not compute, so their root is not checked. The grevm fixtures record no
+//! withdrawals, beacon root or uncles: they are replayed as their transactions only. An
+//! uncle's own reward needs its header, which an RPC block does not carry: the miner's share
+//! is applied, the uncle's is not (no block with a proven post-state has uncles).
 
 use std::time::Duration;
 
+use accelerator::executor::system::{BlockInputs, apply_post_block, apply_pre_block};
 use ir::{BlockOutcome, execute_block};
 use mempool_tap::{BlockSource, RecordedBlock};
 use revm::{
     DatabaseRef,
     database::InMemoryDB,
-    primitives::{Address, address, hardfork::SpecId},
+    primitives::{U256, hardfork::SpecId},
 };
-
-/// EIP-4788 beacon-roots contract, written by a system call before the transactions.
-const BEACON_ROOTS: Address = address!("0x000F3df6D732807Ef1319fB7B8bB8522d0Beac02");
-/// EIP-2935 block-hash history contract, written by a system call before the transactions.
-const HISTORY_STORAGE: Address = address!("0x0000F90827F1C53a10cb7A02335B175320002935");
 
 /// The verdict of one check.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,6 +99,13 @@ pub fn replay_block(block: &RecordedBlock) -> BlockReport {
         exec_time: Duration::ZERO,
         checks: Vec::new(),
     };
+    let inputs = BlockInputs::of_recorded(block);
+    if let Some(inputs) = &inputs
+        && let Err(e) = apply_pre_block(&mut db, &block.cfg, &block.env, inputs)
+    {
+        report.checks.push(Check { name: "system", verdict: Verdict::Fail(format!("before the transactions: {e}")) });
+        return report;
+    }
     let outcome = match execute_block(&mut db, &block.cfg, &block.env, &block.tx_envs()) {
         Ok(outcome) => outcome,
         Err(e) => {
@@ -111,6 +117,13 @@ pub fn replay_block(block: &RecordedBlock) -> BlockReport {
     report.gas_used = outcome.gas_used;
     report.exec_time = outcome.exec_time;
     report.checks.push(Check { name: "valid", verdict: Verdict::Pass });
+    if let Some(inputs) = &inputs {
+        let verdict = match apply_post_block(&mut db, &block.cfg, &block.env, inputs) {
+            Ok(_) => Verdict::Pass,
+            Err(e) => Verdict::Fail(format!("after the transactions: {e}")),
+        };
+        report.checks.push(Check { name: "system", verdict });
+    }
     report.checks.extend(header_checks(block, &outcome));
     if block.post_state.is_some() {
         report.checks.push(Check { name: "post", verdict: post_state_check(block, &db) });
@@ -149,8 +162,11 @@ fn header_checks(block: &RecordedBlock, outcome: &BlockOutcome) -> Vec<Check> {
     checks
 }
 
-/// Compares nonces and storage of every account in the proven post-state with the replay.
+/// Compares every account of the proven post-state with the replay: existence, balance, nonce
+/// and every proven slot. A block whose layout does not record its system part is checked on
+/// nonces and storage only (its balances miss rewards and withdrawals).
 fn post_state_check(block: &RecordedBlock, db: &InMemoryDB) -> Verdict {
+    let full = block.system.recorded;
     let Some(post) = &block.post_state else {
         return Verdict::Pass;
     };
@@ -164,8 +180,18 @@ fn post_state_check(block: &RecordedBlock, db: &InMemoryDB) -> Verdict {
         if nonce != expected.nonce {
             failures.push(format!("{address} nonce: proven {}, replay {nonce}", expected.nonce));
         }
-        if is_system_written(block, *address) {
-            continue;
+        if full {
+            let balance = ours.as_ref().map_or(U256::ZERO, |i| i.balance);
+            if balance != expected.balance {
+                failures.push(format!("{address} balance: proven {}, replay {balance}", expected.balance));
+            }
+            // An empty account is absent once EIP-161 holds (the in-memory state keeps touched
+            // empty accounts; the trie does not).
+            let exists =
+                ours.as_ref().is_some_and(|i| !(i.is_empty() && block.spec.is_enabled_in(SpecId::SPURIOUS_DRAGON)));
+            if exists != expected.exists {
+                failures.push(format!("{address} exists: proven {}, replay {exists}", expected.exists));
+            }
         }
         for (slot, value) in &expected.storage {
             let got = match db.storage_ref(*address, *slot) {
@@ -181,13 +207,6 @@ fn post_state_check(block: &RecordedBlock, db: &InMemoryDB) -> Verdict {
         0 => Verdict::Pass,
         n => Verdict::Fail(format!("{n} mismatches, first: {}", failures[0])),
     }
-}
-
-/// Storage a system call writes outside the transactions, which a transaction-only replay
-/// does not model.
-fn is_system_written(block: &RecordedBlock, address: Address) -> bool {
-    (address == BEACON_ROOTS && block.spec.is_enabled_in(SpecId::CANCUN))
-        || (address == HISTORY_STORAGE && block.spec.is_enabled_in(SpecId::PRAGUE))
 }
 
 /// Short label for a block's source, for the table.

@@ -11,7 +11,7 @@ use revm::{
 use serde::Deserialize;
 
 use super::{
-    BlockRef, BlockSource, PreAccount, PreState, RecordedBlock, RecordedTx,
+    BlockRef, BlockSource, BlockSystemInputs, PreAccount, PreState, RecordedBlock, RecordedTx,
     chain::cfg_for,
     error::{LoadError, LoadErrorKind},
     fork::{mainnet_blob_fee, mainnet_spec},
@@ -161,6 +161,8 @@ pub(super) fn load(block: &BlockRef) -> Result<RecordedBlock, LoadError> {
         pre_state,
         block_hashes,
         post_state: None,
+        // The fixture layout records no withdrawals, beacon root or ommers.
+        system: BlockSystemInputs::default(),
     })
 }
 

@@ -17,8 +17,8 @@ use revm::{
 use serde::Deserialize;
 
 use super::{
-    Arrival, BlockRef, BlockSource, HeaderChecks, PostAccount, PostState, PreAccount, PreState, RecordedBlock,
-    RecordedTx, RecordingManifest,
+    Arrival, BlockRef, BlockSource, BlockSystemInputs, HeaderChecks, PostAccount, PostState, PreAccount, PreState,
+    RecordedBlock, RecordedTx, RecordingManifest,
     chain::{ChainRules, cfg_for, tx_env},
     error::{LoadError, LoadErrorKind},
     fork::parse_fork,
@@ -257,6 +257,12 @@ impl IndexedSet {
             pre_state,
             block_hashes,
             post_state,
+            system: BlockSystemInputs {
+                recorded: true,
+                parent_beacon_block_root: header.parent_beacon_block_root,
+                withdrawals: rpc.withdrawals.as_ref().map(|w| w.to_vec()),
+                ommer_hashes: rpc.uncles.clone(),
+            },
         })
     }
 
@@ -296,7 +302,24 @@ pub(crate) fn read_block(path: &Path) -> Result<RpcBlock<RpcTransaction>, LoadEr
         })?;
         parsed.push(tx);
     }
+    // The block's own fields beside its header: uncles (hashes) and withdrawals.
+    let field = |name: &str, e: serde_path_to_error::Error<serde_json::Error>| {
+        let inner = e.path().to_string();
+        let at = if inner == "." { name.to_string() } else { format!("{name}.{inner}") };
+        LoadError::at(path, at, LoadErrorKind::Json(e.into_inner().to_string()))
+    };
+    let uncles: Vec<B256> = match object.remove("uncles") {
+        Some(uncles) => serde_path_to_error::deserialize(uncles).map_err(|e| field("uncles", e))?,
+        None => Vec::new(),
+    };
+    let withdrawals: Option<alloy::eips::eip4895::Withdrawals> = match object.remove("withdrawals") {
+        Some(serde_json::Value::Null) | None => None,
+        Some(w) => Some(serde_path_to_error::deserialize(w).map_err(|e| field("withdrawals", e))?),
+    };
     let header = serde_path_to_error::deserialize(value)
         .map_err(|e| LoadError::at(path, e.path().to_string(), LoadErrorKind::Json(e.into_inner().to_string())))?;
-    Ok(RpcBlock::new(header, alloy::rpc::types::BlockTransactions::Full(parsed)))
+    let mut block = RpcBlock::new(header, alloy::rpc::types::BlockTransactions::Full(parsed));
+    block.uncles = uncles;
+    block.withdrawals = withdrawals;
+    Ok(block)
 }

@@ -164,6 +164,25 @@ pub struct RecordedBlock {
     pub block_hashes: BTreeMap<u64, B256>,
     /// The proven state after the block, when recorded.
     pub post_state: Option<PostState>,
+    /// What a block changes outside its transactions, as far as the layout records it.
+    pub system: BlockSystemInputs,
+}
+
+/// The inputs of a block's changes outside its transactions: system calls, withdrawals,
+/// rewards. A layout that does not record one leaves it `None` (the grevm fixtures record
+/// none of them), and the block executor then applies transactions only.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlockSystemInputs {
+    /// Whether the layout records the header fields below at all (the indexed layout does).
+    pub recorded: bool,
+    /// EIP-4788 parent beacon block root (Cancun on).
+    pub parent_beacon_block_root: Option<B256>,
+    /// EIP-4895 withdrawals (Shanghai on).
+    pub withdrawals: Option<Vec<alloy::eips::eip4895::Withdrawal>>,
+    /// Hashes of the block's ommers (uncles). The RPC block carries only their hashes, so an
+    /// uncle's own reward (which needs its beneficiary and number) cannot be applied from
+    /// recorded data; the miner's 1/32 per uncle can.
+    pub ommer_hashes: Vec<B256>,
 }
 
 impl RecordedBlock {

@@ -1,4 +1,5 @@
-//! Ground truth: sequential revm over every complete recorded block reproduces the chain.
+//! Ground truth: sequential revm over every complete recorded block, with the block's system
+//! part (system calls, rewards, withdrawals, the DAO drain), reproduces the chain.
 //!
 //! Needs `../shared/bench-data`: skipped with a loud message when absent, failed in CI.
 
@@ -32,6 +33,9 @@ fn every_complete_block_matches_its_ground_truth() {
             block.header.is_some() && block.spec.is_enabled_in(revm::primitives::hardfork::SpecId::BYZANTIUM),
         );
         let report = replay_block(&block);
+        // A layout that records the block's system part has it applied and checked.
+        let applied = report.checks.iter().any(|c| c.name == "system");
+        assert_eq!(applied, block.system.recorded, "block {}: {:?}", block.number, report.checks);
         for check in &report.checks {
             match (&check.verdict, check.name) {
                 (Verdict::Fail(why), name) => failures.push(format!("block {} {name}: {why}", block.number)),
@@ -93,4 +97,38 @@ fn a_wrong_pre_state_fails_the_checks() {
     let report = replay_block(&block);
     let post_check = report.checks.iter().find(|c| c.name == "post").expect("post check ran");
     assert!(matches!(&post_check.verdict, Verdict::Fail(why) if why.contains("slot")), "{post_check:?}");
+}
+
+#[test]
+fn withdrawals_dropped_fail_the_balance_check() {
+    // The post check compares balances once the block's system part is applied. Every block
+    // with a proven post-state that pays a withdrawal to a proven account passes whole, and
+    // fails on that balance with its withdrawals dropped. Blocks are chosen by property.
+    let Some(dir) = shared_data_for_tests("withdrawals_dropped_fail_the_balance_check") else {
+        return;
+    };
+    let dataset = Dataset::open(&dir).expect("open the shared data");
+    let mut checked = 0;
+    for block_ref in dataset.complete_blocks() {
+        let mut block = dataset.load(block_ref).expect("load");
+        let Some(post) = &block.post_state else { continue };
+        let Some(withdrawals) = block.system.withdrawals.as_deref() else { continue };
+        if !withdrawals.iter().any(|w| w.amount > 0 && post.contains_key(&w.address)) {
+            continue;
+        }
+        let whole = replay_block(&block);
+        assert!(whole.passed(), "block {}: {:?}", block.number, whole.checks);
+        block.system.withdrawals = Some(Vec::new());
+        let report = replay_block(&block);
+        let post_check = report.checks.iter().find(|c| c.name == "post").expect("post check ran");
+        assert!(
+            matches!(&post_check.verdict, Verdict::Fail(why) if why.contains("balance")),
+            "block {}: {post_check:?}",
+            block.number
+        );
+        checked += 1;
+    }
+    if checked == 0 {
+        eprintln!("no block with a proven post-state pays a withdrawal: the balance check's failure is not exercised");
+    }
 }
