@@ -29,6 +29,7 @@
 //! Every executor builds its EVM with `ir::reference::evm`, and commits a hit with
 //! `Applied::commit_state`.
 
+pub mod parallel;
 pub mod system;
 
 pub use ir::reference::{execute_block, execute_tx};

@@ -4,3 +4,4 @@ use prescient_accelerator as accelerator;
 
 mod executor;
 mod executor_fuzz;
+mod parallel;

@@ -1,0 +1,231 @@
+//! The parallel fallback against sequential revm: every recorded block, and synthetic blocks
+//! built to conflict (one sender's nonce chain, one slot everyone increments, the fee
+//! recipient read and paid, a contract created then called, a self-destruct). Every result,
+//! the receipts and the whole state afterwards are compared.
+
+use crate::accelerator::executor::parallel::{ParallelConfig, execute_parallel};
+use ir::execute_block;
+use mempool_tap::{Dataset, recorded::shared_data_for_tests};
+use revm::{
+    DatabaseRef,
+    context::{BlockEnv, CfgEnv, TxEnv},
+    database::{CacheDB, InMemoryDB},
+    primitives::{Address, Bytes, TxKind, U256, address, hardfork::SpecId, hex},
+    state::{AccountInfo, Bytecode},
+};
+
+/// Runs `txs` sequentially and in parallel on copies of `db` and compares everything; returns
+/// how many transactions the parallel run committed from speculation and executed again.
+fn compare(
+    db: &InMemoryDB,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    txs: &[TxEnv],
+    config: &ParallelConfig,
+    label: &str,
+) -> (usize, usize) {
+    let mut sequential_db = CacheDB::new(db.clone());
+    let reference = execute_block(&mut sequential_db, cfg, block, txs).unwrap_or_else(|e| panic!("{label}: {e}"));
+    let mut parallel_db = CacheDB::new(db.clone());
+    let parallel =
+        execute_parallel(&mut parallel_db, cfg, block, txs, config).unwrap_or_else(|e| panic!("{label}: {e}"));
+    assert_eq!(parallel.results.len(), txs.len(), "{label}");
+    for (i, (ours, theirs)) in parallel.results.iter().zip(&reference.txs).enumerate() {
+        let ours = ir::TxOutcome::from_revm(ours, &Default::default());
+        let mut theirs = theirs.clone();
+        theirs.state = Default::default();
+        assert_eq!(ours, theirs, "{label}: transaction {i}");
+    }
+    assert_eq!(parallel.receipts.receipts_root, reference.receipts_root, "{label}: receipts root");
+    assert_eq!(parallel.receipts.gas_used, reference.gas_used, "{label}: gas");
+    same_state(&parallel_db, &sequential_db, label);
+    let stats = &parallel.stats;
+    assert_eq!(stats.speculative + stats.reexecuted, txs.len(), "{label}: every transaction committed once: {stats:?}");
+    (stats.speculative, stats.reexecuted)
+}
+
+/// Every account and slot either state holds (over the same base) reads the same in both.
+fn same_state(ours: &CacheDB<InMemoryDB>, theirs: &CacheDB<InMemoryDB>, label: &str) {
+    let addresses = ours.cache.accounts.keys().chain(theirs.cache.accounts.keys());
+    for address in addresses {
+        let (a, b) = (ours.basic_ref(*address).expect("in memory"), theirs.basic_ref(*address).expect("in memory"));
+        let strip = |i: Option<AccountInfo>| i.map(|i| (i.balance, i.nonce, i.code_hash));
+        assert_eq!(strip(a), strip(b), "{label}: account {address}");
+        let keys =
+            [ours, theirs].into_iter().filter_map(|db| db.cache.accounts.get(address)).flat_map(|a| a.storage.keys());
+        for key in keys {
+            assert_eq!(
+                ours.storage_ref(*address, *key).expect("in memory"),
+                theirs.storage_ref(*address, *key).expect("in memory"),
+                "{label}: {address} slot {key:#x}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_recorded_block_in_parallel_equals_sequential() {
+    let Some(dir) = shared_data_for_tests("every_recorded_block_in_parallel_equals_sequential") else {
+        return;
+    };
+    let dataset = Dataset::open(&dir).expect("open the shared data");
+    ir::warm_up();
+    let (mut speculative, mut reexecuted) = (0, 0);
+    let mut blocks = 0;
+    for block_ref in dataset.complete_blocks() {
+        let block = dataset.load(block_ref).unwrap_or_else(|e| panic!("block {}: {e}", block_ref.number));
+        let db = block.state_db();
+        let txs = block.tx_envs();
+        for threads in [2, 4] {
+            let config = ParallelConfig { threads, min_txs: 0, ..Default::default() };
+            let label = format!("block {} x{threads}", block.number);
+            let (s, r) = compare(&db, &block.cfg, &block.env, &txs, &config, &label);
+            speculative += s;
+            reexecuted += r;
+        }
+        blocks += 1;
+    }
+    eprintln!(
+        "parallel: {blocks} blocks, {speculative} transactions committed from speculation, {reexecuted} executed again"
+    );
+    // Both ways of committing must have been exercised for the comparison to mean anything.
+    assert!(speculative > 0 && reexecuted > 0);
+}
+
+const ALICE: Address = address!("0x1000000000000000000000000000000000000001");
+const BOB: Address = address!("0x1000000000000000000000000000000000000002");
+const CAROL: Address = address!("0x1000000000000000000000000000000000000003");
+const COUNTER: Address = address!("0x4000000000000000000000000000000000000004");
+const PAYER: Address = address!("0x4000000000000000000000000000000000000005");
+const BOMB: Address = address!("0x4000000000000000000000000000000000000006");
+const COINBASE: Address = address!("0x00000000000000000000000000000000000000cb");
+
+/// `SSTORE(0, SLOAD(0) + 1)`.
+const INCREMENT: &str = "6001600054016000550000";
+/// `SSTORE(1, BALANCE(COINBASE))`, then send 1 wei to COINBASE.
+const PAY_COINBASE: &str = "4131600155600060006000600060014161fffff100";
+/// `SELFDESTRUCT(COINBASE)`.
+const DESTRUCT_TO_COINBASE: &str = "41ff";
+/// Init code deploying `INCREMENT` (11 bytes) at the created address.
+const DEPLOY_INCREMENT: &str = "600b600c600039600b6000f36001600054016000550000";
+
+fn synthetic_state(coinbase_exists: bool) -> InMemoryDB {
+    let mut db = InMemoryDB::default();
+    for who in [ALICE, BOB, CAROL] {
+        db.insert_account_info(who, AccountInfo::from_balance(U256::from(10u128.pow(20))));
+    }
+    for (address, code) in [(COUNTER, INCREMENT), (PAYER, PAY_COINBASE), (BOMB, DESTRUCT_TO_COINBASE)] {
+        let code = Bytecode::new_raw(hex::decode(code).expect("hex").into());
+        db.insert_account_info(address, AccountInfo::new(U256::from(1000), 1, code.hash_slow(), code));
+    }
+    if coinbase_exists {
+        db.insert_account_info(COINBASE, AccountInfo::from_balance(U256::from(5)));
+    }
+    db
+}
+
+fn tx(from: Address, to: Option<Address>, data: &str, nonce: u64, tip: u128) -> TxEnv {
+    TxEnv {
+        tx_type: 2,
+        caller: from,
+        gas_limit: 200_000,
+        gas_price: 1_000,
+        gas_priority_fee: Some(tip),
+        kind: to.map_or(TxKind::Create, TxKind::Call),
+        data: Bytes::from(hex::decode(data).expect("hex")),
+        nonce,
+        chain_id: Some(1),
+        ..Default::default()
+    }
+}
+
+/// A block where most transactions depend on the one before.
+fn conflicting_block() -> Vec<TxEnv> {
+    let mut txs = Vec::new();
+    let mut nonces = [0u64; 3];
+    let mut next = |who: usize| {
+        nonces[who] += 1;
+        nonces[who] - 1
+    };
+    let senders = [ALICE, BOB, CAROL];
+    for round in 0..12u64 {
+        let who = (round % 3) as usize;
+        let from = senders[who];
+        txs.push(tx(from, Some(COUNTER), "", next(who), 7));
+        txs.push(tx(from, Some(PAYER), "", next(who), u128::from(round)));
+        if round == 4 {
+            txs.push(tx(from, None, DEPLOY_INCREMENT, next(who), 3));
+        }
+        if round == 6 {
+            txs.push(tx(from, Some(BOMB), "", next(who), 2));
+        }
+        // A zero tip: the fee recipient is touched with nothing.
+        txs.push(tx(senders[(who + 1) % 3], Some(COUNTER), "", next((who + 1) % 3), 0));
+    }
+    txs
+}
+
+fn synthetic_block(spec: SpecId) -> (CfgEnv, BlockEnv) {
+    let mut cfg = CfgEnv::new_with_spec(spec);
+    cfg.chain_id = 1;
+    let block = BlockEnv {
+        number: U256::from(20_000_000u64),
+        beneficiary: COINBASE,
+        timestamp: U256::from(1_700_000_000u64),
+        gas_limit: 30_000_000,
+        basefee: 100,
+        prevrandao: Some(Default::default()),
+        ..Default::default()
+    };
+    (cfg, block)
+}
+
+#[test]
+fn conflicting_synthetic_blocks_in_parallel_equal_sequential() {
+    let txs = conflicting_block();
+    // Shanghai keeps SELFDESTRUCT's full effect; Cancun only sends the balance.
+    for spec in [SpecId::SHANGHAI, SpecId::CANCUN] {
+        let (cfg, block) = synthetic_block(spec);
+        for coinbase_exists in [true, false] {
+            let db = synthetic_state(coinbase_exists);
+            for threads in [2, 3, 8] {
+                let config = ParallelConfig { threads, min_txs: 0, ..Default::default() };
+                let label = format!("{spec:?}, coinbase exists {coinbase_exists}, x{threads}");
+                compare(&db, &cfg, &block, &txs, &config, &label);
+            }
+        }
+    }
+}
+
+#[test]
+fn speculation_stops_and_the_rest_runs_in_order() {
+    let txs = conflicting_block();
+    let (cfg, block) = synthetic_block(SpecId::CANCUN);
+    let db = synthetic_state(true);
+    // Any share of re-executions is too many: speculation stops once 8 are committed.
+    let config = ParallelConfig { threads: 2, min_txs: 0, max_reexecuted: -1.0 };
+    let mut parallel_db = CacheDB::new(db.clone());
+    let parallel = execute_parallel(&mut parallel_db, &cfg, &block, &txs, &config).expect("valid block");
+    assert_eq!(parallel.stats.stopped_at, Some(8), "{:?}", parallel.stats);
+    compare(&db, &cfg, &block, &txs, &config, "stopped");
+    // A small block runs sequentially from the start.
+    let config = ParallelConfig { threads: 2, min_txs: txs.len() + 1, ..Default::default() };
+    let small = execute_parallel(&mut CacheDB::new(db.clone()), &cfg, &block, &txs, &config).expect("valid block");
+    assert!(small.stats.sequential);
+    compare(&db, &cfg, &block, &txs, &config, "sequential");
+}
+
+#[test]
+fn an_invalid_transaction_fails_the_block_as_sequential_does() {
+    let mut txs = conflicting_block();
+    // A nonce from the future, in the middle of the block.
+    let middle = txs.len() / 2;
+    txs[middle].nonce += 100;
+    let (cfg, block) = synthetic_block(SpecId::CANCUN);
+    let db = synthetic_state(true);
+    let sequential = execute_block(&mut CacheDB::new(db.clone()), &cfg, &block, &txs).expect_err("invalid");
+    let config = ParallelConfig { threads: 2, min_txs: 0, ..Default::default() };
+    let parallel = execute_parallel(&mut CacheDB::new(db), &cfg, &block, &txs, &config).expect_err("invalid");
+    assert_eq!(parallel.index, sequential.index);
+    assert_eq!(parallel.index, middle);
+}
