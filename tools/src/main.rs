@@ -11,7 +11,9 @@ use mempool_tap::{
     recorded::{DATA_ENV, locate_data_dir},
 };
 use prescient_tools::evaluate::EvaluateOptions;
-use prescient_tools::replay::{Summary, Verdict, mgas_per_s, replay_block, source_label};
+use prescient_tools::replay::{
+    Mode, ModeSummary, Summary, Verdict, compare_mode, mgas_per_s, replay_block, source_label,
+};
 use revm::primitives::B256;
 
 #[derive(Parser)]
@@ -23,7 +25,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Replay recorded blocks with sequential revm and check them against ground truth.
+    /// Replay recorded blocks whole (system calls, transactions, rewards, withdrawals) with
+    /// sequential revm and check them against ground truth; with `--mode parallel`, also run
+    /// each block through that executor, compare it in full with sequential revm and time both,
+    /// alternating.
     Replay {
         /// Recorded-traffic folder (default: $PRESCIENT_DATA, then ../shared/bench-data).
         #[arg(long, env = DATA_ENV)]
@@ -31,6 +36,21 @@ enum Command {
         /// Replay only these blocks (repeatable). Default: every complete block.
         #[arg(long = "block", value_name = "N")]
         blocks: Vec<u64>,
+        /// The executor to compare with sequential revm.
+        #[arg(long, value_enum, default_value = "sequential")]
+        mode: prescient_tools::replay::Mode,
+        /// Threads of the parallel fallback (default: the machine's cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Model a disk-backed node: each cold account, slot or code read costs this many µs.
+        #[arg(long, default_value_t = 0)]
+        latency_us: u64,
+        /// Timed runs of each executor per block (alternating which goes first; medians).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Write the per-block figures and the summary as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
         /// No progress bar.
         #[arg(long)]
         no_progress: bool,
@@ -268,7 +288,15 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Replay { data, blocks, no_progress } => replay(data, &blocks, no_progress),
+        Command::Replay { data, blocks, mode, threads, latency_us, reps, json, no_progress } => {
+            let config = prescient_tools::replay::ModeConfig {
+                mode,
+                threads: threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                latency: std::time::Duration::from_micros(latency_us),
+                reps,
+            };
+            replay(data, &blocks, &config, json.as_deref(), no_progress)
+        }
         Command::Diff { data, tx, out } => diff(data, tx, out),
         Command::Evaluate {
             data,
@@ -575,8 +603,15 @@ fn bench_merge(data: Option<PathBuf>, numbers: &[u64], max: usize, reps: usize) 
     Ok(true)
 }
 
-/// Runs `prescient replay`; `Ok(false)` when a check failed.
-fn replay(data: Option<PathBuf>, numbers: &[u64], no_progress: bool) -> Result<bool> {
+/// Runs `prescient replay`; `Ok(false)` when a check failed or an executor differed from
+/// sequential revm.
+fn replay(
+    data: Option<PathBuf>,
+    numbers: &[u64],
+    config: &prescient_tools::replay::ModeConfig,
+    json: Option<&std::path::Path>,
+    no_progress: bool,
+) -> Result<bool> {
     let dir = locate_data_dir(data.as_deref())?;
     let dataset = Dataset::open(&dir).wrap_err_with(|| format!("opening {}", dir.display()))?;
     let selected = if numbers.is_empty() {
@@ -601,6 +636,7 @@ fn replay(data: Option<PathBuf>, numbers: &[u64], no_progress: bool) -> Result<b
 
     let mut summary = Summary::default();
     let mut load_failures = 0usize;
+    let mut timings = Vec::new();
     for block_ref in &selected {
         bar.set_message(format!("block {}", block_ref.number));
         let block = match dataset.load(block_ref) {
@@ -614,6 +650,7 @@ fn replay(data: Option<PathBuf>, numbers: &[u64], no_progress: bool) -> Result<b
         };
         let report = replay_block(&block);
         summary.add(&report);
+        let timed = (config.mode != Mode::Sequential).then(|| compare_mode(&block, config));
         let checks: Vec<String> = report
             .checks
             .iter()
@@ -644,7 +681,29 @@ fn replay(data: Option<PathBuf>, numbers: &[u64], no_progress: bool) -> Result<b
                     println!("{:>10}  {} failed: {why}", "", check.name);
                 }
             }
+            if let Some(timed) = &timed {
+                match &timed.mismatch {
+                    Some(why) => println!("{:>10}  {:?} MISMATCH: {why}", "", config.mode),
+                    None => println!(
+                        "{:>10}  {:?}: sequential {:.3} ms, {:.3} ms, {:.2}x{}",
+                        "",
+                        config.mode,
+                        timed.sequential_ms,
+                        timed.mode_ms,
+                        timed.ratio,
+                        timed.parallel.as_ref().map_or(String::new(), |p| format!(
+                            " ({} speculative, {} executed again, {} in order{}{})",
+                            p.speculative,
+                            p.reexecuted,
+                            p.in_order,
+                            if p.sequential { ", sequential" } else { "" },
+                            p.stopped_at.map_or(String::new(), |at| format!(", stopped at {at}"))
+                        ))
+                    ),
+                }
+            }
         });
+        timings.extend(timed);
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -664,5 +723,39 @@ fn replay(data: Option<PathBuf>, numbers: &[u64], no_progress: bool) -> Result<b
             (c, l) => format!("{c} FAILED, {l} blocks could not be loaded"),
         }
     );
-    Ok(failed == 0)
+    let mut mismatches = 0;
+    if config.mode != Mode::Sequential {
+        let modes = ModeSummary::of(&timings);
+        mismatches = modes.mismatches;
+        println!(
+            "{:?} at {} threads{}: {:.2}x sequential time-weighted over {} blocks ({:.2}x on the {} blocks of 150 transactions or more), lowest {:.2}x; {} mismatches",
+            config.mode,
+            config.threads,
+            if config.latency.is_zero() {
+                String::new()
+            } else {
+                format!(", {} µs per cold read", config.latency.as_micros())
+            },
+            modes.speedup,
+            modes.blocks,
+            modes.speedup_150,
+            modes.blocks_150,
+            modes.lowest,
+            modes.mismatches
+        );
+        if let Some(path) = json {
+            let value = serde_json::json!({
+                "mode": config.mode,
+                "threads": config.threads,
+                "latency_us": config.latency.as_micros() as u64,
+                "reps": config.reps,
+                "summary": modes,
+                "mismatches": modes.mismatches,
+                "blocks": timings,
+            });
+            std::fs::write(path, serde_json::to_string_pretty(&value)?)
+                .wrap_err_with(|| format!("writing {}", path.display()))?;
+        }
+    }
+    Ok(failed == 0 && mismatches == 0)
 }

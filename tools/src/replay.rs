@@ -250,3 +250,194 @@ impl Summary {
         }
     }
 }
+
+/// The executor `prescient replay --mode` times against sequential revm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Sequential revm only (the checks, and its own time).
+    Sequential,
+    /// The parallel fallback (`accelerator::executor::parallel`).
+    Parallel,
+}
+
+/// How `--mode` runs.
+#[derive(Clone, Debug)]
+pub struct ModeConfig {
+    /// The executor compared with sequential revm.
+    pub mode: Mode,
+    /// Threads of the parallel fallback.
+    pub threads: usize,
+    /// Read latency of the modelled disk-backed state (zero: in memory).
+    pub latency: Duration,
+    /// Timed runs of each executor per block, alternating which goes first.
+    pub reps: usize,
+}
+
+/// One block through one executor and sequential revm.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ModeReport {
+    /// Block number.
+    pub number: u64,
+    /// Transactions.
+    pub txs: usize,
+    /// Median whole-block time of sequential revm, in ms.
+    pub sequential_ms: f64,
+    /// Median whole-block time of the executor, in ms.
+    pub mode_ms: f64,
+    /// `sequential_ms / mode_ms`.
+    pub ratio: f64,
+    /// The first difference from sequential revm (results, receipts or state), if any.
+    pub mismatch: Option<String>,
+    /// What the parallel fallback did (its last timed run).
+    pub parallel: Option<accelerator::executor::parallel::ParallelStats>,
+    /// Reads that paid the modelled latency in the executor's last run.
+    pub cold_reads: u64,
+}
+
+/// What one whole-block run produced, for the comparison.
+struct Run {
+    results: Vec<revm::context::result::ExecutionResult>,
+    receipts_root: revm::primitives::B256,
+    stats: accelerator::executor::parallel::ParallelStats,
+    time: Duration,
+}
+
+/// Runs `block` whole (system part, transactions, system part) on `db` with the parallel
+/// fallback at `threads` (1: sequential revm).
+fn run_whole<D>(
+    block: &RecordedBlock,
+    txs: &[revm::context::TxEnv],
+    threads: usize,
+    db: &mut revm::database::CacheDB<D>,
+) -> Result<Run, String>
+where
+    D: DatabaseRef + Send + Sync,
+    D::Error: revm::database_interface::DBErrorMarker + std::fmt::Display,
+{
+    use accelerator::executor::parallel::{ParallelConfig, execute_parallel};
+    let config = ParallelConfig { threads, ..Default::default() };
+    let inputs = BlockInputs::of_recorded(block);
+    let started = std::time::Instant::now();
+    if let Some(inputs) = &inputs {
+        apply_pre_block(db, &block.cfg, &block.env, inputs).map_err(|e| e.to_string())?;
+    }
+    let executed = execute_parallel(db, &block.cfg, &block.env, txs, &config).map_err(|e| e.to_string())?;
+    if let Some(inputs) = &inputs {
+        apply_post_block(db, &block.cfg, &block.env, inputs).map_err(|e| e.to_string())?;
+    }
+    let time = started.elapsed();
+    Ok(Run { results: executed.results, receipts_root: executed.receipts.receipts_root, stats: executed.stats, time })
+}
+
+/// Runs `block` through sequential revm and `config.mode`, compares them in full, then times
+/// both `config.reps` times, alternating which goes first, on fresh state each time.
+pub fn compare_mode(block: &RecordedBlock, config: &ModeConfig) -> ModeReport {
+    use accelerator::executor::{first_state_difference, latency::LatencyDb};
+    use revm::database::CacheDB;
+    let base = block.state_db();
+    let txs = block.tx_envs();
+    let threads = match config.mode {
+        Mode::Sequential => 1,
+        Mode::Parallel => config.threads,
+    };
+    let fresh = || CacheDB::new(LatencyDb::new(&base, config.latency));
+    let mut report = ModeReport {
+        number: block.number,
+        txs: txs.len(),
+        sequential_ms: 0.0,
+        mode_ms: 0.0,
+        ratio: 0.0,
+        mismatch: None,
+        parallel: None,
+        cold_reads: 0,
+    };
+    // The comparison, untimed.
+    let (mut sequential_db, mut mode_db) = (fresh(), fresh());
+    let compared = run_whole(block, &txs, 1, &mut sequential_db)
+        .and_then(|reference| Ok((reference, run_whole(block, &txs, threads, &mut mode_db)?)));
+    let mismatch = match compared {
+        Err(e) => Some(format!("execution failed: {e}")),
+        Ok((reference, ours)) => {
+            let differing = ours.results.iter().zip(&reference.results).position(|(a, b)| a != b);
+            if ours.results.len() != reference.results.len() {
+                Some(format!("{} results where sequential has {}", ours.results.len(), reference.results.len()))
+            } else if let Some(i) = differing {
+                Some(format!("transaction {i}: {:?} against {:?}", ours.results[i], reference.results[i]))
+            } else if ours.receipts_root != reference.receipts_root {
+                Some(format!("receipts root {} against {}", ours.receipts_root, reference.receipts_root))
+            } else {
+                first_state_difference(&mode_db, &sequential_db)
+            }
+        }
+    };
+    if mismatch.is_some() {
+        report.mismatch = mismatch;
+        return report;
+    }
+    let (mut sequential, mut ours) = (Vec::new(), Vec::new());
+    for rep in 0..config.reps.max(1) {
+        for first in [rep % 2 == 0, rep % 2 == 1] {
+            let (n, into) = if first { (1, &mut sequential) } else { (threads, &mut ours) };
+            let mut db = fresh();
+            match run_whole(block, &txs, n, &mut db) {
+                Ok(run) => {
+                    into.push(run.time);
+                    if !first {
+                        report.parallel = (config.mode == Mode::Parallel).then_some(run.stats);
+                        report.cold_reads = db.db.cold_reads();
+                    }
+                }
+                Err(e) => {
+                    report.mismatch = Some(format!("a timed run failed: {e}"));
+                    return report;
+                }
+            }
+        }
+    }
+    let median = |times: &mut Vec<Duration>| {
+        times.sort_unstable();
+        times[times.len() / 2].as_secs_f64() * 1e3
+    };
+    report.sequential_ms = median(&mut sequential);
+    report.mode_ms = median(&mut ours);
+    report.ratio = if report.mode_ms > 0.0 { report.sequential_ms / report.mode_ms } else { 0.0 };
+    report
+}
+
+/// `--mode` figures over many blocks.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ModeSummary {
+    /// Blocks compared and timed.
+    pub blocks: usize,
+    /// Σ sequential time / Σ executor time.
+    pub speedup: f64,
+    /// The same over blocks of 150 transactions or more.
+    pub speedup_150: f64,
+    /// How many blocks have 150 transactions or more.
+    pub blocks_150: usize,
+    /// The lowest per-block ratio.
+    pub lowest: f64,
+    /// Blocks where the executor differed from sequential revm.
+    pub mismatches: usize,
+}
+
+impl ModeSummary {
+    /// Sums the reports (blocks that differed count only as mismatches).
+    pub fn of(reports: &[ModeReport]) -> Self {
+        let timed: Vec<&ModeReport> = reports.iter().filter(|r| r.mismatch.is_none()).collect();
+        let ratio = |rs: &[&ModeReport]| {
+            let (s, m) = rs.iter().fold((0.0, 0.0), |(s, m), r| (s + r.sequential_ms, m + r.mode_ms));
+            if m > 0.0 { s / m } else { 0.0 }
+        };
+        let large: Vec<&ModeReport> = timed.iter().copied().filter(|r| r.txs >= 150).collect();
+        Self {
+            blocks: timed.len(),
+            speedup: ratio(&timed),
+            speedup_150: ratio(&large),
+            blocks_150: large.len(),
+            lowest: timed.iter().map(|r| r.ratio).fold(f64::INFINITY, f64::min).min(f64::MAX),
+            mismatches: reports.len() - timed.len(),
+        }
+    }
+}

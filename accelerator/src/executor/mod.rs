@@ -29,6 +29,7 @@
 //! Every executor builds its EVM with `ir::reference::evm`, and commits a hit with
 //! `Applied::commit_state`.
 
+pub mod latency;
 pub mod parallel;
 pub mod system;
 
@@ -504,4 +505,38 @@ where
         });
     }
     Ok((divergences, time))
+}
+
+/// The first difference between two block states over the same backend, or `None`: every
+/// account and slot either one holds must read the same in the other (existence, balance,
+/// nonce, code hash, value). This is the whole state change of the block, as a node would
+/// write it.
+pub fn first_state_difference<A, B>(ours: &CacheDB<A>, theirs: &CacheDB<B>) -> Option<String>
+where
+    A: DatabaseRef,
+    B: DatabaseRef,
+    A::Error: std::fmt::Display,
+    B::Error: std::fmt::Display,
+{
+    let info = |i: Option<AccountInfo>| i.map(|i| (i.balance, i.nonce, i.code_hash));
+    for address in ours.cache.accounts.keys().chain(theirs.cache.accounts.keys()) {
+        let (a, b) = match (ours.basic_ref(*address), theirs.basic_ref(*address)) {
+            (Ok(a), Ok(b)) => (info(a), info(b)),
+            (Err(e), _) => return Some(format!("account {address}: {e}")),
+            (_, Err(e)) => return Some(format!("account {address}: {e}")),
+        };
+        if a != b {
+            return Some(format!("account {address}: {a:?} against {b:?}"));
+        }
+        let cached = [ours.cache.accounts.get(address), theirs.cache.accounts.get(address)];
+        for key in cached.into_iter().flatten().flat_map(|a| a.storage.keys()) {
+            match (ours.storage_ref(*address, *key), theirs.storage_ref(*address, *key)) {
+                (Ok(a), Ok(b)) if a == b => {}
+                (Ok(a), Ok(b)) => return Some(format!("{address} slot {key:#x}: {a:#x} against {b:#x}")),
+                (Err(e), _) => return Some(format!("{address} slot {key:#x}: {e}")),
+                (_, Err(e)) => return Some(format!("{address} slot {key:#x}: {e}")),
+            }
+        }
+    }
+    None
 }

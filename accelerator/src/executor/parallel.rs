@@ -33,8 +33,8 @@
 //! Why our own: no crate offers a parallel executor on revm 43 (pevm is on revm 38 with its own
 //! storage trait; grevm on revm 40), see `../shared/research/crates.md`.
 
+use alloy::primitives::map::AddressHashMap;
 use std::{
-    collections::HashMap,
     fmt,
     marker::PhantomData,
     sync::{
@@ -57,13 +57,19 @@ use revm::{
     state::{Account, AccountInfo, Bytecode, EvmState},
 };
 
+/// How far past the last committed transaction speculation may run, per thread.
+const WINDOW_PER_THREAD: usize = 8;
+
 /// How the parallel fallback runs.
 #[derive(Clone, Debug)]
 pub struct ParallelConfig {
     /// Threads executing (the calling thread is one of them).
     pub threads: usize,
-    /// Blocks with fewer transactions run sequentially: threads cost more than they save.
+    /// Blocks with fewer contract calls run sequentially: threads cost more than they save.
     pub min_txs: usize,
+    /// Whether to choose sequential execution from the block's shape (see [`worth_parallel`]);
+    /// `false` runs every block of `min_txs` or more in parallel (tests).
+    pub by_shape: bool,
     /// Once at least 8 transactions are committed, speculation stops when more than this share
     /// of them had to be executed again (conflicts pile up: the block is a chain).
     pub max_reexecuted: f64,
@@ -71,19 +77,28 @@ pub struct ParallelConfig {
 
 impl Default for ParallelConfig {
     fn default() -> Self {
-        Self { threads: std::thread::available_parallelism().map_or(2, |n| n.get()), min_txs: 16, max_reexecuted: 0.5 }
+        Self {
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            min_txs: 16,
+            by_shape: true,
+            max_reexecuted: 0.5,
+        }
     }
 }
 
 /// What the parallel fallback did with one block.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ParallelStats {
     /// Whether the block ran sequentially from the start (too small, or one thread).
     pub sequential: bool,
     /// Transactions committed from their speculative execution.
     pub speculative: usize,
-    /// Transactions executed (again) on the committed state by the committer.
+    /// Transactions executed again on the committed state after their speculative execution
+    /// read a value that changed (or failed on its view).
     pub reexecuted: usize,
+    /// Transactions executed once, in order, on the committed state (a small block, or after
+    /// speculation stopped).
+    pub in_order: usize,
     /// The index from which speculation was stopped, if it was.
     pub stopped_at: Option<usize>,
 }
@@ -117,10 +132,10 @@ where
 {
     let started = Instant::now();
     let threads = config.threads.max(1).min(txs.len().max(1));
-    if threads < 2 || txs.len() < config.min_txs {
+    if threads < 2 || !worth_parallel(txs, config) {
         let results = sequential(db, cfg, block, txs)?;
         let receipts = receipts(txs, &results);
-        let stats = ParallelStats { sequential: true, reexecuted: txs.len(), ..Default::default() };
+        let stats = ParallelStats { sequential: true, in_order: txs.len(), ..Default::default() };
         return Ok(ParallelBlock { results, receipts, stats, time: started.elapsed() });
     }
     let shared = Shared {
@@ -129,25 +144,63 @@ where
         txs,
         state: RwLock::new(db),
         slots: (0..txs.len()).map(|_| Mutex::new(None)).collect(),
+        writers: Mutex::new(AddressHashMap::default()),
         next: AtomicUsize::new(0),
+        same_sender: same_sender(txs),
         done: AtomicUsize::new(0),
         speculate: AtomicBool::new(true),
         failed: AtomicBool::new(false),
         committer: Mutex::new(Committer { results: Vec::with_capacity(txs.len()), ..Default::default() }),
         max_reexecuted: config.max_reexecuted,
+        window: WINDOW_PER_THREAD * threads,
     };
-    std::thread::scope(|scope| {
+    // Worker threads are kept between blocks (a thread started per block costs more than a
+    // small block's whole execution: its start and its allocator arena's first pages).
+    pool(threads - 1).in_place_scope(|scope| {
         for _ in 1..threads {
-            scope.spawn(|| shared.work());
+            scope.spawn(|_| shared.work());
         }
         shared.work();
     });
-    let committer = shared.committer.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut committer = shared.committer.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(error) = committer.error {
         return Err(error);
     }
+    let db = shared.state.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+    committer.flush_fees(db, block.beneficiary).map_err(|e| ReferenceError {
+        index: txs.len(),
+        is_database: true,
+        message: e.to_string(),
+    })?;
     let receipts = receipts(txs, &committer.results);
     Ok(ParallelBlock { results: committer.results, receipts, stats: committer.stats, time: started.elapsed() })
+}
+
+/// The kept worker threads for `workers` helpers of the calling thread.
+fn pool(workers: usize) -> Arc<rayon::ThreadPool> {
+    static POOLS: Mutex<Vec<(usize, Arc<rayon::ThreadPool>)>> = Mutex::new(Vec::new());
+    let mut pools = lock(&POOLS);
+    if let Some((_, pool)) = pools.iter().find(|(n, _)| *n == workers) {
+        return pool.clone();
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(workers.max(1))
+        .thread_name(|i| format!("prescient-parallel-{i}"))
+        .build()
+        .map(Arc::new)
+        .unwrap_or_else(|e| {
+            // No thread could be started: a pool on the calling thread alone still runs every job.
+            tracing::warn!(error = %e, "parallel fallback: no worker threads");
+            Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .use_current_thread()
+                    .num_threads(1)
+                    .build()
+                    .expect("a pool on the current thread"),
+            )
+        });
+    pools.push((workers, pool.clone()));
+    pool
 }
 
 /// Sequential revm, one transaction after another, each committed.
@@ -169,6 +222,26 @@ where
         results.push(res.result);
     }
     Ok(results)
+}
+
+/// Whether a block is worth executing in parallel, from what is known before executing it.
+/// Sequential when it has fewer than [`ParallelConfig::min_txs`] contract calls (a plain
+/// transfer costs about 2 µs, less than coordinating it), when most of its transactions are
+/// plain transfers, or when most of them follow an earlier transaction of the same sender
+/// (nonce chains: one after another whatever the threads).
+fn worth_parallel(txs: &[TxEnv], config: &ParallelConfig) -> bool {
+    if !config.by_shape {
+        return txs.len() >= config.min_txs;
+    }
+    let calls = txs.iter().filter(|tx| !tx.data.is_empty()).count();
+    let chained = same_sender(txs).iter().filter(|p| p.is_some()).count();
+    calls >= config.min_txs && calls * 4 > txs.len() && chained * 2 <= txs.len()
+}
+
+/// For each transaction, the previous one of the same sender.
+fn same_sender(txs: &[TxEnv]) -> Vec<Option<usize>> {
+    let mut last: AddressHashMap<usize> = AddressHashMap::default();
+    txs.iter().enumerate().map(|(i, tx)| last.insert(tx.caller, i)).collect()
 }
 
 fn rejected<E: fmt::Display>(index: usize, e: EVMError<E>) -> ReferenceError {
@@ -197,23 +270,33 @@ enum Read {
     Slot(Address, StorageKey, StorageValue),
 }
 
-/// What a transaction wrote to one account, as later transactions' views see it.
-#[derive(Debug)]
-struct Write {
-    /// The account afterwards; `None` when destroyed.
-    info: Option<AccountInfo>,
-    /// Whether its storage was wiped (created or destroyed) before `slots` were written.
-    reset: bool,
-    slots: HashMap<StorageKey, StorageValue>,
-}
-
 /// One transaction's speculative execution.
 #[derive(Debug)]
 struct Speculative {
-    /// The result and state (without the fee credit), or why it failed on this view.
+    /// The result and state (without the fee credit); `None` if it failed on its view.
     outcome: Option<(ExecutionResult, EvmState)>,
     reads: Vec<Read>,
-    writes: HashMap<Address, Write>,
+}
+
+impl Speculative {
+    /// The account as this transaction left it, if it wrote it: `Some(None)` when destroyed.
+    fn account(&self, address: &Address) -> Option<Option<AccountInfo>> {
+        let account = self.outcome.as_ref()?.1.get(address).filter(|a| a.is_touched())?;
+        Some((!account.is_selfdestructed()).then(|| account.info.clone()))
+    }
+
+    /// The slot as this transaction left it, if it wrote it or wiped the account's storage.
+    fn slot(&self, address: &Address, key: &StorageKey) -> Option<StorageValue> {
+        let account = self.outcome.as_ref()?.1.get(address).filter(|a| a.is_touched())?;
+        if account.is_selfdestructed() {
+            return Some(U256::ZERO);
+        }
+        match account.storage.get(key) {
+            Some(slot) if slot.is_changed() || account.is_created() => Some(slot.present_value()),
+            None if account.is_created() => Some(U256::ZERO),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -221,6 +304,27 @@ struct Committer {
     results: Vec<ExecutionResult>,
     stats: ParallelStats,
     error: Option<ReferenceError>,
+    /// Fees of committed transactions not yet credited to the fee recipient.
+    pending_fee: U256,
+    /// Whether a committed transaction touched the fee recipient through its fee since the
+    /// last flush (a zero fee still touches it, as the journal's credit does).
+    fee_touched: bool,
+}
+
+impl Committer {
+    /// Credits the pending fees to the fee recipient (the sum of what each transaction's
+    /// journal would have credited: the same state, since nothing read it in between).
+    fn flush_fees<D>(&mut self, db: &mut CacheDB<D>, coinbase: Address) -> Result<(), D::Error>
+    where
+        D: DatabaseRef,
+    {
+        if self.fee_touched {
+            credit(db, coinbase, self.pending_fee)?;
+            self.pending_fee = U256::ZERO;
+            self.fee_touched = false;
+        }
+        Ok(())
+    }
 }
 
 struct Shared<'a, D> {
@@ -231,14 +335,20 @@ struct Shared<'a, D> {
     state: RwLock<&'a mut CacheDB<D>>,
     /// Speculative executions not yet committed.
     slots: Vec<Mutex<Option<Arc<Speculative>>>>,
+    /// For each account, the transactions whose speculative execution wrote it, ascending
+    /// (committed ones are skipped by readers).
+    writers: Mutex<AddressHashMap<Vec<usize>>>,
     /// The next index to claim for speculative execution.
     next: AtomicUsize,
+    /// For each transaction, the previous one of the same sender, if any.
+    same_sender: Vec<Option<usize>>,
     /// How many transactions are committed.
     done: AtomicUsize,
     speculate: AtomicBool,
     failed: AtomicBool,
     committer: Mutex<Committer>,
     max_reexecuted: f64,
+    window: usize,
 }
 
 impl<D> Shared<'_, D>
@@ -252,7 +362,16 @@ where
         let n = self.txs.len();
         let mut evm = ir::reference::evm(View { shared: self, index: 0, reads: Vec::new() }, self.cfg, self.block);
         while self.speculate.load(Ordering::Acquire) && !self.failed.load(Ordering::Acquire) {
-            self.commit_ready(false);
+            self.commit_ready(Commit::IfFree);
+            // Run at most `window` transactions ahead of the last commit: further ahead, reads
+            // are staler, and a conflict wastes more.
+            while self.next.load(Ordering::Acquire).saturating_sub(self.done.load(Ordering::Acquire)) >= self.window
+                && !self.failed.load(Ordering::Acquire)
+            {
+                if !self.commit_ready(Commit::Wait) {
+                    std::thread::yield_now();
+                }
+            }
             let index = self.next.fetch_add(1, Ordering::AcqRel);
             if index >= n {
                 break;
@@ -260,11 +379,29 @@ where
             if index < self.done.load(Ordering::Acquire) {
                 continue;
             }
-            let speculative = self.speculate_one(&mut evm, index);
-            *lock(&self.slots[index]) = Some(Arc::new(speculative));
+            // A sender's earlier transaction still executing decides this one's nonce and
+            // balance: wait for its writes rather than read stale ones.
+            if let Some(previous) = self.same_sender[index] {
+                while previous >= self.done.load(Ordering::Acquire)
+                    && lock(&self.slots[previous]).is_none()
+                    && !self.failed.load(Ordering::Acquire)
+                {
+                    std::thread::yield_now();
+                }
+            }
+            let speculative = Arc::new(self.speculate_one(&mut evm, index));
+            *lock(&self.slots[index]) = Some(speculative.clone());
+            if let Some((_, state)) = &speculative.outcome {
+                let mut writers = lock(&self.writers);
+                for (address, _) in state.iter().filter(|(_, a)| a.is_touched()) {
+                    let list = writers.entry(*address).or_default();
+                    let at = list.partition_point(|j| *j < index);
+                    list.insert(at, index);
+                }
+            }
         }
         while self.done.load(Ordering::Acquire) < n && !self.failed.load(Ordering::Acquire) {
-            if !self.commit_ready(true) {
+            if !self.commit_ready(Commit::Finish) {
                 std::thread::yield_now();
             }
         }
@@ -286,17 +423,15 @@ where
         let state = evm.finalize();
         let reads = std::mem::take(&mut evm.ctx.db_mut().reads);
         match run {
-            Ok(result) => {
-                let writes = writes_of(&state);
-                Speculative { outcome: Some((result, state)), reads, writes }
-            }
-            Err(_) => Speculative { outcome: None, reads, writes: HashMap::new() },
+            Ok(result) => Speculative { outcome: Some((result, state)), reads },
+            Err(_) => Speculative { outcome: None, reads },
         }
     }
 
-    /// Commits transactions in order while they are ready. With `blocking`, waits for the lock
-    /// and executes a transaction nobody claimed itself. Returns whether it made progress.
-    fn commit_ready(&self, blocking: bool) -> bool {
+    /// Commits transactions in order while they are ready (see [`Commit`]). Returns whether it
+    /// made progress.
+    fn commit_ready(&self, how: Commit) -> bool {
+        let blocking = how != Commit::IfFree;
         let mut committer = if blocking {
             lock(&self.committer)
         } else {
@@ -307,6 +442,9 @@ where
         };
         let n = self.txs.len();
         let mut progressed = false;
+        if !self.speculate.load(Ordering::Acquire) {
+            return self.run_rest_in_order(&mut committer);
+        }
         loop {
             let k = self.done.load(Ordering::Acquire);
             if k >= n || committer.error.is_some() {
@@ -314,14 +452,15 @@ where
             }
             let speculative = lock(&self.slots[k]).take();
             let speculating = self.speculate.load(Ordering::Acquire);
-            let outcome = match speculative {
-                Some(speculative) => self.commit_speculative(&speculative, k),
-                // Claimed by a worker still executing it: wait for it.
-                None if speculating && k < self.next.load(Ordering::Acquire) => break,
+            let (outcome, conflict) = match speculative {
+                Some(speculative) => (self.commit_speculative(speculative, k, &mut committer), true),
+                // Claimed by a worker still executing it, or not claimed yet while workers
+                // still claim: leave it to them.
+                None if speculating && (how != Commit::Finish || k < self.next.load(Ordering::Acquire)) => break,
                 None => {
                     // Nobody will: keep workers off it and run it here.
                     self.next.fetch_max(k + 1, Ordering::AcqRel);
-                    None
+                    (None, false)
                 }
             };
             let result = match outcome {
@@ -329,9 +468,13 @@ where
                     committer.stats.speculative += 1;
                     result
                 }
-                None => match self.execute_committed(k) {
+                None => match self.execute_committed(k, &mut committer) {
                     Ok(result) => {
-                        committer.stats.reexecuted += 1;
+                        if conflict {
+                            committer.stats.reexecuted += 1;
+                        } else {
+                            committer.stats.in_order += 1;
+                        }
                         result
                     }
                     Err(error) => {
@@ -356,16 +499,62 @@ where
         progressed
     }
 
+    /// Once speculation stopped: executes every transaction not committed yet, in order, with
+    /// one EVM on the committed state, as sequential revm does. Returns whether any ran.
+    fn run_rest_in_order(&self, committer: &mut Committer) -> bool {
+        let n = self.txs.len();
+        self.next.store(n, Ordering::Release);
+        let start = self.done.load(Ordering::Acquire);
+        if start >= n || committer.error.is_some() {
+            return false;
+        }
+        let mut db = self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Err(e) = committer.flush_fees(&mut db, self.block.beneficiary) {
+            committer.error = Some(ReferenceError { index: start, is_database: true, message: e.to_string() });
+            self.failed.store(true, Ordering::Release);
+            return false;
+        }
+        let mut evm = ir::reference::evm(&mut **db, self.cfg, self.block);
+        for k in start..n {
+            match evm.transact(self.txs[k].clone()) {
+                Ok(res) => {
+                    evm.ctx.db_mut().commit(res.state);
+                    committer.results.push(res.result);
+                    committer.stats.in_order += 1;
+                    self.done.store(k + 1, Ordering::Release);
+                }
+                Err(e) => {
+                    committer.error = Some(rejected(k, e));
+                    self.failed.store(true, Ordering::Release);
+                    break;
+                }
+            }
+        }
+        true
+    }
+
     /// Commits a speculative execution if every value it read still holds; `None` if not.
-    fn commit_speculative(&self, speculative: &Speculative, index: usize) -> Option<ExecutionResult> {
-        let (result, state) = speculative.outcome.as_ref()?;
+    fn commit_speculative(
+        &self,
+        speculative: Arc<Speculative>,
+        index: usize,
+        committer: &mut Committer,
+    ) -> Option<ExecutionResult> {
+        let (_, state) = speculative.outcome.as_ref()?;
         let coinbase = self.block.beneficiary;
         // A destroyed fee recipient would have burnt this transaction's fee: run it as
         // sequential revm does.
         if state.get(&coinbase).is_some_and(|a| a.is_selfdestructed()) {
             return None;
         }
-        let mut db = self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Fees are credited lazily: before anything that reads the fee recipient.
+        if speculative.reads.iter().any(|r| matches!(r, Read::Account(a, _) if *a == coinbase)) {
+            let mut db = self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            committer.flush_fees(&mut db, coinbase).ok()?;
+        }
+        // Only the committer writes the state, so what it validates under the read lock still
+        // holds when it takes the write lock to commit.
+        let db = self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         let valid = speculative.reads.iter().all(|read| match read {
             Read::Account(address, seen) => match db.basic_ref(*address) {
                 Ok(now) => same_account(seen.as_ref(), now.as_ref()),
@@ -376,18 +565,30 @@ where
         if !valid {
             return None;
         }
-        db.commit(state.clone());
-        let fee = fee_of(self.cfg, self.block, &self.txs[index], result);
-        if credit(&mut **db, coinbase, fee).is_err() {
-            // The state backend failed: the committer's exact run will report it.
-            return None;
-        }
-        Some(result.clone())
+        drop(db);
+        // Views may still hold the execution for a moment: then its state is copied.
+        let (result, state) = match Arc::try_unwrap(speculative) {
+            Ok(Speculative { outcome, .. }) => outcome?,
+            Err(shared) => shared.outcome.clone()?,
+        };
+        self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner()).commit(state);
+        let fee = fee_of(self.cfg, self.block, &self.txs[index], &result);
+        committer.pending_fee = committer.pending_fee.saturating_add(fee);
+        committer.fee_touched = true;
+        Some(result)
     }
 
     /// Executes transaction `index` on the committed state (every lower transaction is
     /// committed), with the mainnet handler, and commits it.
-    fn execute_committed(&self, index: usize) -> Result<ExecutionResult, ReferenceError> {
+    fn execute_committed(&self, index: usize, committer: &mut Committer) -> Result<ExecutionResult, ReferenceError> {
+        {
+            let mut db = self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            committer.flush_fees(&mut db, self.block.beneficiary).map_err(|e| ReferenceError {
+                index,
+                is_database: true,
+                message: e.to_string(),
+            })?;
+        }
         let res = {
             let db = self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner());
             let mut evm = ir::reference::evm(revm::database::WrapDatabaseRef(&**db), self.cfg, self.block);
@@ -397,6 +598,17 @@ where
         db.commit(res.state);
         Ok(res.result)
     }
+}
+
+/// How a thread takes part in committing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Commit {
+    /// Between its own executions: commit what is ready if nobody else is committing.
+    IfFree,
+    /// Waiting for room ahead: wait for the lock, commit what is ready.
+    Wait,
+    /// No claims are left: also execute, in order, what nobody claimed.
+    Finish,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -411,27 +623,6 @@ fn same_account(a: Option<&AccountInfo>, b: Option<&AccountInfo>) -> bool {
         (Some(a), Some(b)) => a.balance == b.balance && a.nonce == b.nonce && a.code_hash == b.code_hash,
         _ => false,
     }
-}
-
-/// What a transaction's state writes, as the view serves it to later transactions.
-fn writes_of(state: &EvmState) -> HashMap<Address, Write> {
-    state
-        .iter()
-        .filter(|(_, account)| account.is_touched())
-        .map(|(address, account)| {
-            let destroyed = account.is_selfdestructed();
-            let write = Write {
-                info: (!destroyed).then(|| account.info.clone()),
-                reset: destroyed || account.is_created(),
-                slots: if destroyed {
-                    HashMap::new()
-                } else {
-                    account.storage.iter().map(|(key, slot)| (*key, slot.present_value())).collect()
-                },
-            };
-            (*address, write)
-        })
-        .collect()
 }
 
 /// The fee recipient's credit for one transaction, as revm's `reward_beneficiary` computes it.
@@ -475,12 +666,16 @@ pub struct ViewError(String);
 impl DBErrorMarker for ViewError {}
 
 impl<D> View<'_, '_, D> {
-    /// Calls `f` on the writes of lower uncommitted transactions, highest first, until it
-    /// returns a value.
-    fn lower<T>(&self, mut f: impl FnMut(&Speculative) -> Option<T>) -> Option<T> {
+    /// Calls `f` on the speculative executions of lower uncommitted transactions that wrote
+    /// `address`, highest first, until it returns a value.
+    fn lower<T>(&self, address: &Address, mut f: impl FnMut(&Speculative) -> Option<T>) -> Option<T> {
         let done = self.shared.done.load(Ordering::Acquire);
-        (done..self.index).rev().find_map(|j| {
-            let speculative = lock(&self.shared.slots[j]).clone()?;
+        // Lock order: `writers`, then a slot (a slot's lock is never held while taking `writers`).
+        let writers = lock(&self.shared.writers);
+        let list = writers.get(address)?;
+        let below = list.partition_point(|j| *j < self.index);
+        list[..below].iter().rev().take_while(|j| **j >= done).find_map(|j| {
+            let speculative = lock(&self.shared.slots[*j]).clone()?;
             f(&speculative)
         })
     }
@@ -494,7 +689,7 @@ where
     type Error = ViewError;
 
     fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, Self::Error> {
-        let info = match self.lower(|s| s.writes.get(&address).map(|w| w.info.clone())) {
+        let info = match self.lower(&address, |s| s.account(&address)) {
             Some(info) => info,
             None => {
                 let db = self.shared.state.read().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -511,14 +706,7 @@ where
     }
 
     fn storage(&mut self, address: Address, key: StorageKey) -> Result<StorageValue, Self::Error> {
-        let lower = self.lower(|s| {
-            let write = s.writes.get(&address)?;
-            match write.slots.get(&key) {
-                Some(value) => Some(*value),
-                None if write.reset || write.info.is_none() => Some(U256::ZERO),
-                None => None,
-            }
-        });
+        let lower = self.lower(&address, |s| s.slot(&address, &key));
         let value = match lower {
             Some(value) => value,
             None => {
@@ -558,5 +746,41 @@ where
 
     fn reward_beneficiary(&self, _evm: &mut EVM, _result: &mut FrameResult) -> Result<(), ERROR> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use revm::primitives::{Bytes, TxKind};
+
+    fn tx(from: u8, nonce: u64, data: &[u8]) -> TxEnv {
+        TxEnv {
+            caller: Address::with_last_byte(from),
+            kind: TxKind::Call(Address::with_last_byte(0xee)),
+            data: Bytes::copy_from_slice(data),
+            nonce,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_block_shape_chooses_sequential_where_threads_cannot_pay() {
+        let config = ParallelConfig::default();
+        // Contract calls from distinct senders: parallel.
+        let calls: Vec<TxEnv> = (0..40).map(|i| tx(i, 0, &[1])).collect();
+        assert!(worth_parallel(&calls, &config));
+        // Too few calls.
+        assert!(!worth_parallel(&calls[..config.min_txs - 1], &config));
+        // Mostly plain transfers.
+        let transfers: Vec<TxEnv> = (0..40).map(|i| tx(i, 0, if i < 8 { &[1] } else { &[] })).collect();
+        assert!(!worth_parallel(&transfers, &config));
+        // One sender's nonce chain.
+        let chain: Vec<TxEnv> = (0..40).map(|n| tx(1, n, &[1])).collect();
+        assert!(!worth_parallel(&chain, &config));
+        assert_eq!(same_sender(&chain)[5], Some(4));
+        // Without the shape rule, only the size counts.
+        let forced = ParallelConfig { by_shape: false, ..config };
+        assert!(worth_parallel(&chain, &forced));
     }
 }

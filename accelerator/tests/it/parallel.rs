@@ -3,11 +3,13 @@
 //! recipient read and paid, a contract created then called, a self-destruct). Every result,
 //! the receipts and the whole state afterwards are compared.
 
-use crate::accelerator::executor::parallel::{ParallelConfig, execute_parallel};
+use crate::accelerator::executor::{
+    first_state_difference,
+    parallel::{ParallelConfig, execute_parallel},
+};
 use ir::execute_block;
 use mempool_tap::{Dataset, recorded::shared_data_for_tests};
 use revm::{
-    DatabaseRef,
     context::{BlockEnv, CfgEnv, TxEnv},
     database::{CacheDB, InMemoryDB},
     primitives::{Address, Bytes, TxKind, U256, address, hardfork::SpecId, hex},
@@ -38,29 +40,16 @@ fn compare(
     }
     assert_eq!(parallel.receipts.receipts_root, reference.receipts_root, "{label}: receipts root");
     assert_eq!(parallel.receipts.gas_used, reference.gas_used, "{label}: gas");
-    same_state(&parallel_db, &sequential_db, label);
-    let stats = &parallel.stats;
-    assert_eq!(stats.speculative + stats.reexecuted, txs.len(), "{label}: every transaction committed once: {stats:?}");
-    (stats.speculative, stats.reexecuted)
-}
-
-/// Every account and slot either state holds (over the same base) reads the same in both.
-fn same_state(ours: &CacheDB<InMemoryDB>, theirs: &CacheDB<InMemoryDB>, label: &str) {
-    let addresses = ours.cache.accounts.keys().chain(theirs.cache.accounts.keys());
-    for address in addresses {
-        let (a, b) = (ours.basic_ref(*address).expect("in memory"), theirs.basic_ref(*address).expect("in memory"));
-        let strip = |i: Option<AccountInfo>| i.map(|i| (i.balance, i.nonce, i.code_hash));
-        assert_eq!(strip(a), strip(b), "{label}: account {address}");
-        let keys =
-            [ours, theirs].into_iter().filter_map(|db| db.cache.accounts.get(address)).flat_map(|a| a.storage.keys());
-        for key in keys {
-            assert_eq!(
-                ours.storage_ref(*address, *key).expect("in memory"),
-                theirs.storage_ref(*address, *key).expect("in memory"),
-                "{label}: {address} slot {key:#x}"
-            );
-        }
+    if let Some(difference) = first_state_difference(&parallel_db, &sequential_db) {
+        panic!("{label}: {difference}");
     }
+    let stats = &parallel.stats;
+    assert_eq!(
+        stats.speculative + stats.reexecuted + stats.in_order,
+        txs.len(),
+        "{label}: every transaction committed once: {stats:?}"
+    );
+    (stats.speculative, stats.reexecuted)
 }
 
 #[test]
@@ -77,7 +66,7 @@ fn every_recorded_block_in_parallel_equals_sequential() {
         let db = block.state_db();
         let txs = block.tx_envs();
         for threads in [2, 4] {
-            let config = ParallelConfig { threads, min_txs: 0, ..Default::default() };
+            let config = ParallelConfig { threads, min_txs: 0, by_shape: false, ..Default::default() };
             let label = format!("block {} x{threads}", block.number);
             let (s, r) = compare(&db, &block.cfg, &block.env, &txs, &config, &label);
             speculative += s;
@@ -189,7 +178,7 @@ fn conflicting_synthetic_blocks_in_parallel_equal_sequential() {
         for coinbase_exists in [true, false] {
             let db = synthetic_state(coinbase_exists);
             for threads in [2, 3, 8] {
-                let config = ParallelConfig { threads, min_txs: 0, ..Default::default() };
+                let config = ParallelConfig { threads, min_txs: 0, by_shape: false, ..Default::default() };
                 let label = format!("{spec:?}, coinbase exists {coinbase_exists}, x{threads}");
                 compare(&db, &cfg, &block, &txs, &config, &label);
             }
@@ -203,13 +192,13 @@ fn speculation_stops_and_the_rest_runs_in_order() {
     let (cfg, block) = synthetic_block(SpecId::CANCUN);
     let db = synthetic_state(true);
     // Any share of re-executions is too many: speculation stops once 8 are committed.
-    let config = ParallelConfig { threads: 2, min_txs: 0, max_reexecuted: -1.0 };
+    let config = ParallelConfig { threads: 2, min_txs: 0, by_shape: false, max_reexecuted: -1.0 };
     let mut parallel_db = CacheDB::new(db.clone());
     let parallel = execute_parallel(&mut parallel_db, &cfg, &block, &txs, &config).expect("valid block");
     assert_eq!(parallel.stats.stopped_at, Some(8), "{:?}", parallel.stats);
     compare(&db, &cfg, &block, &txs, &config, "stopped");
     // A small block runs sequentially from the start.
-    let config = ParallelConfig { threads: 2, min_txs: txs.len() + 1, ..Default::default() };
+    let config = ParallelConfig { threads: 2, min_txs: txs.len() + 1, by_shape: false, ..Default::default() };
     let small = execute_parallel(&mut CacheDB::new(db.clone()), &cfg, &block, &txs, &config).expect("valid block");
     assert!(small.stats.sequential);
     compare(&db, &cfg, &block, &txs, &config, "sequential");
@@ -224,7 +213,7 @@ fn an_invalid_transaction_fails_the_block_as_sequential_does() {
     let (cfg, block) = synthetic_block(SpecId::CANCUN);
     let db = synthetic_state(true);
     let sequential = execute_block(&mut CacheDB::new(db.clone()), &cfg, &block, &txs).expect_err("invalid");
-    let config = ParallelConfig { threads: 2, min_txs: 0, ..Default::default() };
+    let config = ParallelConfig { threads: 2, min_txs: 0, by_shape: false, ..Default::default() };
     let parallel = execute_parallel(&mut CacheDB::new(db), &cfg, &block, &txs, &config).expect_err("invalid");
     assert_eq!(parallel.index, sequential.index);
     assert_eq!(parallel.index, middle);

@@ -132,3 +132,28 @@ fn withdrawals_dropped_fail_the_balance_check() {
         eprintln!("no block with a proven post-state pays a withdrawal: the balance check's failure is not exercised");
     }
 }
+
+#[test]
+fn replay_parallel_mode_matches_sequential_on_every_block() {
+    use prescient_tools::replay::{Mode, ModeConfig, compare_mode};
+    let Some(dir) = shared_data_for_tests("replay_parallel_mode_matches_sequential_on_every_block") else {
+        return;
+    };
+    let dataset = Dataset::open(&dir).expect("open the shared data");
+    ir::warm_up();
+    let mut compared = 0;
+    for (i, block_ref) in dataset.complete_blocks().enumerate() {
+        let block = dataset.load(block_ref).expect("load");
+        // Every fourth block on the modelled disk-backed state, so its reads are exercised too.
+        let latency = std::time::Duration::from_micros(if i % 4 == 0 { 2 } else { 0 });
+        let config = ModeConfig { mode: Mode::Parallel, threads: 2, latency, reps: 1 };
+        let report = compare_mode(&block, &config);
+        assert_eq!(report.mismatch, None, "block {}", block.number);
+        assert!(report.sequential_ms > 0.0 && report.mode_ms > 0.0, "block {}: {report:?}", block.number);
+        if !latency.is_zero() && report.txs > 0 {
+            assert!(report.cold_reads > 0, "block {}: no read paid the latency", block.number);
+        }
+        compared += 1;
+    }
+    assert!(compared > 0);
+}
