@@ -2,13 +2,18 @@
 //! validated and committed in block order (the Block-STM family).
 //!
 //! ```text
-//!   workers: claim the next index i ─▶ execute tx i on a speculative view ─▶ slot[i] = reads, writes, result
-//!              (view: the latest write of a lower, executed, uncommitted tx; else the committed state)
+//!   first 0.5 ms: transactions run in order on the calling thread (a small block ends here)
+//!   then workers: claim the next index i ─▶ (wait for the same sender's previous tx) ─▶ execute tx i on a
+//!                 speculative view ─▶ slot[i] = the values it read, its result and state
+//!       (view: the latest write of a lower, executed, uncommitted tx, found through a per-account
+//!        index of writers; else the committed state)
 //!   committer (whoever holds the lock), for k = next to commit, in block order:
 //!     slot[k] ready ─▶ every value tx k read still equals the committed state?
-//!                        yes ─▶ commit its state, then credit the fee recipient with its fee
+//!                        yes ─▶ commit its state; its fee joins the pending fee-recipient credit
 //!                        no  ─▶ execute tx k again on the committed state (exact), commit
-//!     slot[k] not claimed by anyone ─▶ execute it on the committed state, commit
+//!     no claims left and slot[k] unclaimed ─▶ execute it on the committed state, commit
+//!   speculation stops (conflicts pile up, or the first transactions are too cheap to pay for
+//!   coordination) ─▶ the rest runs in order, one EVM, on the committed state
 //! ```
 //!
 //! **Why this is exact.** A transaction's execution is a function of the values it reads. A
@@ -20,18 +25,23 @@
 //!
 //! **The fee recipient does not serialize the block.** Speculative runs use a handler that
 //! leaves out the fee recipient's credit ([`DeferFee`]: revm's mainnet handler with
-//! `reward_beneficiary` a no-op); the committer credits each transaction's fee, in order, after
-//! committing its state, as sequential revm's journal would have. A transaction that reads the
-//! fee recipient itself (a builder payment) reads it through the view and is validated like
-//! any other read.
+//! `reward_beneficiary` a no-op). The committer sums the fees of committed transactions and
+//! credits them (touching the account as the journal's credit does) before anything reads the
+//! fee recipient: validating a transaction that read it, an exact execution, the in-order
+//! rest, the end of the block. A transaction that reads the fee recipient (a builder payment)
+//! is validated like any other read.
 //!
-//! **When it does not pay, it does not run.** Blocks under [`ParallelConfig::min_txs`] run
-//! sequentially; when more than [`ParallelConfig::max_reexecuted`] of the transactions
-//! committed so far had to run again, speculation stops and the committer executes the rest in
-//! order.
+//! **When it does not pay, it does not run** (a 2-core machine has little to spare):
+//! - by the block's shape, before executing ([`worth_parallel`]): fewer than
+//!   [`ParallelConfig::min_txs`] contract calls, mostly plain transfers, or mostly nonce chains;
+//! - by time: the first [`ParallelConfig::sequential_for`] runs sequentially;
+//! - by what happens: more than [`ParallelConfig::max_reexecuted`] of the transactions
+//!   committed in parallel had to run again, or the first 16 took less than
+//!   [`ParallelConfig::min_tx_time`] each.
 //!
 //! Why our own: no crate offers a parallel executor on revm 43 (pevm is on revm 38 with its own
-//! storage trait; grevm on revm 40), see `../shared/research/crates.md`.
+//! storage trait; grevm on revm 40), see `../shared/research/crates.md`. Worker threads are
+//! rayon's, kept between blocks.
 
 use alloy::primitives::map::AddressHashMap;
 use std::{
@@ -57,6 +67,10 @@ use revm::{
     state::{Account, AccountInfo, Bytecode, EvmState},
 };
 
+/// After how many commits the cost of the first transactions is checked against
+/// [`ParallelConfig::min_tx_time`].
+const CHEAP_CHECK_AT: usize = 16;
+
 /// How far past the last committed transaction speculation may run, per thread.
 const WINDOW_PER_THREAD: usize = 8;
 
@@ -73,6 +87,12 @@ pub struct ParallelConfig {
     /// Once at least 8 transactions are committed, speculation stops when more than this share
     /// of them had to be executed again (conflicts pile up: the block is a chain).
     pub max_reexecuted: f64,
+    /// Speculation stops when the first 16 transactions took less than this each, wall time:
+    /// they are too cheap for coordination to pay.
+    pub min_tx_time: Duration,
+    /// The first transactions run sequentially for this long before threads join: a block
+    /// finished by then runs as sequential revm does.
+    pub sequential_for: Duration,
 }
 
 impl Default for ParallelConfig {
@@ -82,6 +102,8 @@ impl Default for ParallelConfig {
             min_txs: 16,
             by_shape: true,
             max_reexecuted: 0.5,
+            min_tx_time: Duration::from_micros(8),
+            sequential_for: Duration::from_micros(500),
         }
     }
 }
@@ -138,6 +160,25 @@ where
         let stats = ParallelStats { sequential: true, in_order: txs.len(), ..Default::default() };
         return Ok(ParallelBlock { results, receipts, stats, time: started.elapsed() });
     }
+    // The first transactions run sequentially, on this thread alone, for `sequential_for`: a
+    // block done by then never pays for waking the workers (a sleeping thread takes 0.1–0.3 ms
+    // to start on this kind of machine, more than a small block's whole execution).
+    let mut results = Vec::with_capacity(txs.len());
+    {
+        let mut evm = ir::reference::evm(&mut *db, cfg, block);
+        while results.len() < txs.len() && started.elapsed() < config.sequential_for {
+            let index = results.len();
+            let res = evm.transact(txs[index].clone()).map_err(|e| rejected(index, e))?;
+            evm.ctx.db_mut().commit(res.state);
+            results.push(res.result);
+        }
+    }
+    let first = results.len();
+    if first == txs.len() {
+        let receipts = receipts(txs, &results);
+        let stats = ParallelStats { sequential: true, in_order: first, ..Default::default() };
+        return Ok(ParallelBlock { results, receipts, stats, time: started.elapsed() });
+    }
     let shared = Shared {
         cfg,
         block,
@@ -145,14 +186,21 @@ where
         state: RwLock::new(db),
         slots: (0..txs.len()).map(|_| Mutex::new(None)).collect(),
         writers: Mutex::new(AddressHashMap::default()),
-        next: AtomicUsize::new(0),
+        next: AtomicUsize::new(first),
         same_sender: same_sender(txs),
-        done: AtomicUsize::new(0),
+        done: AtomicUsize::new(first),
         speculate: AtomicBool::new(true),
         failed: AtomicBool::new(false),
-        committer: Mutex::new(Committer { results: Vec::with_capacity(txs.len()), ..Default::default() }),
+        committer: Mutex::new(Committer {
+            results,
+            stats: ParallelStats { in_order: first, ..Default::default() },
+            ..Default::default()
+        }),
         max_reexecuted: config.max_reexecuted,
         window: WINDOW_PER_THREAD * threads,
+        started: Instant::now(),
+        first,
+        min_tx_time: config.min_tx_time,
     };
     // Worker threads are kept between blocks (a thread started per block costs more than a
     // small block's whole execution: its start and its allocator arena's first pages).
@@ -349,6 +397,10 @@ struct Shared<'a, D> {
     committer: Mutex<Committer>,
     max_reexecuted: f64,
     window: usize,
+    /// When, and from which transaction, the threads started.
+    started: Instant,
+    first: usize,
+    min_tx_time: Duration,
 }
 
 impl<D> Shared<'_, D>
@@ -488,9 +540,14 @@ where
             self.done.store(k + 1, Ordering::Release);
             progressed = true;
             let committed = k + 1;
+            // Conflicts pile up, or the first transactions are too cheap for coordination to
+            // pay (about 2 µs of it per transaction): the rest runs in order.
+            let too_cheap = committed == self.first + CHEAP_CHECK_AT
+                && self.started.elapsed() < self.min_tx_time * CHEAP_CHECK_AT as u32;
+            let in_parallel = committed - self.first;
             if speculating
-                && committed >= 8
-                && committer.stats.reexecuted as f64 > self.max_reexecuted * committed as f64
+                && in_parallel >= 8
+                && (too_cheap || committer.stats.reexecuted as f64 > self.max_reexecuted * in_parallel as f64)
             {
                 self.speculate.store(false, Ordering::Release);
                 committer.stats.stopped_at = Some(committed);
