@@ -186,6 +186,32 @@ impl ReadSet {
         Self { env: program.env, reads, fee, outcome }
     }
 
+    /// Adds what this pre-execution touched to `accounts` and `slots`: every account and slot
+    /// it read and every one its outcome wrote (a predicted access list's entries).
+    pub fn footprint(
+        &self,
+        accounts: &mut std::collections::HashSet<Address>,
+        slots: &mut std::collections::HashSet<(Address, U256)>,
+    ) {
+        for (read, _) in &self.reads {
+            match read.op {
+                Op::Balance | Op::Nonce | Op::CodeHash | Op::Exists => {
+                    accounts.insert(word_to_address(read.args[0]));
+                }
+                Op::Storage => {
+                    let address = word_to_address(read.args[0]);
+                    accounts.insert(address);
+                    slots.insert((address, read.args[1]));
+                }
+                _ => {}
+            }
+        }
+        for (address, change) in &self.outcome.state {
+            accounts.insert(*address);
+            slots.extend(change.storage.keys().map(|k| (*address, *k)));
+        }
+    }
+
     /// Whether any fee recipient is accepted (else only the recorded one).
     pub fn any_recipient(&self) -> bool {
         self.fee.as_ref().is_some_and(|f| f.any_recipient)

@@ -317,11 +317,55 @@ pub struct BlockResult {
     /// Native code and the evaluator disagreeing (a different path, or an import through
     /// native code diverging from sequential revm), in words: must be empty.
     pub disagreements: Vec<String>,
+    /// The predicted access list against what the block's transactions touched.
+    pub access_list: AccessListScore,
     /// With [`EvaluateOptions::explain`]: per missed heard transaction, in Markdown, the
     /// futures it was pre-executed in and where each of its programs misses on the state the
     /// block gave it.
     #[serde(skip)]
     pub explained: Vec<String>,
+}
+
+/// A block's predicted access list against the actual one: accounts and storage slots, each
+/// an entry. Predicted: everything the pre-executions ready before the block read or wrote
+/// (their read sets), what a node could prefetch. Actual: every account and slot sequential
+/// revm loaded while executing the block's transactions (reads and writes; the system calls'
+/// accesses are not predicted and not counted).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct AccessListScore {
+    /// Entries predicted.
+    pub predicted: usize,
+    /// Entries the block touched.
+    pub actual: usize,
+    /// Entries both predicted and touched.
+    pub hit: usize,
+}
+
+impl AccessListScore {
+    /// Compares `predicted` with what `txs` touch executed in order on `db`.
+    fn of(
+        predicted: (&HashSet<Address>, &HashSet<(Address, U256)>),
+        db: &InMemoryDB,
+        cfg: &revm::context::CfgEnv,
+        env: &revm::context::BlockEnv,
+        txs: &[ImportTx],
+    ) -> Self {
+        use revm::{DatabaseCommit, ExecuteEvm, context::ContextTr};
+        let (mut accounts, mut slots) = (HashSet::new(), HashSet::new());
+        let mut state = CacheDB::new(db);
+        let mut evm = ir::reference::evm(&mut state, cfg, env);
+        for tx in txs {
+            let Ok(res) = evm.transact(tx.env.clone()) else { break };
+            for (address, account) in &res.state {
+                accounts.insert(*address);
+                slots.extend(account.storage.keys().map(|k| (*address, *k)));
+            }
+            evm.ctx.db_mut().commit(res.state);
+        }
+        let hit = accounts.iter().filter(|a| predicted.0.contains(*a)).count()
+            + slots.iter().filter(|s| predicted.1.contains(s)).count();
+        Self { predicted: predicted.0.len() + predicted.1.len(), actual: accounts.len() + slots.len(), hit }
+    }
 }
 
 impl BlockResult {
@@ -483,6 +527,7 @@ pub fn evaluate_block(
         code_bytes: Vec::new(),
         not_compiled: 0,
         disagreements: Vec::new(),
+        access_list: AccessListScore::default(),
         explained: Vec::new(),
     };
     // One simulated worker: pre-executions run in order, each for its measured time.
@@ -608,6 +653,29 @@ pub fn evaluate_block(
     // learn nothing from the block's own import, which a node runs once (the timings below
     // repeat it).
     pipeline.memo().freeze(true);
+    // The predicted access list: what the programs ready now read and wrote.
+    let (mut accounts, mut slots) = (HashSet::new(), HashSet::new());
+    for accelerated in heard.iter().filter_map(|h| pipeline.accelerated(&h.hash)) {
+        for entry in &accelerated.read_sets {
+            entry.reads.footprint(&mut accounts, &mut slots);
+        }
+        // Every program's keys the program itself fixes (constants after folding).
+        for program in &accelerated.programs {
+            let footprint = accelerator::predictor::Footprint::of(program);
+            for key in footprint.reads.iter().chain(&footprint.writes) {
+                match key {
+                    accelerator::predictor::StateKey::Account(a) => {
+                        accounts.insert(*a);
+                    }
+                    accelerator::predictor::StateKey::Slot(a, k) => {
+                        accounts.insert(*a);
+                        slots.insert((*a, *k));
+                    }
+                }
+            }
+        }
+    }
+    result.access_list = AccessListScore::of((&accounts, &slots), &db, &block.cfg, &block.env, &txs);
     // Import in the block's real context, verified in full.
     let imported = pipeline.import(&db, &block.cfg, &block.env, &txs, ImportMode::Verified)?;
     let (divergences, _) = imported.checked.unwrap_or_default();
@@ -930,6 +998,10 @@ pub struct Summary {
     pub compile_ms_p99: f64,
     /// Median machine code size per program, bytes.
     pub code_bytes_median: f64,
+    /// Predicted access list: share of the entries the blocks touched that were predicted.
+    pub access_list_recall: f64,
+    /// Predicted access list: share of the predicted entries the blocks touched.
+    pub access_list_precision: f64,
 }
 
 impl Summary {
@@ -1015,6 +1087,16 @@ impl Summary {
             compile_ms_p50: percentile(&compile_ms, 0.5),
             compile_ms_p99: percentile(&compile_ms, 0.99),
             code_bytes_median: percentile(&code_bytes, 0.5),
+            access_list_recall: {
+                let (hit, actual) =
+                    blocks.iter().fold((0, 0), |(h, a), b| (h + b.access_list.hit, a + b.access_list.actual));
+                hit as f64 / actual.max(1) as f64
+            },
+            access_list_precision: {
+                let (hit, predicted) =
+                    blocks.iter().fold((0, 0), |(h, p), b| (h + b.access_list.hit, p + b.access_list.predicted));
+                hit as f64 / predicted.max(1) as f64
+            },
         }
     }
 }
@@ -1134,6 +1216,12 @@ pub fn write_report(dir: &std::path::Path, summary: &Summary, blocks: &[BlockRes
         summary.speedup_hits_p10,
         summary.speedup_jit_median,
         summary.speedup_jit_p10
+    );
+    let _ = writeln!(
+        md,
+        "Predicted access list (accounts and slots the ready programs read or wrote, against what the transactions touched): recall {:.1}%, precision {:.1}%.\n",
+        summary.access_list_recall * 100.0,
+        summary.access_list_precision * 100.0
     );
     let _ = writeln!(md, "Misses by reason: {:?}\n", summary.miss_reasons);
     let _ = writeln!(md, "Pre-executions by result: {:?}\n", summary.pre_execution_results);

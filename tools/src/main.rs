@@ -500,6 +500,11 @@ fn evaluate(
         summary.block_speedup_jit,
         summary.disagreements
     );
+    println!(
+        "predicted access list: recall {:.1}%, precision {:.1}%",
+        summary.access_list_recall * 100.0,
+        summary.access_list_precision * 100.0
+    );
     println!("misses by reason: {:?}", summary.miss_reasons);
     println!("pre-executions by result: {:?}", summary.pre_execution_results);
     println!("report written to {}", out.display());
