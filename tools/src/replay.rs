@@ -295,14 +295,6 @@ pub struct ModeReport {
     pub cold_reads: u64,
 }
 
-/// What one whole-block run produced, for the comparison.
-struct Run {
-    results: Vec<revm::context::result::ExecutionResult>,
-    receipts_root: revm::primitives::B256,
-    stats: accelerator::executor::parallel::ParallelStats,
-    time: Duration,
-}
-
 /// Runs `block` whole (system part, transactions, system part) on `db` with the parallel
 /// fallback at `threads` (1: sequential revm).
 fn run_whole<D>(
@@ -310,24 +302,14 @@ fn run_whole<D>(
     txs: &[revm::context::TxEnv],
     threads: usize,
     db: &mut revm::database::CacheDB<D>,
-) -> Result<Run, String>
+) -> Result<accelerator::executor::WholeBlock, String>
 where
     D: DatabaseRef + Send + Sync,
     D::Error: revm::database_interface::DBErrorMarker + std::fmt::Display,
 {
-    use accelerator::executor::parallel::{ParallelConfig, execute_parallel};
-    let config = ParallelConfig { threads, ..Default::default() };
+    let config = accelerator::executor::parallel::ParallelConfig { threads, ..Default::default() };
     let inputs = BlockInputs::of_recorded(block);
-    let started = std::time::Instant::now();
-    if let Some(inputs) = &inputs {
-        apply_pre_block(db, &block.cfg, &block.env, inputs).map_err(|e| e.to_string())?;
-    }
-    let executed = execute_parallel(db, &block.cfg, &block.env, txs, &config).map_err(|e| e.to_string())?;
-    if let Some(inputs) = &inputs {
-        apply_post_block(db, &block.cfg, &block.env, inputs).map_err(|e| e.to_string())?;
-    }
-    let time = started.elapsed();
-    Ok(Run { results: executed.results, receipts_root: executed.receipts.receipts_root, stats: executed.stats, time })
+    accelerator::executor::execute_whole_block(db, &block.cfg, &block.env, inputs.as_ref(), txs, &config)
 }
 
 /// Runs `block` through sequential revm and `config.mode`, compares them in full, then times
@@ -364,8 +346,13 @@ pub fn compare_mode(block: &RecordedBlock, config: &ModeConfig) -> ModeReport {
                 Some(format!("{} results where sequential has {}", ours.results.len(), reference.results.len()))
             } else if let Some(i) = differing {
                 Some(format!("transaction {i}: {:?} against {:?}", ours.results[i], reference.results[i]))
-            } else if ours.receipts_root != reference.receipts_root {
-                Some(format!("receipts root {} against {}", ours.receipts_root, reference.receipts_root))
+            } else if ours.requests != reference.requests {
+                Some(format!("requests {:?} against {:?}", ours.requests, reference.requests))
+            } else if ours.receipts.receipts_root != reference.receipts.receipts_root {
+                Some(format!(
+                    "receipts root {} against {}",
+                    ours.receipts.receipts_root, reference.receipts.receipts_root
+                ))
             } else {
                 first_state_difference(&mode_db, &sequential_db)
             }

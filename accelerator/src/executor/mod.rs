@@ -540,3 +540,55 @@ where
     }
     None
 }
+
+/// A whole block executed as a node applies it ([`execute_whole_block`]).
+#[derive(Clone, Debug)]
+pub struct WholeBlock {
+    /// Every transaction's result, in block order.
+    pub results: Vec<revm::context_interface::result::ExecutionResult>,
+    /// Receipts, gas, bloom and receipts root.
+    pub receipts: ir::Receipts,
+    /// The EIP-7685 requests the post-block calls returned (Prague on).
+    pub requests: alloy::eips::eip7685::Requests,
+    /// What the parallel fallback did.
+    pub stats: parallel::ParallelStats,
+    /// Wall time, system part included.
+    pub time: Duration,
+}
+
+/// The in-process API for a node that embeds prescient's executors: a block and its parent
+/// state in, the block's results, receipts and requests out, and `db` holding the whole state
+/// change (read it with `db.cache`, or compare with [`first_state_difference`]). `inputs` is
+/// the block's system part (`None`: transactions only); `config.threads == 1` is sequential
+/// revm.
+pub fn execute_whole_block<D>(
+    db: &mut CacheDB<D>,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    inputs: Option<&system::BlockInputs<'_>>,
+    txs: &[TxEnv],
+    config: &parallel::ParallelConfig,
+) -> Result<WholeBlock, String>
+where
+    D: DatabaseRef + Send + Sync,
+    D::Error: DBErrorMarker + std::fmt::Display,
+{
+    let started = Instant::now();
+    if let Some(inputs) = inputs {
+        system::apply_pre_block(db, cfg, block, inputs).map_err(|e| format!("before the transactions: {e}"))?;
+    }
+    let executed = parallel::execute_parallel(db, cfg, block, txs, config).map_err(|e| e.to_string())?;
+    let requests = match inputs {
+        Some(inputs) => {
+            system::apply_post_block(db, cfg, block, inputs).map_err(|e| format!("after the transactions: {e}"))?
+        }
+        None => Default::default(),
+    };
+    Ok(WholeBlock {
+        results: executed.results,
+        receipts: executed.receipts,
+        requests,
+        stats: executed.stats,
+        time: started.elapsed(),
+    })
+}
