@@ -327,8 +327,9 @@ pub struct BlockResult {
 }
 
 /// A block's predicted access list against the actual one: accounts and storage slots, each
-/// an entry. Predicted: everything the pre-executions ready before the block read or wrote
-/// (their read sets), what a node could prefetch. Actual: every account and slot sequential
+/// an entry. Predicted: what the heard transactions name (sender, target, access list) and
+/// everything the pre-executions ready before the block read or wrote (their read sets and
+/// their programs' constant keys), what a node could prefetch. Actual: every account and slot sequential
 /// revm loaded while executing the block's transactions (reads and writes; the system calls'
 /// accesses are not predicted and not counted).
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -653,8 +654,20 @@ pub fn evaluate_block(
     // learn nothing from the block's own import, which a node runs once (the timings below
     // repeat it).
     pipeline.memo().freeze(true);
-    // The predicted access list: what the programs ready now read and wrote.
+    // The predicted access list: what the heard transactions name, and what the programs
+    // ready now read and wrote.
     let (mut accounts, mut slots) = (HashSet::new(), HashSet::new());
+    // What every heard transaction names itself: its sender, its target, its access list.
+    for h in &heard {
+        accounts.insert(h.env.caller);
+        if let revm::primitives::TxKind::Call(to) = h.env.kind {
+            accounts.insert(to);
+        }
+        for item in &h.env.access_list.0 {
+            accounts.insert(item.address);
+            slots.extend(item.storage_keys.iter().map(|k| (item.address, U256::from_be_bytes(k.0))));
+        }
+    }
     for accelerated in heard.iter().filter_map(|h| pipeline.accelerated(&h.hash)) {
         for entry in &accelerated.read_sets {
             entry.reads.footprint(&mut accounts, &mut slots);
