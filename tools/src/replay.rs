@@ -302,7 +302,7 @@ fn run_whole<D>(
     txs: &[revm::context::TxEnv],
     threads: usize,
     db: &mut revm::database::CacheDB<D>,
-) -> Result<accelerator::executor::WholeBlock, String>
+) -> Result<accelerator::executor::WholeBlock, accelerator::executor::WholeBlockError>
 where
     D: DatabaseRef + Send + Sync,
     D::Error: revm::database_interface::DBErrorMarker + std::fmt::Display,
@@ -337,7 +337,8 @@ pub fn compare_mode(block: &RecordedBlock, config: &ModeConfig) -> ModeReport {
     // The comparison, untimed.
     let (mut sequential_db, mut mode_db) = (fresh(), fresh());
     let compared = run_whole(block, &txs, 1, &mut sequential_db)
-        .and_then(|reference| Ok((reference, run_whole(block, &txs, threads, &mut mode_db)?)));
+        .and_then(|reference| Ok((reference, run_whole(block, &txs, threads, &mut mode_db)?)))
+        .map_err(|e| e.to_string());
     let mismatch = match compared {
         Err(e) => Some(format!("execution failed: {e}")),
         Ok((reference, ours)) => {
@@ -423,7 +424,7 @@ impl ModeSummary {
             speedup: ratio(&timed),
             speedup_150: ratio(&large),
             blocks_150: large.len(),
-            lowest: timed.iter().map(|r| r.ratio).fold(f64::INFINITY, f64::min).min(f64::MAX),
+            lowest: timed.iter().map(|r| r.ratio).reduce(f64::min).unwrap_or(0.0),
             mismatches: reports.len() - timed.len(),
         }
     }

@@ -556,6 +556,20 @@ pub struct WholeBlock {
     pub time: Duration,
 }
 
+/// Why a whole block could not be executed.
+#[derive(Debug, thiserror::Error)]
+pub enum WholeBlockError {
+    /// The system part before the transactions failed.
+    #[error("before the transactions: {0}")]
+    PreBlock(system::SystemError),
+    /// A transaction was rejected (the block is invalid) or the state backend failed.
+    #[error("{0}")]
+    Transaction(ir::reference::ReferenceError),
+    /// The system part after the transactions failed.
+    #[error("after the transactions: {0}")]
+    PostBlock(system::SystemError),
+}
+
 /// The in-process API for a node that embeds prescient's executors: a block and its parent
 /// state in, the block's results, receipts and requests out, and `db` holding the whole state
 /// change (read it with `db.cache`, or compare with [`first_state_difference`]). `inputs` is
@@ -568,20 +582,18 @@ pub fn execute_whole_block<D>(
     inputs: Option<&system::BlockInputs<'_>>,
     txs: &[TxEnv],
     config: &parallel::ParallelConfig,
-) -> Result<WholeBlock, String>
+) -> Result<WholeBlock, WholeBlockError>
 where
     D: DatabaseRef + Send + Sync,
     D::Error: DBErrorMarker + std::fmt::Display,
 {
     let started = Instant::now();
     if let Some(inputs) = inputs {
-        system::apply_pre_block(db, cfg, block, inputs).map_err(|e| format!("before the transactions: {e}"))?;
+        system::apply_pre_block(db, cfg, block, inputs).map_err(WholeBlockError::PreBlock)?;
     }
-    let executed = parallel::execute_parallel(db, cfg, block, txs, config).map_err(|e| e.to_string())?;
+    let executed = parallel::execute_parallel(db, cfg, block, txs, config).map_err(WholeBlockError::Transaction)?;
     let requests = match inputs {
-        Some(inputs) => {
-            system::apply_post_block(db, cfg, block, inputs).map_err(|e| format!("after the transactions: {e}"))?
-        }
+        Some(inputs) => system::apply_post_block(db, cfg, block, inputs).map_err(WholeBlockError::PostBlock)?,
         None => Default::default(),
     };
     Ok(WholeBlock {

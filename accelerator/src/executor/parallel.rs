@@ -111,7 +111,8 @@ impl Default for ParallelConfig {
 /// What the parallel fallback did with one block.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ParallelStats {
-    /// Whether the block ran sequentially from the start (too small, or one thread).
+    /// Whether the block ran sequentially throughout: chosen so (one thread, its shape, its
+    /// rules), or done within the sequential prefix.
     pub sequential: bool,
     /// Transactions committed from their speculative execution.
     pub speculative: usize,
@@ -154,31 +155,23 @@ where
 {
     let started = Instant::now();
     let threads = config.threads.max(1).min(txs.len().max(1));
-    if threads < 2 || !worth_parallel(txs, config) {
-        let results = sequential(db, cfg, block, txs)?;
-        let receipts = receipts(txs, &results);
-        let stats = ParallelStats { sequential: true, in_order: txs.len(), ..Default::default() };
-        return Ok(ParallelBlock { results, receipts, stats, time: started.elapsed() });
-    }
-    // The first transactions run sequentially, on this thread alone, for `sequential_for`: a
-    // block done by then never pays for waking the workers (a sleeping thread takes 0.1–0.3 ms
-    // to start on this kind of machine, more than a small block's whole execution).
+    let same_sender = same_sender(txs);
+    let pool = (threads >= 2 && fee_deferrable(cfg) && worth_parallel(txs, &same_sender, config))
+        .then(|| pool(threads - 1))
+        .flatten();
+    // The first transactions run sequentially, on this thread alone, for `sequential_for` (all
+    // of them when the block runs sequentially): a block done by then never pays for waking the
+    // workers (a sleeping thread takes 0.1–0.3 ms to start on this kind of machine, more than a
+    // small block's whole execution).
     let mut results = Vec::with_capacity(txs.len());
-    {
-        let mut evm = ir::reference::evm(&mut *db, cfg, block);
-        while results.len() < txs.len() && started.elapsed() < config.sequential_for {
-            let index = results.len();
-            let res = evm.transact(txs[index].clone()).map_err(|e| rejected(index, e))?;
-            evm.ctx.db_mut().commit(res.state);
-            results.push(res.result);
-        }
-    }
+    let until = pool.as_ref().map(|_| started + config.sequential_for);
+    run_in_order(db, cfg, block, txs, &mut results, until, |_| {})?;
     let first = results.len();
-    if first == txs.len() {
+    let Some(pool) = pool.filter(|_| first < txs.len()) else {
         let receipts = receipts(txs, &results);
         let stats = ParallelStats { sequential: true, in_order: first, ..Default::default() };
         return Ok(ParallelBlock { results, receipts, stats, time: started.elapsed() });
-    }
+    };
     let shared = Shared {
         cfg,
         block,
@@ -187,7 +180,7 @@ where
         slots: (0..txs.len()).map(|_| Mutex::new(None)).collect(),
         writers: Mutex::new(AddressHashMap::default()),
         next: AtomicUsize::new(first),
-        same_sender: same_sender(txs),
+        same_sender,
         done: AtomicUsize::new(first),
         speculate: AtomicBool::new(true),
         failed: AtomicBool::new(false),
@@ -204,7 +197,7 @@ where
     };
     // Worker threads are kept between blocks (a thread started per block costs more than a
     // small block's whole execution: its start and its allocator arena's first pages).
-    pool(threads - 1).in_place_scope(|scope| {
+    pool.in_place_scope(|scope| {
         for _ in 1..threads {
             scope.spawn(|_| shared.work());
         }
@@ -224,52 +217,57 @@ where
     Ok(ParallelBlock { results: committer.results, receipts, stats: committer.stats, time: started.elapsed() })
 }
 
-/// The kept worker threads for `workers` helpers of the calling thread.
-fn pool(workers: usize) -> Arc<rayon::ThreadPool> {
+/// The kept worker threads for `workers` helpers of the calling thread; `None` when no thread
+/// can be started (the block then runs sequentially).
+fn pool(workers: usize) -> Option<Arc<rayon::ThreadPool>> {
     static POOLS: Mutex<Vec<(usize, Arc<rayon::ThreadPool>)>> = Mutex::new(Vec::new());
     let mut pools = lock(&POOLS);
     if let Some((_, pool)) = pools.iter().find(|(n, _)| *n == workers) {
-        return pool.clone();
+        return Some(pool.clone());
     }
-    let pool = rayon::ThreadPoolBuilder::new()
+    let built = rayon::ThreadPoolBuilder::new()
         .num_threads(workers.max(1))
         .thread_name(|i| format!("prescient-parallel-{i}"))
-        .build()
-        .map(Arc::new)
-        .unwrap_or_else(|e| {
-            // No thread could be started: a pool on the calling thread alone still runs every job.
-            tracing::warn!(error = %e, "parallel fallback: no worker threads");
-            Arc::new(
-                rayon::ThreadPoolBuilder::new()
-                    .use_current_thread()
-                    .num_threads(1)
-                    .build()
-                    .expect("a pool on the current thread"),
-            )
-        });
-    pools.push((workers, pool.clone()));
-    pool
+        .build();
+    match built {
+        Ok(pool) => {
+            let pool = Arc::new(pool);
+            pools.push((workers, pool.clone()));
+            Some(pool)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "parallel fallback: no worker threads, running sequentially");
+            None
+        }
+    }
 }
 
-/// Sequential revm, one transaction after another, each committed.
-fn sequential<D>(
+/// Sequential revm on `txs[results.len()..]`, one transaction after another, each committed,
+/// until every one ran or `until` passed; `committed(k)` after transaction `k`. The one
+/// in-order loop of this module: a sequential block, the prefix before the threads start, and
+/// the rest once speculation stopped.
+fn run_in_order<D>(
     db: &mut CacheDB<D>,
     cfg: &CfgEnv,
     block: &BlockEnv,
     txs: &[TxEnv],
-) -> Result<Vec<ExecutionResult>, ReferenceError>
+    results: &mut Vec<ExecutionResult>,
+    until: Option<Instant>,
+    mut committed: impl FnMut(usize),
+) -> Result<(), ReferenceError>
 where
     D: DatabaseRef,
     D::Error: DBErrorMarker + fmt::Display,
 {
     let mut evm = ir::reference::evm(&mut *db, cfg, block);
-    let mut results = Vec::with_capacity(txs.len());
-    for (index, tx) in txs.iter().enumerate() {
-        let res = evm.transact(tx.clone()).map_err(|e| rejected(index, e))?;
+    while results.len() < txs.len() && until.is_none_or(|until| Instant::now() < until) {
+        let index = results.len();
+        let res = evm.transact(txs[index].clone()).map_err(|e| rejected(index, e))?;
         evm.ctx.db_mut().commit(res.state);
         results.push(res.result);
+        committed(index);
     }
-    Ok(results)
+    Ok(())
 }
 
 /// Whether a block is worth executing in parallel, from what is known before executing it.
@@ -277,13 +275,20 @@ where
 /// transfer costs about 2 µs, less than coordinating it), when most of its transactions are
 /// plain transfers, or when most of them follow an earlier transaction of the same sender
 /// (nonce chains: one after another whatever the threads).
-fn worth_parallel(txs: &[TxEnv], config: &ParallelConfig) -> bool {
+fn worth_parallel(txs: &[TxEnv], same_sender: &[Option<usize>], config: &ParallelConfig) -> bool {
     if !config.by_shape {
         return txs.len() >= config.min_txs;
     }
     let calls = txs.iter().filter(|tx| !tx.data.is_empty()).count();
-    let chained = same_sender(txs).iter().filter(|p| p.is_some()).count();
+    let chained = same_sender.iter().filter(|p| p.is_some()).count();
     calls >= config.min_txs && calls * 4 > txs.len() && chained * 2 <= txs.len()
+}
+
+/// Whether this module's fee credit ([`fee_of`]) is revm's for these rules: not when fees are
+/// not charged at all, nor from Amsterdam (EIP-8037's reservoir changes the gas credited).
+fn fee_deferrable(cfg: &CfgEnv) -> bool {
+    use revm::context_interface::Cfg;
+    !cfg.is_fee_charge_disabled() && !cfg.spec.is_enabled_in(SpecId::AMSTERDAM)
 }
 
 /// For each transaction, the previous one of the same sender.
@@ -571,21 +576,14 @@ where
             self.failed.store(true, Ordering::Release);
             return false;
         }
-        let mut evm = ir::reference::evm(&mut **db, self.cfg, self.block);
-        for k in start..n {
-            match evm.transact(self.txs[k].clone()) {
-                Ok(res) => {
-                    evm.ctx.db_mut().commit(res.state);
-                    committer.results.push(res.result);
-                    committer.stats.in_order += 1;
-                    self.done.store(k + 1, Ordering::Release);
-                }
-                Err(e) => {
-                    committer.error = Some(rejected(k, e));
-                    self.failed.store(true, Ordering::Release);
-                    break;
-                }
-            }
+        let before = committer.results.len();
+        let ran = run_in_order(&mut db, self.cfg, self.block, self.txs, &mut committer.results, None, |k| {
+            self.done.store(k + 1, Ordering::Release);
+        });
+        committer.stats.in_order += committer.results.len() - before;
+        if let Err(error) = ran {
+            committer.error = Some(error);
+            self.failed.store(true, Ordering::Release);
         }
         true
     }
@@ -597,7 +595,8 @@ where
         index: usize,
         committer: &mut Committer,
     ) -> Option<ExecutionResult> {
-        let (_, state) = speculative.outcome.as_ref()?;
+        let (result, state) = speculative.outcome.as_ref()?;
+        let fee = fee_of(self.cfg, self.block, &self.txs[index], result)?;
         let coinbase = self.block.beneficiary;
         // A destroyed fee recipient would have burnt this transaction's fee: run it as
         // sequential revm does.
@@ -629,7 +628,6 @@ where
             Err(shared) => shared.outcome.clone()?,
         };
         self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner()).commit(state);
-        let fee = fee_of(self.cfg, self.block, &self.txs[index], &result);
         committer.pending_fee = committer.pending_fee.saturating_add(fee);
         committer.fee_touched = true;
         Some(result)
@@ -682,12 +680,14 @@ fn same_account(a: Option<&AccountInfo>, b: Option<&AccountInfo>) -> bool {
     }
 }
 
-/// The fee recipient's credit for one transaction, as revm's `reward_beneficiary` computes it.
-fn fee_of(cfg: &CfgEnv, block: &BlockEnv, tx: &TxEnv, result: &ExecutionResult) -> U256 {
+/// The fee recipient's credit for one transaction, as revm's `reward_beneficiary` computes it
+/// (in its `u128` arithmetic); `None` when that product would overflow, where the transaction
+/// is executed exactly instead.
+fn fee_of(cfg: &CfgEnv, block: &BlockEnv, tx: &TxEnv, result: &ExecutionResult) -> Option<U256> {
     let basefee = block.basefee() as u128;
     let effective = tx.effective_gas_price(basefee);
     let price = if cfg.spec.is_enabled_in(SpecId::LONDON) { effective.saturating_sub(basefee) } else { effective };
-    U256::from(price) * U256::from(result.tx_gas_used())
+    price.checked_mul(u128::from(result.tx_gas_used())).map(U256::from)
 }
 
 /// Credits `amount` to `address` and touches it, as the journal's `incr_balance` does.
@@ -824,20 +824,43 @@ mod tests {
     #[test]
     fn the_block_shape_chooses_sequential_where_threads_cannot_pay() {
         let config = ParallelConfig::default();
+        let worth = |txs: &[TxEnv], config: &ParallelConfig| worth_parallel(txs, &same_sender(txs), config);
         // Contract calls from distinct senders: parallel.
         let calls: Vec<TxEnv> = (0..40).map(|i| tx(i, 0, &[1])).collect();
-        assert!(worth_parallel(&calls, &config));
+        assert!(worth(&calls, &config));
         // Too few calls.
-        assert!(!worth_parallel(&calls[..config.min_txs - 1], &config));
+        assert!(!worth(&calls[..config.min_txs - 1], &config));
         // Mostly plain transfers.
         let transfers: Vec<TxEnv> = (0..40).map(|i| tx(i, 0, if i < 8 { &[1] } else { &[] })).collect();
-        assert!(!worth_parallel(&transfers, &config));
+        assert!(!worth(&transfers, &config));
         // One sender's nonce chain.
         let chain: Vec<TxEnv> = (0..40).map(|n| tx(1, n, &[1])).collect();
-        assert!(!worth_parallel(&chain, &config));
+        assert!(!worth(&chain, &config));
         assert_eq!(same_sender(&chain)[5], Some(4));
         // Without the shape rule, only the size counts.
         let forced = ParallelConfig { by_shape: false, ..config };
-        assert!(worth_parallel(&chain, &forced));
+        assert!(worth(&chain, &forced));
+    }
+
+    #[test]
+    fn the_fee_credit_is_deferred_only_where_it_is_revms() {
+        let mut cfg = CfgEnv::new_with_spec(SpecId::CANCUN);
+        assert!(fee_deferrable(&cfg));
+        cfg.spec = SpecId::AMSTERDAM;
+        assert!(!fee_deferrable(&cfg));
+        // A fee whose product overflows revm's u128 arithmetic is not deferred.
+        let cfg = CfgEnv::new_with_spec(SpecId::CANCUN);
+        let block = BlockEnv { basefee: 0, ..Default::default() };
+        let mut tx = tx(1, 0, &[]);
+        tx.gas_price = u128::MAX / 1000;
+        let result = ExecutionResult::Success {
+            reason: revm::context_interface::result::SuccessReason::Stop,
+            gas: revm::context_interface::result::ResultGas::default().with_total_gas_spent(21_000),
+            logs: Vec::new(),
+            output: revm::context_interface::result::Output::Call(Bytes::new()),
+        };
+        assert_eq!(fee_of(&cfg, &block, &tx, &result), None);
+        tx.gas_price = 7;
+        assert_eq!(fee_of(&cfg, &block, &tx, &result), Some(U256::from(7 * 21_000)));
     }
 }

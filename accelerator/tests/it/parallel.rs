@@ -52,6 +52,17 @@ fn compare(
     (stats.speculative, stats.reexecuted)
 }
 
+/// Every block of any size in parallel from its first transaction: no rule chooses sequential.
+fn always_parallel(threads: usize) -> ParallelConfig {
+    ParallelConfig {
+        threads,
+        min_txs: 0,
+        by_shape: false,
+        sequential_for: std::time::Duration::ZERO,
+        ..Default::default()
+    }
+}
+
 #[test]
 fn every_recorded_block_in_parallel_equals_sequential() {
     let Some(dir) = shared_data_for_tests("every_recorded_block_in_parallel_equals_sequential") else {
@@ -66,13 +77,7 @@ fn every_recorded_block_in_parallel_equals_sequential() {
         let db = block.state_db();
         let txs = block.tx_envs();
         for threads in [2, 4] {
-            let config = ParallelConfig {
-                threads,
-                min_txs: 0,
-                by_shape: false,
-                sequential_for: std::time::Duration::ZERO,
-                ..Default::default()
-            };
+            let config = always_parallel(threads);
             let label = format!("block {} x{threads}", block.number);
             let (s, r) = compare(&db, &block.cfg, &block.env, &txs, &config, &label);
             speculative += s;
@@ -184,13 +189,7 @@ fn conflicting_synthetic_blocks_in_parallel_equal_sequential() {
         for coinbase_exists in [true, false] {
             let db = synthetic_state(coinbase_exists);
             for threads in [2, 3, 8] {
-                let config = ParallelConfig {
-                    threads,
-                    min_txs: 0,
-                    by_shape: false,
-                    sequential_for: std::time::Duration::ZERO,
-                    ..Default::default()
-                };
+                let config = always_parallel(threads);
                 let label = format!("{spec:?}, coinbase exists {coinbase_exists}, x{threads}");
                 compare(&db, &cfg, &block, &txs, &config, &label);
             }
@@ -204,29 +203,21 @@ fn speculation_stops_and_the_rest_runs_in_order() {
     let (cfg, block) = synthetic_block(SpecId::CANCUN);
     let db = synthetic_state(true);
     // Any share of re-executions is too many: speculation stops once 8 are committed.
-    let config = ParallelConfig {
-        threads: 2,
-        min_txs: 0,
-        by_shape: false,
-        sequential_for: std::time::Duration::ZERO,
-        max_reexecuted: -1.0,
-        ..Default::default()
-    };
+    let config = ParallelConfig { max_reexecuted: -1.0, ..always_parallel(2) };
     let mut parallel_db = CacheDB::new(db.clone());
     let parallel = execute_parallel(&mut parallel_db, &cfg, &block, &txs, &config).expect("valid block");
     assert_eq!(parallel.stats.stopped_at, Some(8), "{:?}", parallel.stats);
     compare(&db, &cfg, &block, &txs, &config, "stopped");
     // A small block runs sequentially from the start.
-    let config = ParallelConfig {
-        threads: 2,
-        min_txs: txs.len() + 1,
-        by_shape: false,
-        sequential_for: std::time::Duration::ZERO,
-        ..Default::default()
-    };
+    let config = ParallelConfig { min_txs: txs.len() + 1, ..always_parallel(2) };
     let small = execute_parallel(&mut CacheDB::new(db.clone()), &cfg, &block, &txs, &config).expect("valid block");
     assert!(small.stats.sequential);
     compare(&db, &cfg, &block, &txs, &config, "sequential");
+    // A block done within the sequential prefix never starts the threads.
+    let config = ParallelConfig { sequential_for: std::time::Duration::from_secs(60), ..always_parallel(2) };
+    let quick = execute_parallel(&mut CacheDB::new(db.clone()), &cfg, &block, &txs, &config).expect("valid block");
+    assert!(quick.stats.sequential && quick.stats.in_order == txs.len(), "{:?}", quick.stats);
+    compare(&db, &cfg, &block, &txs, &config, "prefix");
 }
 
 #[test]
@@ -238,13 +229,7 @@ fn an_invalid_transaction_fails_the_block_as_sequential_does() {
     let (cfg, block) = synthetic_block(SpecId::CANCUN);
     let db = synthetic_state(true);
     let sequential = execute_block(&mut CacheDB::new(db.clone()), &cfg, &block, &txs).expect_err("invalid");
-    let config = ParallelConfig {
-        threads: 2,
-        min_txs: 0,
-        by_shape: false,
-        sequential_for: std::time::Duration::ZERO,
-        ..Default::default()
-    };
+    let config = always_parallel(2);
     let parallel = execute_parallel(&mut CacheDB::new(db), &cfg, &block, &txs, &config).expect_err("invalid");
     assert_eq!(parallel.index, sequential.index);
     assert_eq!(parallel.index, middle);
