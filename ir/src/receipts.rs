@@ -13,7 +13,10 @@
 //! them inline would be a third of a fast import). The receipts are those of
 //! [`crate::receipts`], bit for bit (see the tests).
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::{
+    Arc, Mutex, OnceLock,
+    atomic::{AtomicBool, AtomicUsize, Ordering},
+};
 
 use alloy::{
     consensus::{Eip658Value, Receipt, ReceiptEnvelope, ReceiptWithBloom, TxType},
@@ -132,33 +135,23 @@ pub fn build_while<R>(
         let result = body(&mut |input| builder.push(input));
         return (result, builder.finish());
     }
-    // Inputs go over in batches: waking the worker costs microseconds, as much as a hit.
-    let (sender, batches) = std::sync::mpsc::channel::<Vec<ReceiptInput>>();
-    let build = move || {
-        let mut builder = ReceiptBuilder::new(len, bloom_of);
-        for input in batches.into_iter().flatten() {
-            builder.push(input);
+    // Inputs go over through a queue the builder polls, and sleeps on only after a long gap
+    // (a transaction revm runs): waking a sleeping thread costs tens of microseconds on a
+    // VM, as much as several hits, and the wake-ups of a channel were up to a third of a fast
+    // import (see `Feed`).
+    let queue = Arc::new(Feed::default());
+    let build = {
+        let queue = Arc::clone(&queue);
+        move || {
+            let mut builder = ReceiptBuilder::new(len, bloom_of);
+            queue.drain(|input| builder.push(input));
+            builder.finish()
         }
-        builder.finish()
     };
-    let feed = |sender: std::sync::mpsc::Sender<Vec<ReceiptInput>>| {
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut sent = 0;
-        let result = body(&mut |input| {
-            batch.push(input);
-            // Batches shrink towards the block's end, so that little is left for the worker
-            // once the body is done.
-            if batch.len() >= BATCH.min(len.saturating_sub(sent) / 4).max(1) {
-                sent += batch.len();
-                // The worker only stops when the sender is dropped; a failed send means it
-                // died, which the caller sees as missing receipts.
-                let _ = sender.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
-            }
-        });
-        if !batch.is_empty() {
-            let _ = sender.send(batch);
-        }
-        result
+    let feed = |queue: Arc<Feed>| {
+        // Closed however the body ends (a panic too), so the builder never waits forever.
+        let _closed = Closing(&queue);
+        body(&mut |input| queue.push(input))
     };
     // The long-lived worker when it is free; a thread of this block's own otherwise (another
     // import is using it).
@@ -175,28 +168,41 @@ pub fn build_while<R>(
         });
         return match jobs.send(job) {
             Ok(()) => {
-                let result = feed(sender);
+                let result = feed(queue);
                 // A worker that panicked dropped `done`: no receipts, which the caller rebuilds.
-                (result, receipts.recv().ok().flatten())
+                (result, wait_for(&receipts))
             }
             // The worker is gone (a job panicked before): the job runs on a thread of this
             // block's own.
             Err(std::sync::mpsc::SendError(job)) => std::thread::scope(|scope| {
                 scope.spawn(job);
-                let result = feed(sender);
-                (result, receipts.recv().ok().flatten())
+                let result = feed(queue);
+                (result, wait_for(&receipts))
             }),
         };
     }
     std::thread::scope(|scope| {
         let worker = scope.spawn(build);
-        let result = feed(sender);
+        let result = feed(queue);
         let receipts = match worker.join() {
             Ok(receipts) => receipts,
             Err(panic) => std::panic::resume_unwind(panic),
         };
         (result, receipts)
     })
+}
+
+/// The worker's receipts: polled [`SPINS`] times first (it is usually a few leaves behind
+/// the body, and being woken costs more than that), then waited for.
+fn wait_for(receipts: &std::sync::mpsc::Receiver<Option<Receipts>>) -> Option<Receipts> {
+    for _ in 0..SPINS {
+        match receipts.try_recv() {
+            Ok(receipts) => return receipts,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
+            Err(std::sync::mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
+        }
+    }
+    receipts.recv().ok().flatten()
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -227,8 +233,85 @@ impl Worker {
     }
 }
 
-/// Receipt inputs sent to the worker at once.
-const BATCH: usize = 32;
+/// The inputs on their way from the block's body to the receipts builder.
+#[derive(Debug, Default)]
+struct Feed {
+    queue: Mutex<Vec<ReceiptInput>>,
+    /// Inputs pushed so far (the builder looks at it before taking the lock).
+    pushed: AtomicUsize,
+    /// Set once the body pushes no more.
+    closed: AtomicBool,
+    /// Set while the builder sleeps: only then does the body wake it.
+    parked: AtomicBool,
+    /// The builder's thread.
+    builder: OnceLock<std::thread::Thread>,
+}
+
+/// Polls of an empty feed before the builder sleeps: tens of microseconds, longer than the
+/// gap between two hits, shorter than a transaction revm runs.
+const SPINS: u32 = 512;
+
+impl Feed {
+    fn push(&self, input: ReceiptInput) {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push(input);
+        self.pushed.fetch_add(1, Ordering::SeqCst);
+        self.wake();
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if self.parked.load(Ordering::SeqCst)
+            && let Some(builder) = self.builder.get()
+        {
+            builder.unpark();
+        }
+    }
+
+    /// Hands every input to `take` in order until the feed is closed and empty. Spins
+    /// [`SPINS`] polls while none is waiting, then sleeps until the body pushes or closes.
+    fn drain(&self, mut take: impl FnMut(ReceiptInput)) {
+        let _ = self.builder.set(std::thread::current());
+        let (mut taken, mut idle) = (0, 0u32);
+        let mut local = Vec::new();
+        loop {
+            // `closed` is read before the queue: once it is set, every input is in the queue.
+            let closed = self.closed.load(Ordering::SeqCst);
+            if self.pushed.load(Ordering::SeqCst) > taken {
+                std::mem::swap(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()), &mut local);
+                taken += local.len();
+                local.drain(..).for_each(&mut take);
+                idle = 0;
+            } else if closed {
+                return;
+            } else if idle < SPINS {
+                idle += 1;
+                std::hint::spin_loop();
+            } else {
+                // Announce the sleep, then look once more: a push or close after this sees
+                // `parked` and wakes the thread (an unpark before the park is kept).
+                self.parked.store(true, Ordering::SeqCst);
+                if self.pushed.load(Ordering::SeqCst) == taken && !self.closed.load(Ordering::SeqCst) {
+                    std::thread::park_timeout(std::time::Duration::from_millis(10));
+                }
+                self.parked.store(false, Ordering::SeqCst);
+                idle = 0;
+            }
+        }
+    }
+}
+
+/// Closes a [`Feed`] when dropped.
+struct Closing<'a>(&'a Feed);
+
+impl Drop for Closing<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -322,5 +405,47 @@ mod tests {
                 build_while(len, |logs: &[Log]| logs_bloom(logs), |sink| all.iter().cloned().for_each(&mut *sink));
             assert!(long.is_none(), "long, {len}");
         }
+    }
+
+    /// The builder sleeps through long gaps (a transaction revm runs) and is woken by the next
+    /// input or by the end; a body that panics closes the feed, and the next block still gets
+    /// its receipts from the long-lived worker.
+    #[test]
+    fn gaps_and_a_panicking_body_leave_the_receipts_whole() {
+        let len = 40;
+        let outcomes: Vec<TxOutcome> = (0..len).map(outcome).collect();
+        let types = vec![2u8; len];
+        let expected = receipts(&outcomes, &types);
+        let (_, slow) = build_while(
+            len,
+            |logs: &[Log]| logs_bloom(logs),
+            |sink| {
+                for (i, input) in inputs(&outcomes, &types).into_iter().enumerate() {
+                    if i % 13 == 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(3));
+                    }
+                    sink(input);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(3));
+            },
+        );
+        assert_eq!(slow.expect("all pushed").receipts_root, expected.receipts_root);
+        let panicked = std::panic::catch_unwind(|| {
+            build_while(
+                len,
+                |logs: &[Log]| logs_bloom(logs),
+                |sink| {
+                    inputs(&outcomes, &types).into_iter().take(7).for_each(&mut *sink);
+                    panic!("a transaction's import failed");
+                },
+            )
+        });
+        assert!(panicked.is_err());
+        let (_, after) = build_while(
+            len,
+            |logs: &[Log]| logs_bloom(logs),
+            |sink| inputs(&outcomes, &types).into_iter().for_each(&mut *sink),
+        );
+        assert_eq!(after.expect("all pushed").receipts_root, expected.receipts_root);
     }
 }
