@@ -8,10 +8,10 @@
 //! [`ReceiptBuilder`] adds each leaf as soon as every leaf before it in key order has arrived,
 //! and a block's receipts are done a few leaves after its last transaction.
 //!
-//! [`build_while`] runs the builder on a second thread fed by a channel while the caller
-//! executes the block (the block executor: hits cost about as much as a receipt, so building
+//! [`build_while`] runs the builder on a second thread, fed through a queue it polls (`Feed`),
+//! while the caller executes the block (the block executor: hits cost about as much as a receipt, so building
 //! them inline would be a third of a fast import). The receipts are those of
-//! [`crate::receipts`], bit for bit (see the tests).
+//! [`crate::reference::receipts`], bit for bit (see the tests).
 
 use std::sync::{
     Arc, Mutex, OnceLock,
