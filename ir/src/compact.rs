@@ -26,7 +26,11 @@
 //! wrong type, defined later, a bad immediate) does not compile, and the caller serves it with
 //! the interpreter, which misses on it.
 
-use std::{cell::RefCell, hash::Hash};
+use std::{
+    cell::RefCell,
+    hash::Hash,
+    sync::{Arc, LazyLock, Mutex, Weak},
+};
 
 use revm::{
     DatabaseRef,
@@ -66,7 +70,7 @@ const COMPUTED: u32 = 1 << 31;
 type B = u32;
 
 /// One compiled instruction. Constants are not instructions: they live in the templates.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum CInst {
     Load {
         op: Op,
@@ -222,11 +226,9 @@ pub struct CompileError {
 pub struct Compiled {
     /// The chain rules of the programs (merged programs share them).
     env: ProgramEnv,
-    nodes: Vec<Node>,
-    /// Children of each node, as node indices (`Node::children` ranges into it).
-    edges: Vec<u32>,
-    leaves: Vec<Leaf>,
-    code: Vec<CInst>,
+    /// What depends only on the programs' shape (the tree and its instructions), shared by
+    /// every compiled program of the same shape ([`Skeleton`]).
+    skel: Arc<Skeleton>,
     /// The constant word registers (the first registers of an evaluation); computed
     /// registers follow them.
     words: Vec<U256>,
@@ -244,6 +246,22 @@ pub struct Compiled {
     arena: Vec<u8>,
     /// Byte registers at the start: ranges of the arena (constants filled).
     ranges: Vec<(u32, u32)>,
+    /// Instructions of the source programs, summed.
+    source_len: usize,
+}
+
+/// The part of a compiled tree that depends only on its shape: nodes, instructions (register
+/// numbers, not values), operand lists, leaves. Transactions of one kind (transfers, token
+/// transfers through one contract) compile to the same skeleton with other constants, so it
+/// is interned ([`Skeleton::intern`]): a block's thousand transfers run one copy of the
+/// instructions, which stays in the caches, and each hit fetches only its own constants.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+struct Skeleton {
+    nodes: Vec<Node>,
+    /// Children of each node, as node indices (`Node::children` ranges into it).
+    edges: Vec<u32>,
+    leaves: Vec<Leaf>,
+    code: Vec<CInst>,
     /// Operand lists of `concat` (byte registers) and `store.log` (topic word registers).
     lists: Vec<u32>,
     /// The elements of `NotIn` runs: the other operand, the result register, the guard's
@@ -251,11 +269,50 @@ pub struct Compiled {
     runs: Vec<(W, W, u32)>,
     /// Precompile immediates.
     precompiles: Vec<(Address, u64, SpecId)>,
-    /// Instructions of the source programs, summed.
-    source_len: usize,
 }
 
-#[derive(Clone, Debug)]
+/// Interned skeletons by content hash: weak, so a skeleton is freed with its last program.
+static SKELETONS: LazyLock<Mutex<Interned>> = LazyLock::new(Default::default);
+
+#[derive(Default)]
+struct Interned {
+    by_hash: std::collections::HashMap<u64, Vec<Weak<Skeleton>>>,
+    /// Inserts since the last sweep of dead entries.
+    inserts: usize,
+}
+
+impl Skeleton {
+    /// The shared copy of `skeleton`: an equal live one when there is one, else `skeleton`
+    /// itself, registered. Equality is structural, so a shared skeleton is exactly the one
+    /// the program compiled to.
+    fn intern(skeleton: Skeleton) -> Arc<Skeleton> {
+        use std::hash::Hasher;
+        let mut hasher = std::hash::DefaultHasher::new();
+        skeleton.hash(&mut hasher);
+        let hash = hasher.finish();
+        let mut interned = SKELETONS.lock().unwrap_or_else(|e| e.into_inner());
+        let bucket = interned.by_hash.entry(hash).or_default();
+        bucket.retain(|w| w.strong_count() > 0);
+        if let Some(shared) = bucket.iter().filter_map(Weak::upgrade).find(|held| **held == skeleton) {
+            return shared;
+        }
+        let shared = Arc::new(skeleton);
+        bucket.push(Arc::downgrade(&shared));
+        interned.inserts += 1;
+        // Sweep dead buckets once the map has had as many inserts as it holds: amortized
+        // constant work per insert, and the map stays within twice the live skeletons.
+        if interned.inserts > interned.by_hash.len().max(1024) {
+            interned.by_hash.retain(|_, bucket| {
+                bucket.retain(|w| w.strong_count() > 0);
+                !bucket.is_empty()
+            });
+            interned.inserts = 0;
+        }
+        shared
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Node {
     code: (u32, u32),
     children: (u32, u32),
@@ -286,7 +343,7 @@ pub fn prefetch_slice<T>(s: &[T]) {
 pub const PREFETCH_BYTES: usize = 16 << 10;
 
 /// One merged program's constants of the path.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Leaf {
     program: u32,
     status: TxStatus,
@@ -410,10 +467,7 @@ impl Compiled {
         };
         let mut c = Compiled {
             env: first.env,
-            nodes: Vec::new(),
-            edges: Vec::new(),
-            leaves: Vec::new(),
-            code: Vec::new(),
+            skel: Arc::default(),
             words: Vec::new(),
             computed: 0,
             computed_top: 0,
@@ -421,9 +475,6 @@ impl Compiled {
             interned: std::collections::HashMap::new(),
             arena: Vec::new(),
             ranges: Vec::new(),
-            lists: Vec::new(),
-            runs: Vec::new(),
-            precompiles: Vec::new(),
             source_len: 0,
         };
         let mut kept = Vec::new();
@@ -439,30 +490,38 @@ impl Compiled {
             }
             c.source_len += p.insts.len();
             kept.push((i as u32, *p));
-            c.leaves.push(Leaf { program: i as u32, status, gas_used: p.gas_used, gas_refunded: p.gas_refunded });
+            c.k().leaves.push(Leaf { program: i as u32, status, gas_used: p.gas_used, gas_refunded: p.gas_refunded });
         }
         let shape = Shape::build(kept, 0);
         let mut regs = Vec::new();
         c.compile_node(&shape, &mut regs)?;
         c.place_computed();
         c.interned = std::collections::HashMap::new();
+        c.skel = Skeleton::intern(std::mem::take(c.k()));
         Ok(c)
     }
 
-    /// Compiles `shape` (and below) as node number `self.nodes.len()`; `regs` maps the source
-    /// values before `shape.from` to registers.
+    /// The skeleton, to fill while compiling (it is shared only once compiled, so this
+    /// never copies).
+    fn k(&mut self) -> &mut Skeleton {
+        Arc::make_mut(&mut self.skel)
+    }
+
+    /// Compiles `shape` (and below) as node number `self.skel.nodes.len()`; `regs` maps the
+    /// source values before `shape.from` to registers.
     fn compile_node(&mut self, shape: &Shape<'_>, regs: &mut Vec<Reg>) -> Result<u32, CompileError> {
-        let index = self.nodes.len() as u32;
-        self.nodes.push(Node { code: (0, 0), children: (0, 0), leaf: None });
+        let index = self.skel.nodes.len() as u32;
+        self.k().nodes.push(Node { code: (0, 0), children: (0, 0), leaf: None });
         regs.truncate(shape.from);
-        let code_from = self.code.len() as u32;
+        let code_from = self.skel.code.len() as u32;
         for i in shape.from..shape.to {
             let reg = self.compile_inst(&shape.program.insts[i], i, regs)?;
             regs.push(reg);
             self.fuse_guard(code_from as usize);
         }
-        let code_to = self.code.len() as u32;
-        let leaf = shape.leaf.map(|program| self.leaves.iter().position(|l| l.program == program).unwrap_or(0) as u32);
+        let code_to = self.skel.code.len() as u32;
+        let leaf =
+            shape.leaf.map(|program| self.skel.leaves.iter().position(|l| l.program == program).unwrap_or(0) as u32);
         let mut children = Vec::with_capacity(shape.children.len());
         // Siblings exclude each other: each starts from this node's computed registers.
         let top = self.computed_top;
@@ -470,25 +529,26 @@ impl Compiled {
             self.computed_top = top;
             children.push(self.compile_node(child, regs)?);
         }
-        let from = self.edges.len() as u32;
-        self.edges.extend(children);
-        self.nodes[index as usize] =
-            Node { code: (code_from, code_to), children: (from, self.edges.len() as u32), leaf };
+        let from = self.skel.edges.len() as u32;
+        self.k().edges.extend(children);
+        self.k().nodes[index as usize] =
+            Node { code: (code_from, code_to), children: (from, self.skel.edges.len() as u32), leaf };
         Ok(index)
     }
 
     /// Fuses the last two instructions (both at or after `from`, in one node) when they are a
     /// two-operand computation and a guard on its result.
     fn fuse_guard(&mut self, from: usize) {
-        let n = self.code.len();
+        let n = self.skel.code.len();
         if n < from + 2 {
             return;
         }
-        if let [CInst::Word2 { op, dst, a, b }, CInst::Guard { a: guarded, expected, kind, at }] = self.code[n - 2..]
+        if let [CInst::Word2 { op, dst, a, b }, CInst::Guard { a: guarded, expected, kind, at }] =
+            self.skel.code[n - 2..]
             && guarded == dst
         {
-            self.code.truncate(n - 2);
-            self.code.push(CInst::Word2Guard { op, dst, a, b, expected, kind, at });
+            self.k().code.truncate(n - 2);
+            self.k().code.push(CInst::Word2Guard { op, dst, a, b, expected, kind, at });
             self.fuse_run(from);
         }
     }
@@ -496,11 +556,11 @@ impl Compiled {
     /// Joins the last instruction, an `eq` guard expecting 0, to the run of such guards
     /// before it that share an operand with it (see `CInst::NotIn`).
     fn fuse_run(&mut self, from: usize) {
-        let n = self.code.len();
+        let n = self.skel.code.len();
         if n < from + 2 {
             return;
         }
-        let CInst::Word2Guard { op: Op::Eq, dst, a, b, expected, kind, at } = self.code[n - 1] else { return };
+        let CInst::Word2Guard { op: Op::Eq, dst, a, b, expected, kind, at } = self.skel.code[n - 1] else { return };
         // A constant register (computed ones are flagged until placed): its value is known.
         if expected & COMPUTED != 0 || self.words.get(expected as usize) != Some(&U256::ZERO) {
             return;
@@ -515,12 +575,12 @@ impl Compiled {
                 None
             }
         };
-        match self.code[n - 2] {
-            CInst::NotIn { x, from: start, to, kind: k } if k == kind && to as usize == self.runs.len() => {
+        match self.skel.code[n - 2] {
+            CInst::NotIn { x, from: start, to, kind: k } if k == kind && to as usize == self.skel.runs.len() => {
                 let Some(y) = other(x) else { return };
-                self.runs.push((y, dst, at));
-                self.code.truncate(n - 1);
-                self.code[n - 2] = CInst::NotIn { x, from: start, to: to + 1, kind };
+                self.k().runs.push((y, dst, at));
+                self.k().code.truncate(n - 1);
+                self.k().code[n - 2] = CInst::NotIn { x, from: start, to: to + 1, kind };
             }
             CInst::Word2Guard { op: Op::Eq, dst: d0, a: a0, b: b0, expected: e0, kind: k0, at: at0 }
                 if e0 == expected && k0 == kind =>
@@ -530,11 +590,11 @@ impl Compiled {
                     return;
                 };
                 let Some(y) = other(x) else { return };
-                let start = self.runs.len() as u32;
-                self.runs.push((y0, d0, at0));
-                self.runs.push((y, dst, at));
-                self.code.truncate(n - 2);
-                self.code.push(CInst::NotIn { x, from: start, to: start + 2, kind });
+                let start = self.skel.runs.len() as u32;
+                self.k().runs.push((y0, d0, at0));
+                self.k().runs.push((y, dst, at));
+                self.k().code.truncate(n - 2);
+                self.k().code.push(CInst::NotIn { x, from: start, to: start + 2, kind });
             }
             _ => {}
         }
@@ -578,13 +638,13 @@ impl Compiled {
                     _ => return Err(err("wrong operand count")),
                 };
                 let dst = c.word_reg();
-                c.code.push(CInst::Load { op, dst, a, b, at });
+                c.k().code.push(CInst::Load { op, dst, a, b, at });
                 Reg::Word(dst)
             }
             (OpKind::Context, op) => {
                 arity(0)?;
                 let dst = c.word_reg();
-                c.code.push(CInst::Ctx { op, dst, at });
+                c.k().code.push(CInst::Ctx { op, dst, at });
                 Reg::Word(dst)
             }
             (OpKind::Compute, op) => c.compute(op, inst, &word, &bytes, &err, at)?,
@@ -593,7 +653,7 @@ impl Compiled {
                 let Imm::Guard(kind, expected) = inst.imm else { return Err(err("guard without kind")) };
                 let a = word(&inst.args[0])?;
                 let expected = c.word_const(expected);
-                c.code.push(CInst::Guard { a, expected, kind, at });
+                c.k().code.push(CInst::Guard { a, expected, kind, at });
                 Reg::None
             }
             (OpKind::Store, op) => {
@@ -610,17 +670,17 @@ impl Compiled {
                     (Op::StoreCode, [a, code], _) => CInst::StoreCode { a: word(a)?, code: bytes(code)?, at },
                     (Op::Log, [a, data, topics @ ..], _) if topics.len() <= 4 => {
                         let (a, data) = (word(a)?, bytes(data)?);
-                        let from = c.lists.len() as u32;
+                        let from = c.skel.lists.len() as u32;
                         for t in topics {
-                            c.lists.push(word(t)?);
+                            c.k().lists.push(word(t)?);
                         }
-                        CInst::Log { a, data, from, to: c.lists.len() as u32 }
+                        CInst::Log { a, data, from, to: c.skel.lists.len() as u32 }
                     }
                     (Op::Output, [b], _) => CInst::Output { b: bytes(b)? },
                     (Op::Created, [a], _) => CInst::Created { a: word(a)? },
                     _ => return Err(err("ill-formed store")),
                 };
-                c.code.push(store);
+                c.k().code.push(store);
                 Reg::None
             }
         })
@@ -650,11 +710,12 @@ impl Compiled {
                 *r = base_bytes + (*r & !COMPUTED);
             }
         };
-        for inst in &mut self.code {
+        let skel = Arc::make_mut(&mut self.skel);
+        for inst in &mut skel.code {
             match inst {
                 CInst::Concat { dst, from, to, .. } => {
                     fix_bytes(dst);
-                    self.lists[*from as usize..*to as usize].iter_mut().for_each(fix_bytes);
+                    skel.lists[*from as usize..*to as usize].iter_mut().for_each(fix_bytes);
                 }
                 CInst::Slice { dst, src, .. } | CInst::PCall { dst, src, .. } => {
                     [dst, src].into_iter().for_each(fix_bytes)
@@ -667,7 +728,7 @@ impl Compiled {
                 _ => {}
             }
         }
-        for inst in &mut self.code {
+        for inst in &mut skel.code {
             match inst {
                 CInst::Load { dst, a, b, .. } => [dst, a, b].into_iter().for_each(fix),
                 CInst::Ctx { dst, .. }
@@ -687,12 +748,12 @@ impl Compiled {
                 CInst::StoreSlot { a, k, v, .. } => [a, k, v].into_iter().for_each(fix),
                 CInst::Log { a, from, to, .. } => {
                     fix(a);
-                    self.lists[*from as usize..*to as usize].iter_mut().for_each(fix);
+                    skel.lists[*from as usize..*to as usize].iter_mut().for_each(fix);
                 }
                 CInst::Concat { .. } | CInst::Slice { .. } | CInst::PCall { .. } | CInst::Output { .. } => {}
             }
         }
-        for (y, dst, _) in &mut self.runs {
+        for (y, dst, _) in &mut skel.runs {
             fix(y);
             fix(dst);
         }
@@ -733,27 +794,27 @@ impl Compiled {
                 if args.is_empty() {
                     return Err(err("concat of nothing"));
                 }
-                let from = self.lists.len() as u32;
+                let from = self.skel.lists.len() as u32;
                 for a in args {
                     let b = bytes(a)?;
-                    self.lists.push(b);
+                    self.k().lists.push(b);
                 }
-                let to = self.lists.len() as u32;
+                let to = self.skel.lists.len() as u32;
                 let dst = self.bytes_reg();
-                self.code.push(CInst::Concat { dst, from, to, at });
+                self.k().code.push(CInst::Concat { dst, from, to, at });
                 Reg::Bytes(dst)
             }
             Op::Slice => {
                 let Imm::Slice(offset, len) = inst.imm else { return Err(err("slice without range")) };
                 let src = bytes(one()?)?;
                 let dst = self.bytes_reg();
-                self.code.push(CInst::Slice { dst, src, offset, len, at });
+                self.k().code.push(CInst::Slice { dst, src, offset, len, at });
                 Reg::Bytes(dst)
             }
             Op::ToBytes => {
                 let a = word(one()?)?;
                 let dst = self.bytes_reg();
-                self.code.push(CInst::ToBytes { dst, a, at });
+                self.k().code.push(CInst::ToBytes { dst, a, at });
                 Reg::Bytes(dst)
             }
             Op::PCall => {
@@ -761,15 +822,16 @@ impl Compiled {
                     return Err(err("pcall without precompile"));
                 };
                 let src = bytes(one()?)?;
-                self.precompiles.push((address, gas, spec));
+                self.k().precompiles.push((address, gas, spec));
                 let dst = self.bytes_reg();
-                self.code.push(CInst::PCall { dst, src, precompile: self.precompiles.len() as u32 - 1, at });
+                let precompile = self.skel.precompiles.len() as u32 - 1;
+                self.k().code.push(CInst::PCall { dst, src, precompile, at });
                 Reg::Bytes(dst)
             }
             Op::ToWord | Op::Keccak | Op::Len => {
                 let src = bytes(one()?)?;
                 let dst = self.word_reg();
-                self.code.push(match op {
+                self.k().code.push(match op {
                     Op::ToWord => CInst::ToWord { dst, src, at },
                     Op::Keccak => CInst::Keccak { dst, src },
                     _ => CInst::Len { dst, src },
@@ -786,7 +848,7 @@ impl Compiled {
                     return Err(err("not a word computation of this arity"));
                 }
                 let dst = self.word_reg();
-                self.code.push(match regs.as_slice() {
+                self.k().code.push(match regs.as_slice() {
                     [a] => CInst::Word1 { op, dst, a: *a },
                     [a, b] => CInst::Word2 { op, dst, a: *a, b: *b },
                     [a, b, c] => CInst::Word3 { op, dst, a: *a, b: *b, c: *c },
@@ -804,7 +866,7 @@ impl Compiled {
 
     /// Programs merged (distinct outcomes the tree can reach).
     pub fn programs(&self) -> usize {
-        self.leaves.len()
+        self.skel.leaves.len()
     }
 
     /// Instructions of the source programs, summed.
@@ -814,21 +876,22 @@ impl Compiled {
 
     /// Compiled instructions: what a walk may run, shared runs counted once.
     pub fn code_len(&self) -> usize {
-        self.code.len()
+        self.skel.code.len()
     }
 
-    /// Approximate heap size, for the store's memory budget.
+    /// Approximate heap size, for the store's memory budget. The skeleton is counted in
+    /// full although programs of one shape share it: an upper bound.
     pub fn heap_bytes(&self) -> usize {
-        self.code.capacity() * size_of::<CInst>()
+        self.skel.code.capacity() * size_of::<CInst>()
             + self.words.capacity() * size_of::<U256>()
             + self.arena.capacity()
             + self.ranges.capacity() * 8
-            + self.lists.capacity() * 4
-            + self.runs.capacity() * size_of::<(W, W, u32)>()
-            + self.precompiles.capacity() * size_of::<(Address, u64, SpecId)>()
-            + self.nodes.capacity() * size_of::<Node>()
-            + self.edges.capacity() * 4
-            + self.leaves.capacity() * size_of::<Leaf>()
+            + self.skel.lists.capacity() * 4
+            + self.skel.runs.capacity() * size_of::<(W, W, u32)>()
+            + self.skel.precompiles.capacity() * size_of::<(Address, u64, SpecId)>()
+            + self.skel.nodes.capacity() * size_of::<Node>()
+            + self.skel.edges.capacity() * 4
+            + self.skel.leaves.capacity() * size_of::<Leaf>()
     }
 
     /// Asks the CPU to bring the memory an evaluation reads (the tree, its instructions,
@@ -837,15 +900,19 @@ impl Compiled {
     /// programs are cold by then, and fetching them on demand cost a transfer's hit more
     /// than its evaluation.
     pub fn prefetch(&self) {
-        prefetch_slice(&self.code);
         prefetch_slice(&self.words);
-        prefetch_slice(&self.nodes);
-        prefetch_slice(&self.edges);
-        prefetch_slice(&self.leaves);
         prefetch_slice(&self.ranges);
         prefetch_slice(&self.arena);
-        prefetch_slice(&self.lists);
-        prefetch_slice(&self.runs);
+        // A skeleton other programs share (a transfer's, say) is run often enough to be in
+        // the caches already: asking for its lines again only fills the queue of misses.
+        if Arc::strong_count(&self.skel) == 1 {
+            prefetch_slice(&self.skel.code);
+            prefetch_slice(&self.skel.nodes);
+            prefetch_slice(&self.skel.edges);
+            prefetch_slice(&self.skel.leaves);
+            prefetch_slice(&self.skel.lists);
+            prefetch_slice(&self.skel.runs);
+        }
     }
 
     /// Evaluates the merged programs on `db` in the context `cfg` / `block`, with precompile
@@ -959,7 +1026,7 @@ impl Compiled {
     /// The hit at leaf `leaf` (below `leaves.len()`): `outcome` with the leaf's constants,
     /// and which program it is.
     fn finish(&self, leaf: u32, mut outcome: Applied) -> (Applied, usize) {
-        let leaf = &self.leaves[leaf as usize];
+        let leaf = &self.skel.leaves[leaf as usize];
         outcome.status = leaf.status.clone();
         outcome.gas_used = leaf.gas_used;
         outcome.gas_refunded = leaf.gas_refunded;
@@ -969,7 +1036,7 @@ impl Compiled {
     /// The miss of an evaluation under other chain rules than the program's (or of no
     /// program), when it is one.
     fn env_miss(&self, cfg: &CfgEnv) -> Option<Miss> {
-        (self.env.spec != cfg.spec || self.env.chain_id != cfg.chain_id || self.nodes.is_empty())
+        (self.env.spec != cfg.spec || self.env.chain_id != cfg.chain_id || self.skel.nodes.is_empty())
             .then_some(Miss { reason: MissReason::Env, at: Value(0) })
     }
 
@@ -983,14 +1050,14 @@ impl Compiled {
         block: &BlockEnv,
         memo: Option<&PrecompileMemo>,
     ) -> Result<u32, Miss> {
-        let n = &self.nodes[node as usize];
-        self.run(&self.code[n.code.0 as usize..n.code.1 as usize], w, db, cfg, block, memo)?;
+        let n = &self.skel.nodes[node as usize];
+        self.run(&self.skel.code[n.code.0 as usize..n.code.1 as usize], w, db, cfg, block, memo)?;
         if let Some(leaf) = n.leaf {
             return Ok(leaf);
         }
         let mark = w.s.arena.len();
         let mut last = Miss { reason: MissReason::Malformed, at: Value(0) };
-        for &child in &self.edges[n.children.0 as usize..n.children.1 as usize] {
+        for &child in &self.skel.edges[n.children.0 as usize..n.children.1 as usize] {
             match self.walk(child, w, db, cfg, block, memo) {
                 Ok(leaf) => return Ok(leaf),
                 // Past a store the walk has committed to one program.
@@ -1064,7 +1131,7 @@ impl Compiled {
                 }
                 CInst::NotIn { x, from, to, kind } => {
                     let x = w[x];
-                    for &(y, dst, at) in &self.runs[from as usize..to as usize] {
+                    for &(y, dst, at) in &self.skel.runs[from as usize..to as usize] {
                         let equal = w[y] == x;
                         w.w[dst as usize] = U256::from(equal as u8);
                         if equal {
@@ -1081,7 +1148,7 @@ impl Compiled {
                 }
                 CInst::Concat { dst, from, to, at } => {
                     let start = s.arena.len();
-                    let parts = &self.lists[from as usize..to as usize];
+                    let parts = &self.skel.lists[from as usize..to as usize];
                     let total: usize = parts.iter().map(|&p| range_of(&self.ranges, &s.ranges, p).1 as usize).sum();
                     if start + total > ARENA_LIMIT {
                         return Err(miss(MissReason::OutOfFuel, at));
@@ -1128,7 +1195,7 @@ impl Compiled {
                 }
                 CInst::Len { dst, src } => w.w[dst as usize] = U256::from(range_of(&self.ranges, &s.ranges, src).1),
                 CInst::PCall { dst, src, precompile, at } => {
-                    let (address, gas, spec) = self.precompiles[precompile as usize];
+                    let (address, gas, spec) = self.skel.precompiles[precompile as usize];
                     let input = bytes_of(&self.arena, &s.arena, range_of(&self.ranges, &s.ranges, src));
                     let key = PrecompileKey { address, gas, spec };
                     let out = match memo.and_then(|m| m.get(&key, input)) {
@@ -1187,7 +1254,7 @@ impl Compiled {
                 }
                 CInst::Log { a, data, from, to } => {
                     walk.stored = true;
-                    let topics = self.lists[from as usize..to as usize].iter().map(|t| B256::from(w[*t]));
+                    let topics = self.skel.lists[from as usize..to as usize].iter().map(|t| B256::from(w[*t]));
                     let data = Bytes::copy_from_slice(bytes_of(
                         &self.arena,
                         &s.arena,
@@ -1452,6 +1519,37 @@ v14 = load.codehash v0
     }
 
     #[test]
+    fn programs_of_one_shape_share_instructions_and_keep_their_own_constants() {
+        let program = crate::text::parse(PROGRAM).expect("the test program parses");
+        // The same program on another account: one skeleton. (Equal constants share a
+        // register, so another increment, equal to the guard's 0x1 no more, would be another
+        // register layout and another skeleton.)
+        let other_text = PROGRAM.replace("const 0x44", "const 0x55");
+        let other = crate::text::parse(&other_text).expect("parses");
+        // Another shape (the guard expects the other outcome): its own skeleton.
+        let branch =
+            crate::text::parse(&PROGRAM.replace("guard path v10, 0x1", "guard path v10, 0x0")).expect("parses");
+        let (a, b, c) = (Compiled::new(&program), Compiled::new(&other), Compiled::new(&branch));
+        let (a, b, c) = (a.expect("compiles"), b.expect("compiles"), c.expect("compiles"));
+        assert!(Arc::ptr_eq(&a.skel, &b.skel), "one shape, one copy of its instructions");
+        assert!(!Arc::ptr_eq(&a.skel, &c.skel), "another shape has its own");
+        let (cfg, block) = crate::synthetic::synthetic_env(SpecId::OSAKA);
+        let mut db = revm::database::InMemoryDB::default();
+        db.insert_account_storage(word_to_address(U256::from(0x55)), U256::from(0x55), U256::from(9)).expect("memory");
+        for (compiled, source) in [(&a, &program), (&b, &other), (&c, &branch)] {
+            let reference = evaluate(source, &db, &cfg, &block, FUEL);
+            assert_eq!(compiled.evaluate(&db, &cfg, &block, None), reference);
+        }
+        // Once no program holds it, the skeleton is freed, and an equal one compiled later is
+        // a fresh copy.
+        let weak = Arc::downgrade(&c.skel);
+        drop(c);
+        assert!(weak.upgrade().is_none(), "the interner keeps no skeleton alive");
+        let again = Compiled::new(&branch).expect("compiles");
+        assert_eq!(again.evaluate(&db, &cfg, &block, None), evaluate(&branch, &db, &cfg, &block, FUEL));
+    }
+
+    #[test]
     fn a_run_of_alias_guards_is_one_instruction_that_misses_where_the_interpreter_does() {
         // A symbolic address (from a slot) guarded against five constants, one with its
         // operands the other way round, then a guard of another kind.
@@ -1485,7 +1583,11 @@ v21 = load.codehash v1
 ";
         let program = crate::text::parse(text).expect("parses");
         let compiled = Compiled::new(&program).expect("compiles");
-        assert!(compiled.code.iter().any(|i| matches!(i, CInst::NotIn { from: 0, to: 5, .. })), "{:?}", compiled.code);
+        assert!(
+            compiled.skel.code.iter().any(|i| matches!(i, CInst::NotIn { from: 0, to: 5, .. })),
+            "{:?}",
+            compiled.skel.code
+        );
         let (cfg, block) = crate::synthetic::synthetic_env(SpecId::OSAKA);
         let address = word_to_address(U256::from(0x44));
         for (value, hits) in [(0x99u64, true), (0xa1, false), (0xa3, false), (0xa5, false), (0x10, false)] {

@@ -142,15 +142,15 @@ pub struct TreeNode<'a> {
 impl Compiled {
     /// Tree nodes; node 0 is the root.
     pub fn nodes(&self) -> usize {
-        self.nodes.len()
+        self.skel.nodes.len()
     }
 
     /// Node `i` (below [`Compiled::nodes`]).
     pub fn node(&self, i: u32) -> TreeNode<'_> {
-        let n = &self.nodes[i as usize];
+        let n = &self.skel.nodes[i as usize];
         TreeNode {
             code: n.code.0 as usize..n.code.1 as usize,
-            children: &self.edges[n.children.0 as usize..n.children.1 as usize],
+            children: &self.skel.edges[n.children.0 as usize..n.children.1 as usize],
             leaf: n.leaf,
         }
     }
@@ -172,12 +172,12 @@ impl Compiled {
 
     /// Instruction `i` (below [`Compiled::code_len`]) as native code sees it.
     pub fn lowered(&self, i: usize) -> Lowered<'_> {
-        match self.code[i] {
+        match self.skel.code[i] {
             CInst::Word1 { op, dst, a } => Lowered::Word1 { op, dst, a },
             CInst::Word2 { op, dst, a, b } => Lowered::Word2 { op, dst, a, b },
             CInst::Guard { a, expected, .. } => Lowered::Guard { a, expected },
             CInst::Word2Guard { op, dst, a, b, expected, .. } => Lowered::Word2Guard { op, dst, a, b, expected },
-            CInst::NotIn { x, from, to, .. } => Lowered::NotIn { x, runs: &self.runs[from as usize..to as usize] },
+            CInst::NotIn { x, from, to, .. } => Lowered::NotIn { x, runs: &self.skel.runs[from as usize..to as usize] },
             CInst::StoreAccount { .. }
             | CInst::StoreSlot { .. }
             | CInst::StoreCode { .. }
@@ -196,7 +196,7 @@ impl Compiled {
     /// only what a host step will read, and to know which registers a host step leaves in
     /// the file for native code to load.
     pub fn word_operands(&self, i: usize, mut read: impl FnMut(u32)) -> Option<u32> {
-        match self.code[i] {
+        match self.skel.code[i] {
             CInst::Load { dst, a, b, .. } => {
                 read(a);
                 read(b);
@@ -234,7 +234,7 @@ impl Compiled {
             CInst::NotIn { x, from, to, .. } => {
                 // Several results: a code generator handles runs itself (`Lowered::NotIn`).
                 read(x);
-                self.runs[from as usize..to as usize].iter().for_each(|&(y, _, _)| read(y));
+                self.skel.runs[from as usize..to as usize].iter().for_each(|&(y, _, _)| read(y));
                 None
             }
             CInst::ToBytes { a, .. } | CInst::StoreCode { a, .. } | CInst::Created { a } => {
@@ -251,7 +251,7 @@ impl Compiled {
             }
             CInst::Log { a, from, to, .. } => {
                 read(a);
-                self.lists[from as usize..to as usize].iter().for_each(|&t| read(t));
+                self.skel.lists[from as usize..to as usize].iter().for_each(|&t| read(t));
                 None
             }
             CInst::Concat { .. } | CInst::Slice { .. } | CInst::PCall { .. } | CInst::Output { .. } => None,
@@ -267,10 +267,10 @@ impl Compiled {
             return host.unwrap_or(malformed);
         }
         let guard = |kind: GuardKind, at: u32| Miss { reason: MissReason::Guard(kind), at: Value(at) };
-        match self.code.get((code & u64::from(u32::MAX)) as usize) {
+        match self.skel.code.get((code & u64::from(u32::MAX)) as usize) {
             Some(CInst::Guard { kind, at, .. } | CInst::Word2Guard { kind, at, .. }) => guard(*kind, *at),
             Some(CInst::NotIn { from, to, kind, .. }) => {
-                match self.runs[*from as usize..*to as usize].get(element as usize) {
+                match self.skel.runs[*from as usize..*to as usize].get(element as usize) {
                     Some(&(_, _, at)) => guard(*kind, at),
                     None => malformed,
                 }
@@ -335,7 +335,7 @@ impl Compiled {
             if code & MISS != 0 {
                 return Err(self.native_miss(code, miss));
             }
-            if code >= self.leaves.len() as u64 {
+            if code >= self.skel.leaves.len() as u64 {
                 return Err(Miss { reason: MissReason::Malformed, at: Value(0) });
             }
             Ok(self.finish(code as u32, walk.outcome))
@@ -366,7 +366,7 @@ unsafe extern "C" fn host_call<D: DatabaseRef>(host: *mut c_void, what: u64, arg
     let host = unsafe { &mut *host.cast::<Host<'_, '_, D>>() };
     match what {
         HOST_STEP => {
-            let Some(inst) = host.compiled.code.get(arg as usize..arg as usize + 1) else {
+            let Some(inst) = host.compiled.skel.code.get(arg as usize..arg as usize + 1) else {
                 host.miss = Some(Miss { reason: MissReason::Malformed, at: Value(0) });
                 return STEP_FATAL;
             };
