@@ -16,7 +16,7 @@
 //!   and the present value of every storage slot whose value changed. Slots only read are not
 //!   state changes. Accounts that were loaded but not touched are not state changes.
 
-use std::{collections::BTreeMap, fmt};
+use std::{cell::RefCell, collections::BTreeMap, fmt};
 
 use revm::{
     context::result::{ExecutionResult, HaltReason, Output, SuccessReason},
@@ -26,7 +26,7 @@ use revm::{
 use serde::{Deserialize, Serialize};
 
 /// How a transaction ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TxStatus {
     /// Completed; the reason says through which opcode.
     Success(SuccessReason),
@@ -156,9 +156,36 @@ pub struct Applied {
     pub codes: Vec<(Address, Bytes)>,
 }
 
+thread_local! {
+    /// Emptied state maps of committed hits, reused by the next results on this thread
+    /// ([`recycle_state`]): a hit's map would otherwise be allocated, grown and freed per
+    /// transaction, a tenth of a transfer's import.
+    static SPARE_STATES: RefCell<Vec<EvmState>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Spare maps a thread keeps, and the largest capacity kept (a huge map is freed).
+const SPARE_STATES_KEPT: usize = 4;
+const SPARE_STATE_CAPACITY: usize = 64;
+
+/// Hands an emptied-or-not state map back for reuse by [`Applied::new`] on this thread.
+pub fn recycle_state(mut state: EvmState) {
+    if state.capacity() > SPARE_STATE_CAPACITY {
+        return;
+    }
+    state.clear();
+    let _ = SPARE_STATES.try_with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < SPARE_STATES_KEPT {
+            spare.push(state);
+        }
+    });
+}
+
 impl Applied {
     /// An empty result (reverted, no gas, no change), to be filled.
     pub fn new() -> Self {
+        let state = SPARE_STATES.try_with(|spare| spare.borrow_mut().pop()).ok().flatten().unwrap_or_default();
+        debug_assert!(state.is_empty());
         Self {
             status: TxStatus::Revert,
             gas_used: 0,
@@ -166,7 +193,7 @@ impl Applied {
             logs: Vec::new(),
             output: Bytes::new(),
             created_address: None,
-            state: EvmState::default(),
+            state,
             codes: Vec::new(),
         }
     }

@@ -228,8 +228,9 @@ pub fn known_code<D: DatabaseRef>(db: &CacheDB<D>, address: &Address, hash: B256
 }
 
 /// Imports `txs` on `db` in order: a program's outcome when one holds, revm otherwise.
-/// `programs` gives the accelerated program of a transaction hash; `memo` holds precompile
-/// results; `keep_outcomes` keeps every transaction's [`TxOutcome`] in the result (to verify
+/// `programs` gives each transaction's accelerated program, by position (looked up before the
+/// import, so that the import reads only memory; missing entries are `None`); `memo` holds
+/// precompile results; `keep_outcomes` keeps every transaction's [`TxOutcome`] in the result (to verify
 /// or report it; building it is the oracle's bookkeeping, not an import's work); `native`
 /// runs trees as native code where compiled ([`apply_accelerated_at`]). On return `db` holds
 /// the post-block state (transactions only, as [`ir::execute_block`]).
@@ -239,7 +240,7 @@ pub fn import_block<D>(
     cfg: &CfgEnv,
     block: &BlockEnv,
     txs: &[ImportTx],
-    programs: &dyn Fn(&B256) -> Option<Arc<Accelerated>>,
+    programs: &[Option<Arc<Accelerated>>],
     memo: Option<&PrecompileMemo>,
     keep_outcomes: bool,
     native: bool,
@@ -259,15 +260,13 @@ where
             let mut paths = Vec::with_capacity(txs.len());
             // The next transaction's program is looked up one ahead and prefetched while this
             // one runs (see `Accelerated::prefetch`).
-            let mut next = txs.first().and_then(|tx| programs(&tx.hash));
+            let program = |index: usize| programs.get(index).and_then(Option::as_deref);
             for (index, tx) in txs.iter().enumerate() {
-                let accelerated = next.take();
-                next = txs.get(index + 1).and_then(|tx| programs(&tx.hash));
-                if let Some(next) = &next {
+                if let Some(next) = program(index + 1) {
                     next.prefetch();
                 }
                 let (path, applied, outcome) =
-                    import_tx(db, cfg, block, index, tx, accelerated.as_deref(), memo, keep_outcomes, native)?;
+                    import_tx(db, cfg, block, index, tx, program(index), memo, keep_outcomes, native)?;
                 outcomes.extend(outcome);
                 receipt(ir::receipts::ReceiptInput {
                     ty: tx.env.tx_type,
@@ -329,8 +328,10 @@ where
     if let Some(mut applied) = hit {
         let outcome = keep_outcome.then(|| applied.outcome());
         match applied.commit_state(|a, h| known_code(db, a, h)) {
-            Ok(state) => {
-                db.commit(state);
+            Ok(mut state) => {
+                // Committed entry by entry, so the map goes back to be reused by the next hit.
+                db.commit_iter(&mut state.drain());
+                ir::outcome::recycle_state(state);
                 return Ok((path, applied, outcome));
             }
             Err(address) => {

@@ -83,7 +83,8 @@ where
             txs.iter().zip(programs).filter(|(t, _)| t.hash == *hash).filter_map(|(_, p)| p.clone()).collect();
         (!mine.is_empty()).then(|| Arc::new(Accelerated::new(mine)))
     };
-    let import = import_block(&mut CacheDB::new(backend.clone()), cfg, block, txs, &lookup, None, true, true)
+    let by_position: Vec<_> = txs.iter().map(|t| lookup(&t.hash)).collect();
+    let import = import_block(&mut CacheDB::new(backend.clone()), cfg, block, txs, &by_position, None, true, true)
         .unwrap_or_else(|e| panic!("import failed: {e}"));
     let (divergences, _) = verify_against_reference(&mut CacheDB::new(backend), cfg, block, txs, &import)
         .unwrap_or_else(|e| panic!("reference failed: {e}"));
@@ -111,7 +112,7 @@ fn a_miss_then_a_hit_then_a_miss() {
     let txs = [call(BOB, CONTRACT, &[1], 0, 1), call(ALICE, CONTRACT, &[], 0, 2), call(BOB, CONTRACT, &[], 1, 1)];
     // ALICE's program is recorded after BOB's first call, as a predictor would.
     let mut after_bob = CacheDB::new(db.clone());
-    let first = import_block(&mut after_bob, &cfg, &block, &txs[..1], &|_| None, None, true, true).expect("runs");
+    let first = import_block(&mut after_bob, &cfg, &block, &txs[..1], &[], None, true, true).expect("runs");
     assert_eq!(first.paths, vec![TxPath::NoProgram]);
     let pa = program(&after_bob, &cfg, &block, &txs[1]);
     let paths = import_and_verify(db, &cfg, &block, &txs, &[None, Some(pa), None]);

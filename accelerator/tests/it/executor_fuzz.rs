@@ -204,8 +204,17 @@ where
             recorded.iter().enumerate().filter_map(|(j, (_, r))| Some(ReadSetEntry::new(j, r.clone()?))).collect();
         Some(Arc::new(accelerated))
     };
-    let imported =
-        import_block(&mut CacheDB::new(backend.clone()), &base.cfg, &base.env, txs, &lookup, Some(memo()), true, true);
+    let by_position: Vec<_> = txs.iter().map(|t| lookup(&t.hash)).collect();
+    let imported = import_block(
+        &mut CacheDB::new(backend.clone()),
+        &base.cfg,
+        &base.env,
+        txs,
+        &by_position,
+        Some(memo()),
+        true,
+        true,
+    );
     let envs: Vec<_> = txs.iter().map(|t| t.env.clone()).collect();
     let import = match imported {
         Ok(import) => import,
