@@ -40,7 +40,7 @@ use revm::{
 
 use crate::{
     executor::{Accelerated, Divergence, Import, ImportError, ImportTx, import_block, verify_against_reference},
-    predictor::{Footprint, PendingPool, PoolTx, PreExecution, pre_execute},
+    predictor::{Footprint, PendingPool, PoolTx, PreExecution, StateKey, pre_execute},
     store::ApStore,
 };
 
@@ -226,8 +226,20 @@ impl Pipeline {
 
     /// The order flips of a pending transaction in a block of base fee `basefee`, at most
     /// [`PipelineConfig::flip_futures`] ([`PendingPool::flip_futures`]).
+    /// Then, when it is none of them, the dependency future
+    /// ([`PendingPool::dependency_future`]).
     pub fn flip_futures(&self, hash: &B256, basefee: u64) -> Vec<Vec<TxEnv>> {
-        lock(&self.pool).flip_futures(hash, basefee, self.config.max_predecessors, self.config.flip_futures)
+        let pool = lock(&self.pool);
+        let mut futures = pool.flip_futures(hash, basefee, self.config.max_predecessors, self.config.flip_futures);
+        if self.config.flip_futures > 0
+            && let Some(dependency) = pool.dependency_future(hash, self.config.max_predecessors)
+        {
+            let shape = |f: &[TxEnv]| f.iter().map(|t| (t.caller, t.nonce)).collect::<Vec<_>>();
+            if !futures.iter().any(|f| shape(f) == shape(&dependency)) {
+                futures.push(dependency);
+            }
+        }
+        futures
     }
 
     /// Pre-executes `tx` (a pending transaction) under each of `futures` on `state` in the
@@ -285,6 +297,14 @@ impl Pipeline {
             PreExecution::Invalid(why) => {
                 self.counters.invalid.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(hash = %tx.hash, %why, "invalid in this future");
+                // What made it invalid is its sender's account (nonce, balance): that is its
+                // footprint, so the order flips put a pending transaction that writes the
+                // account (one funding the sender, say) before it.
+                let sender = Footprint {
+                    reads: [StateKey::Account(tx.env.caller)].into_iter().collect(),
+                    writes: Default::default(),
+                };
+                lock(&self.pool).note_footprint(&tx.hash, &sender);
                 ("invalid", None)
             }
             PreExecution::StateFailed(why) => {
@@ -359,18 +379,12 @@ impl Pipeline {
     {
         // The programs are taken before the import (under one lock), so that the import
         // reads only memory.
-        let programs: alloy::primitives::map::B256Map<Arc<Accelerated>> = self
-            .store
-            .accelerated_all(txs.iter().map(|t| &t.hash))
-            .into_iter()
-            .zip(txs)
-            .filter_map(|(a, t)| Some((t.hash, a?)))
-            .collect();
-        let lookup = |h: &B256| programs.get(h).cloned();
+        let programs = self.store.accelerated_all(txs.iter().map(|t| &t.hash));
         let verify = mode == ImportMode::Verified;
         let keep = !matches!(mode, ImportMode::Timed | ImportMode::TimedEvaluator);
         let native = mode != ImportMode::TimedEvaluator;
-        let import = import_block(&mut CacheDB::new(parent), cfg, block, txs, &lookup, Some(&self.memo), keep, native)?;
+        let import =
+            import_block(&mut CacheDB::new(parent), cfg, block, txs, &programs, Some(&self.memo), keep, native)?;
         self.publish_memo();
         let checked = if verify {
             Some(verify_against_reference(&mut CacheDB::new(parent), cfg, block, txs, &import)?)
@@ -485,6 +499,44 @@ mod tests {
         let paths = &imported.import.paths;
         assert!(matches!(paths[0], crate::executor::TxPath::Hit { .. }), "{paths:?}");
         assert!(matches!(paths[1], crate::executor::TxPath::Miss { .. }), "{paths:?}");
+    }
+
+    #[test]
+    fn a_sender_funded_by_another_pending_transaction_is_pre_executed_after_it() {
+        // `poor` has nothing: its transaction (the better tip, predicted first) is invalid
+        // until the pending transfer that funds it runs.
+        let (db, cfg, block, txs) = setup();
+        let poor = Address::with_last_byte(0x66);
+        let mut funding = synthetic_call(poor, Bytes::new());
+        funding.value = U256::from(10u64.pow(17));
+        funding.gas_priority_fee = Some(0);
+        let mut spending = txs[0].env.clone();
+        spending.caller = poor;
+        let (funding, spending) = (
+            ImportTx { hash: B256::with_last_byte(7), env: funding },
+            ImportTx { hash: B256::with_last_byte(8), env: spending },
+        );
+        let pipeline = Pipeline::new(PipelineConfig::default());
+        for t in [&funding, &spending] {
+            assert!(pipeline.admit(t.hash, t.env.clone(), 0));
+        }
+        let (funder, futures) = pipeline.futures(&funding.hash, block.basefee).expect("pending");
+        assert!(pipeline.pre_execute(&funder, &futures, &db, &cfg, &block).stored >= 1);
+        let (spender, futures) = pipeline.futures(&spending.hash, block.basefee).expect("pending");
+        let done = pipeline.pre_execute(&spender, &futures, &db, &cfg, &block);
+        assert_eq!(done.stored, 0, "invalid before it is funded: {:?}", done.results);
+        // Its invalidity was its sender's account, which the funding transfer writes: the
+        // order flip puts the transfer first.
+        let flips = pipeline.flip_futures(&spending.hash, block.basefee);
+        assert!(flips.iter().any(|f| f.iter().any(|t| t.caller == SENDER)), "{flips:?}");
+        assert!(pipeline.pre_execute(&spender, &flips, &db, &cfg, &block).stored >= 1);
+        let block_txs = [funding, spending];
+        let imported = pipeline.import(&db, &cfg, &block, &block_txs, ImportMode::Verified).expect("imports");
+        assert!(imported.checked.expect("verified").0.is_empty());
+        assert_eq!(imported.import.hits(), 2, "{:?}", imported.import.paths);
+        // In the other order the spender is invalid: the block is refused, as revm refuses it.
+        let reversed = [block_txs[1].clone(), block_txs[0].clone()];
+        assert!(pipeline.import(&db, &cfg, &block, &reversed, ImportMode::Timed).is_err());
     }
 
     #[test]

@@ -374,6 +374,47 @@ impl PendingPool {
         }
         futures
     }
+
+    /// The dependency future of `hash`: only the pending transactions of other senders that
+    /// wrote a key `hash` read (their footprints), each after its sender's earlier pending
+    /// ones, in the order they were heard, after `hash`'s own earlier transactions; at most
+    /// `max_predecessors`. A bundle a builder puts at the top of its block is this shape: the
+    /// transactions it depends on, and none of the fee-ordered rest. `None` when no other
+    /// sender wrote what it read.
+    pub fn dependency_future(&self, hash: &B256, max_predecessors: usize) -> Option<Vec<TxEnv>> {
+        let (tx, own) = (self.by_hash.get(hash)?, self.footprints.get(hash)?);
+        let mut writers: Vec<&PoolTx> = own
+            .reads
+            .iter()
+            .filter_map(|key| self.writers.get(key))
+            .flatten()
+            .filter_map(|h| self.by_hash.get(h))
+            .filter(|u| u.env.caller != tx.env.caller)
+            .collect();
+        if writers.is_empty() {
+            return None;
+        }
+        writers.sort_by_key(|u| (u.seq, u.hash));
+        writers.dedup_by_key(|u| u.hash);
+        let chain = |sender: &Address, to: std::ops::Bound<u64>| -> Vec<&PoolTx> {
+            self.by_sender
+                .get(sender)
+                .into_iter()
+                .flat_map(|nonces| nonces.range((std::ops::Bound::Unbounded, to)))
+                .filter_map(|(_, h)| self.by_hash.get(h))
+                .collect()
+        };
+        let mut future: Vec<&PoolTx> = chain(&tx.env.caller, std::ops::Bound::Excluded(tx.env.nonce));
+        for u in writers {
+            for t in chain(&u.env.caller, std::ops::Bound::Included(u.env.nonce)) {
+                if !future.iter().any(|held| held.hash == t.hash) {
+                    future.push(t);
+                }
+            }
+        }
+        future.truncate(max_predecessors);
+        Some(future.into_iter().map(|t| t.env.clone()).collect())
+    }
 }
 
 /// What one pre-execution under one future produced.
@@ -598,6 +639,39 @@ mod tests {
         assert_eq!(pool.flip_futures(&t, 100, 16, 1).len(), 1, "the limit holds");
         pool.remove_included(&[(before_env.caller, 0, before)]);
         assert_eq!(pool.flip_futures(&t, 100, 16, 4).len(), 1, "an included writer's footprint is gone");
+    }
+
+    #[test]
+    fn the_dependency_future_holds_only_the_writers_of_what_was_read_and_their_chains() {
+        let mut pool = PendingPool::new(100);
+        let (own_first, own_first_env) = tx(1, 0, 1);
+        let (t, t_env) = tx(1, 1, 50); // the best tip: predicted first of all but its chain
+        let (rich, rich_env) = tx(3, 0, 90); // predicted before, writes nothing read
+        let (w0, w0_env) = tx(2, 0, 1);
+        let (w1, w1_env) = tx(2, 1, 1); // writes what `t` read, after its sender's nonce 0
+        let (late, late_env) = tx(4, 0, 1); // writes it too, heard last
+        for (h, env) in [(w0, w0_env), (own_first, own_first_env), (rich, rich_env), (w1, w1_env), (late, late_env)] {
+            assert!(pool.insert(h, env, 0));
+        }
+        assert!(pool.insert(t, t_env, 0));
+        let key = StateKey::Slot(Address::with_last_byte(9), U256::from(1));
+        assert_eq!(pool.dependency_future(&t, 16), None, "no footprint yet");
+        pool.note_footprint(&t, &Footprint { reads: HashSet::from([key]), writes: HashSet::new() });
+        assert_eq!(pool.dependency_future(&t, 16), None, "no writer yet");
+        for writer in [w1, late] {
+            pool.note_footprint(&writer, &Footprint { reads: HashSet::new(), writes: HashSet::from([key]) });
+        }
+        pool.note_footprint(
+            &rich,
+            &Footprint { reads: HashSet::new(), writes: HashSet::from([StateKey::Account(Address::ZERO)]) },
+        );
+        let shape = |f: Vec<TxEnv>| f.iter().map(|t| (t.caller.0[19], t.nonce)).collect::<Vec<_>>();
+        assert_eq!(
+            pool.dependency_future(&t, 16).map(shape),
+            Some(vec![(1, 0), (2, 0), (2, 1), (4, 0)]),
+            "its own chain, then each writer after its sender's earlier ones, in arrival order"
+        );
+        assert_eq!(pool.dependency_future(&t, 2).map(shape), Some(vec![(1, 0), (2, 0)]), "at most the bound");
     }
 
     #[test]

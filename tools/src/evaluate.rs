@@ -494,10 +494,10 @@ pub fn evaluate_block(
     let config = PipelineConfig {
         max_predecessors: options.max_predecessors,
         pool_capacity: heard.len().max(1),
-        // The futures at arrival, the refresh and a pool's payout, the order flips, the
-        // recipients a transaction points at.
+        // The futures at arrival, the refresh and a pool's payout, the order flips and the
+        // dependency future, the recipients a transaction points at.
         programs_per_tx: options.futures_per_tx.max(1)
-            + 2
+            + 3
             + PipelineConfig::default().flip_futures
             + accelerator::predictor::TARGETED_RECIPIENTS,
         read_sets: options.read_sets,
