@@ -9,11 +9,12 @@
 //!             arrival order; never the block's order, timestamp, fee recipient or randomness
 //!   pre-exec  at each arrival: the transaction's futures (nonce chain, fee-greedy block order)
 //!             × predicted contexts (timestamp slots, fee recipients of other blocks), within
-//!             a budget per transaction; one second before the block, a refresh of the futures
-//!             whose predicted predecessors changed, then order flips (a pending transaction
-//!             that wrote what this one read moved across it). A simulated worker runs them
-//!             in order at their measured cost: a program finished after the block arrived
-//!             is not used.
+//!             a budget per transaction; one second before the slot and at its start, a
+//!             refresh of the futures whose predicted predecessors changed, then order flips
+//!             (a pending transaction that wrote what this one read moved across it). A
+//!             simulated worker runs them in order at their measured cost, an arrival's first
+//!             (`Worker`): a program finished after the block arrived is not used, and a
+//!             future holding a transaction not yet heard is never run.
 //!   import    the block through the store, verified against sequential revm in full
 //!   measure   per transaction, on the state before it, with warm caches: revm and the fast
 //!             path alternately; per block, the import and sequential revm alternately
@@ -34,7 +35,7 @@ use accelerator::{
     predictor::targeted_recipients,
 };
 use eyre::Result;
-use mempool_tap::RecordedBlock;
+use mempool_tap::{RecordedBlock, recorded::PreAccount};
 use revm::{
     DatabaseCommit, ExecuteEvm,
     context::{BlockEnv, CfgEnv, TxEnv},
@@ -277,7 +278,7 @@ impl TxResult {
 }
 
 /// One block's results.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct BlockResult {
     /// Block number.
     pub number: u64,
@@ -396,6 +397,75 @@ impl BlockResult {
     }
 }
 
+/// The simulated pre-execution worker: pre-executions run one after another, each for its
+/// measured time, never before their event; what finishes after the block arrived is not used.
+struct Worker<'a> {
+    pipeline: &'a Pipeline,
+    db: &'a InMemoryDB,
+    view: &'a ParentView,
+    /// When the block arrives.
+    deadline_ms: f64,
+    /// When the worker is free next.
+    clock_ms: f64,
+    attempted: HashSet<B256>,
+    /// The futures (predecessor shapes) each transaction was pre-executed under.
+    used_futures: HashMap<B256, Vec<Vec<(Address, u64)>>>,
+    /// When each heard transaction (sender, nonce) arrived: the information boundary in time.
+    arrivals: HashMap<(Address, u64), u64>,
+    /// Pre-executions refused because a predecessor had not arrived yet when it would have
+    /// started (a bug in the simulation, never in the data: [`evaluate_block`] fails on it).
+    from_the_future: usize,
+}
+
+impl Worker<'_> {
+    /// Pre-executes `hash` after `predecessors` in `ctx`, at `now_ms` or when the worker is free.
+    fn run(&mut self, hash: B256, predecessors: &[TxEnv], ctx: &BlockEnv, now_ms: f64, r: &mut BlockResult) {
+        let start = self.clock_ms.max(now_ms);
+        if start >= self.deadline_ms {
+            return;
+        }
+        let Some(tx) = self.pipeline.pending_tx(&hash) else { return };
+        let arrived = |t: &TxEnv| self.arrivals.get(&(t.caller, t.nonce)).is_some_and(|ms| *ms as f64 <= start);
+        if !arrived(&tx.env) || !predecessors.iter().all(arrived) {
+            self.from_the_future += 1;
+            return;
+        }
+        self.attempted.insert(hash);
+        let started = Instant::now();
+        let (kind, program) = self.pipeline.pre_execute_future(&tx, predecessors, self.db, &self.view.cfg, ctx);
+        *r.pre_execution_results.entry(kind.to_string()).or_default() += 1;
+        let took = started.elapsed().as_secs_f64() * 1e3;
+        r.pre_executions += 1;
+        r.pre_execution_ms += took;
+        self.clock_ms = start + took;
+        if let Some((program, reads)) = program {
+            if self.clock_ms <= self.deadline_ms {
+                let started = Instant::now();
+                if self.pipeline.store_program(hash, program, reads) {
+                    r.programs_ready += 1;
+                }
+                r.build_ms += started.elapsed().as_secs_f64() * 1e3;
+            } else {
+                r.programs_late += 1;
+            }
+        }
+    }
+
+    /// [`Self::run`] for a future not run before for this transaction (`again`: even if it
+    /// was, in another context).
+    fn run_new(&mut self, hash: B256, future: &[TxEnv], ctx: &BlockEnv, now: f64, again: bool, r: &mut BlockResult) {
+        let shape: Vec<(Address, u64)> = future.iter().map(|t| (t.caller, t.nonce)).collect();
+        let seen = self.used_futures.entry(hash).or_default();
+        let new = !seen.contains(&shape);
+        if new {
+            seen.push(shape);
+        }
+        if new || again {
+            self.run(hash, future, ctx, now, r);
+        }
+    }
+}
+
 /// A heard transaction, as the simulated mempool delivers it.
 struct Heard {
     index: usize,
@@ -445,6 +515,9 @@ pub struct KnownRecipients {
     pub candidates: Vec<Address>,
     /// Every fee recipient of another block.
     pub all: HashSet<Address>,
+    /// Each known recipient's account as recorded with another block it received the fees of
+    /// (the nearest such block), never this block's.
+    pub accounts: HashMap<Address, PreAccount>,
 }
 
 impl KnownRecipients {
@@ -454,7 +527,42 @@ impl KnownRecipients {
         Self {
             candidates: fee_recipient_candidates(others, number, k),
             all: others.iter().filter(|(n, _)| *n != number).map(|(_, a)| *a).collect(),
+            accounts: HashMap::new(),
         }
+    }
+
+    /// Adds the recipients' accounts from `recorded` (number, recipient, its account in that
+    /// block's pre-state), the nearest other block's first.
+    pub fn with_accounts(mut self, recorded: &[(u64, Address, Option<PreAccount>)], number: u64) -> Self {
+        let mut near: Vec<_> = recorded.iter().filter(|(n, _, a)| *n != number && a.is_some()).collect();
+        near.sort_by_key(|(n, ..)| n.abs_diff(number));
+        for (_, address, account) in near {
+            if let Some(account) = account {
+                self.accounts.entry(*address).or_insert_with(|| account.clone());
+            }
+        }
+        self
+    }
+
+    /// The state pre-executions run on: `db`, plus each known recipient it does not hold, as
+    /// recorded with another block. A recording holds only the accounts its block touched, so
+    /// a candidate fee recipient absent from it would look empty, which a node, holding the
+    /// whole state, would not see (a pool's payout address is never empty). Only absent
+    /// accounts are added, so nothing here depends on this block beyond what `db` already
+    /// says: the import runs on `db` alone.
+    pub fn pre_execution_state(&self, db: &InMemoryDB) -> InMemoryDB {
+        let mut state = db.clone();
+        for (address, account) in &self.accounts {
+            if state.cache.accounts.contains_key(address) {
+                continue;
+            }
+            state.insert_account_info(*address, account.info());
+            for (slot, value) in &account.storage {
+                // The account was inserted just above: this cannot fail.
+                let _ = state.insert_account_storage(*address, *slot, *value);
+            }
+        }
+        state
     }
 }
 
@@ -509,59 +617,19 @@ pub fn evaluate_block(
     };
     let pipeline = Pipeline::new(config);
     let db = block.state_db();
-    let mut result = BlockResult {
-        number: block.number,
-        txs: Vec::new(),
-        divergences: Vec::new(),
-        pre_executions: 0,
-        pre_execution_results: BTreeMap::new(),
-        pre_execution_ms: 0.0,
-        programs_ready: 0,
-        programs_late: 0,
-        build_ms: 0.0,
-        store_bytes: 0,
-        import_ms: 0.0,
-        revm_ms: 0.0,
-        import_native_ms: 0.0,
-        revm_native_ms: 0.0,
-        compile_ms: Vec::new(),
-        code_bytes: Vec::new(),
-        not_compiled: 0,
-        disagreements: Vec::new(),
-        access_list: AccessListScore::default(),
-        explained: Vec::new(),
+    let pre_db = recipients.pre_execution_state(&db);
+    let mut result = BlockResult { number: block.number, ..Default::default() };
+    let mut worker = Worker {
+        pipeline: &pipeline,
+        db: &pre_db,
+        view: &view,
+        deadline_ms: (block_ms + BLOCK_ARRIVES_AFTER_MS) as f64,
+        clock_ms: 0.0,
+        attempted: HashSet::new(),
+        used_futures: HashMap::new(),
+        arrivals: heard.iter().map(|h| ((h.env.caller, h.env.nonce), h.arrival_ms)).collect(),
+        from_the_future: 0,
     };
-    // One simulated worker: pre-executions run in order, each for its measured time.
-    let mut worker_ms = 0f64;
-    let mut attempted: HashSet<B256> = HashSet::new();
-    let mut used_futures: HashMap<B256, Vec<Vec<(Address, u64)>>> = HashMap::new();
-    let mut run = |hash: B256, predecessors: &[TxEnv], ctx: &BlockEnv, now_ms: f64, r: &mut BlockResult| {
-        let start = worker_ms.max(now_ms);
-        if start >= (block_ms + BLOCK_ARRIVES_AFTER_MS) as f64 {
-            return;
-        }
-        let Some(tx) = pipeline.pending_tx(&hash) else { return };
-        attempted.insert(hash);
-        let started = Instant::now();
-        let (kind, program) = pipeline.pre_execute_future(&tx, predecessors, &db, &view.cfg, ctx);
-        *r.pre_execution_results.entry(kind.to_string()).or_default() += 1;
-        let took = started.elapsed().as_secs_f64() * 1e3;
-        r.pre_executions += 1;
-        r.pre_execution_ms += took;
-        worker_ms = start + took;
-        if let Some((program, reads)) = program {
-            if worker_ms <= (block_ms + BLOCK_ARRIVES_AFTER_MS) as f64 {
-                let started = Instant::now();
-                if pipeline.store_program(hash, program, reads) {
-                    r.programs_ready += 1;
-                }
-                r.build_ms += started.elapsed().as_secs_f64() * 1e3;
-            } else {
-                r.programs_late += 1;
-            }
-        }
-    };
-    let shape = |f: &[TxEnv]| f.iter().map(|t| (t.caller, t.nonce)).collect::<Vec<_>>();
     // The contexts of the fee recipients a transaction points at ([`targeted_recipients`]),
     // besides those it gets anyway (the first predicted one, a known recipient's own).
     let targeted = |tx: &TxEnv| -> Vec<BlockEnv> {
@@ -572,12 +640,19 @@ pub fn evaluate_block(
             .map(|r| view.next_slot_with(r))
             .collect()
     };
-    for h in &heard {
+    // The likeliest context of a sender's transaction: its own next slot for a known fee
+    // recipient (a pool's payout), the first predicted context otherwise.
+    let likeliest = |caller: Address| match recipients.all.contains(&caller) {
+        true => view.next_slot_with(caller),
+        false => contexts[0].clone(),
+    };
+    // A transaction's pre-executions when it arrives.
+    let arrive = |h: &Heard, worker: &mut Worker<'_>, result: &mut BlockResult| {
         pipeline.admit(h.hash, h.env.clone(), h.arrival_ms);
-        let Some((_, futures)) = pipeline.futures(&h.hash, view.basefee) else { continue };
+        let Some((_, futures)) = pipeline.futures(&h.hash, view.basefee) else { return };
         // Futures × contexts, most likely first, within the budget.
         let mut plan: Vec<(&Vec<TxEnv>, &BlockEnv)> = Vec::new();
-        let Some(main) = futures.last() else { continue };
+        let Some(main) = futures.last() else { return };
         let own = (recipients.all.contains(&h.env.caller) && contexts[0].beneficiary != h.env.caller)
             .then(|| view.next_slot_with(h.env.caller));
         if let Some(own) = &own {
@@ -590,64 +665,68 @@ pub fn evaluate_block(
             plan.push((main, ctx));
         }
         plan.truncate(options.futures_per_tx.max(1));
+        let now = h.arrival_ms as f64;
         for (predecessors, ctx) in plan {
-            used_futures.entry(h.hash).or_default().push(shape(predecessors));
-            run(h.hash, predecessors, ctx, h.arrival_ms as f64, &mut result);
+            worker.run_new(h.hash, predecessors, ctx, now, true, result);
         }
         // The fee recipients the transaction points at (a zero-tip transfer: a builder's
         // payment; a known recipient named in its calldata: an MEV payment to that miner or
         // builder): one more context each. Rare and near certain, so outside the budget.
         for ctx in targeted(&h.env) {
-            run(h.hash, main, &ctx, h.arrival_ms as f64, &mut result);
-        }
-    }
-    // One second before the block: refresh the futures whose predecessors changed since.
-    let refresh_ms = block_ms.saturating_sub(1000) as f64;
-    // A sender with a batch of pending transactions in the pool may be a pool paying out,
-    // which its own blocks include: such a sender also gets a future where it is the fee
-    // recipient (what the pool shows, not the block: `payout_senders`).
-    let payouts = payout_senders(heard.iter().filter(|h| (h.arrival_ms as f64) <= refresh_ms).map(|h| h.env.caller));
-    // The likeliest context of a sender's transaction: its own next slot for a known fee
-    // recipient (a pool's payout), the first predicted context otherwise.
-    let likeliest = |caller: Address| match recipients.all.contains(&caller) {
-        true => view.next_slot_with(caller),
-        false => contexts[0].clone(),
-    };
-    // Runs a future not run before for this transaction (`again`: even if it was, in
-    // another context).
-    let mut run_new = |hash: B256, future: &[TxEnv], ctx: &BlockEnv, now: f64, again: bool, r: &mut BlockResult| {
-        let seen = used_futures.entry(hash).or_default();
-        let new = !seen.contains(&shape(future));
-        if new {
-            seen.push(shape(future));
-        }
-        if new || again {
-            run(hash, future, ctx, now, r);
+            worker.run_new(h.hash, main, &ctx, now, true, result);
         }
     };
-    for h in &heard {
-        let Some((_, futures)) = pipeline.futures(&h.hash, view.basefee) else { continue };
-        let Some(main) = futures.last() else { continue };
-        // Never before the transaction was heard.
-        let now = refresh_ms.max(h.arrival_ms as f64);
-        run_new(h.hash, main, &likeliest(h.env.caller), now, false, &mut result);
-        let known = recipients.all.contains(&h.env.caller);
-        if !known && payouts.contains(&h.env.caller) && contexts[0].beneficiary != h.env.caller {
-            run_new(h.hash, main, &view.next_slot_with(h.env.caller), now, true, &mut result);
+    // Delivers every arrival up to `until_ms` (arrivals go before any refresh work waiting).
+    let mut next = 0;
+    let mut deliver = |until_ms: f64, worker: &mut Worker<'_>, result: &mut BlockResult| {
+        while let Some(h) = heard.get(next).filter(|h| h.arrival_ms as f64 <= until_ms) {
+            next += 1;
+            arrive(h, worker, result);
         }
-        for ctx in targeted(&h.env) {
-            run_new(h.hash, main, &ctx, now, true, &mut result);
+        next
+    };
+    // Refreshes, one second before the slot and at the slot's start (up to a second before
+    // the block arrives): the futures whose predecessors changed since, of the transactions
+    // heard by then. Each future is computed when the worker gets to it, from the pool as it
+    // is then; a transaction arriving meanwhile is pre-executed first.
+    for refresh_ms in [block_ms.saturating_sub(1000), block_ms] {
+        let now = refresh_ms as f64;
+        let arrived = &heard[..deliver(now, &mut worker, &mut result)];
+        // A sender with a batch of pending transactions in the pool may be a pool paying out,
+        // which its own blocks include: such a sender also gets a future where it is the fee
+        // recipient (what the pool shows, not the block: `payout_senders`).
+        let payouts = payout_senders(arrived.iter().map(|h| h.env.caller));
+        for h in arrived {
+            deliver(worker.clock_ms, &mut worker, &mut result);
+            let Some((_, futures)) = pipeline.futures(&h.hash, view.basefee) else { continue };
+            let Some(main) = futures.last() else { continue };
+            worker.run_new(h.hash, main, &likeliest(h.env.caller), now, false, &mut result);
+            let known = recipients.all.contains(&h.env.caller);
+            if !known && payouts.contains(&h.env.caller) && contexts[0].beneficiary != h.env.caller {
+                worker.run_new(h.hash, main, &view.next_slot_with(h.env.caller), now, true, &mut result);
+            }
+            for ctx in targeted(&h.env) {
+                worker.run_new(h.hash, main, &ctx, now, true, &mut result);
+            }
+        }
+        // Then the order flips, now that the pool's transactions have footprints: the
+        // predicted block with a transaction that wrote what this one read moved across it.
+        for h in arrived {
+            deliver(worker.clock_ms, &mut worker, &mut result);
+            let ctx = likeliest(h.env.caller);
+            for future in pipeline.flip_futures(&h.hash, view.basefee) {
+                worker.run_new(h.hash, &future, &ctx, now, false, &mut result);
+            }
         }
     }
-    // Then the order flips, now that the pool's transactions have footprints: the predicted
-    // block with a transaction that wrote what this one read moved across it.
-    for h in &heard {
-        let now = refresh_ms.max(h.arrival_ms as f64);
-        let ctx = likeliest(h.env.caller);
-        for future in pipeline.flip_futures(&h.hash, view.basefee) {
-            run_new(h.hash, &future, &ctx, now, false, &mut result);
-        }
-    }
+    // Arrivals after the slot's start (a recorded log may hold them until the block arrives).
+    deliver(f64::INFINITY, &mut worker, &mut result);
+    let Worker { attempted, used_futures, from_the_future, .. } = worker;
+    eyre::ensure!(
+        from_the_future == 0,
+        "block {}: {from_the_future} pre-executions would have used a transaction before it arrived",
+        block.number
+    );
     result.store_bytes = pipeline.store().stats().2;
 
     // From here on the block is known: the memos answer what pre-execution put in them and
@@ -1263,6 +1342,8 @@ pub fn write_report(dir: &std::path::Path, summary: &Summary, blocks: &[BlockRes
 
 #[cfg(test)]
 mod tests {
+    use revm::state::AccountInfo;
+
     use super::*;
 
     #[test]
@@ -1313,6 +1394,83 @@ mod tests {
         let candidates = fee_recipient_candidates(&others, 101, 2);
         assert_eq!(candidates, vec![a(1), a(9)], "most frequent near ones; the block's own (2) left out");
         assert!(fee_recipient_candidates(&[(7, a(3))], 7, 3).is_empty());
+    }
+
+    #[test]
+    fn a_candidate_absent_from_the_recording_gets_its_account_from_another_block_never_this_ones() {
+        let a = |b: u8| Address::with_last_byte(b);
+        let account = |balance: u64| PreAccount { balance: U256::from(balance), nonce: 1, ..Default::default() };
+        // Recipient 1 received the fees of blocks 100 and 102; recipient 2 of block 101 alone.
+        let recorded = [(100, a(1), Some(account(10))), (101, a(2), Some(account(20))), (102, a(1), Some(account(12)))];
+        let others: Vec<(u64, Address)> = recorded.iter().map(|(n, r, _)| (*n, *r)).collect();
+        let known = KnownRecipients::for_block(&others, 101, 3).with_accounts(&recorded, 101);
+        assert!(!known.accounts.contains_key(&a(2)), "the block's own recipient, as its own block recorded it");
+        assert_eq!(known.accounts[&a(1)].balance, U256::from(10), "the nearest other block's first (100 before 102)");
+
+        // Recipient 1 is absent from this block's recording: added. One the block holds keeps
+        // the block's own account.
+        let mut db = InMemoryDB::default();
+        db.insert_account_info(a(3), AccountInfo { balance: U256::from(7), ..Default::default() });
+        let mut known = known;
+        known.accounts.insert(a(3), account(99));
+        let state = known.pre_execution_state(&db);
+        let balance = |db: &InMemoryDB, who| db.cache.accounts.get(&who).map(|acc| acc.info.balance);
+        assert_eq!(balance(&state, a(1)), Some(U256::from(10)));
+        assert_eq!(balance(&state, a(3)), Some(U256::from(7)));
+        assert_eq!(balance(&db, a(1)), None, "the import's state is left alone");
+    }
+
+    #[test]
+    fn the_worker_never_pre_executes_with_a_transaction_before_it_arrived() {
+        let view = ParentView {
+            number: 20_000_000,
+            basefee: 7,
+            gas_limit: 30_000_000,
+            blob: None,
+            parent_timestamp: 1_700_000_000,
+            difficulty: U256::ZERO,
+            cfg: mempool_tap::recorded::chain::cfg_for(SpecId::CANCUN, 1),
+        };
+        let (alice, bob) = (Address::with_last_byte(0xa), Address::with_last_byte(0xb));
+        let transfer = |caller: Address| TxEnv {
+            caller,
+            kind: revm::primitives::TxKind::Call(Address::with_last_byte(0xc)),
+            gas_limit: 21_000,
+            gas_price: 10,
+            chain_id: Some(1),
+            ..Default::default()
+        };
+        let (a, b) = (transfer(alice), transfer(bob));
+        let (ha, hb) = (B256::repeat_byte(1), B256::repeat_byte(2));
+        let pipeline = Pipeline::new(PipelineConfig::default());
+        pipeline.admit(ha, a.clone(), 100);
+        pipeline.admit(hb, b.clone(), 500);
+        let mut db = InMemoryDB::default();
+        for who in [alice, bob] {
+            db.insert_account_info(who, AccountInfo { balance: U256::from(10u64.pow(18)), ..Default::default() });
+        }
+        let mut worker = Worker {
+            pipeline: &pipeline,
+            db: &db,
+            view: &view,
+            deadline_ms: 10_000.0,
+            clock_ms: 0.0,
+            attempted: HashSet::new(),
+            used_futures: HashMap::new(),
+            arrivals: HashMap::from([((alice, 0), 100), ((bob, 0), 500)]),
+            from_the_future: 0,
+        };
+        let mut result = BlockResult::default();
+        let ctx = view.next_slot_with(Address::with_last_byte(0xf));
+        // At 200 ms Bob's transaction is not heard yet: a future holding it is refused.
+        worker.run(ha, std::slice::from_ref(&b), &ctx, 200.0, &mut result);
+        assert_eq!((worker.from_the_future, result.pre_executions), (1, 0));
+        assert!(!worker.attempted.contains(&ha));
+        // Once it has arrived, the same future runs.
+        worker.run(ha, std::slice::from_ref(&b), &ctx, 600.0, &mut result);
+        assert_eq!((worker.from_the_future, result.pre_executions), (1, 1));
+        assert!(worker.attempted.contains(&ha));
+        assert!(worker.clock_ms >= 600.0, "never before its event");
     }
 
     #[test]

@@ -409,10 +409,13 @@ fn evaluate(
     );
     // Fee recipients of every block, for the candidates of the others.
     let mut recipients = Vec::new();
+    // And each one's account as its own block recorded it.
+    let mut accounts = Vec::new();
     for block_ref in dataset.complete_blocks() {
         bar.set_message(format!("reading fee recipients: block {}", block_ref.number));
         let block = dataset.load(block_ref)?;
         recipients.push((block.number, block.env.beneficiary));
+        accounts.push((block.number, block.env.beneficiary, block.pre_state.get(&block.env.beneficiary).cloned()));
         if selected.iter().any(|b| b.number == block_ref.number) {
             bar.inc(1);
         }
@@ -436,7 +439,8 @@ fn evaluate(
     for block_ref in &selected {
         bar.set_message(format!("block {}", block_ref.number));
         let block = dataset.load(block_ref)?;
-        let known = KnownRecipients::for_block(&recipients, block.number, options.fee_recipients);
+        let known = KnownRecipients::for_block(&recipients, block.number, options.fee_recipients)
+            .with_accounts(&accounts, block.number);
         let r = evaluate_block(&block, &known, options, arrivals.as_ref())?;
         bar.suspend(|| {
             println!(

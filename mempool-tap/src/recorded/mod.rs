@@ -95,6 +95,16 @@ pub struct PreAccount {
     pub storage: BTreeMap<U256, U256>,
 }
 
+impl PreAccount {
+    /// The account as revm sees it (code hashed here).
+    pub fn info(&self) -> AccountInfo {
+        match &self.code {
+            Some(code) => AccountInfo::new(self.balance, self.nonce, code.hash_slow(), code.clone()),
+            None => AccountInfo { balance: self.balance, nonce: self.nonce, ..Default::default() },
+        }
+    }
+}
+
 /// The state before a block, restricted to what its transactions read. An address absent
 /// from the map is a non-existent account.
 pub type PreState = BTreeMap<Address, PreAccount>;
@@ -194,11 +204,7 @@ impl RecordedBlock {
     pub fn state_db(&self) -> InMemoryDB {
         let mut db = InMemoryDB::default();
         for (address, account) in &self.pre_state {
-            let info = match &account.code {
-                Some(code) => AccountInfo::new(account.balance, account.nonce, code.hash_slow(), code.clone()),
-                None => AccountInfo { balance: account.balance, nonce: account.nonce, ..Default::default() },
-            };
-            db.insert_account_info(*address, info);
+            db.insert_account_info(*address, account.info());
             let cached = db.cache.accounts.get_mut(address).expect("inserted just above");
             cached.storage.extend(account.storage.iter().map(|(k, v)| (*k, *v)));
         }
