@@ -72,7 +72,7 @@ use revm::{
 const CHEAP_CHECK_AT: usize = 16;
 
 /// How far past the last committed transaction speculation may run, per thread.
-const WINDOW_PER_THREAD: usize = 8;
+const WINDOW_PER_THREAD: usize = 32;
 
 /// How the parallel fallback runs.
 #[derive(Clone, Debug)]
