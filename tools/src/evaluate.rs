@@ -412,6 +412,9 @@ struct Worker<'a> {
     used_futures: HashMap<B256, Vec<Vec<(Address, u64)>>>,
     /// When each heard transaction (sender, nonce) arrived: the information boundary in time.
     arrivals: HashMap<(Address, u64), u64>,
+    /// Every account and slot a pre-execution finished before the block read or wrote, with
+    /// the values it ran on (for the predicted access list).
+    touched: (HashSet<Address>, HashSet<(Address, U256)>),
     /// Pre-executions refused because a predecessor had not arrived yet when it would have
     /// started (a bug in the simulation, never in the data: [`evaluate_block`] fails on it).
     from_the_future: usize,
@@ -440,6 +443,9 @@ impl Worker<'_> {
         self.clock_ms = start + took;
         if let Some((program, reads)) = program {
             if self.clock_ms <= self.deadline_ms {
+                if let Some(reads) = &reads {
+                    reads.footprint(&mut self.touched.0, &mut self.touched.1);
+                }
                 let started = Instant::now();
                 if self.pipeline.store_program(hash, program, reads) {
                     r.programs_ready += 1;
@@ -628,6 +634,7 @@ pub fn evaluate_block(
         attempted: HashSet::new(),
         used_futures: HashMap::new(),
         arrivals: heard.iter().map(|h| ((h.env.caller, h.env.nonce), h.arrival_ms)).collect(),
+        touched: Default::default(),
         from_the_future: 0,
     };
     // The contexts of the fee recipients a transaction points at ([`targeted_recipients`]),
@@ -721,7 +728,7 @@ pub fn evaluate_block(
     }
     // Arrivals after the slot's start (a recorded log may hold them until the block arrives).
     deliver(f64::INFINITY, &mut worker, &mut result);
-    let Worker { attempted, used_futures, from_the_future, .. } = worker;
+    let Worker { attempted, used_futures, from_the_future, touched, .. } = worker;
     eyre::ensure!(
         from_the_future == 0,
         "block {}: {from_the_future} pre-executions would have used a transaction before it arrived",
@@ -733,9 +740,9 @@ pub fn evaluate_block(
     // learn nothing from the block's own import, which a node runs once (the timings below
     // repeat it).
     pipeline.memo().freeze(true);
-    // The predicted access list: what the heard transactions name, and what the programs
-    // ready now read and wrote.
-    let (mut accounts, mut slots) = (HashSet::new(), HashSet::new());
+    // The predicted access list: what the pre-executions finished before the block read and
+    // wrote (the keys they ran on, whether their programs were kept or not).
+    let (mut accounts, mut slots) = touched;
     // What every heard transaction names itself: its sender, its target, its access list.
     for h in &heard {
         accounts.insert(h.env.caller);
@@ -748,9 +755,6 @@ pub fn evaluate_block(
         }
     }
     for accelerated in heard.iter().filter_map(|h| pipeline.accelerated(&h.hash)) {
-        for entry in &accelerated.read_sets {
-            entry.reads.footprint(&mut accounts, &mut slots);
-        }
         // Every program's keys the program itself fixes (constants after folding).
         for program in &accelerated.programs {
             let footprint = accelerator::predictor::Footprint::of(program);
@@ -1458,6 +1462,7 @@ mod tests {
             attempted: HashSet::new(),
             used_futures: HashMap::new(),
             arrivals: HashMap::from([((alice, 0), 100), ((bob, 0), 500)]),
+            touched: Default::default(),
             from_the_future: 0,
         };
         let mut result = BlockResult::default();
