@@ -512,6 +512,25 @@ pub fn payout_senders(pending: impl Iterator<Item = Address>) -> HashSet<Address
     counts.into_iter().filter(|(_, n)| *n >= PAYOUT_BATCH).map(|(a, _)| a).collect()
 }
 
+/// A block's number, its fee recipient, and that account as the block's pre-state recorded it.
+pub type RecordedRecipient = (u64, Address, Option<PreAccount>);
+
+/// The fee recipient of every complete block of `dataset` ([`RecordedRecipient`]);
+/// `loaded(number)` after each block is read.
+pub fn recorded_recipients(
+    dataset: &mempool_tap::Dataset,
+    mut loaded: impl FnMut(u64),
+) -> Result<Vec<RecordedRecipient>> {
+    let mut recipients = Vec::new();
+    for block_ref in dataset.complete_blocks() {
+        let block = dataset.load(block_ref)?;
+        let beneficiary = block.env.beneficiary;
+        recipients.push((block.number, beneficiary, block.pre_state.get(&beneficiary).cloned()));
+        loaded(block.number);
+    }
+    Ok(recipients)
+}
+
 /// The fee recipients the predictor knows: those of other blocks. A transaction sent by one
 /// of them is most likely a pool's own (a payout), included by that pool: its sender is then
 /// its first fee-recipient candidate.
@@ -537,9 +556,16 @@ impl KnownRecipients {
         }
     }
 
+    /// What the predictor knows for block `number` from `recorded` ([`recorded_recipients`]):
+    /// [`Self::for_block`] with the recipients' accounts.
+    pub fn of_recorded(recorded: &[RecordedRecipient], number: u64, k: usize) -> Self {
+        let others: Vec<(u64, Address)> = recorded.iter().map(|(n, a, _)| (*n, *a)).collect();
+        Self::for_block(&others, number, k).with_accounts(recorded, number)
+    }
+
     /// Adds the recipients' accounts from `recorded` (number, recipient, its account in that
     /// block's pre-state), the nearest other block's first.
-    pub fn with_accounts(mut self, recorded: &[(u64, Address, Option<PreAccount>)], number: u64) -> Self {
+    pub fn with_accounts(mut self, recorded: &[RecordedRecipient], number: u64) -> Self {
         let mut near: Vec<_> = recorded.iter().filter(|(n, _, a)| *n != number && a.is_some()).collect();
         near.sort_by_key(|(n, ..)| n.abs_diff(number));
         for (_, address, account) in near {
@@ -572,14 +598,69 @@ impl KnownRecipients {
     }
 }
 
-/// Evaluates one block (see the module docs). `recipients` come from other blocks;
-/// `arrivals`, when the recording has an arrival log, replace the simulated mempool.
-pub fn evaluate_block(
+/// A block's predictions: what the simulated mempool and worker left in the pipeline before
+/// the block arrived ([`predict_block`]).
+pub struct Predicted {
+    /// The programs, read sets and memos ready before the block (the memos frozen: the
+    /// block's own import learns nothing).
+    pub pipeline: Pipeline,
+    /// The block's transactions, as the import takes them.
+    pub txs: Vec<ImportTx>,
+    /// The recorded pre-state.
+    pub db: InMemoryDB,
+    heard: Vec<Heard>,
+    attempted: HashSet<B256>,
+    used_futures: HashMap<B256, Vec<Vec<(Address, u64)>>>,
+    touched: (HashSet<Address>, HashSet<(Address, U256)>),
+    result: BlockResult,
+}
+
+impl Predicted {
+    /// The predicted access list: every account and slot the pre-executions finished before
+    /// the block read or wrote (the keys they ran on, whether their programs were kept or
+    /// not), what each heard transaction names (sender, target, access list), and the keys
+    /// the kept programs fix themselves (constants after folding).
+    pub fn access_list(&self) -> (HashSet<Address>, HashSet<(Address, U256)>) {
+        let (mut accounts, mut slots) = self.touched.clone();
+        for h in &self.heard {
+            accounts.insert(h.env.caller);
+            if let revm::primitives::TxKind::Call(to) = h.env.kind {
+                accounts.insert(to);
+            }
+            for item in &h.env.access_list.0 {
+                accounts.insert(item.address);
+                slots.extend(item.storage_keys.iter().map(|k| (item.address, U256::from_be_bytes(k.0))));
+            }
+        }
+        for accelerated in self.heard.iter().filter_map(|h| self.pipeline.accelerated(&h.hash)) {
+            for program in &accelerated.programs {
+                let footprint = accelerator::predictor::Footprint::of(program);
+                for key in footprint.reads.iter().chain(&footprint.writes) {
+                    match key {
+                        accelerator::predictor::StateKey::Account(a) => {
+                            accounts.insert(*a);
+                        }
+                        accelerator::predictor::StateKey::Slot(a, k) => {
+                            accounts.insert(*a);
+                            slots.insert((*a, *k));
+                        }
+                    }
+                }
+            }
+        }
+        (accounts, slots)
+    }
+}
+
+/// Runs the prediction half of [`evaluate_block`]: the simulated mempool, the predictor and
+/// the worker, up to the block's arrival. `recipients` come from other blocks; `arrivals`,
+/// when the recording has an arrival log, replace the simulated mempool.
+pub fn predict_block(
     block: &RecordedBlock,
     recipients: &KnownRecipients,
     options: &EvaluateOptions,
     arrivals: Option<&HashMap<B256, u64>>,
-) -> Result<BlockResult> {
+) -> Result<Predicted> {
     let txs: Vec<ImportTx> = block
         .txs
         .iter()
@@ -735,42 +816,24 @@ pub fn evaluate_block(
         block.number
     );
     result.store_bytes = pipeline.store().stats().2;
-
     // From here on the block is known: the memos answer what pre-execution put in them and
-    // learn nothing from the block's own import, which a node runs once (the timings below
-    // repeat it).
+    // learn nothing from the block's own import, which a node runs once (the timings repeat
+    // it).
     pipeline.memo().freeze(true);
-    // The predicted access list: what the pre-executions finished before the block read and
-    // wrote (the keys they ran on, whether their programs were kept or not).
-    let (mut accounts, mut slots) = touched;
-    // What every heard transaction names itself: its sender, its target, its access list.
-    for h in &heard {
-        accounts.insert(h.env.caller);
-        if let revm::primitives::TxKind::Call(to) = h.env.kind {
-            accounts.insert(to);
-        }
-        for item in &h.env.access_list.0 {
-            accounts.insert(item.address);
-            slots.extend(item.storage_keys.iter().map(|k| (item.address, U256::from_be_bytes(k.0))));
-        }
-    }
-    for accelerated in heard.iter().filter_map(|h| pipeline.accelerated(&h.hash)) {
-        // Every program's keys the program itself fixes (constants after folding).
-        for program in &accelerated.programs {
-            let footprint = accelerator::predictor::Footprint::of(program);
-            for key in footprint.reads.iter().chain(&footprint.writes) {
-                match key {
-                    accelerator::predictor::StateKey::Account(a) => {
-                        accounts.insert(*a);
-                    }
-                    accelerator::predictor::StateKey::Slot(a, k) => {
-                        accounts.insert(*a);
-                        slots.insert((*a, *k));
-                    }
-                }
-            }
-        }
-    }
+    Ok(Predicted { pipeline, txs, db, heard, attempted, used_futures, touched, result })
+}
+
+/// Evaluates one block (see the module docs): [`predict_block`], then the import, verified,
+/// and the timings.
+pub fn evaluate_block(
+    block: &RecordedBlock,
+    recipients: &KnownRecipients,
+    options: &EvaluateOptions,
+    arrivals: Option<&HashMap<B256, u64>>,
+) -> Result<BlockResult> {
+    let predicted = predict_block(block, recipients, options, arrivals)?;
+    let (accounts, slots) = predicted.access_list();
+    let Predicted { pipeline, txs, db, heard, attempted, used_futures, mut result, .. } = predicted;
     result.access_list = AccessListScore::of((&accounts, &slots), &db, &block.cfg, &block.env, &txs);
     // Import in the block's real context, verified in full.
     let imported = pipeline.import(&db, &block.cfg, &block.env, &txs, ImportMode::Verified)?;

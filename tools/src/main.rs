@@ -48,6 +48,10 @@ enum Command {
         /// Timed runs of each executor per block (alternating which goes first; medians).
         #[arg(long, default_value_t = 5)]
         reps: usize,
+        /// Accelerated mode: share of transactions heard before their block (the simulated
+        /// mempool of `evaluate`).
+        #[arg(long, default_value_t = EvaluateOptions::default().heard)]
+        heard: f64,
         /// Write the per-block figures and the summary as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -288,12 +292,14 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Replay { data, blocks, mode, threads, latency_us, reps, json, no_progress } => {
+        Command::Replay { data, blocks, mode, threads, latency_us, reps, heard, json, no_progress } => {
             let config = prescient_tools::replay::ModeConfig {
                 mode,
                 threads: threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
                 latency: std::time::Duration::from_micros(latency_us),
                 reps,
+                heard,
+                recipients: Default::default(),
             };
             replay(data, &blocks, &config, json.as_deref(), no_progress)
         }
@@ -390,7 +396,9 @@ fn evaluate(
     out: &std::path::Path,
     no_progress: bool,
 ) -> Result<bool> {
-    use prescient_tools::evaluate::{KnownRecipients, Summary, evaluate_block, recorded_arrivals, write_report};
+    use prescient_tools::evaluate::{
+        KnownRecipients, Summary, evaluate_block, recorded_arrivals, recorded_recipients, write_report,
+    };
     let dataset = Dataset::open(data).wrap_err_with(|| format!("opening {}", data.display()))?;
     let selected = if numbers.is_empty() {
         dataset.complete_blocks().cloned().collect::<Vec<_>>()
@@ -408,18 +416,12 @@ fn evaluate(
             .progress_chars("=> "),
     );
     // Fee recipients of every block, for the candidates of the others.
-    let mut recipients = Vec::new();
-    // And each one's account as its own block recorded it.
-    let mut accounts = Vec::new();
-    for block_ref in dataset.complete_blocks() {
-        bar.set_message(format!("reading fee recipients: block {}", block_ref.number));
-        let block = dataset.load(block_ref)?;
-        recipients.push((block.number, block.env.beneficiary));
-        accounts.push((block.number, block.env.beneficiary, block.pre_state.get(&block.env.beneficiary).cloned()));
-        if selected.iter().any(|b| b.number == block_ref.number) {
+    bar.set_message("reading fee recipients");
+    let recipients = recorded_recipients(&dataset, |number| {
+        if selected.iter().any(|b| b.number == number) {
             bar.inc(1);
         }
-    }
+    })?;
     bar.suspend(|| {
         println!(
             "{}: {} blocks, {}",
@@ -439,8 +441,7 @@ fn evaluate(
     for block_ref in &selected {
         bar.set_message(format!("block {}", block_ref.number));
         let block = dataset.load(block_ref)?;
-        let known = KnownRecipients::for_block(&recipients, block.number, options.fee_recipients)
-            .with_accounts(&accounts, block.number);
+        let known = KnownRecipients::of_recorded(&recipients, block.number, options.fee_recipients);
         let r = evaluate_block(&block, &known, options, arrivals.as_ref())?;
         bar.suspend(|| {
             println!(
@@ -630,6 +631,13 @@ fn replay(
     };
     eyre::ensure!(!selected.is_empty(), "{} lists no complete block", dir.display());
     ir::warm_up();
+    // The accelerated mode's predictor takes its fee-recipient candidates from the other blocks.
+    let mut config = config.clone();
+    if config.mode == Mode::Accelerated {
+        eyre::ensure!((0.0..=1.0).contains(&config.heard), "--heard must be within 0..=1");
+        config.recipients = std::sync::Arc::new(prescient_tools::evaluate::recorded_recipients(&dataset, |_| {})?);
+    }
+    let config = &config;
 
     let bar = if no_progress { ProgressBar::hidden() } else { ProgressBar::new(selected.len() as u64) };
     bar.set_style(
@@ -707,7 +715,9 @@ fn replay(
                             p.in_order,
                             if p.sequential { ", sequential" } else { "" },
                             p.stopped_at.map_or(String::new(), |at| format!(", stopped at {at}"))
-                        ))
+                        )) + &timed
+                            .hits
+                            .map_or(String::new(), |h| format!(" ({h} of {} through a program)", timed.txs))
                     ),
                 }
             }
@@ -737,9 +747,12 @@ fn replay(
         let modes = ModeSummary::of(&timings);
         mismatches = modes.mismatches;
         println!(
-            "{:?} at {} threads{}: {:.2}x sequential time-weighted over {} blocks ({:.2}x on the {} blocks of 150 transactions or more), lowest {:.2}x; {} mismatches",
+            "{:?} {}{}: {:.2}x sequential time-weighted over {} blocks ({:.2}x on the {} blocks of 150 transactions or more), lowest {:.2}x; {} mismatches",
             config.mode,
-            config.threads,
+            match config.mode {
+                Mode::Accelerated => format!("at {:.0}% heard", 100.0 * config.heard),
+                _ => format!("at {} threads", config.threads),
+            },
             if config.latency.is_zero() {
                 String::new()
             } else {

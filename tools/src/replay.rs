@@ -259,6 +259,10 @@ pub enum Mode {
     Sequential,
     /// The parallel fallback (`accelerator::executor::parallel`).
     Parallel,
+    /// Import through prescient (`accelerator::executor::import_whole_block`), each
+    /// transaction's programs predicted first as `prescient evaluate` does (simulated mempool,
+    /// `--heard`), misses in revm.
+    Accelerated,
 }
 
 /// How `--mode` runs.
@@ -272,6 +276,11 @@ pub struct ModeConfig {
     pub latency: Duration,
     /// Timed runs of each executor per block, alternating which goes first.
     pub reps: usize,
+    /// Share of transactions heard before their block (accelerated mode).
+    pub heard: f64,
+    /// Every block's fee recipient, for the predictor's candidates (accelerated mode; see
+    /// [`crate::evaluate::recorded_recipients`]).
+    pub recipients: std::sync::Arc<Vec<crate::evaluate::RecordedRecipient>>,
 }
 
 /// One block through one executor and sequential revm.
@@ -293,6 +302,8 @@ pub struct ModeReport {
     pub parallel: Option<accelerator::executor::parallel::ParallelStats>,
     /// Reads that paid the modelled latency in the executor's last run.
     pub cold_reads: u64,
+    /// Accelerated mode: transactions imported through a program (the rest ran in revm).
+    pub hits: Option<usize>,
 }
 
 /// Runs `block` whole (system part, transactions, system part) on `db` with the parallel
@@ -312,18 +323,25 @@ where
     accelerator::executor::execute_whole_block(db, &block.cfg, &block.env, inputs.as_ref(), txs, &config)
 }
 
+/// One whole-block run through sequential revm or the mode's executor.
+struct Run {
+    time: Duration,
+    receipts_root: revm::primitives::B256,
+    requests: alloy::eips::eip7685::Requests,
+    /// Every transaction's result (sequential and parallel; the import keeps none).
+    results: Option<Vec<revm::context_interface::result::ExecutionResult>>,
+    parallel: Option<accelerator::executor::parallel::ParallelStats>,
+    hits: Option<usize>,
+}
+
 /// Runs `block` through sequential revm and `config.mode`, compares them in full, then times
-/// both `config.reps` times, alternating which goes first, on fresh state each time.
+/// both `config.reps` times, alternating which goes first, on fresh state each time. The
+/// accelerated mode first predicts the block's programs (untimed, as `prescient evaluate`).
 pub fn compare_mode(block: &RecordedBlock, config: &ModeConfig) -> ModeReport {
-    use accelerator::executor::{first_state_difference, latency::LatencyDb};
+    use accelerator::executor::{first_state_difference, import_whole_block, latency::LatencyDb};
     use revm::database::CacheDB;
     let base = block.state_db();
     let txs = block.tx_envs();
-    let threads = match config.mode {
-        Mode::Sequential => 1,
-        Mode::Parallel => config.threads,
-    };
-    let fresh = || CacheDB::new(LatencyDb::new(&base, config.latency));
     let mut report = ModeReport {
         number: block.number,
         txs: txs.len(),
@@ -333,27 +351,87 @@ pub fn compare_mode(block: &RecordedBlock, config: &ModeConfig) -> ModeReport {
         mismatch: None,
         parallel: None,
         cold_reads: 0,
+        hits: None,
+    };
+    let predicted = match config.mode {
+        Mode::Accelerated => {
+            let options = crate::evaluate::EvaluateOptions { heard: config.heard, ..Default::default() };
+            let known =
+                crate::evaluate::KnownRecipients::of_recorded(&config.recipients, block.number, options.fee_recipients);
+            match crate::evaluate::predict_block(block, &known, &options, None) {
+                Ok(predicted) => Some(predicted),
+                Err(e) => {
+                    report.mismatch = Some(format!("prediction failed: {e}"));
+                    return report;
+                }
+            }
+        }
+        Mode::Sequential | Mode::Parallel => None,
+    };
+    let inputs = BlockInputs::of_recorded(block);
+    // Before the block arrives, prescient reads what it predicts the block will touch (on a
+    // disk-backed node this is where the cold reads go); sequential revm has nothing to read
+    // ahead.
+    let access_list = predicted.as_ref().map(|p| p.access_list());
+    let fresh = |mode: bool| {
+        let mut db = CacheDB::new(LatencyDb::new(&base, config.latency));
+        if let (true, Some((accounts, slots))) = (mode, &access_list) {
+            use revm::Database;
+            // A read that fails here fails again, counted, in the import.
+            for address in accounts {
+                let _ = db.basic(*address);
+            }
+            for (address, key) in slots {
+                let _ = db.storage(*address, *key);
+            }
+        }
+        db
+    };
+    // `mode`: the mode's executor, or else sequential revm.
+    let run = |mode: bool, db: &mut CacheDB<LatencyDb<&InMemoryDB>>| -> Result<Run, String> {
+        if let (true, Some(predicted)) = (mode, &predicted) {
+            let started = std::time::Instant::now();
+            let programs = predicted.pipeline.store().accelerated_all(predicted.txs.iter().map(|t| &t.hash));
+            let memo = Some(predicted.pipeline.memo());
+            let imported =
+                import_whole_block(db, &block.cfg, &block.env, inputs.as_ref(), &predicted.txs, &programs, memo, false)
+                    .map_err(|e| e.to_string())?;
+            return Ok(Run {
+                time: started.elapsed(),
+                receipts_root: imported.import.receipts.receipts_root,
+                requests: imported.requests,
+                results: None,
+                parallel: None,
+                hits: Some(imported.import.hits()),
+            });
+        }
+        let threads = if mode && config.mode == Mode::Parallel { config.threads } else { 1 };
+        let whole = run_whole(block, &txs, threads, db).map_err(|e| e.to_string())?;
+        Ok(Run {
+            time: whole.time,
+            receipts_root: whole.receipts.receipts_root,
+            requests: whole.requests,
+            results: Some(whole.results),
+            parallel: (mode && config.mode == Mode::Parallel).then_some(whole.stats),
+            hits: None,
+        })
     };
     // The comparison, untimed.
-    let (mut sequential_db, mut mode_db) = (fresh(), fresh());
-    let compared = run_whole(block, &txs, 1, &mut sequential_db)
-        .and_then(|reference| Ok((reference, run_whole(block, &txs, threads, &mut mode_db)?)))
-        .map_err(|e| e.to_string());
+    let (mut sequential_db, mut mode_db) = (fresh(false), fresh(true));
+    let compared = run(false, &mut sequential_db).and_then(|reference| Ok((reference, run(true, &mut mode_db)?)));
     let mismatch = match compared {
         Err(e) => Some(format!("execution failed: {e}")),
         Ok((reference, ours)) => {
-            let differing = ours.results.iter().zip(&reference.results).position(|(a, b)| a != b);
-            if ours.results.len() != reference.results.len() {
-                Some(format!("{} results where sequential has {}", ours.results.len(), reference.results.len()))
-            } else if let Some(i) = differing {
-                Some(format!("transaction {i}: {:?} against {:?}", ours.results[i], reference.results[i]))
+            let results = ours.results.as_ref().zip(reference.results.as_ref());
+            if let Some((a, b)) = results.filter(|(a, b)| a.len() != b.len()) {
+                Some(format!("{} results where sequential has {}", a.len(), b.len()))
+            } else if let Some(i) = results.and_then(|(a, b)| a.iter().zip(b).position(|(a, b)| a != b)) {
+                let (a, b) = results.expect("compared above");
+                Some(format!("transaction {i}: {:?} against {:?}", a[i], b[i]))
             } else if ours.requests != reference.requests {
                 Some(format!("requests {:?} against {:?}", ours.requests, reference.requests))
-            } else if ours.receipts.receipts_root != reference.receipts.receipts_root {
-                Some(format!(
-                    "receipts root {} against {}",
-                    ours.receipts.receipts_root, reference.receipts.receipts_root
-                ))
+            } else if ours.receipts_root != reference.receipts_root {
+                Some(format!("receipts root {} against {}", ours.receipts_root, reference.receipts_root))
             } else {
                 first_state_difference(&mode_db, &sequential_db)
             }
@@ -366,13 +444,14 @@ pub fn compare_mode(block: &RecordedBlock, config: &ModeConfig) -> ModeReport {
     let (mut sequential, mut ours) = (Vec::new(), Vec::new());
     for rep in 0..config.reps.max(1) {
         for first in [rep % 2 == 0, rep % 2 == 1] {
-            let (n, into) = if first { (1, &mut sequential) } else { (threads, &mut ours) };
-            let mut db = fresh();
-            match run_whole(block, &txs, n, &mut db) {
+            let into = if first { &mut sequential } else { &mut ours };
+            let mut db = fresh(!first);
+            match run(!first, &mut db) {
                 Ok(run) => {
                     into.push(run.time);
                     if !first {
-                        report.parallel = (config.mode == Mode::Parallel).then_some(run.stats);
+                        report.parallel = run.parallel;
+                        report.hits = run.hits;
                         report.cold_reads = db.db.cold_reads();
                     }
                 }

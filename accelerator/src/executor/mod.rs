@@ -566,6 +566,9 @@ pub enum WholeBlockError {
     /// A transaction was rejected (the block is invalid) or the state backend failed.
     #[error("{0}")]
     Transaction(ir::reference::ReferenceError),
+    /// The import through prescient failed (an invalid transaction, the state backend).
+    #[error("{0}")]
+    Import(ImportError),
     /// The system part after the transactions failed.
     #[error("after the transactions: {0}")]
     PostBlock(system::SystemError),
@@ -589,14 +592,9 @@ where
     D::Error: DBErrorMarker + std::fmt::Display,
 {
     let started = Instant::now();
-    if let Some(inputs) = inputs {
-        system::apply_pre_block(db, cfg, block, inputs).map_err(WholeBlockError::PreBlock)?;
-    }
-    let executed = parallel::execute_parallel(db, cfg, block, txs, config).map_err(WholeBlockError::Transaction)?;
-    let requests = match inputs {
-        Some(inputs) => system::apply_post_block(db, cfg, block, inputs).map_err(WholeBlockError::PostBlock)?,
-        None => Default::default(),
-    };
+    let (executed, requests) = with_system_part(db, cfg, block, inputs, |db| {
+        parallel::execute_parallel(db, cfg, block, txs, config).map_err(WholeBlockError::Transaction)
+    })?;
     Ok(WholeBlock {
         results: executed.results,
         receipts: executed.receipts,
@@ -604,4 +602,63 @@ where
         stats: executed.stats,
         time: started.elapsed(),
     })
+}
+
+/// A whole block imported through prescient ([`import_whole_block`]).
+#[derive(Clone, Debug)]
+pub struct AcceleratedBlock {
+    /// The transactions' import: paths, receipts (outcomes when asked for).
+    pub import: Import,
+    /// The EIP-7685 requests the post-block calls returned (Prague on).
+    pub requests: alloy::eips::eip7685::Requests,
+    /// Wall time, system part included.
+    pub time: Duration,
+}
+
+/// [`execute_whole_block`] with the transactions imported through their accelerated programs
+/// ([`import_block`]: a program's outcome where its guards hold, revm otherwise): `programs`
+/// by position, `memo` the precompile results, `native` runs compiled trees natively.
+#[allow(clippy::too_many_arguments)]
+pub fn import_whole_block<D>(
+    db: &mut CacheDB<D>,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    inputs: Option<&system::BlockInputs<'_>>,
+    txs: &[ImportTx],
+    programs: &[Option<Arc<Accelerated>>],
+    memo: Option<&PrecompileMemo>,
+    native: bool,
+) -> Result<AcceleratedBlock, WholeBlockError>
+where
+    D: DatabaseRef + Send + Sync,
+    D::Error: DBErrorMarker + std::fmt::Display,
+{
+    let started = Instant::now();
+    let (import, requests) = with_system_part(db, cfg, block, inputs, |db| {
+        import_block(db, cfg, block, txs, programs, memo, false, native).map_err(WholeBlockError::Import)
+    })?;
+    Ok(AcceleratedBlock { import, requests, time: started.elapsed() })
+}
+
+/// Runs the block's system part before and after `transactions` (none without `inputs`).
+fn with_system_part<D, T>(
+    db: &mut CacheDB<D>,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    inputs: Option<&system::BlockInputs<'_>>,
+    transactions: impl FnOnce(&mut CacheDB<D>) -> Result<T, WholeBlockError>,
+) -> Result<(T, alloy::eips::eip7685::Requests), WholeBlockError>
+where
+    D: DatabaseRef,
+    D::Error: DBErrorMarker + std::fmt::Display,
+{
+    if let Some(inputs) = inputs {
+        system::apply_pre_block(db, cfg, block, inputs).map_err(WholeBlockError::PreBlock)?;
+    }
+    let executed = transactions(db)?;
+    let requests = match inputs {
+        Some(inputs) => system::apply_post_block(db, cfg, block, inputs).map_err(WholeBlockError::PostBlock)?,
+        None => Default::default(),
+    };
+    Ok((executed, requests))
 }

@@ -146,7 +146,14 @@ fn replay_parallel_mode_matches_sequential_on_every_block() {
         let block = dataset.load(block_ref).expect("load");
         // Every fourth block on the modelled disk-backed state, so its reads are exercised too.
         let latency = std::time::Duration::from_micros(if i % 4 == 0 { 2 } else { 0 });
-        let config = ModeConfig { mode: Mode::Parallel, threads: 2, latency, reps: 1 };
+        let config = ModeConfig {
+            mode: Mode::Parallel,
+            threads: 2,
+            latency,
+            reps: 1,
+            heard: 0.95,
+            recipients: Default::default(),
+        };
         let report = compare_mode(&block, &config);
         assert_eq!(report.mismatch, None, "block {}", block.number);
         assert!(report.sequential_ms > 0.0 && report.mode_ms > 0.0, "block {}: {report:?}", block.number);
@@ -156,4 +163,46 @@ fn replay_parallel_mode_matches_sequential_on_every_block() {
         compared += 1;
     }
     assert!(compared > 0);
+}
+
+#[test]
+fn replay_accelerated_mode_matches_sequential_whole_blocks() {
+    use prescient_tools::replay::{Mode, ModeConfig, compare_mode};
+    let Some(dir) = shared_data_for_tests("replay_accelerated_mode_matches_sequential_whole_blocks") else {
+        return;
+    };
+    let dataset = Dataset::open(&dir).expect("open the shared data");
+    ir::warm_up();
+    let recipients = std::sync::Arc::new(
+        prescient_tools::evaluate::recorded_recipients(&dataset, |_| {}).expect("read the fee recipients"),
+    );
+    // Small blocks with transactions and a system part (a debug build predicts slowly), each
+    // at a share heard that leaves misses and on the modelled disk-backed state once.
+    let small: Vec<_> = dataset
+        .complete_blocks()
+        .filter(|b| b.tx_count.is_some_and(|n| (1..=40).contains(&n)))
+        .filter_map(|b| dataset.load(b).ok())
+        .filter(|b| b.system.recorded)
+        .take(3)
+        .collect();
+    assert!(!small.is_empty(), "no small block with a recorded system part");
+    let mut hits = 0;
+    for (i, block) in small.iter().enumerate() {
+        let latency = std::time::Duration::from_micros(if i == 0 { 2 } else { 0 });
+        let config = ModeConfig {
+            mode: Mode::Accelerated,
+            threads: 1,
+            latency,
+            reps: 1,
+            heard: 0.6,
+            recipients: recipients.clone(),
+        };
+        let report = compare_mode(block, &config);
+        assert_eq!(report.mismatch, None, "block {}", block.number);
+        assert!(report.sequential_ms > 0.0 && report.mode_ms > 0.0, "block {}: {report:?}", block.number);
+        let block_hits = report.hits.expect("the accelerated mode counts its hits");
+        assert!(block_hits <= block.txs.len());
+        hits += block_hits;
+    }
+    assert!(hits > 0, "no transaction was imported through a program: the fast path went untested");
 }
