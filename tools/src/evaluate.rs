@@ -458,8 +458,16 @@ impl Worker<'_> {
     }
 
     /// [`Self::run`] for a future not run before for this transaction (`again`: even if it
-    /// was, in another context).
-    fn run_new(&mut self, hash: B256, future: &[TxEnv], ctx: &BlockEnv, now: f64, again: bool, r: &mut BlockResult) {
+    /// was, in another context). Returns whether the future was new.
+    fn run_new(
+        &mut self,
+        hash: B256,
+        future: &[TxEnv],
+        ctx: &BlockEnv,
+        now: f64,
+        again: bool,
+        r: &mut BlockResult,
+    ) -> bool {
         let shape: Vec<(Address, u64)> = future.iter().map(|t| (t.caller, t.nonce)).collect();
         let seen = self.used_futures.entry(hash).or_default();
         let new = !seen.contains(&shape);
@@ -469,6 +477,7 @@ impl Worker<'_> {
         if new || again {
             self.run(hash, future, ctx, now, r);
         }
+        new
     }
 }
 
@@ -566,12 +575,14 @@ impl KnownRecipients {
     /// Adds the recipients' accounts from `recorded` (number, recipient, its account in that
     /// block's pre-state), the nearest other block's first.
     pub fn with_accounts(mut self, recorded: &[RecordedRecipient], number: u64) -> Self {
-        let mut near: Vec<_> = recorded.iter().filter(|(n, _, a)| *n != number && a.is_some()).collect();
+        let mut near: Vec<_> = recorded
+            .iter()
+            .filter(|(n, ..)| *n != number)
+            .filter_map(|(n, a, acc)| Some((*n, a, acc.as_ref()?)))
+            .collect();
         near.sort_by_key(|(n, ..)| n.abs_diff(number));
         for (_, address, account) in near {
-            if let Some(account) = account {
-                self.accounts.entry(*address).or_insert_with(|| account.clone());
-            }
+            self.accounts.entry(*address).or_insert_with(|| account.clone());
         }
         self
     }
@@ -689,10 +700,10 @@ pub fn predict_block(
     let config = PipelineConfig {
         max_predecessors: options.max_predecessors,
         pool_capacity: heard.len().max(1),
-        // The futures at arrival, the refresh and a pool's payout, the order flips and the
-        // dependency future, the recipients a transaction points at.
+        // The futures at arrival, the two refreshes' and a pool's payout, the order flips and
+        // the dependency future, the recipients a transaction points at.
         programs_per_tx: options.futures_per_tx.max(1)
-            + 3
+            + 4
             + PipelineConfig::default().flip_futures
             + accelerator::predictor::TARGETED_RECIPIENTS,
         read_sets: options.read_sets,
@@ -761,7 +772,7 @@ pub fn predict_block(
         // payment; a known recipient named in its calldata: an MEV payment to that miner or
         // builder): one more context each. Rare and near certain, so outside the budget.
         for ctx in targeted(&h.env) {
-            worker.run_new(h.hash, main, &ctx, now, true, result);
+            worker.run(h.hash, main, &ctx, now, result);
         }
     };
     // Delivers every arrival up to `until_ms` (arrivals go before any refresh work waiting).
@@ -777,6 +788,7 @@ pub fn predict_block(
     // the block arrives): the futures whose predecessors changed since, of the transactions
     // heard by then. Each future is computed when the worker gets to it, from the pool as it
     // is then; a transaction arriving meanwhile is pre-executed first.
+    let mut paid_out: HashSet<B256> = HashSet::new();
     for refresh_ms in [block_ms.saturating_sub(1000), block_ms] {
         let now = refresh_ms as f64;
         let arrived = &heard[..deliver(now, &mut worker, &mut result)];
@@ -788,13 +800,17 @@ pub fn predict_block(
             deliver(worker.clock_ms, &mut worker, &mut result);
             let Some((_, futures)) = pipeline.futures(&h.hash, view.basefee) else { continue };
             let Some(main) = futures.last() else { continue };
-            worker.run_new(h.hash, main, &likeliest(h.env.caller), now, false, &mut result);
+            // The other contexts run again only for a new main future (the payout context
+            // also once, when the sender is first seen paying out).
+            let new = worker.run_new(h.hash, main, &likeliest(h.env.caller), now, false, &mut result);
             let known = recipients.all.contains(&h.env.caller);
             if !known && payouts.contains(&h.env.caller) && contexts[0].beneficiary != h.env.caller {
-                worker.run_new(h.hash, main, &view.next_slot_with(h.env.caller), now, true, &mut result);
+                if new || paid_out.insert(h.hash) {
+                    worker.run(h.hash, main, &view.next_slot_with(h.env.caller), now, &mut result);
+                }
             }
-            for ctx in targeted(&h.env) {
-                worker.run_new(h.hash, main, &ctx, now, true, &mut result);
+            for ctx in targeted(&h.env).iter().filter(|_| new) {
+                worker.run(h.hash, main, ctx, now, &mut result);
             }
         }
         // Then the order flips, now that the pool's transactions have footprints: the

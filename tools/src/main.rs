@@ -300,6 +300,7 @@ fn main() -> ExitCode {
                 reps,
                 heard,
                 recipients: Default::default(),
+                arrivals: None,
             };
             replay(data, &blocks, &config, json.as_deref(), no_progress)
         }
@@ -636,6 +637,9 @@ fn replay(
     if config.mode == Mode::Accelerated {
         eyre::ensure!((0.0..=1.0).contains(&config.heard), "--heard must be within 0..=1");
         config.recipients = std::sync::Arc::new(prescient_tools::evaluate::recorded_recipients(&dataset, |_| {})?);
+        let arrivals = dataset.arrivals()?;
+        config.arrivals = (!arrivals.is_empty())
+            .then(|| std::sync::Arc::new(prescient_tools::evaluate::recorded_arrivals(&arrivals)));
     }
     let config = &config;
 

@@ -281,6 +281,9 @@ pub struct ModeConfig {
     /// Every block's fee recipient, for the predictor's candidates (accelerated mode; see
     /// [`crate::evaluate::recorded_recipients`]).
     pub recipients: std::sync::Arc<Vec<crate::evaluate::RecordedRecipient>>,
+    /// The recording's arrival log, when it has one (accelerated mode; it replaces the
+    /// simulated mempool, as in `evaluate`).
+    pub arrivals: Option<std::sync::Arc<std::collections::HashMap<revm::primitives::B256, u64>>>,
 }
 
 /// One block through one executor and sequential revm.
@@ -300,7 +303,8 @@ pub struct ModeReport {
     pub mismatch: Option<String>,
     /// What the parallel fallback did (its last timed run).
     pub parallel: Option<accelerator::executor::parallel::ParallelStats>,
-    /// Reads that paid the modelled latency in the executor's last run.
+    /// Reads that paid the modelled latency in the executor's last run (in accelerated mode
+    /// with the read-ahead before the block: predicted and unpredicted together).
     pub cold_reads: u64,
     /// Accelerated mode: transactions imported through a program (the rest ran in revm).
     pub hits: Option<usize>,
@@ -358,7 +362,7 @@ pub fn compare_mode(block: &RecordedBlock, config: &ModeConfig) -> ModeReport {
             let options = crate::evaluate::EvaluateOptions { heard: config.heard, ..Default::default() };
             let known =
                 crate::evaluate::KnownRecipients::of_recorded(&config.recipients, block.number, options.fee_recipients);
-            match crate::evaluate::predict_block(block, &known, &options, None) {
+            match crate::evaluate::predict_block(block, &known, &options, config.arrivals.as_deref()) {
                 Ok(predicted) => Some(predicted),
                 Err(e) => {
                     report.mismatch = Some(format!("prediction failed: {e}"));
@@ -369,10 +373,11 @@ pub fn compare_mode(block: &RecordedBlock, config: &ModeConfig) -> ModeReport {
         Mode::Sequential | Mode::Parallel => None,
     };
     let inputs = BlockInputs::of_recorded(block);
-    // Before the block arrives, prescient reads what it predicts the block will touch (on a
-    // disk-backed node this is where the cold reads go); sequential revm has nothing to read
-    // ahead.
-    let access_list = predicted.as_ref().map(|p| p.access_list());
+    // Before the block arrives, prescient reads what it predicts the block will touch into its
+    // cache: on a disk-backed node (`--latency-us`) this is where its cold reads go; sequential
+    // revm has nothing to read ahead. In memory nothing is read ahead, so that no load moves
+    // out of the timed import.
+    let access_list = predicted.as_ref().filter(|_| !config.latency.is_zero()).map(|p| p.access_list());
     let fresh = |mode: bool| {
         let mut db = CacheDB::new(LatencyDb::new(&base, config.latency));
         if let (true, Some((accounts, slots))) = (mode, &access_list) {

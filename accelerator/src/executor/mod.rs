@@ -630,7 +630,7 @@ pub fn import_whole_block<D>(
     native: bool,
 ) -> Result<AcceleratedBlock, WholeBlockError>
 where
-    D: DatabaseRef + Send + Sync,
+    D: DatabaseRef,
     D::Error: DBErrorMarker + std::fmt::Display,
 {
     let started = Instant::now();

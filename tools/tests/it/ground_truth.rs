@@ -153,6 +153,7 @@ fn replay_parallel_mode_matches_sequential_on_every_block() {
             reps: 1,
             heard: 0.95,
             recipients: Default::default(),
+            arrivals: None,
         };
         let report = compare_mode(&block, &config);
         assert_eq!(report.mismatch, None, "block {}", block.number);
@@ -196,6 +197,7 @@ fn replay_accelerated_mode_matches_sequential_whole_blocks() {
             reps: 1,
             heard: 0.6,
             recipients: recipients.clone(),
+            arrivals: None,
         };
         let report = compare_mode(block, &config);
         assert_eq!(report.mismatch, None, "block {}", block.number);
