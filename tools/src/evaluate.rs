@@ -804,10 +804,9 @@ pub fn predict_block(
             // also once, when the sender is first seen paying out).
             let new = worker.run_new(h.hash, main, &likeliest(h.env.caller), now, false, &mut result);
             let known = recipients.all.contains(&h.env.caller);
-            if !known && payouts.contains(&h.env.caller) && contexts[0].beneficiary != h.env.caller {
-                if new || paid_out.insert(h.hash) {
-                    worker.run(h.hash, main, &view.next_slot_with(h.env.caller), now, &mut result);
-                }
+            let payout = !known && payouts.contains(&h.env.caller) && contexts[0].beneficiary != h.env.caller;
+            if payout && (new || paid_out.insert(h.hash)) {
+                worker.run(h.hash, main, &view.next_slot_with(h.env.caller), now, &mut result);
             }
             for ctx in targeted(&h.env).iter().filter(|_| new) {
                 worker.run(h.hash, main, ctx, now, &mut result);
