@@ -121,6 +121,37 @@ impl Accelerated {
     }
 }
 
+/// A block's accelerated programs by position, each with the hash of the transaction it was
+/// looked up for ([`ApStore::accelerated_all`]). A program carries its transaction's fields as
+/// constants, so it is used only at the position of a transaction with that hash: a list
+/// that does not line up with the block gives misses, never another transaction's outcome.
+#[derive(Clone, Debug, Default)]
+pub struct BlockPrograms {
+    entries: Vec<(B256, Option<Arc<Accelerated>>)>,
+}
+
+impl BlockPrograms {
+    /// Programs by position, each with its transaction's hash.
+    pub fn new(entries: impl IntoIterator<Item = (B256, Option<Arc<Accelerated>>)>) -> Self {
+        Self { entries: entries.into_iter().collect() }
+    }
+
+    /// The program at `index`, if it was looked up for the transaction `hash`.
+    pub fn get(&self, index: usize, hash: &B256) -> Option<&Accelerated> {
+        self.entries.get(index).filter(|(h, _)| h == hash).and_then(|(_, p)| p.as_deref())
+    }
+
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no position is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 struct Entry {
     accelerated: Arc<Accelerated>,
     bytes: usize,
@@ -264,9 +295,9 @@ impl ApStore {
     }
 
     /// The accelerated programs of `hashes`, in order, under one lock (a block's lookup).
-    pub fn accelerated_all<'h>(&self, hashes: impl Iterator<Item = &'h B256>) -> Vec<Option<Arc<Accelerated>>> {
+    pub fn accelerated_all<'h>(&self, hashes: impl Iterator<Item = &'h B256>) -> BlockPrograms {
         let inner = self.lock();
-        hashes.map(|hash| inner.entries.peek(hash).map(|e| e.accelerated.clone())).collect()
+        BlockPrograms::new(hashes.map(|hash| (*hash, inner.entries.peek(hash).map(|e| e.accelerated.clone()))))
     }
 
     /// Whether `hash` has a program.

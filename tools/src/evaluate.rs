@@ -1428,6 +1428,19 @@ mod tests {
 
     use super::*;
 
+    /// A Cancun parent view: block 20,000,000, base fee 7.
+    fn cancun_view() -> ParentView {
+        ParentView {
+            number: 20_000_000,
+            basefee: 7,
+            gas_limit: 30_000_000,
+            blob: None,
+            parent_timestamp: 1_700_000_000,
+            difficulty: U256::ZERO,
+            cfg: mempool_tap::recorded::chain::cfg_for(SpecId::CANCUN, 1),
+        }
+    }
+
     #[test]
     fn heard_shares_follow_the_option_and_do_not_depend_on_position() {
         let hashes: Vec<B256> = (0..20_000u32).map(|i| keccak256(i.to_be_bytes())).collect();
@@ -1445,15 +1458,7 @@ mod tests {
 
     #[test]
     fn predicted_contexts_come_from_the_parent_view_alone() {
-        let view = ParentView {
-            number: 20_000_000,
-            basefee: 7,
-            gas_limit: 30_000_000,
-            blob: None,
-            parent_timestamp: 1_700_000_000,
-            difficulty: U256::ZERO,
-            cfg: mempool_tap::recorded::chain::cfg_for(SpecId::CANCUN, 1),
-        };
+        let view = cancun_view();
         let candidates = [Address::with_last_byte(1), Address::with_last_byte(2)];
         let contexts = view.contexts(&candidates);
         // Next slot with each candidate, then a missed slot.
@@ -1504,15 +1509,7 @@ mod tests {
 
     #[test]
     fn the_worker_never_pre_executes_with_a_transaction_before_it_arrived() {
-        let view = ParentView {
-            number: 20_000_000,
-            basefee: 7,
-            gas_limit: 30_000_000,
-            blob: None,
-            parent_timestamp: 1_700_000_000,
-            difficulty: U256::ZERO,
-            cfg: mempool_tap::recorded::chain::cfg_for(SpecId::CANCUN, 1),
-        };
+        let view = cancun_view();
         let (alice, bob) = (Address::with_last_byte(0xa), Address::with_last_byte(0xb));
         let transfer = |caller: Address| TxEnv {
             caller,

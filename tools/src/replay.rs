@@ -430,9 +430,10 @@ pub fn compare_mode(block: &RecordedBlock, config: &ModeConfig) -> ModeReport {
             let results = ours.results.as_ref().zip(reference.results.as_ref());
             if let Some((a, b)) = results.filter(|(a, b)| a.len() != b.len()) {
                 Some(format!("{} results where sequential has {}", a.len(), b.len()))
-            } else if let Some(i) = results.and_then(|(a, b)| a.iter().zip(b).position(|(a, b)| a != b)) {
-                let (a, b) = results.expect("compared above");
-                Some(format!("transaction {i}: {:?} against {:?}", a[i], b[i]))
+            } else if let Some((i, (a, b))) =
+                results.and_then(|(a, b)| a.iter().zip(b).enumerate().find(|(_, (a, b))| a != b))
+            {
+                Some(format!("transaction {i}: {a:?} against {b:?}"))
             } else if ours.requests != reference.requests {
                 Some(format!("requests {:?} against {:?}", ours.requests, reference.requests))
             } else if ours.receipts_root != reference.receipts_root {

@@ -47,7 +47,7 @@ use ir::{
     interp::{Evaluation, FUEL, MissReason, evaluate},
 };
 
-pub use crate::store::Accelerated;
+pub use crate::store::{Accelerated, BlockPrograms};
 use revm::{
     DatabaseCommit, DatabaseRef, ExecuteCommitEvm, ExecuteEvm,
     context::{BlockEnv, CfgEnv, TxEnv, result::EVMError},
@@ -229,7 +229,8 @@ pub fn known_code<D: DatabaseRef>(db: &CacheDB<D>, address: &Address, hash: B256
 
 /// Imports `txs` on `db` in order: a program's outcome when one holds, revm otherwise.
 /// `programs` gives each transaction's accelerated program, by position (looked up before the
-/// import, so that the import reads only memory; missing entries are `None`); `memo` holds
+/// import, so that the import reads only memory; one looked up for another hash is not used,
+/// see [`BlockPrograms`]); `memo` holds
 /// precompile results; `keep_outcomes` keeps every transaction's [`TxOutcome`] in the result (to verify
 /// or report it; building it is the oracle's bookkeeping, not an import's work); `native`
 /// runs trees as native code where compiled ([`apply_accelerated_at`]). On return `db` holds
@@ -240,7 +241,7 @@ pub fn import_block<D>(
     cfg: &CfgEnv,
     block: &BlockEnv,
     txs: &[ImportTx],
-    programs: &[Option<Arc<Accelerated>>],
+    programs: &BlockPrograms,
     memo: Option<&PrecompileMemo>,
     keep_outcomes: bool,
     native: bool,
@@ -260,7 +261,7 @@ where
             let mut paths = Vec::with_capacity(txs.len());
             // The next transaction's program is looked up one ahead and prefetched while this
             // one runs (see `Accelerated::prefetch`).
-            let program = |index: usize| programs.get(index).and_then(Option::as_deref);
+            let program = |index: usize| txs.get(index).and_then(|tx| programs.get(index, &tx.hash));
             for (index, tx) in txs.iter().enumerate() {
                 if let Some(next) = program(index + 1) {
                     next.prefetch();
@@ -625,7 +626,7 @@ pub fn import_whole_block<D>(
     block: &BlockEnv,
     inputs: Option<&system::BlockInputs<'_>>,
     txs: &[ImportTx],
-    programs: &[Option<Arc<Accelerated>>],
+    programs: &BlockPrograms,
     memo: Option<&PrecompileMemo>,
     native: bool,
 ) -> Result<AcceleratedBlock, WholeBlockError>

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use crate::accelerator::{
-    ImportTx, PreExecution, TxPath, executor::Accelerated, import_block, pre_execute, verify_against_reference,
+    ImportTx, PreExecution, TxPath,
+    executor::{Accelerated, BlockPrograms},
+    import_block, pre_execute, verify_against_reference,
 };
 use ir::{AccountCodeOnly, program::Program, record::RecordConfig, synthetic::synthetic_env};
 use revm::{
@@ -83,7 +85,7 @@ where
             txs.iter().zip(programs).filter(|(t, _)| t.hash == *hash).filter_map(|(_, p)| p.clone()).collect();
         (!mine.is_empty()).then(|| Arc::new(Accelerated::new(mine)))
     };
-    let by_position: Vec<_> = txs.iter().map(|t| lookup(&t.hash)).collect();
+    let by_position = BlockPrograms::new(txs.iter().map(|t| (t.hash, lookup(&t.hash))));
     let import = import_block(&mut CacheDB::new(backend.clone()), cfg, block, txs, &by_position, None, true, true)
         .unwrap_or_else(|e| panic!("import failed: {e}"));
     let (divergences, _) = verify_against_reference(&mut CacheDB::new(backend), cfg, block, txs, &import)
@@ -112,11 +114,35 @@ fn a_miss_then_a_hit_then_a_miss() {
     let txs = [call(BOB, CONTRACT, &[1], 0, 1), call(ALICE, CONTRACT, &[], 0, 2), call(BOB, CONTRACT, &[], 1, 1)];
     // ALICE's program is recorded after BOB's first call, as a predictor would.
     let mut after_bob = CacheDB::new(db.clone());
-    let first = import_block(&mut after_bob, &cfg, &block, &txs[..1], &[], None, true, true).expect("runs");
+    let first = import_block(&mut after_bob, &cfg, &block, &txs[..1], &BlockPrograms::default(), None, true, true)
+        .expect("runs");
     assert_eq!(first.paths, vec![TxPath::NoProgram]);
     let pa = program(&after_bob, &cfg, &block, &txs[1]);
     let paths = import_and_verify(db, &cfg, &block, &txs, &[None, Some(pa), None]);
     assert_eq!(paths, vec![TxPath::NoProgram, TxPath::Hit { program: 0, perfect: false }, TxPath::NoProgram]);
+}
+
+#[test]
+fn a_program_list_that_does_not_line_up_with_the_block_gives_misses() {
+    // ALICE's and BOB's calls differ in calldata and sender: applying one's program at the
+    // other's position would commit the wrong outcome.
+    let (cfg, block) = synthetic_env(SpecId::OSAKA);
+    let db = AccountCodeOnly(state());
+    let txs = [call(ALICE, CONTRACT, &[], 0, 2), call(BOB, CONTRACT, &[1], 0, 1)];
+    let pa = Arc::new(Accelerated::new(vec![program(&db, &cfg, &block, &txs[0])]));
+    let pb = Arc::new(Accelerated::new(vec![program(&db, &cfg, &block, &txs[1])]));
+    // Each program at the other's position, labelled with the transaction it belongs to.
+    let swapped = BlockPrograms::new([(txs[1].hash, Some(pb.clone())), (txs[0].hash, Some(pa.clone()))]);
+    let import =
+        import_block(&mut CacheDB::new(db.clone()), &cfg, &block, &txs, &swapped, None, true, true).expect("imports");
+    assert_eq!(import.paths, vec![TxPath::NoProgram, TxPath::NoProgram]);
+    let (divergences, _) =
+        verify_against_reference(&mut CacheDB::new(db.clone()), &cfg, &block, &txs, &import).expect("reference");
+    assert!(divergences.is_empty(), "divergences: {divergences:#?}");
+    // Lined up, the same programs hit.
+    let aligned = BlockPrograms::new([(txs[0].hash, Some(pa)), (txs[1].hash, Some(pb))]);
+    let import = import_block(&mut CacheDB::new(db), &cfg, &block, &txs, &aligned, None, true, true).expect("imports");
+    assert!(import.paths.iter().all(|p| matches!(p, TxPath::Hit { .. })), "{:?}", import.paths);
 }
 
 #[test]

@@ -204,7 +204,7 @@ where
             recorded.iter().enumerate().filter_map(|(j, (_, r))| Some(ReadSetEntry::new(j, r.clone()?))).collect();
         Some(Arc::new(accelerated))
     };
-    let by_position: Vec<_> = txs.iter().map(|t| lookup(&t.hash)).collect();
+    let by_position = crate::accelerator::executor::BlockPrograms::new(txs.iter().map(|t| (t.hash, lookup(&t.hash))));
     let imported = import_block(
         &mut CacheDB::new(backend.clone()),
         &base.cfg,
