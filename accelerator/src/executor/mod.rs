@@ -37,7 +37,6 @@ pub use ir::reference::{execute_block, execute_tx};
 
 use std::{
     collections::BTreeMap,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
