@@ -251,6 +251,10 @@ struct Feed {
 /// gap between two hits, shorter than a transaction revm runs.
 const SPINS: u32 = 512;
 
+/// How long the builder then yields between polls before it sleeps: longer than most
+/// transactions revm runs, so that the body rarely has to wake it.
+const YIELDING: std::time::Duration = std::time::Duration::from_millis(1);
+
 impl Feed {
     fn push(&self, input: ReceiptInput) {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).push(input);
@@ -276,6 +280,7 @@ impl Feed {
     fn drain(&self, mut take: impl FnMut(ReceiptInput)) {
         let _ = self.builder.set(std::thread::current());
         let (mut taken, mut idle) = (0, 0u32);
+        let mut idle_since = None;
         let mut local = Vec::new();
         loop {
             // `closed` is read before the queue: once it is set, every input is in the queue.
@@ -284,12 +289,16 @@ impl Feed {
                 std::mem::swap(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()), &mut local);
                 taken += local.len();
                 local.drain(..).for_each(&mut take);
-                idle = 0;
+                (idle, idle_since) = (0, None);
             } else if closed {
                 return;
             } else if idle < SPINS {
                 idle += 1;
                 std::hint::spin_loop();
+            } else if idle_since.get_or_insert_with(std::time::Instant::now).elapsed() < YIELDING {
+                // Awake but giving the core up between polls: a sleeping builder must be
+                // woken by the body, a system call on the importer's thread per input.
+                std::thread::yield_now();
             } else {
                 // Announce the sleep, then look once more: a push or close after this sees
                 // `parked` and wakes the thread (an unpark before the park is kept).
@@ -298,7 +307,6 @@ impl Feed {
                     std::thread::park_timeout(std::time::Duration::from_millis(10));
                 }
                 self.parked.store(false, Ordering::SeqCst);
-                idle = 0;
             }
         }
     }
