@@ -44,7 +44,7 @@ use crate::{
     keccak::KeccakMemo,
     memo::{MemoStats, MemoTable},
     ops::{AccountFlags, GuardKind, Imm, Op, OpKind, Ty},
-    outcome::{Applied, TxOutcome, TxStatus},
+    outcome::{Applied, Stored, TxOutcome, TxStatus},
     program::{Program, ProgramEnv, Value},
     readset::Read,
     semantics::{account_word, context, fold_word, load_word, run_precompile, word_to_address},
@@ -60,9 +60,9 @@ pub use native::{
 /// A word register.
 type W = u32;
 
-/// An evaluation's result in the form a commit takes: the hit and which program gave it, or
-/// the miss.
-type Applying = Result<(Applied, usize), Miss>;
+/// An evaluation's result, its outcome written into the caller's [`Applied`]: which program
+/// hit, or the miss.
+type Applying = Result<usize, Miss>;
 
 /// Marks a computed register while compiling (see [`Compiled::place_computed`]).
 const COMPUTED: u32 = 1 << 31;
@@ -940,7 +940,22 @@ impl Compiled {
         block: &BlockEnv,
         memo: Option<&PrecompileMemo>,
     ) -> Result<(Applied, usize), Miss> {
-        self.evaluate_capturing(db, cfg, block, memo, None).0
+        let mut applied = Applied::new();
+        self.evaluate_into(db, cfg, block, memo, &mut applied).map(|program| (applied, program))
+    }
+
+    /// [`Compiled::evaluate_applied`] into `out` (emptied first; on a miss its content means
+    /// nothing): what an import runs, with one result reused across its transactions, so a
+    /// hit moves nothing and allocates only what grows.
+    pub fn evaluate_into<D: DatabaseRef>(
+        &self,
+        db: &D,
+        cfg: &CfgEnv,
+        block: &BlockEnv,
+        memo: Option<&PrecompileMemo>,
+        out: &mut Applied,
+    ) -> Result<usize, Miss> {
+        self.evaluate_capturing(db, cfg, block, memo, None, out).0
     }
 
     /// Evaluates like [`Compiled::evaluate`] and, on a hit, also returns every input the
@@ -953,8 +968,9 @@ impl Compiled {
         block: &BlockEnv,
         memo: Option<&PrecompileMemo>,
     ) -> Option<(TxOutcome, Vec<Read>)> {
-        match self.evaluate_capturing(db, cfg, block, memo, Some(Vec::new())) {
-            (Ok((applied, _)), Some(reads)) => Some((applied.outcome(), reads)),
+        let mut applied = Applied::new();
+        match self.evaluate_capturing(db, cfg, block, memo, Some(Vec::new()), &mut applied) {
+            (Ok(_), Some(reads)) => Some((applied.outcome(), reads)),
             _ => None,
         }
     }
@@ -966,11 +982,13 @@ impl Compiled {
         block: &BlockEnv,
         memo: Option<&PrecompileMemo>,
         capture: Option<Vec<Read>>,
+        out: &mut Applied,
     ) -> (Applying, Option<Vec<Read>>) {
+        out.clear();
         if let Some(miss) = self.env_miss(cfg) {
             return (Err(miss), None);
         }
-        with_scratch(|s| self.start(s, db, cfg, block, memo, capture))
+        with_scratch(|s| self.start(s, db, cfg, block, memo, capture, out))
     }
 
     /// [`Compiled::evaluate_merged`] without saying which program hit.
@@ -992,16 +1010,16 @@ impl Compiled {
         block: &BlockEnv,
         memo: Option<&PrecompileMemo>,
         capture: Option<Vec<Read>>,
+        out: &mut Applied,
     ) -> (Applying, Option<Vec<Read>>) {
         self.ready(s);
-        let mut walk = Walk { s, outcome: Applied::new(), stored: false, capture };
+        let mut walk = Walk { s, outcome: out, stored: false, capture };
         let result = self.walk(0, &mut walk, db, cfg, block, memo);
         if walk.s.arena.capacity() > KEEP_ARENA {
             walk.s.arena = Vec::new();
         }
         let capture = walk.capture;
-        let outcome = walk.outcome;
-        (result.map(|leaf| self.finish(leaf, outcome)), capture)
+        (result.map(|leaf| self.finish(leaf, walk.outcome)), capture)
     }
 
     /// Readies the scratch for an evaluation of this program.
@@ -1025,12 +1043,12 @@ impl Compiled {
 
     /// The hit at leaf `leaf` (below `leaves.len()`): `outcome` with the leaf's constants,
     /// and which program it is.
-    fn finish(&self, leaf: u32, mut outcome: Applied) -> (Applied, usize) {
+    fn finish(&self, leaf: u32, outcome: &mut Applied) -> usize {
         let leaf = &self.skel.leaves[leaf as usize];
         outcome.status = leaf.status.clone();
         outcome.gas_used = leaf.gas_used;
         outcome.gas_refunded = leaf.gas_refunded;
-        (outcome, leaf.program as usize)
+        leaf.program as usize
     }
 
     /// The miss of an evaluation under other chain rules than the program's (or of no
@@ -1081,7 +1099,7 @@ impl Compiled {
         memo: Option<&PrecompileMemo>,
     ) -> Result<(), Miss> {
         let s = &mut *walk.s;
-        let outcome = &mut walk.outcome;
+        let outcome = &mut *walk.outcome;
         let capture = &mut walk.capture;
         let miss = |reason, at: u32| Miss { reason, at: Value(at) };
         for inst in code {
@@ -1223,15 +1241,17 @@ impl Compiled {
                     if nonce > U256::from(u64::MAX) {
                         return Err(miss(MissReason::Malformed, at));
                     }
-                    let info = AccountInfo {
+                    let stored = Stored {
+                        address: word_to_address(w[a]),
                         balance: w[balance],
                         nonce: nonce.to::<u64>(),
                         code_hash: B256::from(w[code_hash]),
-                        ..Default::default()
+                        created: flags.created,
+                        selfdestructed: flags.selfdestructed,
                     };
                     // Two stores to one account: two symbolic addresses met without an alias
                     // guard, never a hit.
-                    if !outcome.store_account(word_to_address(w[a]), info, flags.created, flags.selfdestructed) {
+                    if !outcome.store_account(stored) {
                         return Err(miss(MissReason::Malformed, at));
                     }
                 }
@@ -1318,7 +1338,7 @@ impl std::ops::Index<u32> for Regs<'_> {
 /// the reads so far when they are captured.
 struct Walk<'s> {
     s: &'s mut Scratch,
-    outcome: Applied,
+    outcome: &'s mut Applied,
     stored: bool,
     capture: Option<Vec<Read>>,
 }

@@ -20,7 +20,7 @@ pub mod text;
 pub mod verify;
 
 pub use backend::AccountCodeOnly;
-pub use outcome::{AccountChange, Applied, Difference, StateChanges, TxOutcome, TxStatus};
+pub use outcome::{AccountChange, Applied, Difference, StateChanges, Stored, TxOutcome, TxStatus};
 pub use reference::{
     BlockOutcome, Receipts, ReferenceError, execute_block, execute_tx, receipts, receipts_with, warm_up,
 };

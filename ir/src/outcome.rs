@@ -16,12 +16,14 @@
 //!   and the present value of every storage slot whose value changed. Slots only read are not
 //!   state changes. Accounts that were loaded but not touched are not state changes.
 
-use std::{cell::RefCell, collections::BTreeMap, fmt};
+use std::{collections::BTreeMap, fmt};
 
 use revm::{
     context::result::{ExecutionResult, HaltReason, Output, SuccessReason},
+    database::{AccountState, CacheDB, DbAccount},
     primitives::{Address, B256, Bytes, KECCAK_EMPTY, Log, U256},
-    state::{Account, AccountInfo, Bytecode, EvmState, EvmStorageSlot},
+    primitives::{HashSet, map::AddressMap},
+    state::{Account, AccountInfo, Bytecode, EvmState},
 };
 use serde::{Deserialize, Serialize};
 
@@ -129,10 +131,12 @@ impl TxOutcome {
     }
 }
 
-/// A transaction's result in the form a block import commits: the state as revm's
-/// `transact` returns it ([`EvmState`], no ordered maps), with what its receipt takes. The
-/// compact evaluator builds a hit in this form directly; [`Applied::outcome`] gives the
-/// oracle's [`TxOutcome`] of exactly what is committed, and only when someone asks for it.
+/// A transaction's result in the form a block import commits: every changed account and slot
+/// as a flat list in store order (no maps, nothing built per account), with what its receipt
+/// takes. The compact evaluator builds a hit in this form directly; [`Applied::commit_to`]
+/// writes it into a `CacheDB` as revm's commit of the same state would, and
+/// [`Applied::outcome`] gives the oracle's [`TxOutcome`] of exactly what is committed, only
+/// when someone asks for it.
 #[derive(Clone, Debug)]
 pub struct Applied {
     /// How the transaction ended.
@@ -148,44 +152,54 @@ pub struct Applied {
     /// The address a successful top-level creation deployed to.
     pub created_address: Option<Address>,
     /// Every account the transaction changed, touched (and created or self-destructed as it
-    /// was), with its final info and every changed slot's value. Code is not filled in:
-    /// [`Applied::commit_state`] does.
-    pub state: EvmState,
+    /// was), with its final fields, in store order; each address once.
+    accounts: Vec<Stored>,
+    /// Every changed slot: the position of its account in `accounts`, the slot, its present
+    /// value; each slot once.
+    slots: Vec<(u32, U256, U256)>,
     /// The code the transaction set, by account (a creation's deployed code, a delegation
     /// designator): bytes as the program stored them.
     pub codes: Vec<(Address, Bytes)>,
+    /// Positions in `accounts` by address, kept once there are more than [`LINEAR`] (below
+    /// that a scan is cheaper than hashing).
+    index: AddressMap<u32>,
+    /// The slots of `slots`, kept once there are more than [`LINEAR`].
+    slot_index: HashSet<(u32, U256)>,
 }
 
-thread_local! {
-    /// Emptied state maps of committed hits, reused by the next results on this thread
-    /// ([`recycle_state`]): a hit's map would otherwise be allocated, grown and freed per
-    /// transaction, a tenth of a transfer's import.
-    static SPARE_STATES: RefCell<Vec<EvmState>> = const { RefCell::new(Vec::new()) };
+/// One changed account of an [`Applied`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// The account.
+    pub address: Address,
+    /// Balance after the transaction.
+    pub balance: U256,
+    /// Nonce after the transaction.
+    pub nonce: u64,
+    /// Code hash after the transaction.
+    pub code_hash: B256,
+    /// Created by the transaction: its storage starts empty.
+    pub created: bool,
+    /// Self-destructed by the transaction: removed with its storage.
+    pub selfdestructed: bool,
 }
 
-/// Spare maps a thread keeps, and the largest capacity kept (a huge map is freed).
-const SPARE_STATES_KEPT: usize = 4;
-const SPARE_STATE_CAPACITY: usize = 64;
+/// Up to this many accounts (or slots) an [`Applied`] finds one by scanning; beyond, by hash.
+const LINEAR: usize = 16;
 
-/// Hands an emptied-or-not state map back for reuse by [`Applied::new`] on this thread.
-pub fn recycle_state(mut state: EvmState) {
-    if state.capacity() > SPARE_STATE_CAPACITY {
-        return;
-    }
-    state.clear();
-    let _ = SPARE_STATES.try_with(|spare| {
-        let mut spare = spare.borrow_mut();
-        if spare.len() < SPARE_STATES_KEPT {
-            spare.push(state);
-        }
-    });
+/// The code a commit gives one changed account (see [`Applied::commit_to`]).
+enum CodeOf {
+    /// No code: none, or the account is removed.
+    Empty,
+    /// The code the cached account already holds under the same hash.
+    Cached,
+    /// This code.
+    Given(Bytecode),
 }
 
 impl Applied {
     /// An empty result (reverted, no gas, no change), to be filled.
     pub fn new() -> Self {
-        let state = SPARE_STATES.try_with(|spare| spare.borrow_mut().pop()).ok().flatten().unwrap_or_default();
-        debug_assert!(state.is_empty());
         Self {
             status: TxStatus::Revert,
             gas_used: 0,
@@ -193,36 +207,137 @@ impl Applied {
             logs: Vec::new(),
             output: Bytes::new(),
             created_address: None,
-            state,
+            accounts: Vec::new(),
+            slots: Vec::new(),
             codes: Vec::new(),
+            index: AddressMap::default(),
+            slot_index: HashSet::default(),
+        }
+    }
+
+    /// Empties this result (reverted, no gas, no change) for reuse: its lists keep their
+    /// memory, so a result reused across a block's hits allocates only what grows.
+    pub fn clear(&mut self) {
+        self.status = TxStatus::Revert;
+        self.gas_used = 0;
+        self.gas_refunded = 0;
+        self.logs.clear();
+        self.output = Bytes::new();
+        self.created_address = None;
+        self.clear_state();
+    }
+
+    /// Empties the state part (accounts, slots, codes).
+    fn clear_state(&mut self) {
+        self.accounts.clear();
+        self.slots.clear();
+        self.codes.clear();
+        // A huge result's indexes are freed rather than kept for every later one.
+        if self.index.capacity() > 4 * LINEAR {
+            self.index = AddressMap::default();
+        }
+        if self.slot_index.capacity() > 4 * LINEAR {
+            self.slot_index = HashSet::default();
+        }
+        self.index.clear();
+        self.slot_index.clear();
+    }
+
+    /// This result set to `outcome`'s (what a read-set hit applies).
+    pub fn set_outcome(&mut self, outcome: TxOutcome) {
+        self.clear();
+        self.status = outcome.status;
+        self.gas_used = outcome.gas_used;
+        self.gas_refunded = outcome.gas_refunded;
+        self.logs = outcome.logs;
+        self.output = outcome.output;
+        self.created_address = outcome.created_address;
+        for (address, change) in outcome.state {
+            let stored = Stored {
+                address,
+                balance: change.balance,
+                nonce: change.nonce,
+                code_hash: change.code_hash,
+                created: change.created,
+                selfdestructed: change.selfdestructed,
+            };
+            self.store_account(stored);
+            for (slot, value) in change.storage {
+                self.store_slot(&address, slot, value);
+            }
+            if let Some(code) = change.code {
+                self.codes.push((address, code));
+            }
+        }
+    }
+
+    /// This result set to revm's `result` without its state (committed by the caller): what
+    /// a receipt takes.
+    pub fn set_result(&mut self, result: ExecutionResult) {
+        self.clear();
+        (self.status, self.output, self.created_address) = ending(&result);
+        self.gas_used = result.tx_gas_used();
+        self.gas_refunded = result.gas().final_refunded();
+        self.logs = result.into_logs();
+    }
+
+    /// The changed accounts, in store order.
+    pub fn accounts(&self) -> &[Stored] {
+        &self.accounts
+    }
+
+    /// Where `address` is in `accounts`.
+    fn position(&self, address: &Address) -> Option<u32> {
+        if self.accounts.len() <= LINEAR {
+            self.accounts.iter().position(|a| a.address == *address).map(|p| p as u32)
+        } else {
+            self.index.get(address).copied()
         }
     }
 
     /// Records a changed account. `false` when the account was already recorded.
-    pub fn store_account(&mut self, address: Address, info: AccountInfo, created: bool, selfdestructed: bool) -> bool {
-        let mut account = Account::from(info);
-        account.mark_touch();
-        if created {
-            account.mark_created();
+    pub fn store_account(&mut self, account: Stored) -> bool {
+        if self.position(&account.address).is_some() {
+            return false;
         }
-        if selfdestructed {
-            account.mark_selfdestruct();
+        self.accounts.push(account);
+        let len = self.accounts.len();
+        if len > LINEAR {
+            if self.index.is_empty() {
+                self.index.extend(self.accounts.iter().enumerate().map(|(i, a)| (a.address, i as u32)));
+            } else {
+                self.index.insert(self.accounts[len - 1].address, (len - 1) as u32);
+            }
         }
-        // (Through `insert`: the map's entry type depends on alloy's map features.)
-        self.state.insert(address, account).is_none()
+        true
     }
 
     /// Records a changed slot of a recorded account. `false` when the account is not
     /// recorded or the slot already is.
     pub fn store_slot(&mut self, address: &Address, slot: U256, value: U256) -> bool {
-        let Some(account) = self.state.get_mut(address) else { return false };
-        account.storage.insert(slot, EvmStorageSlot::new(value, Default::default())).is_none()
+        // Slots of one account usually come together: the last one's account first.
+        let last = self.slots.last().map(|&(a, _, _)| a).filter(|&a| self.accounts[a as usize].address == *address);
+        let Some(account) = last.or_else(|| self.position(address)) else { return false };
+        if self.slots.len() < LINEAR {
+            if self.slots.iter().any(|&(a, s, _)| a == account && s == slot) {
+                return false;
+            }
+        } else {
+            if self.slot_index.is_empty() {
+                self.slot_index.extend(self.slots.iter().map(|&(a, s, _)| (a, s)));
+            }
+            if !self.slot_index.insert((account, slot)) {
+                return false;
+            }
+        }
+        self.slots.push((account, slot, value));
+        true
     }
 
     /// Records the code a recorded account is left with (a later store replaces an earlier
     /// one). `false` when the account is not recorded.
     pub fn store_code(&mut self, address: Address, code: Bytes) -> bool {
-        if !self.state.contains_key(&address) {
+        if self.position(&address).is_none() {
             return false;
         }
         match self.codes.iter_mut().find(|(a, _)| *a == address) {
@@ -232,22 +347,27 @@ impl Applied {
         true
     }
 
-    /// The oracle's form of this result: exactly what [`Applied::commit_state`] commits.
+    /// The oracle's form of this result: exactly what [`Applied::commit_to`] commits.
     pub fn outcome(&self) -> TxOutcome {
+        let mut storage: Vec<BTreeMap<U256, U256>> = vec![BTreeMap::new(); self.accounts.len()];
+        for &(account, slot, value) in &self.slots {
+            storage[account as usize].insert(slot, value);
+        }
         let state = self
-            .state
+            .accounts
             .iter()
-            .map(|(address, account)| {
+            .zip(storage)
+            .map(|(account, storage)| {
                 let change = AccountChange {
-                    balance: account.info.balance,
-                    nonce: account.info.nonce,
-                    code_hash: account.info.code_hash,
-                    code: self.codes.iter().find(|(a, _)| a == address).map(|(_, c)| c.clone()),
-                    created: account.is_created(),
-                    selfdestructed: account.is_selfdestructed(),
-                    storage: account.storage.iter().map(|(k, v)| (*k, v.present_value())).collect(),
+                    balance: account.balance,
+                    nonce: account.nonce,
+                    code_hash: account.code_hash,
+                    code: self.set_code(&account.address).cloned(),
+                    created: account.created,
+                    selfdestructed: account.selfdestructed,
+                    storage,
                 };
-                (*address, change)
+                (account.address, change)
             })
             .collect();
         TxOutcome {
@@ -261,55 +381,137 @@ impl Applied {
         }
     }
 
-    /// The state revm's commit receives: [`Applied::state`] with every account's code. Committed
-    /// to a database, it leaves what committing revm's own post-transaction state leaves.
-    ///
-    /// An account whose code the transaction did not set carries only its code hash. A
-    /// commit replaces the account's cached info, so the code must come with it or a later
-    /// transaction that runs it asks the backend for code by hash, which a node's state
-    /// view cannot answer (it knows code only through its account). `code_of(address,
-    /// hash)` supplies that code; it must return code whose hash is `hash`. Returns the
-    /// address whose code could not be supplied.
-    ///
-    /// Every slot is committed with its value as both original and present value, as a
-    /// `CacheDB` takes it; a backend that keeps only slots whose value changed from the
-    /// original (revm's `State`) would need the originals, which a program does not carry.
-    pub fn commit_state(
-        &mut self,
-        mut code_of: impl FnMut(&Address, B256) -> Option<Bytecode>,
-    ) -> Result<EvmState, Address> {
-        for (address, account) in self.state.iter_mut() {
-            let set = self.codes.iter().find(|(a, _)| a == address).map(|(_, c)| c);
-            account.info.code = match set {
+    fn set_code(&self, address: &Address) -> Option<&Bytes> {
+        self.codes.iter().find(|(a, _)| a == address).map(|(_, c)| c)
+    }
+
+    /// The code each changed account is committed with, in `accounts`' order. An account
+    /// whose code the transaction did not set carries only its code hash. A commit replaces
+    /// the account's cached info, so the code must come with it or a later transaction that
+    /// runs it asks the backend for code by hash, which a node's state view cannot answer (it
+    /// knows code only through its account). The cached account's own code is kept when its
+    /// hash is the same; otherwise `code_of(db, address, hash)` supplies it, and must return
+    /// code whose hash is `hash`. Returns the address whose code could not be supplied.
+    fn codes_for<D>(
+        &self,
+        db: &CacheDB<D>,
+        mut code_of: impl FnMut(&CacheDB<D>, &Address, B256) -> Option<Bytecode>,
+    ) -> Result<Vec<CodeOf>, Address> {
+        let mut codes = Vec::with_capacity(self.accounts.len());
+        for account in &self.accounts {
+            let code = match self.set_code(&account.address) {
                 // revm deploys a creation's output as legacy bytecode (even when it looks
                 // like a designator, before EIP-3541), and writes a delegation as EIP-7702.
-                Some(code) if account.is_created() => Some(Bytecode::new_legacy(code.clone())),
-                Some(code) => {
-                    Some(Bytecode::new_raw_checked(code.clone()).unwrap_or_else(|_| Bytecode::new_legacy(code.clone())))
-                }
+                Some(code) if account.created => CodeOf::Given(Bytecode::new_legacy(code.clone())),
+                Some(code) => CodeOf::Given(
+                    Bytecode::new_raw_checked(code.clone()).unwrap_or_else(|_| Bytecode::new_legacy(code.clone())),
+                ),
                 // No code, or an account the commit removes: nothing to carry.
-                None if account.info.code_hash == KECCAK_EMPTY || account.is_selfdestructed() => None,
-                None => Some(code_of(address, account.info.code_hash).ok_or(*address)?),
+                None if account.code_hash == KECCAK_EMPTY || account.selfdestructed => CodeOf::Empty,
+                None => {
+                    let cached = db.cache.accounts.get(&account.address).map(|a| &a.info);
+                    if cached.is_some_and(|info| info.code_hash == account.code_hash && info.code.is_some()) {
+                        CodeOf::Cached
+                    } else {
+                        CodeOf::Given(code_of(db, &account.address, account.code_hash).ok_or(account.address)?)
+                    }
+                }
+            };
+            codes.push(code);
+        }
+        Ok(codes)
+    }
+
+    /// Checks that every changed account's code can be supplied (see [`Applied::commit_to`])
+    /// without committing: what a commit does before it writes. Returns the address whose
+    /// code could not be supplied.
+    pub fn check_codes<D>(
+        &self,
+        db: &CacheDB<D>,
+        code_of: impl FnMut(&CacheDB<D>, &Address, B256) -> Option<Bytecode>,
+    ) -> Result<(), Address> {
+        self.codes_for(db, code_of).map(drop)
+    }
+
+    /// Commits this result into `db` exactly as committing the same state in revm's form
+    /// (`EvmState`, every account touched and its code filled in) would: the same accounts,
+    /// infos, account states, slots and contracts. Nothing is written when some account's
+    /// code cannot be supplied (see `codes_for`); that address is returned.
+    ///
+    /// Every slot is committed with its present value, as a `CacheDB` takes it; a backend that
+    /// keeps only slots whose value changed from the original (revm's `State`) would need the
+    /// originals, which a program does not carry. The state part is left empty.
+    pub fn commit_to<D>(
+        &mut self,
+        db: &mut CacheDB<D>,
+        code_of: impl FnMut(&CacheDB<D>, &Address, B256) -> Option<Bytecode>,
+    ) -> Result<(), Address> {
+        let codes = self.codes_for(db, code_of)?;
+        for (account, code) in self.accounts.iter().zip(codes) {
+            // As `CacheDB::commit_account`, for an account revm marked touched.
+            let entry = db.cache.accounts.entry(account.address).or_default();
+            if account.selfdestructed {
+                entry.storage.clear();
+                entry.account_state = AccountState::NotExisting;
+                entry.info = AccountInfo::default();
+                continue;
+            }
+            let code = match code {
+                CodeOf::Empty => None,
+                CodeOf::Cached => entry.info.code.take(),
+                CodeOf::Given(code) => Some(code),
+            };
+            let mut info = AccountInfo {
+                balance: account.balance,
+                nonce: account.nonce,
+                code_hash: account.code_hash,
+                code,
+                ..Default::default()
+            };
+            // `CacheDB::insert_contract`.
+            if let Some(code) = info.code.as_ref().filter(|c| !c.is_empty()) {
+                if info.code_hash == KECCAK_EMPTY {
+                    info.code_hash = code.hash_slow();
+                }
+                db.cache.contracts.entry(info.code_hash).or_insert_with(|| code.clone());
+            }
+            if info.code_hash.is_zero() {
+                info.code_hash = KECCAK_EMPTY;
+            }
+            entry.info = info;
+            entry.account_state = if account.created {
+                entry.storage.clear();
+                AccountState::StorageCleared
+            } else if entry.account_state.is_storage_cleared() {
+                AccountState::StorageCleared
+            } else {
+                AccountState::Touched
             };
         }
-        Ok(std::mem::take(&mut self.state))
+        let mut at: Option<(u32, &mut DbAccount)> = None;
+        for &(account, slot, value) in &self.slots {
+            // A removed account keeps no slot (revm's commit skips its storage).
+            if self.accounts[account as usize].selfdestructed {
+                continue;
+            }
+            if at.as_ref().is_none_or(|(a, _)| *a != account) {
+                at = db.cache.accounts.get_mut(&self.accounts[account as usize].address).map(|e| (account, e));
+            }
+            if let Some((_, entry)) = at.as_mut() {
+                entry.storage.insert(slot, value);
+            }
+        }
+        self.clear_state();
+        Ok(())
     }
 }
 
 impl Applied {
     /// revm's `result` without its state (committed by the caller): what a receipt takes.
     pub fn result_of(result: ExecutionResult) -> Self {
-        let (status, output, created_address) = ending(&result);
-        Self {
-            status,
-            gas_used: result.tx_gas_used(),
-            gas_refunded: result.gas().final_refunded(),
-            output,
-            created_address,
-            logs: result.into_logs(),
-            state: EvmState::default(),
-            codes: Vec::new(),
-        }
+        let mut applied = Applied::new();
+        applied.set_result(result);
+        applied
     }
 }
 
@@ -321,33 +523,8 @@ impl Default for Applied {
 
 impl From<TxOutcome> for Applied {
     fn from(outcome: TxOutcome) -> Self {
-        let mut applied = Applied {
-            status: outcome.status,
-            gas_used: outcome.gas_used,
-            gas_refunded: outcome.gas_refunded,
-            logs: outcome.logs,
-            output: outcome.output,
-            created_address: outcome.created_address,
-            state: EvmState::default(),
-            codes: Vec::new(),
-        };
-        applied.state.reserve(outcome.state.len());
-        for (address, change) in outcome.state {
-            let info = AccountInfo {
-                balance: change.balance,
-                nonce: change.nonce,
-                code_hash: change.code_hash,
-                ..Default::default()
-            };
-            applied.store_account(address, info, change.created, change.selfdestructed);
-            if let Some(account) = applied.state.get_mut(&address) {
-                account.storage =
-                    change.storage.into_iter().map(|(k, v)| (k, EvmStorageSlot::new(v, Default::default()))).collect();
-            }
-            if let Some(code) = change.code {
-                applied.codes.push((address, code));
-            }
-        }
+        let mut applied = Applied::new();
+        applied.set_outcome(outcome);
         applied
     }
 }
@@ -484,7 +661,10 @@ fn state_changes(state: &EvmState) -> StateChanges {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use revm::primitives::{KECCAK_EMPTY, LogData, address, b256, keccak256};
+    use revm::{
+        DatabaseCommit,
+        primitives::{KECCAK_EMPTY, LogData, address, b256, keccak256},
+    };
 
     fn sample() -> TxOutcome {
         let token = address!("0x00000000000000000000000000000000000000aa");
@@ -542,22 +722,127 @@ mod tests {
         outcome.state.insert(gone, change(KECCAK_EMPTY, None, false, true));
         let mut applied = Applied::from(outcome.clone());
         assert_eq!(applied.outcome(), outcome, "the oracle's form is the outcome it came from");
+        // A cache that already holds some of the accounts: one with the code (kept), one whose
+        // storage was cleared earlier (stays cleared), one with slots of its own (kept beside
+        // the new ones).
+        let token = address!("0x00000000000000000000000000000000000000bb");
+        let mut before = CacheDB::new(revm::database::EmptyDB::default());
+        before.insert_account_info(
+            contract,
+            AccountInfo { code_hash: running.hash_slow(), code: Some(running.clone()), ..Default::default() },
+        );
+        before.insert_account_storage(contract, U256::from(9), U256::from(9)).unwrap();
+        before.insert_account_info(token, AccountInfo::default());
+        before.cache.accounts.get_mut(&token).unwrap().account_state = AccountState::StorageCleared;
+        before.insert_account_storage(gone, U256::from(1), U256::from(1)).unwrap();
+        let mut ours = before.clone();
         let mut asked = Vec::new();
-        let state = applied
-            .commit_state(|a, h| {
+        applied
+            .commit_to(&mut ours, |_, a, h| {
                 asked.push(*a);
                 (h == running.hash_slow()).then(|| running.clone())
             })
             .expect("every code is known");
-        assert_eq!(asked, vec![contract], "only code the transaction did not set is looked up");
-        assert_eq!(state[&contract].info.code, Some(running.clone()));
-        assert_eq!(state[&created].info.code, Some(Bytecode::new_legacy(deployed)));
-        assert!(state[&created].is_created() && state[&gone].is_selfdestructed());
-        assert!(state.values().all(|a| a.is_touched()));
-        assert_eq!(state[&contract].storage[&U256::from(3)].present_value(), U256::from(4));
-        // Code nobody can give: the address, and no state.
+        assert!(
+            asked.is_empty(),
+            "the cached account's code is kept, the deployed code is the transaction's: {asked:?}"
+        );
+        // revm's form of the same change, committed by `CacheDB::commit`.
+        let mut theirs = before.clone();
+        theirs.commit(revm_form(&outcome, &running));
+        assert_same_cache(&ours, &theirs);
+        assert!(applied.accounts().is_empty(), "the state part is left empty");
+        // Code nobody can give: the address, and nothing written.
+        let mut cold = CacheDB::new(revm::database::EmptyDB::default());
         let mut applied = Applied::from(outcome);
-        assert_eq!(applied.commit_state(|_, _| None).err(), Some(contract));
+        assert_eq!(applied.commit_to(&mut cold, |_, _, _| None).err(), Some(contract));
+        let fresh = CacheDB::new(revm::database::EmptyDB::default());
+        assert!(cold.cache.accounts.is_empty() && cold.cache.contracts.len() == fresh.cache.contracts.len());
+    }
+
+    /// The state revm's commit receives for `outcome`: every account touched (created or
+    /// self-destructed as it was) with its code, `running` for the account that has code.
+    fn revm_form(outcome: &TxOutcome, running: &Bytecode) -> EvmState {
+        outcome
+            .state
+            .iter()
+            .map(|(address, change)| {
+                let code = match &change.code {
+                    Some(code) if change.created => Some(Bytecode::new_legacy(code.clone())),
+                    Some(code) => Some(Bytecode::new_raw(code.clone())),
+                    None if change.code_hash == KECCAK_EMPTY || change.selfdestructed => None,
+                    None => Some(running.clone()),
+                };
+                let info = AccountInfo {
+                    balance: change.balance,
+                    nonce: change.nonce,
+                    code_hash: change.code_hash,
+                    code,
+                    ..Default::default()
+                };
+                let mut account = Account::from(info);
+                account.mark_touch();
+                if change.created {
+                    account.mark_created();
+                }
+                if change.selfdestructed {
+                    account.mark_selfdestruct();
+                }
+                account.storage = change
+                    .storage
+                    .iter()
+                    .map(|(k, v)| (*k, revm::state::EvmStorageSlot::new(*v, Default::default())))
+                    .collect();
+                (*address, account)
+            })
+            .collect()
+    }
+
+    fn assert_same_cache<A, B>(ours: &CacheDB<A>, theirs: &CacheDB<B>) {
+        assert_eq!(ours.cache.accounts.len(), theirs.cache.accounts.len(), "accounts");
+        for (address, theirs) in &theirs.cache.accounts {
+            let ours = &ours.cache.accounts[address];
+            assert_eq!(ours.info, theirs.info, "{address} info");
+            assert_eq!(ours.account_state, theirs.account_state, "{address} account state");
+            assert_eq!(ours.storage, theirs.storage, "{address} storage");
+        }
+        assert_eq!(ours.cache.contracts, theirs.cache.contracts, "contracts");
+    }
+
+    /// Past the scan threshold the lists are indexed: a second store to one account or slot
+    /// is still refused, whether it comes early or late.
+    #[test]
+    fn a_second_store_to_an_account_or_slot_is_refused_at_any_size() {
+        for n in [3, LINEAR, LINEAR + 1, 5 * LINEAR] {
+            let mut applied = Applied::new();
+            let stored = |i: usize| Stored {
+                address: Address::with_last_byte(i as u8),
+                balance: U256::from(i),
+                nonce: 0,
+                code_hash: KECCAK_EMPTY,
+                created: false,
+                selfdestructed: false,
+            };
+            for i in 0..n {
+                assert!(applied.store_account(stored(i)), "{n}: account {i}");
+                assert!(applied.store_slot(&Address::with_last_byte(i as u8), U256::from(i), U256::from(1)));
+                assert!(applied.store_slot(&Address::ZERO, U256::from(i + 1000), U256::from(1)));
+            }
+            for i in [0, n / 2, n - 1] {
+                assert!(!applied.store_account(stored(i)), "{n}: account {i} again");
+                assert!(
+                    !applied.store_slot(&Address::with_last_byte(i as u8), U256::from(i), U256::from(2)),
+                    "{n}: slot {i} again"
+                );
+                assert!(!applied.store_slot(&Address::ZERO, U256::from(i + 1000), U256::from(2)));
+            }
+            assert!(!applied.store_slot(&Address::with_last_byte(250), U256::ZERO, U256::ZERO), "unrecorded account");
+            let outcome = applied.outcome();
+            assert_eq!(outcome.state.len(), n);
+            assert_eq!(outcome.state.values().map(|c| c.storage.len()).sum::<usize>(), 2 * n);
+            applied.clear();
+            assert!(applied.store_account(stored(0)), "{n}: empty again after clear");
+        }
     }
 
     #[test]

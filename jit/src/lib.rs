@@ -212,9 +212,22 @@ impl Native {
         block: &BlockEnv,
         memo: Option<&PrecompileMemo>,
     ) -> Result<(Applied, usize), Miss> {
+        let mut applied = Applied::new();
+        self.evaluate_into(db, cfg, block, memo, &mut applied).map(|program| (applied, program))
+    }
+
+    /// [`Native::evaluate_applied`] into `out`, as [`ir::compact::Compiled::evaluate_into`].
+    pub fn evaluate_into<D: DatabaseRef>(
+        &self,
+        db: &D,
+        cfg: &CfgEnv,
+        block: &BlockEnv,
+        memo: Option<&PrecompileMemo>,
+        out: &mut Applied,
+    ) -> Result<usize, Miss> {
         // SAFETY: `entry` was generated from `self.compiled` by `lower::lower`, which follows
         // `ir::compact::native`'s convention, and the module mapping it lives as long as `self`.
-        unsafe { self.compiled.evaluate_native(self.entry, self.opaque_constants, db, cfg, block, memo) }
+        unsafe { self.compiled.evaluate_native(self.entry, self.opaque_constants, db, cfg, block, memo, out) }
     }
 
     /// [`Native::evaluate_applied`] in the form of [`Compiled::evaluate_merged`].

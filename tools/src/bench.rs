@@ -230,11 +230,9 @@ pub fn hit(block: &RecordedBlock, reps: usize) -> Result<HitRow> {
                         native_ns.push(elapsed);
                     }
                 }
-                if let Ok((mut applied, _)) = evaluation {
+                if let Ok((applied, _)) = evaluation {
                     let started = Instant::now();
-                    std::hint::black_box(
-                        applied.commit_state(|a, h| accelerator::executor::known_code(&state, a, h)).ok(),
-                    );
+                    std::hint::black_box(applied.check_codes(&state, accelerator::executor::known_code).ok());
                     let committed = started.elapsed().as_nanos() as f64;
                     let started = Instant::now();
                     let perfect = reads.as_ref().and_then(|r| r.check(&state, &block.cfg, &block.env));

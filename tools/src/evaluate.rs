@@ -31,7 +31,7 @@ use std::{
 
 use accelerator::{
     ImportMode, ImportTx, Pipeline, PipelineConfig, TxPath,
-    executor::{apply_accelerated_at, known_code},
+    executor::{apply_accelerated_into, known_code},
     predictor::targeted_recipients,
 };
 use eyre::Result;
@@ -1038,6 +1038,7 @@ fn measure_txs(
     let mut out = Vec::with_capacity(txs.len());
     for tx in txs {
         let accelerated = pipeline.accelerated(&tx.hash);
+        let mut applied = ir::Applied::new();
         let (mut revm_times, mut cached_times, mut fast_times, mut native_times) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut result = None;
@@ -1066,9 +1067,16 @@ fn measure_txs(
                 }
                 for (native, times) in tiers {
                     let started = Instant::now();
-                    let (_, applied) =
-                        apply_accelerated_at(accelerated, &state, cfg, env, Some(pipeline.memo()), native);
-                    let commit = applied.map(|mut a| a.commit_state(|a, h| known_code(&state, a, h)));
+                    let path = apply_accelerated_into(
+                        accelerated,
+                        &state,
+                        cfg,
+                        env,
+                        Some(pipeline.memo()),
+                        native,
+                        &mut applied,
+                    );
+                    let commit = matches!(path, TxPath::Hit { .. }).then(|| applied.check_codes(&state, known_code));
                     let fast_ns = started.elapsed().as_nanos() as f64;
                     std::hint::black_box(commit);
                     if round > 0 {

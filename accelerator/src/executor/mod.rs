@@ -48,7 +48,7 @@ use ir::{
 
 pub use crate::store::{Accelerated, BlockPrograms};
 use revm::{
-    DatabaseCommit, DatabaseRef, ExecuteCommitEvm, ExecuteEvm,
+    DatabaseRef, ExecuteCommitEvm, ExecuteEvm,
     context::{BlockEnv, CfgEnv, TxEnv, result::EVMError},
     database::CacheDB,
     database_interface::DBErrorMarker,
@@ -261,18 +261,19 @@ where
             // The next transaction's program is looked up one ahead and prefetched while this
             // one runs (see `Accelerated::prefetch`).
             let program = |index: usize| txs.get(index).and_then(|tx| programs.get(index, &tx.hash));
+            // One result, reused by every transaction: a hit fills it in place.
+            let mut applied = Applied::new();
             for (index, tx) in txs.iter().enumerate() {
                 if let Some(next) = program(index + 1) {
                     next.prefetch();
                 }
-                let (path, applied, outcome) =
-                    import_tx(db, cfg, block, index, tx, program(index), memo, keep_outcomes, native)?;
-                outcomes.extend(outcome);
+                let keep = keep_outcomes.then_some(&mut outcomes);
+                let path = import_tx(db, cfg, block, index, tx, program(index), memo, keep, native, &mut applied)?;
                 receipt(ir::receipts::ReceiptInput {
                     ty: tx.env.tx_type,
                     success: applied.status.is_success(),
                     gas_used: applied.gas_used,
-                    logs: applied.logs,
+                    logs: std::mem::take(&mut applied.logs),
                 });
                 paths.push(path);
             }
@@ -301,8 +302,9 @@ where
 }
 
 /// Imports one transaction on `db`: its program's result when one holds (committed as revm
-/// would commit it), revm otherwise. Returns how, the result without its state (moved into
-/// `db`), and, when `keep_outcome`, the oracle's outcome of what was committed.
+/// would commit it), revm otherwise. Returns how; `applied` holds the result without its state
+/// (moved into `db`), and `outcomes`, when given, gets the oracle's outcome of what was
+/// committed.
 #[allow(clippy::too_many_arguments)]
 fn import_tx<D>(
     db: &mut CacheDB<D>,
@@ -312,27 +314,29 @@ fn import_tx<D>(
     tx: &ImportTx,
     accelerated: Option<&Accelerated>,
     memo: Option<&PrecompileMemo>,
-    keep_outcome: bool,
+    outcomes: Option<&mut Vec<TxOutcome>>,
     native: bool,
-) -> Result<(TxPath, Applied, Option<TxOutcome>), ImportError>
+    applied: &mut Applied,
+) -> Result<TxPath, ImportError>
 where
     D: DatabaseRef,
     D::Error: DBErrorMarker,
 {
-    let (mut path, hit) = match accelerated {
-        Some(accelerated) => apply_accelerated_at(accelerated, &*db, cfg, block, memo, native),
-        None => (TxPath::NoProgram, None),
+    let mut path = match accelerated {
+        Some(accelerated) => apply_accelerated_into(accelerated, &*db, cfg, block, memo, native, applied),
+        None => TxPath::NoProgram,
     };
     // A hit is committed as revm would commit it, with the code of every account it
-    // touched (see `Applied::commit_state`). Code that cannot be found is a miss.
-    if let Some(mut applied) = hit {
-        let outcome = keep_outcome.then(|| applied.outcome());
-        match applied.commit_state(|a, h| known_code(db, a, h)) {
-            Ok(mut state) => {
-                // Committed entry by entry, so the map goes back to be reused by the next hit.
-                db.commit_iter(&mut state.drain());
-                ir::outcome::recycle_state(state);
-                return Ok((path, applied, outcome));
+    // touched (see `Applied::commit_to`). Code that cannot be found is a miss.
+    let mut outcomes = outcomes;
+    if matches!(path, TxPath::Hit { .. }) {
+        let outcome = outcomes.is_some().then(|| applied.outcome());
+        match applied.commit_to(db, known_code) {
+            Ok(()) => {
+                if let (Some(outcomes), Some(outcome)) = (outcomes, outcome) {
+                    outcomes.push(outcome);
+                }
+                return Ok(path);
             }
             Err(address) => {
                 tracing::warn!(%address, tx = %tx.hash, "hit discarded: code of a touched account unknown");
@@ -352,9 +356,12 @@ where
         };
         ImportError { index, hash: tx.hash, kind, message }
     })?;
-    let outcome = keep_outcome.then(|| TxOutcome::from_revm(&res.result, &res.state));
+    if let Some(outcomes) = outcomes.as_mut() {
+        outcomes.push(TxOutcome::from_revm(&res.result, &res.state));
+    }
     evm.commit(res.state);
-    Ok((path, Applied::result_of(res.result), outcome))
+    applied.set_result(res.result);
+    Ok(path)
 }
 
 /// Runs a transaction's accelerated program: its read sets first (a perfect hit applies a
@@ -395,8 +402,25 @@ pub fn apply_accelerated_at<D: DatabaseRef>(
     memo: Option<&PrecompileMemo>,
     native: bool,
 ) -> (TxPath, Option<Applied>) {
+    let mut applied = Applied::new();
+    let path = apply_accelerated_into(accelerated, db, cfg, block, memo, native, &mut applied);
+    let hit = matches!(path, TxPath::Hit { .. });
+    (path, hit.then_some(applied))
+}
+
+/// [`apply_accelerated_at`] into `out`, which holds the hit when the path is one (and means
+/// nothing otherwise): what an import runs, with one result reused across its transactions.
+pub fn apply_accelerated_into<D: DatabaseRef>(
+    accelerated: &Accelerated,
+    db: &D,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    memo: Option<&PrecompileMemo>,
+    native: bool,
+    out: &mut Applied,
+) -> TxPath {
     if accelerated.programs.is_empty() {
-        return (TxPath::NoProgram, None);
+        return TxPath::NoProgram;
     }
     // The read sets, first filtered on what their entries keep inline (their memory is
     // cold at import: touching one that fails costs more than its reads).
@@ -414,7 +438,8 @@ pub fn apply_accelerated_at<D: DatabaseRef>(
             }
         }
         if let Some(outcome) = entry.reads.check(db, cfg, block) {
-            return (TxPath::Hit { program: entry.program, perfect: true }, Some(Applied::from(outcome)));
+            out.set_outcome(outcome);
+            return TxPath::Hit { program: entry.program, perfect: true };
         }
     }
     // The tree holds the programs of the newest one's chain rules; programs recorded under
@@ -423,28 +448,29 @@ pub fn apply_accelerated_at<D: DatabaseRef>(
     if let Some(compiled) = accelerated.compiled.as_ref().filter(|c| tree_applies(c)) {
         let code = accelerated.native.get().filter(|_| native);
         let evaluated = match code {
-            Some(code) => code.native().evaluate_applied(db, cfg, block, memo),
-            None => compiled.evaluate_applied(db, cfg, block, memo),
+            Some(code) => code.native().evaluate_into(db, cfg, block, memo, out),
+            None => compiled.evaluate_into(db, cfg, block, memo, out),
         };
         return match evaluated {
-            Ok((applied, program)) => {
+            Ok(program) => {
                 // The tree holds the programs newest first.
                 let program = accelerated.programs.len() - 1 - program.min(accelerated.programs.len() - 1);
-                (TxPath::Hit { program, perfect: false }, Some(applied))
+                TxPath::Hit { program, perfect: false }
             }
-            Err(miss) => (TxPath::Miss { reason: ImportMiss::Program(miss.reason) }, None),
+            Err(miss) => TxPath::Miss { reason: ImportMiss::Program(miss.reason) },
         };
     }
     let mut path = TxPath::NoProgram;
     for (i, program) in accelerated.programs.iter().enumerate() {
         match evaluate(program, db, cfg, block, FUEL) {
             Evaluation::Hit(outcome) => {
-                return (TxPath::Hit { program: i, perfect: false }, Some(Applied::from(outcome)));
+                out.set_outcome(outcome);
+                return TxPath::Hit { program: i, perfect: false };
             }
             Evaluation::Miss(miss) => path = TxPath::Miss { reason: ImportMiss::Program(miss.reason) },
         }
     }
-    (path, None)
+    path
 }
 
 /// One transaction whose imported outcome differs from sequential revm's.

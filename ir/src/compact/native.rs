@@ -298,7 +298,9 @@ impl Compiled {
         cfg: &CfgEnv,
         block: &BlockEnv,
         memo: Option<&PrecompileMemo>,
+        out: &mut Applied,
     ) -> Applying {
+        out.clear();
         if let Some(miss) = self.env_miss(cfg) {
             return Err(miss);
         }
@@ -317,7 +319,7 @@ impl Compiled {
             let regs = s.words.as_mut_ptr();
             let mut host = Host {
                 compiled: self,
-                walk: Walk { s, outcome: Applied::new(), stored: false, capture: None },
+                walk: Walk { s, outcome: out, stored: false, capture: None },
                 db,
                 cfg,
                 block,
