@@ -1002,6 +1002,7 @@ impl Compiled {
         self.evaluate_merged(db, cfg, block, memo).0
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn start<D: DatabaseRef>(
         &self,
         s: &mut Scratch,

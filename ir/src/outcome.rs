@@ -731,10 +731,10 @@ mod tests {
             contract,
             AccountInfo { code_hash: running.hash_slow(), code: Some(running.clone()), ..Default::default() },
         );
-        before.insert_account_storage(contract, U256::from(9), U256::from(9)).unwrap();
+        before.insert_account_storage(contract, U256::from(9), U256::from(9)).expect("in memory");
         before.insert_account_info(token, AccountInfo::default());
-        before.cache.accounts.get_mut(&token).unwrap().account_state = AccountState::StorageCleared;
-        before.insert_account_storage(gone, U256::from(1), U256::from(1)).unwrap();
+        before.cache.accounts.get_mut(&token).expect("inserted").account_state = AccountState::StorageCleared;
+        before.insert_account_storage(gone, U256::from(1), U256::from(1)).expect("in memory");
         let mut ours = before.clone();
         let mut asked = Vec::new();
         applied

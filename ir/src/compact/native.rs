@@ -290,6 +290,7 @@ impl Compiled {
     /// With `constants_in_file`, the constants are also written to their registers in the file
     /// first, for code that reads them from there instead of having them inline (the tests'
     /// way of hiding constants from the code generator's folding).
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn evaluate_native<D: DatabaseRef>(
         &self,
         entry: NativeEntry,
