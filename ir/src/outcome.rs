@@ -18,6 +18,7 @@
 
 use std::{collections::BTreeMap, fmt};
 
+use alloy::primitives::Bloom;
 use revm::{
     context::result::{ExecutionResult, HaltReason, Output, SuccessReason},
     database::{AccountState, CacheDB, DbAccount},
@@ -160,6 +161,9 @@ pub struct Applied {
     /// The code the transaction set, by account (a creation's deployed code, a delegation
     /// designator): bytes as the program stored them.
     pub codes: Vec<(Address, Bytes)>,
+    /// The bloom of `logs`, when it is known already (a read-set hit's logs are those of the
+    /// pre-execution, whose bloom was computed then).
+    pub logs_bloom: Option<Bloom>,
     /// Positions in `accounts` by address, kept once there are more than [`LINEAR`] (below
     /// that a scan is cheaper than hashing).
     index: AddressMap<u32>,
@@ -210,6 +214,7 @@ impl Applied {
             accounts: Vec::new(),
             slots: Vec::new(),
             codes: Vec::new(),
+            logs_bloom: None,
             index: AddressMap::default(),
             slot_index: HashSet::default(),
         }
@@ -224,6 +229,7 @@ impl Applied {
         self.logs.clear();
         self.output = Bytes::new();
         self.created_address = None;
+        self.logs_bloom = None;
         self.clear_state();
     }
 

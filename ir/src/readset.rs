@@ -30,6 +30,7 @@
 //! recorded evaluation computed, and when every earlier read matched, the program computes
 //! the same key again, so the reads are the same reads.
 
+use alloy::primitives::Bloom;
 use revm::{
     DatabaseRef,
     context::{BlockEnv, CfgEnv},
@@ -109,6 +110,8 @@ pub struct ReadSet {
     reads: Vec<(Read, Role)>,
     fee: Option<Fee>,
     outcome: TxOutcome,
+    /// The bloom of the outcome's logs, computed once here rather than at every hit's receipt.
+    logs_bloom: Bloom,
 }
 
 impl ReadSet {
@@ -183,7 +186,8 @@ impl ReadSet {
         // read set that fails fails early; the rest in program order (one account's reads
         // together).
         reads.sort_by_key(|(r, role)| !(*role == Role::Input && r.op == Op::Storage));
-        Self { env: program.env, reads, fee, outcome }
+        let logs_bloom = alloy::primitives::logs_bloom(&outcome.logs);
+        Self { env: program.env, reads, fee, outcome, logs_bloom }
     }
 
     /// Adds what this pre-execution touched to `accounts` and `slots`: every account and slot
@@ -245,6 +249,11 @@ impl ReadSet {
             + self.outcome.state.values().map(|a| 160 + a.storage.len() * 80).sum::<usize>();
         let comparisons = self.fee.as_ref().map_or(0, |f| f.comparisons.len() * 96);
         self.reads.capacity() * size_of::<(Read, Role)>() + outcome + comparisons
+    }
+
+    /// The bloom of the logs of [`ReadSet::check`]'s outcome (which are the recorded ones).
+    pub fn logs_bloom(&self) -> Bloom {
+        self.logs_bloom
     }
 
     /// The recorded outcome, when every input of `db` / `block` equals the recorded one (the

@@ -38,6 +38,9 @@ pub struct ReceiptInput {
     pub gas_used: u64,
     /// Its logs.
     pub logs: Vec<Log>,
+    /// Their bloom, when the caller knows it already (it must be the bloom of `logs`): a
+    /// read-set hit's logs are its pre-execution's, whose bloom was computed then.
+    pub logs_bloom: Option<Bloom>,
 }
 
 /// Builds a block's receipts, bloom, gas and receipts root from its transactions in order,
@@ -80,7 +83,7 @@ impl<F: FnMut(&[Log]) -> Bloom> ReceiptBuilder<F> {
             return;
         }
         self.gas_used += input.gas_used;
-        let bloom = (self.bloom_of)(&input.logs);
+        let bloom = input.logs_bloom.unwrap_or_else(|| (self.bloom_of)(&input.logs));
         self.logs_bloom.accrue_bloom(&bloom);
         self.receipts.push(envelope(input, self.gas_used, bloom));
         self.add_ready_leaves();
@@ -357,11 +360,14 @@ mod tests {
         outcomes
             .iter()
             .zip(types)
-            .map(|(o, ty)| ReceiptInput {
+            .enumerate()
+            .map(|(i, (o, ty))| ReceiptInput {
                 ty: *ty,
                 success: o.status.is_success(),
                 gas_used: o.gas_used,
                 logs: o.logs.clone(),
+                // Half of them with the bloom given, as a read-set hit gives it.
+                logs_bloom: (i % 2 == 0).then(|| logs_bloom(&o.logs)),
             })
             .collect()
     }

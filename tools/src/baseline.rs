@@ -123,6 +123,7 @@ pub fn node_block<DB: Database + revm::DatabaseCommit>(
             success: result.result.is_success(),
             gas_used: result.result.tx_gas_used(),
             logs: result.result.into_logs(),
+            logs_bloom: None,
         });
         revm::DatabaseCommit::commit(evm.ctx.db_mut(), result.state);
     }

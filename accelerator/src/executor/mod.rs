@@ -274,6 +274,7 @@ where
                     success: applied.status.is_success(),
                     gas_used: applied.gas_used,
                     logs: std::mem::take(&mut applied.logs),
+                    logs_bloom: applied.logs_bloom,
                 });
                 paths.push(path);
             }
@@ -439,6 +440,7 @@ pub fn apply_accelerated_into<D: DatabaseRef>(
         }
         if let Some(outcome) = entry.reads.check(db, cfg, block) {
             out.set_outcome(outcome);
+            out.logs_bloom = Some(entry.reads.logs_bloom());
             return TxPath::Hit { program: entry.program, perfect: true };
         }
     }

@@ -311,6 +311,7 @@ fn receipts(txs: &[TxEnv], results: &[ExecutionResult]) -> Receipts {
             success: result.is_success(),
             gas_used: result.tx_gas_used(),
             logs: result.logs().to_vec(),
+            logs_bloom: None,
         });
     }
     builder.finish().expect("every transaction pushed its receipt")
