@@ -8,9 +8,10 @@
 //! ```
 //!
 //! A hit is applied exactly as revm's commit would apply the same state (an [`Applied`]
-//! holds every touched account's final info and every changed slot, in revm's own
-//! `EvmState`, and [`Applied::commit_state`] adds the code of touched accounts, which a
-//! node's state knows only through the account), so the state after a hit is the state after
+//! holds every touched account's final info and every changed slot as flat lists, and
+//! [`Applied::commit_to`] writes them into the `CacheDB` as `CacheDB::commit` writes revm's
+//! `EvmState`, with the code of touched accounts, which a node's state knows only through
+//! the account), so the state after a hit is the state after
 //! executing the transaction, for a later miss as much as for a later hit. The oracle's
 //! [`TxOutcome`] of each transaction is built only when the caller keeps outcomes (to verify
 //! or report them): a node's import builds nothing a node would not build. Misses run in revm, one
@@ -27,7 +28,7 @@
 //!   `oracle::compare_block`.
 //!
 //! Every executor builds its EVM with `ir::reference::evm`, and commits a hit with
-//! `Applied::commit_state`.
+//! `Applied::commit_to`.
 
 pub mod latency;
 pub mod parallel;
