@@ -61,7 +61,11 @@ use serde::Serialize;
 /// One transaction to import.
 #[derive(Clone, Debug)]
 pub struct ImportTx {
-    /// The transaction hash (the key of its programs).
+    /// The transaction hash (the key of its programs). It must be the hash of the
+    /// transaction `env` was built from: the import trusts it, and uses the programs
+    /// predicted for this hash, whose outcome is that transaction's. A caller that cannot
+    /// vouch for it derives it from the signed body, as `prescient_executeBlock` does (and
+    /// refuses a block whose given hash differs).
     pub hash: B256,
     /// The transaction as revm executes it.
     pub env: TxEnv,
