@@ -167,7 +167,7 @@ pub struct Applied {
     /// Positions in `accounts` by address, kept once there are more than [`LINEAR`] (below
     /// that a scan is cheaper than hashing).
     index: AddressMap<u32>,
-    /// The slots of `slots`, kept once there are more than [`LINEAR`].
+    /// The slots of `slots`, kept once there are [`LINEAR`] or more.
     slot_index: HashSet<(u32, U256)>,
 }
 
@@ -442,7 +442,8 @@ impl Applied {
     /// Commits this result into `db` exactly as committing the same state in revm's form
     /// (`EvmState`, every account touched and its code filled in) would: the same accounts,
     /// infos, account states, slots and contracts. Nothing is written when some account's
-    /// code cannot be supplied (see `codes_for`); that address is returned.
+    /// code cannot be supplied (see `codes_for`); that address is returned, and this result
+    /// is left as it was (a caller reusing it must clear it, as every fill does).
     ///
     /// Every slot is committed with its present value, as a `CacheDB` takes it; a backend that
     /// keeps only slots whose value changed from the original (revm's `State`) would need the
