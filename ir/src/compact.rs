@@ -940,8 +940,7 @@ impl Compiled {
         block: &BlockEnv,
         memo: Option<&PrecompileMemo>,
     ) -> Result<(Applied, usize), Miss> {
-        let mut applied = Applied::new();
-        self.evaluate_into(db, cfg, block, memo, &mut applied).map(|program| (applied, program))
+        Applied::filled(|out| self.evaluate_into(db, cfg, block, memo, out))
     }
 
     /// [`Compiled::evaluate_applied`] into `out` (emptied first; on a miss its content means

@@ -514,11 +514,11 @@ impl Applied {
 }
 
 impl Applied {
-    /// revm's `result` without its state (committed by the caller): what a receipt takes.
-    pub fn result_of(result: ExecutionResult) -> Self {
+    /// A fresh result filled by `fill` (an evaluation into it), with what `fill` returned:
+    /// the owned form of the `evaluate_into` functions.
+    pub fn filled<T, E>(fill: impl FnOnce(&mut Applied) -> Result<T, E>) -> Result<(Applied, T), E> {
         let mut applied = Applied::new();
-        applied.set_result(result);
-        applied
+        fill(&mut applied).map(|t| (applied, t))
     }
 }
 

@@ -212,8 +212,7 @@ impl Native {
         block: &BlockEnv,
         memo: Option<&PrecompileMemo>,
     ) -> Result<(Applied, usize), Miss> {
-        let mut applied = Applied::new();
-        self.evaluate_into(db, cfg, block, memo, &mut applied).map(|program| (applied, program))
+        Applied::filled(|out| self.evaluate_into(db, cfg, block, memo, out))
     }
 
     /// [`Native::evaluate_applied`] into `out`, as [`ir::compact::Compiled::evaluate_into`].
