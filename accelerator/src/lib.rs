@@ -10,7 +10,8 @@ pub mod store;
 pub mod tiering;
 
 pub use executor::{
-    Import, ImportError, ImportErrorKind, ImportMiss, ImportTx, TxPath, import_block, verify_against_reference,
+    Import, ImportError, ImportErrorKind, ImportMiss, ImportTx, TxPath, import_block, import_block_ahead,
+    verify_against_reference,
 };
 pub use pipeline::{ImportMode, Imported, Pipeline, PipelineConfig, PreExecuted};
 pub use predictor::{PendingPool, PreExecution, pre_execute};

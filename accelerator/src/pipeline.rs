@@ -39,7 +39,7 @@ use revm::{
 };
 
 use crate::{
-    executor::{Accelerated, Divergence, Import, ImportError, ImportTx, import_block, verify_against_reference},
+    executor::{Accelerated, Divergence, Import, ImportError, ImportTx, import_block_ahead, verify_against_reference},
     predictor::{Footprint, PendingPool, PoolTx, PreExecution, StateKey, pre_execute},
     store::ApStore,
 };
@@ -374,7 +374,7 @@ impl Pipeline {
         mode: ImportMode,
     ) -> Result<Imported, ImportError>
     where
-        D: DatabaseRef,
+        D: DatabaseRef + Sync,
         D::Error: DBErrorMarker,
     {
         // The programs are taken before the import (under one lock), so that the import
@@ -383,8 +383,18 @@ impl Pipeline {
         let verify = mode == ImportMode::Verified;
         let keep = !matches!(mode, ImportMode::Timed | ImportMode::TimedEvaluator);
         let native = mode != ImportMode::TimedEvaluator;
-        let import =
-            import_block(&mut CacheDB::new(parent), cfg, block, txs, &programs, Some(&self.memo), keep, native)?;
+        // Transactions without a program execute ahead on `parent` (`import_block_ahead`).
+        let import = import_block_ahead(
+            &mut CacheDB::new(parent),
+            Some(parent),
+            cfg,
+            block,
+            txs,
+            &programs,
+            Some(&self.memo),
+            keep,
+            native,
+        )?;
         self.publish_memo();
         let checked = if verify {
             Some(verify_against_reference(&mut CacheDB::new(parent), cfg, block, txs, &import)?)

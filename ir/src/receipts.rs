@@ -136,9 +136,15 @@ pub const THREAD_FROM: usize = 32;
 /// else one of this block's own), inline otherwise. Returns `body`'s result and the receipts;
 /// `None` receipts when `body` did not push exactly `len` inputs (it failed part way), or the
 /// receipts thread died (the caller then builds them itself).
+///
+/// `side` is work for the builder's thread while it has no receipt to build: it is called
+/// there, between receipts, until it returns `false` (nothing left) or `body` ends; each call
+/// should be one short unit. It is never called for blocks built inline, and has returned for
+/// the last time when `build_while` returns or unwinds.
 pub fn build_while<R>(
     len: usize,
     bloom_of: impl Fn(&[Log]) -> Bloom + Send + 'static,
+    side: Option<&mut (dyn FnMut() -> bool + Send + '_)>,
     body: impl FnOnce(&mut dyn FnMut(ReceiptInput)) -> R,
 ) -> (R, Option<Receipts>) {
     if len < THREAD_FROM {
@@ -151,11 +157,19 @@ pub fn build_while<R>(
     // VM, as much as several hits, and the wake-ups of a channel were up to a third of a fast
     // import (see `Feed`).
     let queue = Arc::new(Feed::default());
+    // SAFETY: the job below is the only user of `side`, and it has ended (its result sent,
+    // or its sender dropped by a panic) before this function returns or unwinds: the
+    // long-lived worker's path waits for that (`Joined`, also while unwinding), and the other
+    // paths run it on a scoped thread, joined at the scope's end. So `side` and what it
+    // borrows outlive every use.
+    let side = side.map(|side| unsafe {
+        std::mem::transmute::<&mut (dyn FnMut() -> bool + Send + '_), &'static mut (dyn FnMut() -> bool + Send)>(side)
+    });
     let build = {
         let queue = Arc::clone(&queue);
         move || {
             let mut builder = ReceiptBuilder::new(len, bloom_of);
-            queue.drain(|input| builder.push(input));
+            queue.drain(|input| builder.push(input), side);
             builder.finish()
         }
     };
@@ -179,9 +193,12 @@ pub fn build_while<R>(
         });
         return match jobs.send(job) {
             Ok(()) => {
+                let mut joined = Joined { receipts: &receipts, done: false };
                 let result = feed(queue);
                 // A worker that panicked dropped `done`: no receipts, which the caller rebuilds.
-                (result, wait_for(&receipts))
+                let built = wait_for(joined.receipts);
+                joined.done = true;
+                (result, built)
             }
             // The worker is gone (a job panicked before): the job runs on a thread of this
             // block's own.
@@ -214,6 +231,22 @@ fn wait_for(receipts: &std::sync::mpsc::Receiver<Option<Receipts>>) -> Option<Re
         }
     }
     receipts.recv().ok().flatten()
+}
+
+/// Waits, when dropped before the worker's result was taken (the body unwound), until the
+/// worker's job has ended: it may be using the caller's `side` work.
+struct Joined<'r> {
+    receipts: &'r std::sync::mpsc::Receiver<Option<Receipts>>,
+    done: bool,
+}
+
+impl Drop for Joined<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // The feed is closed (the body's `Closing` ran first), so the job ends.
+            let _ = self.receipts.recv();
+        }
+    }
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -286,9 +319,10 @@ impl Feed {
         }
     }
 
-    /// Hands every input to `take` in order until the feed is closed and empty. Spins
-    /// [`SPINS`] polls while none is waiting, then sleeps until the body pushes or closes.
-    fn drain(&self, mut take: impl FnMut(ReceiptInput)) {
+    /// Hands every input to `take` in order until the feed is closed and empty. While none is
+    /// waiting, runs `side` (one unit a call) until it has nothing left or the feed is closed;
+    /// then spins [`SPINS`] polls, then sleeps until the body pushes or closes.
+    fn drain(&self, mut take: impl FnMut(ReceiptInput), mut side: Option<&mut (dyn FnMut() -> bool + Send)>) {
         let _ = self.builder.set(std::thread::current());
         let (mut taken, mut idle) = (0, 0u32);
         let mut idle_since = None;
@@ -303,6 +337,11 @@ impl Feed {
                 (idle, idle_since) = (0, None);
             } else if closed {
                 return;
+            } else if let Some(work) = side.as_mut() {
+                if !work() {
+                    side = None;
+                }
+                (idle, idle_since) = (0, None);
             } else if idle < SPINS {
                 idle += 1;
                 std::hint::spin_loop();
@@ -391,6 +430,7 @@ mod tests {
             let (count, streamed) = build_while(
                 len,
                 |logs: &[Log]| logs_bloom(logs),
+                None,
                 |sink| {
                     let mut n = 0;
                     for input in inputs(&outcomes, &types) {
@@ -409,6 +449,64 @@ mod tests {
         }
     }
 
+    /// Side work runs on the builder's thread while the body runs, until it says it has
+    /// nothing left; it is never called again after that, nor after `build_while` returns or
+    /// unwinds from a panicking body.
+    #[test]
+    fn side_work_runs_beside_the_receipts_and_has_ended_on_return() {
+        use std::sync::atomic::AtomicBool;
+        let len = 40;
+        let outcomes: Vec<TxOutcome> = (0..len).map(outcome).collect();
+        let types = vec![2u8; len];
+        let expected = receipts(&outcomes, &types);
+        let calls = AtomicUsize::new(0);
+        let mut side = || calls.fetch_add(1, Ordering::SeqCst) + 1 < 5;
+        let (_, built) = build_while(
+            len,
+            |logs: &[Log]| logs_bloom(logs),
+            Some(&mut side),
+            |sink| {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                for input in inputs(&outcomes, &types) {
+                    sink(input);
+                }
+                // The builder is idle now: it runs the side work until it has nothing left.
+                while calls.load(Ordering::SeqCst) < 5 && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            },
+        );
+        assert_eq!(built.expect("all pushed").receipts_root, expected.receipts_root);
+        assert_eq!(calls.load(Ordering::SeqCst), 5, "called until it returned false, then never");
+
+        let (running, after) = (AtomicBool::new(false), AtomicUsize::new(0));
+        let mut slow = || {
+            running.store(true, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            after.fetch_add(1, Ordering::SeqCst);
+            running.store(false, Ordering::SeqCst);
+            true
+        };
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            build_while(
+                len,
+                |logs: &[Log]| logs_bloom(logs),
+                Some(&mut slow),
+                |sink| {
+                    inputs(&outcomes, &types).into_iter().take(7).for_each(&mut *sink);
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    panic!("a transaction's import failed");
+                },
+            )
+        }));
+        assert!(panicked.is_err());
+        assert!(!running.load(Ordering::SeqCst), "no side work runs after the unwind");
+        let count = after.load(Ordering::SeqCst);
+        assert!(count > 0, "the side work ran while the body slept");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        assert_eq!(after.load(Ordering::SeqCst), count, "and never again");
+    }
+
     /// A body that stops part way (a rejected transaction) gets no receipts, inline or
     /// threaded, and too many inputs are refused too.
     #[test]
@@ -420,11 +518,16 @@ mod tests {
             let (_, short) = build_while(
                 len,
                 |logs: &[Log]| logs_bloom(logs),
+                None,
                 |sink| all[..len - 1].iter().cloned().for_each(&mut *sink),
             );
             assert!(short.is_none(), "short, {len}");
-            let (_, long) =
-                build_while(len, |logs: &[Log]| logs_bloom(logs), |sink| all.iter().cloned().for_each(&mut *sink));
+            let (_, long) = build_while(
+                len,
+                |logs: &[Log]| logs_bloom(logs),
+                None,
+                |sink| all.iter().cloned().for_each(&mut *sink),
+            );
             assert!(long.is_none(), "long, {len}");
         }
     }
@@ -441,6 +544,7 @@ mod tests {
         let (_, slow) = build_while(
             len,
             |logs: &[Log]| logs_bloom(logs),
+            None,
             |sink| {
                 for (i, input) in inputs(&outcomes, &types).into_iter().enumerate() {
                     if i % 13 == 0 {
@@ -456,6 +560,7 @@ mod tests {
             build_while(
                 len,
                 |logs: &[Log]| logs_bloom(logs),
+                None,
                 |sink| {
                     inputs(&outcomes, &types).into_iter().take(7).for_each(&mut *sink);
                     panic!("a transaction's import failed");
@@ -466,6 +571,7 @@ mod tests {
         let (_, after) = build_while(
             len,
             |logs: &[Log]| logs_bloom(logs),
+            None,
             |sink| inputs(&outcomes, &types).into_iter().for_each(&mut *sink),
         );
         assert_eq!(after.expect("all pushed").receipts_root, expected.receipts_root);

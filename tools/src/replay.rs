@@ -398,9 +398,21 @@ pub fn compare_mode(block: &RecordedBlock, config: &ModeConfig) -> ModeReport {
             let started = std::time::Instant::now();
             let programs = predicted.pipeline.store().accelerated_all(predicted.txs.iter().map(|t| &t.hash));
             let memo = Some(predicted.pipeline.memo());
-            let imported =
-                import_whole_block(db, &block.cfg, &block.env, inputs.as_ref(), &predicted.txs, &programs, memo, false)
-                    .map_err(|e| e.to_string())?;
+            // Transactions without a program execute ahead on the parent state, read as the
+            // import reads it (with the same modelled latency).
+            let parent = LatencyDb::new(&base, config.latency);
+            let imported = import_whole_block(
+                db,
+                Some(&parent),
+                &block.cfg,
+                &block.env,
+                inputs.as_ref(),
+                &predicted.txs,
+                &programs,
+                memo,
+                false,
+            )
+            .map_err(|e| e.to_string())?;
             return Ok(Run {
                 time: started.elapsed(),
                 receipts_root: imported.import.receipts.receipts_root,

@@ -30,6 +30,7 @@
 //! Every executor builds its EVM with `ir::reference::evm`, and commits a hit with
 //! `Applied::commit_to`.
 
+mod ahead;
 pub mod latency;
 pub mod parallel;
 pub mod system;
@@ -142,6 +143,9 @@ pub struct Import {
     pub paths: Vec<TxPath>,
     /// Receipts, gas, bloom and receipts root.
     pub receipts: Receipts,
+    /// Transactions without a program committed from their execution ahead on the receipts
+    /// thread (see [`import_block_ahead`]; their path is [`TxPath::NoProgram`]).
+    pub ahead: usize,
     /// Wall time of the whole import (evaluation, revm for misses, commits).
     pub time: Duration,
 }
@@ -254,26 +258,72 @@ where
     D: DatabaseRef,
     D::Error: DBErrorMarker,
 {
+    import_block_ahead(db, None::<&revm::database::EmptyDB>, cfg, block, txs, programs, memo, keep_outcomes, native)
+}
+
+/// [`import_block`], with the transactions that have no program executed ahead on the
+/// receipts thread on `pre_block` (a view of the state the block starts from), and committed
+/// from there when what they read still holds at their turn ([`ahead`]; `Import::ahead`
+/// counts them). The view only decides how often that pays: what is committed is checked
+/// against `db`.
+#[allow(clippy::too_many_arguments)]
+pub fn import_block_ahead<D, S>(
+    db: &mut CacheDB<D>,
+    pre_block: Option<&S>,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    txs: &[ImportTx],
+    programs: &BlockPrograms,
+    memo: Option<&PrecompileMemo>,
+    keep_outcomes: bool,
+    native: bool,
+) -> Result<Import, ImportError>
+where
+    D: DatabaseRef,
+    D::Error: DBErrorMarker,
+    S: DatabaseRef + Sync,
+    S::Error: DBErrorMarker,
+{
     let started = Instant::now();
+    // The next transaction's program is looked up one ahead and prefetched while this one
+    // runs (see `Accelerated::prefetch`).
+    let program = |index: usize| txs.get(index).and_then(|tx| programs.get(index, &tx.hash));
+    let ahead = pre_block.and_then(|view| ahead::Ahead::new(cfg, block, txs, view, |i| program(i).is_none()));
+    let mut side = ahead.as_ref().map(|ahead| move || ahead.step());
+    let mut committed_ahead = 0;
     // Receipts are built beside the import, leaf by leaf (`ir::receipts`), with blooms from the
     // hashes pre-execution remembered (`ir::bloom`): the same bits as building them after.
     let (imported, receipts) = ir::receipts::build_while(
         txs.len(),
         |logs| ir::bloom::MEMO.logs_bloom(logs),
+        side.as_mut().map(|side| side as &mut (dyn FnMut() -> bool + Send)),
         |receipt| -> Result<_, ImportError> {
             let mut outcomes = Vec::with_capacity(if keep_outcomes { txs.len() } else { 0 });
             let mut paths = Vec::with_capacity(txs.len());
-            // The next transaction's program is looked up one ahead and prefetched while this
-            // one runs (see `Accelerated::prefetch`).
-            let program = |index: usize| txs.get(index).and_then(|tx| programs.get(index, &tx.hash));
             // One result, reused by every transaction: a hit fills it in place.
             let mut applied = Applied::new();
             for (index, tx) in txs.iter().enumerate() {
                 if let Some(next) = program(index + 1) {
                     next.prefetch();
                 }
-                let keep = keep_outcomes.then_some(&mut outcomes);
-                let path = import_tx(db, cfg, block, index, tx, program(index), memo, keep, native, &mut applied)?;
+                let executed = match (&ahead, program(index)) {
+                    (Some(ahead), None) => ahead.take(index),
+                    _ => None,
+                };
+                let committed =
+                    executed.and_then(|executed| ahead::commit_if_valid(db, cfg, block, tx, executed, keep_outcomes));
+                let path = match committed {
+                    Some((result, outcome)) => {
+                        outcomes.extend(outcome);
+                        applied.set_result(result);
+                        committed_ahead += 1;
+                        TxPath::NoProgram
+                    }
+                    None => {
+                        let keep = keep_outcomes.then_some(&mut outcomes);
+                        import_tx(db, cfg, block, index, tx, program(index), memo, keep, native, &mut applied)?
+                    }
+                };
                 receipt(ir::receipts::ReceiptInput {
                     ty: tx.env.tx_type,
                     success: applied.status.is_success(),
@@ -304,7 +354,7 @@ where
             });
         }
     };
-    Ok(Import { outcomes, paths, receipts, time: started.elapsed() })
+    Ok(Import { outcomes, paths, receipts, ahead: committed_ahead, time: started.elapsed() })
 }
 
 /// Imports one transaction on `db`: its program's result when one holds (committed as revm
@@ -650,10 +700,13 @@ pub struct AcceleratedBlock {
 
 /// [`execute_whole_block`] with the transactions imported through their accelerated programs
 /// ([`import_block`]: a program's outcome where its guards hold, revm otherwise): `programs`
-/// by position, `memo` the precompile results, `native` runs compiled trees natively.
+/// by position, `memo` the precompile results, `native` runs compiled trees natively;
+/// `pre_block`, a view of the parent state, lets transactions without a program execute ahead
+/// ([`import_block_ahead`]).
 #[allow(clippy::too_many_arguments)]
-pub fn import_whole_block<D>(
+pub fn import_whole_block<D, S>(
     db: &mut CacheDB<D>,
+    pre_block: Option<&S>,
     cfg: &CfgEnv,
     block: &BlockEnv,
     inputs: Option<&system::BlockInputs<'_>>,
@@ -665,10 +718,13 @@ pub fn import_whole_block<D>(
 where
     D: DatabaseRef,
     D::Error: DBErrorMarker + std::fmt::Display,
+    S: DatabaseRef + Sync,
+    S::Error: DBErrorMarker,
 {
     let started = Instant::now();
     let (import, requests) = with_system_part(db, cfg, block, inputs, |db| {
-        import_block(db, cfg, block, txs, programs, memo, false, native).map_err(WholeBlockError::Import)
+        import_block_ahead(db, pre_block, cfg, block, txs, programs, memo, false, native)
+            .map_err(WholeBlockError::Import)
     })?;
     Ok(AcceleratedBlock { import, requests, time: started.elapsed() })
 }

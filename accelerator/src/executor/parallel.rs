@@ -286,7 +286,7 @@ fn worth_parallel(txs: &[TxEnv], same_sender: &[Option<usize>], config: &Paralle
 
 /// Whether this module's fee credit ([`fee_of`]) is revm's for these rules: not when fees are
 /// not charged at all, nor from Amsterdam (EIP-8037's reservoir changes the gas credited).
-fn fee_deferrable(cfg: &CfgEnv) -> bool {
+pub(crate) fn fee_deferrable(cfg: &CfgEnv) -> bool {
     use revm::context_interface::Cfg;
     !cfg.is_fee_charge_disabled() && !cfg.spec.is_enabled_in(SpecId::AMSTERDAM)
 }
@@ -673,7 +673,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Whether two reads of an account are the same to an execution: existence, balance, nonce,
 /// code.
-fn same_account(a: Option<&AccountInfo>, b: Option<&AccountInfo>) -> bool {
+pub(crate) fn same_account(a: Option<&AccountInfo>, b: Option<&AccountInfo>) -> bool {
     match (a, b) {
         (None, None) => true,
         (Some(a), Some(b)) => a.balance == b.balance && a.nonce == b.nonce && a.code_hash == b.code_hash,
@@ -684,7 +684,7 @@ fn same_account(a: Option<&AccountInfo>, b: Option<&AccountInfo>) -> bool {
 /// The fee recipient's credit for one transaction, as revm's `reward_beneficiary` computes it
 /// (in its `u128` arithmetic); `None` when that product would overflow, where the transaction
 /// is executed exactly instead.
-fn fee_of(cfg: &CfgEnv, block: &BlockEnv, tx: &TxEnv, result: &ExecutionResult) -> Option<U256> {
+pub(crate) fn fee_of(cfg: &CfgEnv, block: &BlockEnv, tx: &TxEnv, result: &ExecutionResult) -> Option<U256> {
     let basefee = block.basefee() as u128;
     let effective = tx.effective_gas_price(basefee);
     let price = if cfg.spec.is_enabled_in(SpecId::LONDON) { effective.saturating_sub(basefee) } else { effective };

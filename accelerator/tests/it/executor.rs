@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::accelerator::{
     ImportTx, PreExecution, TxPath,
     executor::{Accelerated, BlockPrograms},
-    import_block, pre_execute, verify_against_reference,
+    import_block, import_block_ahead, pre_execute, verify_against_reference,
 };
 use ir::{AccountCodeOnly, program::Program, record::RecordConfig, synthetic::synthetic_env};
 use revm::{
@@ -184,5 +184,59 @@ fn a_delegation_hit_then_a_call_into_the_authority() {
             vec![TxPath::Hit { program: 0, perfect: false }, TxPath::NoProgram],
             "node-like backend: {backend_is_node}"
         );
+    }
+}
+
+/// A block long enough for the receipts thread (48 transactions from 48 senders): calls into
+/// one contract (each reads what the one before wrote) and plain transfers, every third with
+/// a program, the rest executed ahead on the parent state. Whatever ran ahead in time, the
+/// import is sequential revm's in full; on a stale parent view nothing ahead holds.
+#[test]
+fn transactions_executed_ahead_import_as_sequential_revm() {
+    let (cfg, block) = synthetic_env(SpecId::OSAKA);
+    let mut db = state();
+    let senders: Vec<Address> = (0..48u64).map(|i| Address::left_padding_from(&(0x7700 + i).to_be_bytes())).collect();
+    for who in &senders {
+        db.insert_account_info(*who, AccountInfo::from_balance(U256::from(10u64.pow(18))));
+    }
+    let txs: Vec<ImportTx> = senders
+        .iter()
+        .enumerate()
+        .map(|(i, who)| if i % 2 == 0 { call(*who, CONTRACT, &[], 0, 1) } else { call(*who, BOB, &[], 0, 2) })
+        .collect();
+    let mut before = CacheDB::new(db.clone());
+    let mut programs = Vec::new();
+    for (i, tx) in txs.iter().enumerate() {
+        programs.push((i % 3 == 0).then(|| Arc::new(Accelerated::new(vec![program(&before, &cfg, &block, tx)]))));
+        let mut evm = ir::reference::evm(&mut before, &cfg, &block);
+        let res = revm::ExecuteEvm::transact(&mut evm, tx.env.clone()).expect("valid");
+        revm::ExecuteCommitEvm::commit(&mut evm, res.state);
+    }
+    let by_position = BlockPrograms::new(txs.iter().zip(&programs).map(|(t, p)| (t.hash, p.clone())));
+    let mut stale = db.clone();
+    stale.insert_account_info(BOB, AccountInfo::from_balance(U256::from(3)));
+    stale.insert_account_storage(CONTRACT, U256::ZERO, U256::from(9)).expect("in memory");
+    for view in [&db, &stale] {
+        let import = import_block_ahead(
+            &mut CacheDB::new(db.clone()),
+            Some(view),
+            &cfg,
+            &block,
+            &txs,
+            &by_position,
+            None,
+            true,
+            true,
+        )
+        .expect("imports");
+        let (divergences, _) =
+            verify_against_reference(&mut CacheDB::new(db.clone()), &cfg, &block, &txs, &import).expect("reference");
+        assert!(divergences.is_empty(), "divergences: {divergences:#?}");
+        for (i, path) in import.paths.iter().enumerate() {
+            assert_eq!(matches!(path, TxPath::NoProgram), i % 3 != 0, "tx {i}: {path:?}");
+        }
+        if std::ptr::eq(view, &stale) {
+            assert_eq!(import.ahead, 0, "a stale view holds for none");
+        }
     }
 }

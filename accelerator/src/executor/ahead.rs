@@ -1,0 +1,384 @@
+//! Transactions without a program, executed ahead on the receipts thread.
+//!
+//! A block's transactions that were not heard (or have no program) would run in revm on the
+//! importer's thread, at revm's speed, while the second core mostly waits for receipts. Here
+//! that core runs them ahead, in block order, between receipts ([`ir::receipts::build_while`]'s
+//! side work), each on the **pre-block state** (a view the caller gives), recording every
+//! account, slot and block hash it read, with revm's mainnet handler minus the fee
+//! recipient's credit ([`parallel::DeferFee`]).
+//!
+//! When the importer reaches such a transaction, it takes its execution ([`Ahead::take`]):
+//! - **valid**: every value it read is, in the importer's state at that point (every lower
+//!   transaction committed), the value it read. Then its result and state are exactly what
+//!   revm would produce there (an execution is a function of what it reads), and they are
+//!   committed with the fee credit added as revm's `reward_beneficiary` adds it (the same
+//!   check and credit as the parallel fallback's, [`parallel`]).
+//! - **anything else** (a read that changed, a failure on the view, a fee that would
+//!   overflow, a destroyed fee recipient, not executed yet): the importer executes the
+//!   transaction itself, as before. An execution under way is waited for.
+//!
+//! The view only decides how often the work pays, never what is committed: a stale view
+//! fails validation.
+
+use std::sync::{
+    Mutex,
+    atomic::{AtomicUsize, Ordering},
+};
+
+use ir::TxOutcome;
+use revm::{
+    Database, DatabaseCommit, DatabaseRef, ExecuteEvm,
+    context::{BlockEnv, CfgEnv, ContextSetters, ContextTr, result::EVMError},
+    context_interface::result::ExecutionResult,
+    database::CacheDB,
+    database_interface::DBErrorMarker,
+    handler::Handler,
+    primitives::{Address, B256, StorageKey, StorageValue},
+    state::{Account, AccountInfo, Bytecode, EvmState},
+};
+
+use super::{ImportTx, parallel};
+
+/// One value an execution ahead read.
+#[derive(Debug)]
+enum Read {
+    Account(Address, Option<AccountInfo>),
+    Slot(Address, StorageKey, StorageValue),
+    BlockHash(u64, B256),
+}
+
+/// One transaction executed ahead: its result and state without the fee credit (`None` when
+/// it failed on the view), and what it read.
+#[derive(Debug)]
+pub(crate) struct Executed {
+    outcome: Option<(ExecutionResult, EvmState)>,
+    reads: Vec<Read>,
+}
+
+#[derive(Debug)]
+enum Slot {
+    /// Not claimed yet.
+    Open,
+    /// Being executed on the receipts thread.
+    Running,
+    /// Executed, waiting for the importer.
+    Done(Box<Executed>),
+    /// The importer took it (or passed it): no one works on it any more.
+    Taken,
+}
+
+/// The transactions of one block to execute ahead, and their executions.
+pub(crate) struct Ahead<'a, S> {
+    cfg: &'a CfgEnv,
+    block: &'a BlockEnv,
+    txs: &'a [ImportTx],
+    view: &'a S,
+    /// Block positions of the transactions to execute ahead, ascending.
+    targets: Vec<usize>,
+    slots: Vec<Mutex<Slot>>,
+    /// The next target the receipts thread looks at.
+    next: AtomicUsize,
+}
+
+impl<'a, S> Ahead<'a, S>
+where
+    S: DatabaseRef + Sync,
+    S::Error: DBErrorMarker,
+{
+    /// The transactions of `txs` that `without_program` selects, except those whose sender
+    /// sent an earlier transaction of the block (on the pre-block state their nonce is not
+    /// yet valid). `None` when there are none, or when the fee credit cannot be deferred under
+    /// these rules.
+    pub(crate) fn new(
+        cfg: &'a CfgEnv,
+        block: &'a BlockEnv,
+        txs: &'a [ImportTx],
+        view: &'a S,
+        without_program: impl Fn(usize) -> bool,
+    ) -> Option<Self> {
+        if !parallel::fee_deferrable(cfg) {
+            return None;
+        }
+        let mut senders = alloy::primitives::map::AddressHashSet::default();
+        let targets: Vec<usize> = txs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, tx)| {
+                let first_of_sender = senders.insert(tx.env.caller);
+                (first_of_sender && without_program(i)).then_some(i)
+            })
+            .collect();
+        if targets.is_empty() {
+            return None;
+        }
+        let slots = targets.iter().map(|_| Mutex::new(Slot::Open)).collect();
+        Some(Self { cfg, block, txs, view, targets, slots, next: AtomicUsize::new(0) })
+    }
+
+    /// The receipts thread's unit of work: executes the next open target. `false` when none
+    /// is left.
+    pub(crate) fn step(&self) -> bool {
+        loop {
+            let k = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(slot) = self.slots.get(k) else { return false };
+            {
+                let mut slot = lock(slot);
+                if !matches!(*slot, Slot::Open) {
+                    continue;
+                }
+                *slot = Slot::Running;
+            }
+            // A panic in revm must not leave the slot running: the importer would wait for
+            // it forever. It becomes a failed execution, which the importer runs itself.
+            let executed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.execute(self.targets[k])))
+                .unwrap_or(Executed { outcome: None, reads: Vec::new() });
+            *lock(slot) = Slot::Done(Box::new(executed));
+            return true;
+        }
+    }
+
+    /// Executes transaction `index` on the view, without the fee credit, recording its reads.
+    fn execute(&self, index: usize) -> Executed {
+        let recording = Recording { view: self.view, reads: Vec::new() };
+        let mut evm = ir::reference::evm(recording, self.cfg, self.block);
+        evm.ctx.set_tx(self.txs[index].env.clone());
+        let run = parallel::DeferFee::<_, EVMError<S::Error>, revm::handler::EthFrame>::default().run(&mut evm);
+        let state = evm.finalize();
+        let reads = std::mem::take(&mut evm.ctx.db_mut().reads);
+        Executed { outcome: run.ok().map(|result| (result, state)), reads }
+    }
+
+    /// The execution of transaction `index` ahead, if it was chosen and executed: waits for
+    /// one under way. Either way no one works on it afterwards.
+    pub(crate) fn take(&self, index: usize) -> Option<Executed> {
+        let k = self.targets.binary_search(&index).ok()?;
+        loop {
+            let mut slot = lock(&self.slots[k]);
+            match std::mem::replace(&mut *slot, Slot::Taken) {
+                Slot::Done(executed) => return Some(*executed),
+                Slot::Running => {
+                    // The receipts thread is executing it: as long as executing it here.
+                    *slot = Slot::Running;
+                    drop(slot);
+                    std::hint::spin_loop();
+                }
+                Slot::Open | Slot::Taken => return None,
+            }
+        }
+    }
+}
+
+/// Commits `executed` (transaction `tx` executed ahead) on `db` if every value it read still
+/// holds there, with the fee recipient's credit added as revm adds it. Returns its result and
+/// the outcome the oracle keeps (when `keep`); `None` (nothing written) when it does not hold.
+pub(crate) fn commit_if_valid<D>(
+    db: &mut CacheDB<D>,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    tx: &ImportTx,
+    executed: Executed,
+    keep: bool,
+) -> Option<(ExecutionResult, Option<TxOutcome>)>
+where
+    D: DatabaseRef,
+{
+    let (result, mut state) = executed.outcome?;
+    let fee = parallel::fee_of(cfg, block, &tx.env, &result)?;
+    let coinbase = block.beneficiary;
+    // A destroyed fee recipient would have burnt the fee: revm runs it.
+    if state.get(&coinbase).is_some_and(|a| a.is_selfdestructed()) {
+        return None;
+    }
+    let valid = executed.reads.iter().all(|read| match read {
+        Read::Account(address, seen) => {
+            db.basic_ref(*address).is_ok_and(|now| parallel::same_account(seen.as_ref(), now.as_ref()))
+        }
+        Read::Slot(address, key, seen) => db.storage_ref(*address, *key).is_ok_and(|now| now == *seen),
+        Read::BlockHash(number, seen) => db.block_hash_ref(*number).is_ok_and(|now| now == *seen),
+    });
+    if !valid {
+        return None;
+    }
+    // The credit revm's `reward_beneficiary` adds last: to the account as the transaction left
+    // it, else as the state holds it now, touched either way.
+    let recipient = match state.remove(&coinbase) {
+        Some(account) => account,
+        None => match db.basic_ref(coinbase).ok()? {
+            Some(info) => Account::from(info),
+            None => Account::new_not_existing(Default::default()),
+        },
+    };
+    let mut recipient = recipient;
+    recipient.info.balance = recipient.info.balance.saturating_add(fee);
+    recipient.mark_touch();
+    state.insert(coinbase, recipient);
+    let outcome = keep.then(|| TxOutcome::from_revm(&result, &state));
+    db.commit(state);
+    Some((result, outcome))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The view, recording every account, slot and block hash read.
+struct Recording<'a, S> {
+    view: &'a S,
+    reads: Vec<Read>,
+}
+
+impl<S: DatabaseRef> Database for Recording<'_, S> {
+    type Error = S::Error;
+
+    fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, Self::Error> {
+        let info = self.view.basic_ref(address)?;
+        self.reads.push(Read::Account(address, info.clone()));
+        Ok(info)
+    }
+
+    fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, Self::Error> {
+        // Code is named by its hash, which the account reads above recorded.
+        self.view.code_by_hash_ref(code_hash)
+    }
+
+    fn storage(&mut self, address: Address, key: StorageKey) -> Result<StorageValue, Self::Error> {
+        let value = self.view.storage_ref(address, key)?;
+        self.reads.push(Read::Slot(address, key, value));
+        Ok(value)
+    }
+
+    fn block_hash(&mut self, number: u64) -> Result<B256, Self::Error> {
+        let hash = self.view.block_hash_ref(number)?;
+        self.reads.push(Read::BlockHash(number, hash));
+        Ok(hash)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ir::synthetic::synthetic_env;
+    use revm::{
+        ExecuteCommitEvm,
+        context::TxEnv,
+        database::InMemoryDB,
+        primitives::{Bytes, TxKind, U256, address, hardfork::SpecId, hex},
+    };
+
+    use super::*;
+    use crate::executor::first_state_difference;
+
+    const ALICE: Address = address!("0x1000000000000000000000000000000000000001");
+    const BOB: Address = address!("0x1000000000000000000000000000000000000002");
+    const CAROL: Address = address!("0x1000000000000000000000000000000000000003");
+    /// `SSTORE(0, SLOAD(0) + 1)`.
+    const COUNTER: Address = address!("0x4000000000000000000000000000000000000004");
+    /// `SSTORE(0, BALANCE(COINBASE))`: reads the fee recipient.
+    const PEEK: Address = address!("0x4000000000000000000000000000000000000005");
+
+    fn state() -> InMemoryDB {
+        let mut db = InMemoryDB::default();
+        for who in [ALICE, BOB, CAROL] {
+            db.insert_account_info(who, AccountInfo::from_balance(U256::from(10u64.pow(18))));
+        }
+        for (address, code) in [(COUNTER, "60005460010160005500"), (PEEK, "413160005500")] {
+            let code = Bytecode::new_raw(hex::decode(code).expect("hex").into());
+            db.insert_account_info(address, AccountInfo::new(U256::ZERO, 1, code.hash_slow(), code));
+        }
+        db
+    }
+
+    fn call(from: Address, to: Address, value: u64) -> ImportTx {
+        let env = TxEnv {
+            tx_type: 2,
+            caller: from,
+            gas_limit: 100_000,
+            gas_price: 100,
+            gas_priority_fee: Some(3),
+            kind: TxKind::Call(to),
+            value: U256::from(value),
+            data: Bytes::new(),
+            chain_id: Some(1),
+            ..Default::default()
+        };
+        ImportTx { hash: B256::with_last_byte(from.0[19]) ^ B256::with_last_byte(to.0[19]), env }
+    }
+
+    /// Executes every transaction ahead on `pre` (as the receipts thread would, all before
+    /// the import), then imports them in order on `pre`'s state, each from its execution
+    /// ahead when that holds and by revm otherwise; returns which were committed from ahead,
+    /// after checking the state against sequential revm's.
+    fn import_all_ahead(pre: &InMemoryDB, txs: &[ImportTx]) -> Vec<bool> {
+        let (cfg, block) = synthetic_env(SpecId::CANCUN);
+        let ahead = Ahead::new(&cfg, &block, txs, pre, |_| true).expect("targets");
+        while ahead.step() {}
+        let mut ours = CacheDB::new(pre);
+        let mut committed = Vec::new();
+        for (index, tx) in txs.iter().enumerate() {
+            let executed = ahead.take(index);
+            let from_ahead = executed.and_then(|e| commit_if_valid(&mut ours, &cfg, &block, tx, e, true));
+            committed.push(from_ahead.is_some());
+            if let Some((result, outcome)) = from_ahead {
+                // The kept outcome is the committed result's.
+                let outcome = outcome.expect("kept");
+                assert_eq!(outcome.gas_used, result.tx_gas_used());
+            } else {
+                let mut evm = ir::reference::evm(&mut ours, &cfg, &block);
+                let res = evm.transact(tx.env.clone()).expect("valid");
+                evm.commit(res.state);
+            }
+        }
+        let mut theirs = CacheDB::new(pre);
+        let envs: Vec<TxEnv> = txs.iter().map(|t| t.env.clone()).collect();
+        ir::execute_block(&mut theirs, &cfg, &block, &envs).expect("valid");
+        assert_eq!(first_state_difference(&ours, &theirs), None, "{committed:?}");
+        committed
+    }
+
+    /// Independent transactions commit from ahead, the fee recipient credited as revm credits
+    /// it (created by the first, then added to).
+    #[test]
+    fn independent_transactions_commit_from_ahead() {
+        let txs = [call(ALICE, BOB, 5), call(CAROL, COUNTER, 0)];
+        assert_eq!(import_all_ahead(&state(), &txs), vec![true, true]);
+    }
+
+    /// A transaction whose slot an earlier one changed, or that read the fee recipient after
+    /// an earlier fee, is executed again; the same read as the first transaction holds.
+    #[test]
+    fn a_read_that_changed_is_executed_again() {
+        let txs = [call(ALICE, COUNTER, 0), call(BOB, COUNTER, 0)];
+        assert_eq!(import_all_ahead(&state(), &txs), vec![true, false]);
+        let txs = [call(ALICE, PEEK, 0), call(BOB, PEEK, 0)];
+        assert_eq!(import_all_ahead(&state(), &txs), vec![true, false]);
+    }
+
+    /// A stale view (the block does not start from it) only costs re-execution; a later
+    /// transaction of one sender is not executed ahead; nor is anything under rules where
+    /// the fee credit cannot be deferred.
+    #[test]
+    fn stale_views_chains_and_rules_fall_back() {
+        let (cfg, block) = synthetic_env(SpecId::CANCUN);
+        let txs = [call(ALICE, COUNTER, 0), call(BOB, CAROL, 1)];
+        let mut stale = state();
+        stale.insert_account_storage(COUNTER, U256::ZERO, U256::from(41)).expect("in memory");
+        stale.insert_account_info(CAROL, AccountInfo::from_balance(U256::from(7)));
+        let ahead = Ahead::new(&cfg, &block, &txs, &stale, |_| true).expect("targets");
+        while ahead.step() {}
+        let mut db = CacheDB::new(state());
+        for (index, tx) in txs.iter().enumerate() {
+            let executed = ahead.take(index).expect("executed");
+            assert!(commit_if_valid(&mut db, &cfg, &block, tx, executed, false).is_none(), "tx {index}");
+        }
+        assert!(db.cache.accounts.is_empty(), "nothing written");
+
+        let mut second = call(ALICE, CAROL, 1);
+        second.env.nonce = 1;
+        let chain = [call(ALICE, BOB, 1), second];
+        let ahead = Ahead::new(&cfg, &block, &chain, &stale, |_| true).expect("targets");
+        assert_eq!(ahead.targets, vec![0]);
+
+        let mut amsterdam = cfg.clone();
+        amsterdam.spec = SpecId::AMSTERDAM;
+        assert!(Ahead::new(&amsterdam, &block, &chain, &stale, |_| true).is_none());
+    }
+}
