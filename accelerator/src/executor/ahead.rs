@@ -14,8 +14,12 @@
 //!   committed with the fee credit added as revm's `reward_beneficiary` adds it (the same
 //!   check and credit as the parallel fallback's, [`parallel`]).
 //! - **anything else** (a read that changed, a failure on the view, a fee that would
-//!   overflow, a destroyed fee recipient, not executed yet): the importer executes the
-//!   transaction itself, as before. An execution under way is waited for.
+//!   overflow, a destroyed fee recipient, not executed yet or still under way): the importer
+//!   executes the transaction itself, as before. It never waits for the receipts thread.
+//!
+//! Only the first transaction of each sender in the block, of at most [`MAX_GAS`] gas, is
+//! executed ahead, and only under rules from Spurious Dragon on where revm's fee credit can be
+//! deferred.
 //!
 //! The view only decides how often the work pays, never what is committed: a stale view
 //! fails validation.
@@ -33,11 +37,17 @@ use revm::{
     database::CacheDB,
     database_interface::DBErrorMarker,
     handler::Handler,
-    primitives::{Address, B256, StorageKey, StorageValue},
+    primitives::{Address, B256, StorageKey, StorageValue, hardfork::SpecId},
     state::{Account, AccountInfo, Bytecode, EvmState},
 };
 
 use super::{ImportTx, parallel};
+
+/// The most gas a transaction executed ahead may have. An execution ahead runs on the parent
+/// state, where a transaction may run far longer than at its turn (a loop on a flag an earlier
+/// transaction sets); the importer never waits for one, but the block's end waits for the unit
+/// under way, which this bounds.
+const MAX_GAS: u64 = 1_000_000;
 
 /// One value an execution ahead read.
 #[derive(Debug)]
@@ -96,7 +106,9 @@ where
         view: &'a S,
         without_program: impl Fn(usize) -> bool,
     ) -> Option<Self> {
-        if !parallel::fee_deferrable(cfg) {
+        // Before Spurious Dragon, revm's end-of-transaction cleanup of empty touched accounts
+        // runs after the fee credit, which here is added after it: not executed ahead.
+        if !parallel::fee_deferrable(cfg) || !cfg.spec.is_enabled_in(SpecId::SPURIOUS_DRAGON) {
             return None;
         }
         let mut senders = alloy::primitives::map::AddressHashSet::default();
@@ -105,7 +117,7 @@ where
             .enumerate()
             .filter_map(|(i, tx)| {
                 let first_of_sender = senders.insert(tx.env.caller);
-                (first_of_sender && without_program(i)).then_some(i)
+                (first_of_sender && tx.env.gas_limit <= MAX_GAS && without_program(i)).then_some(i)
             })
             .collect();
         if targets.is_empty() {
@@ -132,7 +144,11 @@ where
             // it forever. It becomes a failed execution, which the importer runs itself.
             let executed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.execute(self.targets[k])))
                 .unwrap_or(Executed { outcome: None, reads: Vec::new() });
-            *lock(slot) = Slot::Done(Box::new(executed));
+            let mut slot = lock(slot);
+            // Taken meanwhile: the importer executed it itself.
+            if matches!(*slot, Slot::Running) {
+                *slot = Slot::Done(Box::new(executed));
+            }
             return true;
         }
     }
@@ -148,22 +164,15 @@ where
         Executed { outcome: run.ok().map(|result| (result, state)), reads }
     }
 
-    /// The execution of transaction `index` ahead, if it was chosen and executed: waits for
-    /// one under way. Either way no one works on it afterwards.
+    /// The execution of transaction `index` ahead, if it was chosen and is done. One under way
+    /// is not waited for (on the parent state it may run much longer than at its turn, an
+    /// attacker's griefing): the importer executes the transaction itself. Either way no one
+    /// works on it afterwards (an execution under way is dropped when it ends).
     pub(crate) fn take(&self, index: usize) -> Option<Executed> {
         let k = self.targets.binary_search(&index).ok()?;
-        loop {
-            let mut slot = lock(&self.slots[k]);
-            match std::mem::replace(&mut *slot, Slot::Taken) {
-                Slot::Done(executed) => return Some(*executed),
-                Slot::Running => {
-                    // The receipts thread is executing it: as long as executing it here.
-                    *slot = Slot::Running;
-                    drop(slot);
-                    std::hint::spin_loop();
-                }
-                Slot::Open | Slot::Taken => return None,
-            }
+        match std::mem::replace(&mut *lock(&self.slots[k]), Slot::Taken) {
+            Slot::Done(executed) => Some(*executed),
+            Slot::Open | Slot::Running | Slot::Taken => None,
         }
     }
 }
@@ -189,27 +198,32 @@ where
     if state.get(&coinbase).is_some_and(|a| a.is_selfdestructed()) {
         return None;
     }
+    // Read through the cache (what is read is what revm would load), so that later reads of a
+    // hot account or slot come from memory.
     let valid = executed.reads.iter().all(|read| match read {
         Read::Account(address, seen) => {
-            db.basic_ref(*address).is_ok_and(|now| parallel::same_account(seen.as_ref(), now.as_ref()))
+            db.basic(*address).is_ok_and(|now| parallel::same_account(seen.as_ref(), now.as_ref()))
         }
-        Read::Slot(address, key, seen) => db.storage_ref(*address, *key).is_ok_and(|now| now == *seen),
-        Read::BlockHash(number, seen) => db.block_hash_ref(*number).is_ok_and(|now| now == *seen),
+        Read::Slot(address, key, seen) => db.storage(*address, *key).is_ok_and(|now| now == *seen),
+        Read::BlockHash(number, seen) => db.block_hash(*number).is_ok_and(|now| now == *seen),
     });
     if !valid {
         return None;
     }
     // The credit revm's `reward_beneficiary` adds last: to the account as the transaction left
     // it, else as the state holds it now, touched either way.
-    let recipient = match state.remove(&coinbase) {
+    let mut recipient = match state.remove(&coinbase) {
         Some(account) => account,
-        None => match db.basic_ref(coinbase).ok()? {
+        None => match db.basic(coinbase).ok()? {
             Some(info) => Account::from(info),
             None => Account::new_not_existing(Default::default()),
         },
     };
-    let mut recipient = recipient;
-    recipient.info.balance = recipient.info.balance.saturating_add(fee);
+    // As the journal's `incr_balance`: a credit that would overflow leaves the balance, and
+    // touches the account either way.
+    if let Some(balance) = recipient.info.balance.checked_add(fee) {
+        recipient.info.balance = balance;
+    }
     recipient.mark_touch();
     state.insert(coinbase, recipient);
     let outcome = keep.then(|| TxOutcome::from_revm(&result, &state));
@@ -352,6 +366,22 @@ mod tests {
         assert_eq!(import_all_ahead(&state(), &txs), vec![true, false]);
     }
 
+    /// The importer does not wait for an execution under way: it takes the transaction over,
+    /// and the receipts thread does not start it again.
+    #[test]
+    fn an_execution_under_way_is_not_waited_for() {
+        let (cfg, block) = synthetic_env(SpecId::CANCUN);
+        let pre = state();
+        let txs = [call(ALICE, BOB, 5)];
+        let ahead = Ahead::new(&cfg, &block, &txs, &pre, |_| true).expect("targets");
+        *lock(&ahead.slots[0]) = Slot::Running;
+        assert!(ahead.take(0).is_none());
+        assert!(matches!(*lock(&ahead.slots[0]), Slot::Taken));
+        // The receipts thread's own view: the slot is no longer open, so it is not executed.
+        assert!(!ahead.step());
+        assert!(matches!(*lock(&ahead.slots[0]), Slot::Taken));
+    }
+
     /// A stale view (the block does not start from it) only costs re-execution; a later
     /// transaction of one sender is not executed ahead; nor is anything under rules where
     /// the fee credit cannot be deferred.
@@ -369,7 +399,8 @@ mod tests {
             let executed = ahead.take(index).expect("executed");
             assert!(commit_if_valid(&mut db, &cfg, &block, tx, executed, false).is_none(), "tx {index}");
         }
-        assert!(db.cache.accounts.is_empty(), "nothing written");
+        // Validation loads into the cache what it read; nothing differs from the parent.
+        assert_eq!(first_state_difference(&db, &CacheDB::new(state())), None, "nothing written");
 
         let mut second = call(ALICE, CAROL, 1);
         second.env.nonce = 1;
@@ -377,6 +408,14 @@ mod tests {
         let ahead = Ahead::new(&cfg, &block, &chain, &stale, |_| true).expect("targets");
         assert_eq!(ahead.targets, vec![0]);
 
+        let mut long = call(CAROL, BOB, 1);
+        long.env.gas_limit = MAX_GAS + 1;
+        let ahead = Ahead::new(&cfg, &block, std::slice::from_ref(&long), &stale, |_| true);
+        assert!(ahead.is_none(), "more gas than an execution ahead may have");
+
+        let mut old = cfg.clone();
+        old.spec = SpecId::HOMESTEAD;
+        assert!(Ahead::new(&old, &block, &chain, &stale, |_| true).is_none());
         let mut amsterdam = cfg.clone();
         amsterdam.spec = SpecId::AMSTERDAM;
         assert!(Ahead::new(&amsterdam, &block, &chain, &stale, |_| true).is_none());
