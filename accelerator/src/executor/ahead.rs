@@ -95,10 +95,10 @@ where
     S: DatabaseRef + Sync,
     S::Error: DBErrorMarker,
 {
-    /// The transactions of `txs` that `without_program` selects, except those whose sender
-    /// sent an earlier transaction of the block (on the pre-block state their nonce is not
-    /// yet valid). `None` when there are none, or when the fee credit cannot be deferred under
-    /// these rules.
+    /// The transactions of `txs` that `without_program` selects, of at most [`MAX_GAS`] gas,
+    /// except those whose sender sent an earlier transaction of the block (on the pre-block
+    /// state their nonce is not yet valid). `None` when there are none, or under rules where
+    /// the fee credit cannot be deferred (before Spurious Dragon, from Amsterdam, fees off).
     pub(crate) fn new(
         cfg: &'a CfgEnv,
         block: &'a BlockEnv,
@@ -140,8 +140,8 @@ where
                 }
                 *slot = Slot::Running;
             }
-            // A panic in revm must not leave the slot running: the importer would wait for
-            // it forever. It becomes a failed execution, which the importer runs itself.
+            // A panic in revm becomes a failed execution (the importer runs the transaction
+            // itself), and the receipts thread goes on with the block's receipts.
             let executed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.execute(self.targets[k])))
                 .unwrap_or(Executed { outcome: None, reads: Vec::new() });
             let mut slot = lock(slot);
