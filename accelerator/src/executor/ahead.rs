@@ -25,7 +25,7 @@
 //! fails validation.
 
 use std::sync::{
-    Mutex,
+    Mutex, OnceLock,
     atomic::{AtomicUsize, Ordering},
 };
 
@@ -78,53 +78,70 @@ enum Slot {
 }
 
 /// The transactions of one block to execute ahead, and their executions.
-pub(crate) struct Ahead<'a, S> {
+pub(crate) struct Ahead<'a, S, F> {
     cfg: &'a CfgEnv,
     block: &'a BlockEnv,
     txs: &'a [ImportTx],
     view: &'a S,
-    /// Block positions of the transactions to execute ahead, ascending.
-    targets: Vec<usize>,
+    without_program: F,
+    /// Block positions of the transactions to execute ahead, ascending: chosen on the
+    /// receipts thread at its first step, so that the importer pays nothing for the choice.
+    targets: OnceLock<Vec<usize>>,
+    /// One per transaction of the block, by position.
     slots: Vec<Mutex<Slot>>,
     /// The next target the receipts thread looks at.
     next: AtomicUsize,
 }
 
-impl<'a, S> Ahead<'a, S>
+impl<'a, S, F> Ahead<'a, S, F>
 where
     S: DatabaseRef + Sync,
     S::Error: DBErrorMarker,
+    F: Fn(usize) -> bool + Sync,
 {
-    /// The transactions of `txs` that `without_program` selects, of at most [`MAX_GAS`] gas,
-    /// except those whose sender sent an earlier transaction of the block (on the pre-block
-    /// state their nonce is not yet valid). `None` when there are none, or under rules where
-    /// the fee credit cannot be deferred (before Spurious Dragon, from Amsterdam, fees off).
+    /// The transactions of `txs` to execute ahead ([`Ahead::targets`], chosen later on the
+    /// receipts thread). `None` for an empty block, or under rules where the fee credit cannot
+    /// be deferred (before Spurious Dragon, from Amsterdam, fees off).
     pub(crate) fn new(
         cfg: &'a CfgEnv,
         block: &'a BlockEnv,
         txs: &'a [ImportTx],
         view: &'a S,
-        without_program: impl Fn(usize) -> bool,
+        without_program: F,
     ) -> Option<Self> {
         // Before Spurious Dragon, revm's end-of-transaction cleanup of empty touched accounts
         // runs after the fee credit, which here is added after it: not executed ahead.
-        if !parallel::fee_deferrable(cfg) || !cfg.spec.is_enabled_in(SpecId::SPURIOUS_DRAGON) {
+        if txs.is_empty() || !parallel::fee_deferrable(cfg) || !cfg.spec.is_enabled_in(SpecId::SPURIOUS_DRAGON) {
             return None;
         }
-        let mut senders = alloy::primitives::map::AddressHashSet::default();
-        let targets: Vec<usize> = txs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, tx)| {
-                let first_of_sender = senders.insert(tx.env.caller);
-                (first_of_sender && tx.env.gas_limit <= MAX_GAS && without_program(i)).then_some(i)
-            })
-            .collect();
-        if targets.is_empty() {
-            return None;
-        }
-        let slots = targets.iter().map(|_| Mutex::new(Slot::Open)).collect();
-        Some(Self { cfg, block, txs, view, targets, slots, next: AtomicUsize::new(0) })
+        let slots = txs.iter().map(|_| Mutex::new(Slot::Open)).collect();
+        Some(Self {
+            cfg,
+            block,
+            txs,
+            view,
+            without_program,
+            targets: OnceLock::new(),
+            slots,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// The transactions `without_program` selects, of at most [`MAX_GAS`] gas, except those
+    /// whose sender sent an earlier transaction of the block (on the pre-block state their
+    /// nonce is not yet valid).
+    fn targets(&self) -> &[usize] {
+        self.targets.get_or_init(|| {
+            let mut senders = alloy::primitives::map::AddressHashSet::default();
+            self.txs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, tx)| {
+                    let first_of_sender = senders.insert(tx.env.caller);
+                    (first_of_sender && tx.env.gas_limit <= MAX_GAS && (self.without_program)(i)).then_some(i)
+                })
+                .collect()
+        })
     }
 
     /// The receipts thread's unit of work: executes the next open target. `false` when none
@@ -132,7 +149,8 @@ where
     pub(crate) fn step(&self) -> bool {
         loop {
             let k = self.next.fetch_add(1, Ordering::Relaxed);
-            let Some(slot) = self.slots.get(k) else { return false };
+            let Some(&index) = self.targets().get(k) else { return false };
+            let slot = &self.slots[index];
             {
                 let mut slot = lock(slot);
                 if !matches!(*slot, Slot::Open) {
@@ -142,7 +160,7 @@ where
             }
             // A panic in revm becomes a failed execution (the importer runs the transaction
             // itself), and the receipts thread goes on with the block's receipts.
-            let executed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.execute(self.targets[k])))
+            let executed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.execute(index)))
                 .unwrap_or(Executed { outcome: None, reads: Vec::new() });
             let mut slot = lock(slot);
             // Taken meanwhile: the importer executed it itself.
@@ -169,8 +187,7 @@ where
     /// attacker's griefing): the importer executes the transaction itself. Either way no one
     /// works on it afterwards (an execution under way is dropped when it ends).
     pub(crate) fn take(&self, index: usize) -> Option<Executed> {
-        let k = self.targets.binary_search(&index).ok()?;
-        match std::mem::replace(&mut *lock(&self.slots[k]), Slot::Taken) {
+        match std::mem::replace(&mut *lock(self.slots.get(index)?), Slot::Taken) {
             Slot::Done(executed) => Some(*executed),
             Slot::Open | Slot::Running | Slot::Taken => None,
         }
@@ -406,12 +423,13 @@ mod tests {
         second.env.nonce = 1;
         let chain = [call(ALICE, BOB, 1), second];
         let ahead = Ahead::new(&cfg, &block, &chain, &stale, |_| true).expect("targets");
-        assert_eq!(ahead.targets, vec![0]);
+        assert_eq!(ahead.targets(), [0]);
 
         let mut long = call(CAROL, BOB, 1);
         long.env.gas_limit = MAX_GAS + 1;
-        let ahead = Ahead::new(&cfg, &block, std::slice::from_ref(&long), &stale, |_| true);
-        assert!(ahead.is_none(), "more gas than an execution ahead may have");
+        let ahead = Ahead::new(&cfg, &block, std::slice::from_ref(&long), &stale, |_| true).expect("rules");
+        assert!(ahead.targets().is_empty(), "more gas than an execution ahead may have");
+        assert!(!ahead.step());
 
         let mut old = cfg.clone();
         old.spec = SpecId::HOMESTEAD;

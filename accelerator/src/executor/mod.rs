@@ -306,7 +306,8 @@ where
                 if let Some(next) = program(index + 1) {
                     next.prefetch();
                 }
-                let executed = match (&ahead, program(index)) {
+                let accelerated = program(index);
+                let executed = match (&ahead, accelerated) {
                     (Some(ahead), None) => ahead.take(index),
                     _ => None,
                 };
@@ -321,7 +322,7 @@ where
                     }
                     None => {
                         let keep = keep_outcomes.then_some(&mut outcomes);
-                        import_tx(db, cfg, block, index, tx, program(index), memo, keep, native, &mut applied)?
+                        import_tx(db, cfg, block, index, tx, accelerated, memo, keep, native, &mut applied)?
                     }
                 };
                 receipt(ir::receipts::ReceiptInput {
