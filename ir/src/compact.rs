@@ -35,7 +35,7 @@ use std::{
 use revm::{
     DatabaseRef,
     context::{BlockEnv, CfgEnv},
-    primitives::{Address, B256, Bytes, Log, LogData, U256, hardfork::SpecId, keccak256},
+    primitives::{Address, B256, Bytes, KECCAK_EMPTY, Log, LogData, U256, hardfork::SpecId, keccak256},
     state::AccountInfo,
 };
 
@@ -47,7 +47,7 @@ use crate::{
     outcome::{Applied, Stored, TxOutcome, TxStatus},
     program::{Program, ProgramEnv, Value},
     readset::Read,
-    semantics::{account_word, context, fold_word, load_word, run_precompile, word_to_address},
+    semantics::{context, fold_word, load_word, run_precompile, word_to_address},
 };
 
 mod native;
@@ -395,12 +395,46 @@ struct Scratch {
 }
 
 /// Accounts read by one evaluation, each read from the state once: most programs read a
-/// handful (a linear scan), some thousands (then through `index`).
+/// handful (a linear scan), some thousands (then through `index`). Keyed by the address
+/// word as the program holds it (no conversion on a lookup); two words naming one address
+/// (they differ above its 20 bytes) read the same state twice, with the same answer.
 #[derive(Default)]
 struct AccountCache {
-    accounts: Vec<(Address, Option<AccountInfo>)>,
+    accounts: Vec<(U256, Fields)>,
     /// Positions in `accounts`, kept once it outgrows a scan.
-    index: std::collections::HashMap<Address, usize>,
+    index: std::collections::HashMap<U256, usize>,
+}
+
+/// What account loads read of an account: its info without the code (cloning that is an
+/// atomic increment, and no load needs it).
+#[derive(Clone, Copy)]
+struct Fields {
+    balance: U256,
+    code_hash: B256,
+    nonce: u64,
+    exists: bool,
+}
+
+impl Fields {
+    fn of(info: Option<&AccountInfo>) -> Self {
+        match info {
+            Some(i) => Fields { balance: i.balance, code_hash: i.code_hash, nonce: i.nonce, exists: true },
+            None => Fields { balance: U256::ZERO, code_hash: KECCAK_EMPTY, nonce: 0, exists: false },
+        }
+    }
+
+    /// What account load `op` reads (what [`crate::semantics::account_word`] reads of the info);
+    /// `None` for other operations.
+    #[inline(always)]
+    fn word(&self, op: Op) -> Option<U256> {
+        Some(match op {
+            Op::Balance => self.balance,
+            Op::Nonce => U256::from(self.nonce),
+            Op::CodeHash => self.code_hash.into(),
+            Op::Exists => U256::from(self.exists as u8),
+            _ => return None,
+        })
+    }
 }
 
 /// Accounts an evaluation scans before it indexes them.
@@ -409,33 +443,40 @@ const SCAN: usize = 16;
 impl AccountCache {
     fn clear(&mut self) {
         self.accounts.clear();
-        self.index.clear();
+        if !self.index.is_empty() {
+            self.index.clear();
+        }
     }
 
-    /// The account at `address`, read from `db` the first time.
-    fn account<D: DatabaseRef>(&mut self, address: Address, db: &D) -> Result<&Option<AccountInfo>, D::Error> {
+    /// The account at address word `word`, read from `db` the first time.
+    #[inline]
+    fn account<D: DatabaseRef>(&mut self, word: &U256, db: &D) -> Result<&Fields, D::Error> {
         let found = if self.accounts.len() <= SCAN {
-            self.accounts.iter().position(|(held, _)| *held == address)
+            self.accounts.iter().position(|(held, _)| held == word)
         } else {
-            self.index.get(&address).copied()
+            self.index.get(word).copied()
         };
         let at = match found {
             Some(at) => at,
-            None => {
-                let info = db.basic_ref(address)?;
-                self.accounts.push((address, info));
-                let at = self.accounts.len() - 1;
-                if self.accounts.len() > SCAN {
-                    if self.index.is_empty() {
-                        self.index.extend(self.accounts.iter().enumerate().map(|(i, (a, _))| (*a, i)));
-                    } else {
-                        self.index.insert(address, at);
-                    }
-                }
-                at
-            }
+            None => self.read(word, db)?,
         };
         Ok(&self.accounts[at].1)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn read<D: DatabaseRef>(&mut self, word: &U256, db: &D) -> Result<usize, D::Error> {
+        let fields = Fields::of(db.basic_ref(word_to_address(*word))?.as_ref());
+        self.accounts.push((*word, fields));
+        let at = self.accounts.len() - 1;
+        if self.accounts.len() > SCAN {
+            if self.index.is_empty() {
+                self.index.extend(self.accounts.iter().enumerate().map(|(i, (a, _))| (*a, i)));
+            } else {
+                self.index.insert(*word, at);
+            }
+        }
+        Ok(at)
     }
 }
 
@@ -1106,11 +1147,10 @@ impl Compiled {
             let w = &mut Regs { k: &self.words, w: &mut s.words };
             match *inst {
                 CInst::Load { op: op @ (Op::Balance | Op::Nonce | Op::CodeHash | Op::Exists), dst, a, at, .. } => {
-                    let address = word_to_address(w[a]);
-                    let Ok(info) = s.accounts.account(address, db) else {
+                    let Ok(fields) = s.accounts.account(&w[a], db) else {
                         return Err(miss(MissReason::State, at));
                     };
-                    match account_word(op, info.as_ref()) {
+                    match fields.word(op) {
                         Some(v) => w.w[dst as usize] = v,
                         None => return Err(miss(MissReason::Malformed, at)),
                     }
@@ -1382,7 +1422,7 @@ const ARENA_LIMIT: usize = 1 << 31;
 const KEEP_ARENA: usize = 64 << 20;
 
 /// One-operand word computations: the common ones inline, the rest through `fold_word`.
-#[inline]
+#[inline(always)]
 fn word1(op: Op, a: U256) -> U256 {
     match op {
         Op::IsZero => U256::from(a.is_zero() as u8),
@@ -1393,7 +1433,7 @@ fn word1(op: Op, a: U256) -> U256 {
 
 /// Two-operand word computations: the common ones inline (the same definitions as
 /// `fold_word`, which the tests compare them with), the rest through it.
-#[inline]
+#[inline(always)]
 fn word2(op: Op, a: U256, b: U256) -> U256 {
     match op {
         Op::Add => a.wrapping_add(b),
@@ -1471,6 +1511,7 @@ impl PrecompileMemo {
 mod tests {
     use super::*;
     use crate::interp::evaluate;
+    use crate::semantics::account_word;
 
     #[test]
     fn inline_word_ops_equal_fold_word() {
@@ -1492,6 +1533,17 @@ mod tests {
         for op in [Op::IsZero, Op::Not, Op::Clz] {
             for a in samples {
                 assert_eq!(Some(word1(op, a)), fold_word(op, &[a]), "{op} {a}");
+            }
+        }
+    }
+
+    #[test]
+    fn account_fields_read_what_account_word_reads() {
+        let info =
+            AccountInfo { balance: U256::from(7), nonce: 3, code_hash: B256::repeat_byte(9), ..Default::default() };
+        for info in [Some(&info), None] {
+            for op in [Op::Balance, Op::Nonce, Op::CodeHash, Op::Exists, Op::Storage] {
+                assert_eq!(Fields::of(info).word(op), account_word(op, info), "{op}");
             }
         }
     }

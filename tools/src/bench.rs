@@ -157,7 +157,13 @@ pub struct HitRow {
     pub code_bytes: Vec<usize>,
     /// Programs past the compiler's limits (served by the evaluator).
     pub too_large: usize,
+    /// The evaluator's time on hits with warm caches: the same evaluation repeated back to
+    /// back ([`WARM_RUNS`] times, averaged), into one reused result as an import does.
+    pub warm_ns: f64,
 }
+
+/// Back-to-back evaluations averaged in [`HitRow::warm_ns`].
+pub const WARM_RUNS: u32 = 64;
 
 /// `prescient bench hit`: for every transaction of `block`, its program pre-executed in the
 /// block's own context on the state after its real predecessors (the best case of
@@ -252,6 +258,16 @@ pub fn hit(block: &RecordedBlock, reps: usize) -> Result<HitRow> {
             result = Some(r);
         }
         if hit && evaluate_ns.len() == revm_ns.len() {
+            if let Some(program) = &program {
+                let mut out = ir::outcome::Applied::new();
+                let started = Instant::now();
+                for _ in 0..WARM_RUNS {
+                    std::hint::black_box(
+                        program.evaluate_into(&state, &block.cfg, &block.env, Some(&memo), &mut out).ok(),
+                    );
+                }
+                row.warm_ns += started.elapsed().as_nanos() as f64 / f64::from(WARM_RUNS);
+            }
             row.hits += 1;
             row.revm_ns += crate::evaluate::median(revm_ns.clone());
             row.evaluate_ns += crate::evaluate::median(evaluate_ns.clone());

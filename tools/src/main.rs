@@ -523,12 +523,13 @@ fn bench_hit(data: Option<PathBuf>, numbers: &[u64], reps: usize) -> Result<bool
     let dataset = Dataset::open(&dir).wrap_err_with(|| format!("opening {}", dir.display()))?;
     ir::warm_up();
     println!(
-        "{:>8}  {:>5}  {:>5}  {:>12}  {:>12}  {:>14}  {:>12}  {:>7}  {:>7}  {:>6}  {:>8}  {:>8}",
+        "{:>8}  {:>5}  {:>5}  {:>12}  {:>12}  {:>12}  {:>14}  {:>12}  {:>7}  {:>7}  {:>6}  {:>8}  {:>8}",
         "block",
         "txs",
         "hits",
         "revm ns/hit",
         "eval ns/hit",
+        "warm ns/hit",
         "commit ns/hit",
         "memo ns/hit",
         "eval",
@@ -543,12 +544,13 @@ fn bench_hit(data: Option<PathBuf>, numbers: &[u64], reps: usize) -> Result<bool
         let row = prescient_tools::bench::hit(&block, reps)?;
         let per = |ns: f64| ns / row.hits.max(1) as f64;
         println!(
-            "{:>8}  {:>5}  {:>5}  {:>12.0}  {:>12.0}  {:>14.0}  {:>12.0}  {:>6.2}x  {:>6.2}x  {:>6}  {:>7.2}x  {:>7.2}x",
+            "{:>8}  {:>5}  {:>5}  {:>12.0}  {:>12.0}  {:>12.0}  {:>14.0}  {:>12.0}  {:>6.2}x  {:>6.2}x  {:>6}  {:>7.2}x  {:>7.2}x",
             n,
             row.txs,
             row.hits,
             per(row.revm_ns),
             per(row.evaluate_ns),
+            per(row.warm_ns),
             per(row.commit_state_ns),
             per(row.read_set_ns),
             row.revm_ns / (row.evaluate_ns + row.commit_state_ns).max(1.0),

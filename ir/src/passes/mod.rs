@@ -10,6 +10,7 @@ mod bytes_forward;
 mod const_fold;
 mod cse;
 mod dce;
+mod guard_fold;
 mod load_forward;
 mod store_sink;
 
@@ -17,16 +18,17 @@ pub use bytes_forward::bytes_forward;
 pub use const_fold::const_fold;
 pub use cse::cse;
 pub use dce::dce;
+pub use guard_fold::guard_fold;
 pub use load_forward::load_forward;
 pub use store_sink::store_sink;
 
 use crate::program::{Inst, Program, Value};
 
 /// The standard pipeline: forwarding exposes duplicates, folding exposes more, memory read
-/// back is resolved to what was written, CSE merges duplicates, DCE drops what nothing uses,
-/// and stores go last.
+/// back is resolved to what was written, CSE merges duplicates, guards move from comparison
+/// results to the compared values, DCE drops what nothing uses, and stores go last.
 pub fn optimize(p: &Program) -> Program {
-    store_sink(&dce(&cse(&bytes_forward(&const_fold(&load_forward(p))))))
+    store_sink(&dce(&guard_fold(&cse(&bytes_forward(&const_fold(&load_forward(p)))))))
 }
 
 /// Rebuilds a program instruction by instruction, renumbering values.
