@@ -285,6 +285,9 @@ where
     S::Error: DBErrorMarker,
 {
     let started = Instant::now();
+    // Most transactions touch two or three accounts the block has not touched yet: room
+    // for them now, rather than the cache's table growing (and rehashing) along the block.
+    db.cache.accounts.reserve(txs.len() * 2);
     // The next transaction's program is looked up one ahead and prefetched while this one
     // runs (see `Accelerated::prefetch`).
     let program = |index: usize| txs.get(index).and_then(|tx| programs.get(index, &tx.hash));
