@@ -25,10 +25,11 @@ pub use store_sink::store_sink;
 use crate::program::{Inst, Program, Value};
 
 /// The standard pipeline: forwarding exposes duplicates, folding exposes more, memory read
-/// back is resolved to what was written, CSE merges duplicates, guards move from comparison
-/// results to the compared values, DCE drops what nothing uses, and stores go last.
+/// back is resolved to what was written, guards move from comparison results to the compared
+/// values, CSE merges duplicates (guards that became equal too), DCE drops what nothing uses,
+/// and stores go last.
 pub fn optimize(p: &Program) -> Program {
-    store_sink(&dce(&guard_fold(&cse(&bytes_forward(&const_fold(&load_forward(p)))))))
+    store_sink(&dce(&cse(&guard_fold(&bytes_forward(&const_fold(&load_forward(p)))))))
 }
 
 /// Rebuilds a program instruction by instruction, renumbering values.
