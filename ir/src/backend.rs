@@ -9,8 +9,9 @@
 
 use revm::{
     DatabaseRef,
+    database::{AccountState, CacheDB},
     database_interface::DBErrorMarker,
-    primitives::{Address, B256, KECCAK_EMPTY, StorageKey, StorageValue},
+    primitives::{Address, B256, KECCAK_EMPTY, StorageKey, StorageValue, U256},
     state::{AccountInfo, Bytecode},
 };
 
@@ -71,10 +72,73 @@ where
     }
 }
 
+/// What an account load of a program reads: balance, nonce and code hash (`None` for an
+/// absent account).
+pub type AccountFieldsOf = Option<(U256, u64, B256)>;
+
+/// A state the evaluators read account fields from. The provided method reads through
+/// `basic_ref`, which returns an owned `AccountInfo`: its clone takes an atomic increment of
+/// the code's `Arc` (and a decrement on drop), for every externally owned account the same
+/// static empty code on one cache line every thread running revm shares. A `CacheDB` reads
+/// its own accounts in place ([`CacheDB::basic_ref`]'s answer without the clone) and asks its
+/// backend only for the others.
+pub trait AccountRead: DatabaseRef {
+    /// The fields of `address`, as `basic_ref` gives them.
+    #[inline]
+    fn account_fields(&self, address: Address) -> Result<AccountFieldsOf, Self::Error> {
+        Ok(self.basic_ref(address)?.map(|info| (info.balance, info.nonce, info.code_hash)))
+    }
+}
+
+impl<D: DatabaseRef> AccountRead for CacheDB<D> {
+    #[inline]
+    fn account_fields(&self, address: Address) -> Result<AccountFieldsOf, Self::Error> {
+        match self.cache.accounts.get(&address) {
+            // As `DbAccount::info`: a cached non-existent account is absent.
+            Some(account) => Ok((!matches!(account.account_state, AccountState::NotExisting))
+                .then(|| (account.info.balance, account.info.nonce, account.info.code_hash))),
+            None => Ok(self.db.basic_ref(address)?.map(|info| (info.balance, info.nonce, info.code_hash))),
+        }
+    }
+}
+
+impl<T: AccountRead + ?Sized> AccountRead for &T {
+    #[inline]
+    fn account_fields(&self, address: Address) -> Result<AccountFieldsOf, Self::Error> {
+        (**self).account_fields(address)
+    }
+}
+
+impl<D: DatabaseRef> AccountRead for AccountCodeOnly<D> where D::Error: std::error::Error + Send + Sync + 'static {}
+impl AccountRead for revm::database::EmptyDB {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use revm::{database::InMemoryDB, primitives::Bytes};
+
+    /// `CacheDB`'s in-place read answers what `basic_ref` answers, for an account it holds,
+    /// one it holds as non-existent, one only its backend holds and one nobody holds.
+    #[test]
+    fn cache_db_reads_fields_as_basic_ref_does() {
+        let code = Bytecode::new_raw(Bytes::from_static(&[0x60, 0x01, 0x00]));
+        let mut backend = InMemoryDB::default();
+        let below = Address::with_last_byte(1);
+        backend.insert_account_info(below, AccountInfo::new(U256::from(5), 2, code.hash_slow(), code.clone()));
+        let mut db = CacheDB::new(backend);
+        let held = Address::with_last_byte(2);
+        db.insert_account_info(held, AccountInfo::from_balance(U256::from(9)));
+        let gone = Address::with_last_byte(3);
+        db.cache.accounts.insert(gone, revm::database::DbAccount::new_not_existing());
+        let nobody = Address::with_last_byte(4);
+        for address in [below, held, gone, nobody] {
+            let through_info = db.basic_ref(address).unwrap().map(|i| (i.balance, i.nonce, i.code_hash));
+            assert_eq!(db.account_fields(address).unwrap(), through_info, "{address}");
+            assert_eq!((&db).account_fields(address).unwrap(), through_info, "{address}");
+        }
+        assert_eq!(db.account_fields(below).unwrap(), Some((U256::from(5), 2, code.hash_slow())));
+        assert_eq!(db.account_fields(gone).unwrap(), None);
+    }
 
     #[test]
     fn code_comes_with_the_account_and_never_by_hash() {

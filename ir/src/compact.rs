@@ -33,13 +33,12 @@ use std::{
 };
 
 use revm::{
-    DatabaseRef,
     context::{BlockEnv, CfgEnv},
     primitives::{Address, B256, Bytes, KECCAK_EMPTY, Log, LogData, U256, hardfork::SpecId, keccak256},
-    state::AccountInfo,
 };
 
 use crate::{
+    backend::{AccountFieldsOf, AccountRead},
     interp::{Evaluation, FUEL, Miss, MissReason},
     keccak::KeccakMemo,
     memo::{MemoStats, MemoTable},
@@ -417,9 +416,9 @@ struct Fields {
 }
 
 impl Fields {
-    fn of(info: Option<&AccountInfo>) -> Self {
-        match info {
-            Some(i) => Fields { balance: i.balance, code_hash: i.code_hash, nonce: i.nonce, exists: true },
+    fn of(fields: AccountFieldsOf) -> Self {
+        match fields {
+            Some((balance, nonce, code_hash)) => Fields { balance, code_hash, nonce, exists: true },
             None => Fields { balance: U256::ZERO, code_hash: KECCAK_EMPTY, nonce: 0, exists: false },
         }
     }
@@ -451,7 +450,7 @@ impl AccountCache {
 
     /// The account at address word `word`, read from `db` the first time.
     #[inline]
-    fn account<D: DatabaseRef>(&mut self, word: &U256, db: &D) -> Result<&Fields, D::Error> {
+    fn account<D: AccountRead>(&mut self, word: &U256, db: &D) -> Result<&Fields, D::Error> {
         let found = if self.accounts.len() <= SCAN {
             self.accounts.iter().position(|(held, _)| held == word)
         } else {
@@ -466,8 +465,8 @@ impl AccountCache {
 
     #[cold]
     #[inline(never)]
-    fn read<D: DatabaseRef>(&mut self, word: &U256, db: &D) -> Result<usize, D::Error> {
-        let fields = Fields::of(db.basic_ref(word_to_address(*word))?.as_ref());
+    fn read<D: AccountRead>(&mut self, word: &U256, db: &D) -> Result<usize, D::Error> {
+        let fields = Fields::of(db.account_fields(word_to_address(*word))?);
         self.accounts.push((*word, fields));
         let at = self.accounts.len() - 1;
         if self.accounts.len() > SCAN {
@@ -962,7 +961,7 @@ impl Compiled {
     /// given to [`Compiled::merge`]) hit. A single program's result is always the reference
     /// interpreter's ([`crate::interp::evaluate`]) on it; a merged tree hits only with an
     /// outcome one of its programs gives on this state.
-    pub fn evaluate_merged<D: DatabaseRef>(
+    pub fn evaluate_merged<D: AccountRead>(
         &self,
         db: &D,
         cfg: &CfgEnv,
@@ -975,7 +974,7 @@ impl Compiled {
     /// [`Compiled::evaluate_merged`], the hit in the form a commit takes ([`Applied`]: the
     /// state as revm returns it, no ordered maps): what an import runs. Its
     /// [`Applied::outcome`] is the outcome [`Compiled::evaluate_merged`] gives.
-    pub fn evaluate_applied<D: DatabaseRef>(
+    pub fn evaluate_applied<D: AccountRead>(
         &self,
         db: &D,
         cfg: &CfgEnv,
@@ -988,7 +987,7 @@ impl Compiled {
     /// [`Compiled::evaluate_applied`] into `out` (emptied first; on a miss its content means
     /// nothing): what an import runs, with one result reused across its transactions, so a
     /// hit moves nothing and allocates only what grows.
-    pub fn evaluate_into<D: DatabaseRef>(
+    pub fn evaluate_into<D: AccountRead>(
         &self,
         db: &D,
         cfg: &CfgEnv,
@@ -1002,7 +1001,7 @@ impl Compiled {
     /// Evaluates like [`Compiled::evaluate`] and, on a hit, also returns every input the
     /// program read, in order, with the value it had: the read set of this evaluation
     /// ([`crate::readset::ReadSet`]).
-    pub fn capture_reads<D: DatabaseRef>(
+    pub fn capture_reads<D: AccountRead>(
         &self,
         db: &D,
         cfg: &CfgEnv,
@@ -1016,7 +1015,7 @@ impl Compiled {
         }
     }
 
-    fn evaluate_capturing<D: DatabaseRef>(
+    fn evaluate_capturing<D: AccountRead>(
         &self,
         db: &D,
         cfg: &CfgEnv,
@@ -1033,7 +1032,7 @@ impl Compiled {
     }
 
     /// [`Compiled::evaluate_merged`] without saying which program hit.
-    pub fn evaluate<D: DatabaseRef>(
+    pub fn evaluate<D: AccountRead>(
         &self,
         db: &D,
         cfg: &CfgEnv,
@@ -1044,7 +1043,7 @@ impl Compiled {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn start<D: DatabaseRef>(
+    fn start<D: AccountRead>(
         &self,
         s: &mut Scratch,
         db: &D,
@@ -1101,7 +1100,7 @@ impl Compiled {
     }
 
     /// Runs node `node` and below: the index of the leaf reached, or the last miss.
-    fn walk<D: DatabaseRef>(
+    fn walk<D: AccountRead>(
         &self,
         node: u32,
         w: &mut Walk<'_>,
@@ -1131,7 +1130,7 @@ impl Compiled {
         Err(last)
     }
 
-    fn run<D: DatabaseRef>(
+    fn run<D: AccountRead>(
         &self,
         code: &[CInst],
         walk: &mut Walk<'_>,
@@ -1513,6 +1512,7 @@ mod tests {
     use super::*;
     use crate::interp::evaluate;
     use crate::semantics::account_word;
+    use revm::state::AccountInfo;
 
     #[test]
     fn inline_word_ops_equal_fold_word() {
@@ -1544,7 +1544,8 @@ mod tests {
             AccountInfo { balance: U256::from(7), nonce: 3, code_hash: B256::repeat_byte(9), ..Default::default() };
         for info in [Some(&info), None] {
             for op in [Op::Balance, Op::Nonce, Op::CodeHash, Op::Exists, Op::Storage] {
-                assert_eq!(Fields::of(info).word(op), account_word(op, info), "{op}");
+                let fields = info.map(|i| (i.balance, i.nonce, i.code_hash));
+                assert_eq!(Fields::of(fields).word(op), account_word(op, info), "{op}");
             }
         }
     }

@@ -21,8 +21,8 @@ use std::{collections::BTreeMap, fmt};
 use alloy::primitives::Bloom;
 use revm::{
     context::result::{ExecutionResult, HaltReason, Output, SuccessReason},
-    primitives::map::Entry,
     database::{AccountState, CacheDB, DbAccount},
+    primitives::map::Entry,
     primitives::{Address, B256, Bytes, KECCAK_EMPTY, Log, U256},
     primitives::{HashSet, map::AddressMap},
     state::{Account, AccountInfo, Bytecode, EvmState},

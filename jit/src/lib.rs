@@ -11,14 +11,12 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
 use ir::{
+    backend::AccountRead,
     compact::{Compiled, NativeEntry, PrecompileMemo, evaluation_of},
     interp::{Evaluation, Miss},
     outcome::Applied,
 };
-use revm::{
-    DatabaseRef,
-    context::{BlockEnv, CfgEnv},
-};
+use revm::context::{BlockEnv, CfgEnv};
 
 /// Compact instructions above which a program is compiled with the single-pass register
 /// allocator.
@@ -205,7 +203,7 @@ impl Native {
     }
 
     /// Evaluates the program natively: the result [`Compiled::evaluate_applied`] gives.
-    pub fn evaluate_applied<D: DatabaseRef>(
+    pub fn evaluate_applied<D: AccountRead>(
         &self,
         db: &D,
         cfg: &CfgEnv,
@@ -216,7 +214,7 @@ impl Native {
     }
 
     /// [`Native::evaluate_applied`] into `out`, as [`ir::compact::Compiled::evaluate_into`].
-    pub fn evaluate_into<D: DatabaseRef>(
+    pub fn evaluate_into<D: AccountRead>(
         &self,
         db: &D,
         cfg: &CfgEnv,
@@ -230,7 +228,7 @@ impl Native {
     }
 
     /// [`Native::evaluate_applied`] in the form of [`Compiled::evaluate_merged`].
-    pub fn evaluate_merged<D: DatabaseRef>(
+    pub fn evaluate_merged<D: AccountRead>(
         &self,
         db: &D,
         cfg: &CfgEnv,

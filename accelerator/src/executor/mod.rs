@@ -44,6 +44,7 @@ use std::{
 
 use ir::{
     Applied, Receipts, TxOutcome,
+    backend::AccountRead,
     compact::PrecompileMemo,
     interp::{Evaluation, FUEL, MissReason, evaluate},
 };
@@ -428,7 +429,7 @@ where
 /// pre-execution's outcome without computing), then the merged tree in the compact
 /// evaluator, or (when it did not compile, or was merged under other chain rules) each
 /// program in the reference interpreter. The oracle's form of [`apply_accelerated`].
-pub fn run_accelerated<D: DatabaseRef>(
+pub fn run_accelerated<D: AccountRead>(
     accelerated: &Accelerated,
     db: &D,
     cfg: &CfgEnv,
@@ -442,7 +443,7 @@ pub fn run_accelerated<D: DatabaseRef>(
 /// [`run_accelerated`], the hit in the form a commit takes: what an import runs. The tree
 /// runs as native code once the background compiler has built it ([`crate::tiering`]), in
 /// the compact evaluator until then.
-pub fn apply_accelerated<D: DatabaseRef>(
+pub fn apply_accelerated<D: AccountRead>(
     accelerated: &Accelerated,
     db: &D,
     cfg: &CfgEnv,
@@ -454,7 +455,7 @@ pub fn apply_accelerated<D: DatabaseRef>(
 
 /// [`apply_accelerated`], with native code used only when `native` (the evaluator's column
 /// of `prescient evaluate` runs the same programs without it).
-pub fn apply_accelerated_at<D: DatabaseRef>(
+pub fn apply_accelerated_at<D: AccountRead>(
     accelerated: &Accelerated,
     db: &D,
     cfg: &CfgEnv,
@@ -470,7 +471,7 @@ pub fn apply_accelerated_at<D: DatabaseRef>(
 
 /// [`apply_accelerated_at`] into `out`, which holds the hit when the path is one (and means
 /// nothing otherwise): what an import runs, with one result reused across its transactions.
-pub fn apply_accelerated_into<D: DatabaseRef>(
+pub fn apply_accelerated_into<D: AccountRead>(
     accelerated: &Accelerated,
     db: &D,
     cfg: &CfgEnv,
@@ -491,7 +492,10 @@ pub fn apply_accelerated_into<D: DatabaseRef>(
         }
         if let Some((address, balance)) = entry.probe {
             if probed.as_ref().is_none_or(|(a, _)| *a != address) {
-                probed = Some((address, db.basic_ref(address).ok().map(|i| i.map_or(U256::ZERO, |i| i.balance))));
+                probed = Some((
+                    address,
+                    db.account_fields(address).ok().map(|f| f.map_or(U256::ZERO, |(balance, ..)| balance)),
+                ));
             }
             if probed.as_ref().and_then(|(_, b)| *b) != Some(balance) {
                 continue;

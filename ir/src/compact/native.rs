@@ -29,13 +29,13 @@
 use std::ffi::c_void;
 
 use revm::{
-    DatabaseRef,
     context::{BlockEnv, CfgEnv},
     primitives::U256,
 };
 
 use super::{Applying, CInst, Compiled, PrecompileMemo, Walk, with_scratch};
 use crate::{
+    backend::AccountRead,
     interp::{Miss, MissReason},
     ops::{GuardKind, Op},
     outcome::Applied,
@@ -291,7 +291,7 @@ impl Compiled {
     /// first, for code that reads them from there instead of having them inline (the tests'
     /// way of hiding constants from the code generator's folding).
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn evaluate_native<D: DatabaseRef>(
+    pub unsafe fn evaluate_native<D: AccountRead>(
         &self,
         entry: NativeEntry,
         constants_in_file: bool,
@@ -363,7 +363,7 @@ struct Host<'a, 's, D> {
 /// # Safety
 ///
 /// `host` is the `Host<D>` [`Compiled::evaluate_native`] passed to the entry.
-unsafe extern "C" fn host_call<D: DatabaseRef>(host: *mut c_void, what: u64, arg: u64) -> u64 {
+unsafe extern "C" fn host_call<D: AccountRead>(host: *mut c_void, what: u64, arg: u64) -> u64 {
     // SAFETY: the entry passes back the pointer it was given, to a live `Host<D>`, and no
     // other reference to it is in use while native code runs.
     let host = unsafe { &mut *host.cast::<Host<'_, '_, D>>() };

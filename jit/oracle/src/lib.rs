@@ -23,6 +23,7 @@
 
 use ir::{
     TxOutcome,
+    backend::AccountRead,
     compact::{Compiled, PrecompileMemo},
     interp::{Evaluation, FUEL, MissReason, evaluate},
     passes::optimize,
@@ -106,7 +107,7 @@ impl Prepared {
     /// Captures the read set of the compact tier's program on the state and block it was
     /// recorded on (as pre-execution does), so that [`check`] also checks the read-set memo.
     /// A program that does not hit its own recording is a problem.
-    pub fn record_reads<D: DatabaseRef>(&mut self, db: &D, cfg: &CfgEnv, block: &BlockEnv) {
+    pub fn record_reads<D: AccountRead>(&mut self, db: &D, cfg: &CfgEnv, block: &BlockEnv) {
         let Some(program) = self.at(Tier::Compact).cloned() else { return };
         let captured =
             Compiled::new(&program).ok().and_then(|c| MEMO.with(|memo| c.capture_reads(db, cfg, block, Some(memo))));
@@ -192,7 +193,7 @@ thread_local! {
 }
 
 /// Runs the program of one tier of `prepared`.
-pub fn evaluate_at<D: DatabaseRef>(
+pub fn evaluate_at<D: AccountRead>(
     prepared: &Prepared,
     tier: Tier,
     program: &Program,
@@ -252,7 +253,7 @@ where
 /// (all hit with equal outcomes, or all miss for the same reason), and a hit equals
 /// `expected()`, revm's outcome on the same inputs (asked for only on a hit; see
 /// [`reference()`]). `what` names the case in problems.
-pub fn check<D: DatabaseRef>(
+pub fn check<D: AccountRead>(
     prepared: &Prepared,
     db: &D,
     cfg: &CfgEnv,
@@ -336,7 +337,7 @@ pub fn check<D: DatabaseRef>(
 /// programs alone hits, with that program's outcome (the reference interpreter's), and a hit
 /// equals `expected()`, revm's outcome. The programs are optimized first, as the store holds
 /// them.
-pub fn check_merged<D: DatabaseRef>(
+pub fn check_merged<D: AccountRead>(
     programs: &[&Program],
     native: bool,
     db: &D,
