@@ -76,6 +76,12 @@ where
 /// absent account).
 pub type AccountFieldsOf = Option<(U256, u64, B256)>;
 
+/// The fields an account load reads of `info` (the evaluators' form of `basic_ref`'s answer).
+#[inline]
+pub fn fields_of(info: Option<AccountInfo>) -> AccountFieldsOf {
+    info.map(|info| (info.balance, info.nonce, info.code_hash))
+}
+
 /// A state the evaluators read account fields from. The provided method reads through
 /// `basic_ref`, which returns an owned `AccountInfo`: its clone takes an atomic increment of
 /// the code's `Arc` (and a decrement on drop), for every externally owned account the same
@@ -86,7 +92,7 @@ pub trait AccountRead: DatabaseRef {
     /// The fields of `address`, as `basic_ref` gives them.
     #[inline]
     fn account_fields(&self, address: Address) -> Result<AccountFieldsOf, Self::Error> {
-        Ok(self.basic_ref(address)?.map(|info| (info.balance, info.nonce, info.code_hash)))
+        self.basic_ref(address).map(fields_of)
     }
 }
 
@@ -100,7 +106,7 @@ impl<D: DatabaseRef> AccountRead for CacheDB<D> {
                 account.info.nonce,
                 account.info.code_hash,
             ))),
-            None => Ok(self.db.basic_ref(address)?.map(|info| (info.balance, info.nonce, info.code_hash))),
+            None => self.db.basic_ref(address).map(fields_of),
         }
     }
 }
@@ -135,7 +141,7 @@ mod tests {
         db.cache.accounts.insert(gone, revm::database::DbAccount::new_not_existing());
         let nobody = Address::with_last_byte(4);
         for address in [below, held, gone, nobody] {
-            let through_info = db.basic_ref(address).unwrap().map(|i| (i.balance, i.nonce, i.code_hash));
+            let through_info = fields_of(db.basic_ref(address).unwrap());
             assert_eq!(db.account_fields(address).unwrap(), through_info, "{address}");
             // And through a reference, as the evaluators are often handed one.
             fn by_ref<D: AccountRead>(db: D, address: Address) -> AccountFieldsOf {
