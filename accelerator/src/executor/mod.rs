@@ -33,6 +33,7 @@
 mod ahead;
 pub mod latency;
 pub mod parallel;
+pub mod precompiles;
 pub mod system;
 
 pub use ir::reference::{execute_block, execute_tx};

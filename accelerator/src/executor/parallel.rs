@@ -54,6 +54,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::precompiles::{CachedEvm, PrecompileCache, cached_evm};
 use ir::{Receipts, reference::ReferenceError};
 use revm::{
     Database, DatabaseCommit, DatabaseRef, ExecuteEvm,
@@ -165,7 +166,8 @@ where
     // small block's whole execution).
     let mut results = Vec::with_capacity(txs.len());
     let until = pool.as_ref().map(|_| started + config.sequential_for);
-    run_in_order(db, cfg, block, txs, &mut results, until, |_| {})?;
+    let precompiles = PrecompileCache::default();
+    run_in_order(&mut cached_evm(&mut *db, cfg, block, &precompiles), txs, &mut results, until, |_| {})?;
     let first = results.len();
     let Some(pool) = pool.filter(|_| first < txs.len()) else {
         let receipts = receipts(txs, &results);
@@ -194,6 +196,7 @@ where
         started: Instant::now(),
         first,
         min_tx_time: config.min_tx_time,
+        precompiles,
     };
     // Worker threads are kept between blocks (a thread started per block costs more than a
     // small block's whole execution: its start and its allocator arena's first pages).
@@ -247,9 +250,7 @@ fn pool(workers: usize) -> Option<Arc<rayon::ThreadPool>> {
 /// in-order loop of this module: a sequential block, the prefix before the threads start, and
 /// the rest once speculation stopped.
 fn run_in_order<D>(
-    db: &mut CacheDB<D>,
-    cfg: &CfgEnv,
-    block: &BlockEnv,
+    evm: &mut CachedEvm<&mut CacheDB<D>>,
     txs: &[TxEnv],
     results: &mut Vec<ExecutionResult>,
     until: Option<Instant>,
@@ -259,7 +260,6 @@ where
     D: DatabaseRef,
     D::Error: DBErrorMarker + fmt::Display,
 {
-    let mut evm = ir::reference::evm(&mut *db, cfg, block);
     while results.len() < txs.len() && until.is_none_or(|until| Instant::now() < until) {
         let index = results.len();
         let res = evm.transact(txs[index].clone()).map_err(|e| rejected(index, e))?;
@@ -407,6 +407,9 @@ struct Shared<'a, D> {
     started: Instant,
     first: usize,
     min_tx_time: Duration,
+    /// Precompile results of this block's executions: an execution again (after a conflict,
+    /// or in order after speculation stopped) reuses what its speculative run computed.
+    precompiles: PrecompileCache,
 }
 
 impl<D> Shared<'_, D>
@@ -418,7 +421,8 @@ where
     /// what is ready between them; then help commit the rest.
     fn work(&self) {
         let n = self.txs.len();
-        let mut evm = ir::reference::evm(View { shared: self, index: 0, reads: Vec::new() }, self.cfg, self.block);
+        let view = View { shared: self, index: 0, reads: Vec::new() };
+        let mut evm = cached_evm(view, self.cfg, self.block, &self.precompiles);
         while self.speculate.load(Ordering::Acquire) && !self.failed.load(Ordering::Acquire) {
             self.commit_ready(Commit::IfFree);
             // Run at most `window` transactions ahead of the last commit: further ahead, reads
@@ -466,11 +470,7 @@ where
     }
 
     /// Executes transaction `index` on the speculative view, without the fee credit.
-    fn speculate_one<'s>(
-        &'s self,
-        evm: &mut revm::handler::MainnetEvm<revm::handler::MainnetContext<View<'s, '_, D>>>,
-        index: usize,
-    ) -> Speculative {
+    fn speculate_one<'s>(&'s self, evm: &mut CachedEvm<View<'s, '_, D>>, index: usize) -> Speculative {
         {
             let view = evm.ctx.db_mut();
             view.index = index;
@@ -578,7 +578,8 @@ where
             return false;
         }
         let before = committer.results.len();
-        let ran = run_in_order(&mut db, self.cfg, self.block, self.txs, &mut committer.results, None, |k| {
+        let mut evm = cached_evm(&mut **db, self.cfg, self.block, &self.precompiles);
+        let ran = run_in_order(&mut evm, self.txs, &mut committer.results, None, |k| {
             self.done.store(k + 1, Ordering::Release);
         });
         committer.stats.in_order += committer.results.len() - before;
@@ -647,7 +648,7 @@ where
         }
         let res = {
             let db = self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let mut evm = ir::reference::evm(revm::database::WrapDatabaseRef(&**db), self.cfg, self.block);
+            let mut evm = cached_evm(revm::database::WrapDatabaseRef(&**db), self.cfg, self.block, &self.precompiles);
             evm.transact(self.txs[index].clone()).map_err(|e| rejected(index, e))?
         };
         let mut db = self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner());
