@@ -55,7 +55,12 @@ use std::{
 };
 
 use super::precompiles::{CachedEvm, PrecompileCache, cached_evm};
-use ir::{Receipts, reference::ReferenceError};
+use alloy::primitives::{Bloom, Log};
+use ir::{
+    Receipts,
+    receipts::{ReceiptBuilder, ReceiptInput},
+    reference::ReferenceError,
+};
 use revm::{
     Database, DatabaseCommit, DatabaseRef, ExecuteEvm,
     context::{BlockEnv, CfgEnv, ContextSetters, ContextTr, JournalTr, TxEnv, result::EVMError},
@@ -186,11 +191,7 @@ where
         done: AtomicUsize::new(first),
         speculate: AtomicBool::new(true),
         failed: AtomicBool::new(false),
-        committer: Mutex::new(Committer {
-            results,
-            stats: ParallelStats { in_order: first, ..Default::default() },
-            ..Default::default()
-        }),
+        committer: Mutex::new(Committer::new(txs, results, first)),
         max_reexecuted: config.max_reexecuted,
         window: WINDOW_PER_THREAD * threads,
         started: Instant::now(),
@@ -216,7 +217,7 @@ where
         is_database: true,
         message: e.to_string(),
     })?;
-    let receipts = receipts(txs, &committer.results);
+    let receipts = committer.receipts.finish().expect("every committed transaction pushed its receipt");
     Ok(ParallelBlock { results: committer.results, receipts, stats: committer.stats, time: started.elapsed() })
 }
 
@@ -301,18 +302,31 @@ fn rejected<E: fmt::Display>(index: usize, e: EVMError<E>) -> ReferenceError {
     ReferenceError { index, is_database: matches!(e, EVMError::Database(_)), message: e.to_string() }
 }
 
-fn receipts(txs: &[TxEnv], results: &[ExecutionResult]) -> Receipts {
-    let mut builder = ir::receipts::ReceiptBuilder::new(txs.len(), |logs: &[alloy::primitives::Log]| {
+/// How receipts compute a bloom: alloy's.
+type BloomOf = fn(&[Log]) -> Bloom;
+
+fn receipt_builder(len: usize) -> ReceiptBuilder<BloomOf> {
+    fn bloom_of(logs: &[Log]) -> Bloom {
         alloy::primitives::logs_bloom(logs)
-    });
+    }
+    ReceiptBuilder::new(len, bloom_of)
+}
+
+/// Transaction `tx`'s receipt input; `logs_bloom` its logs' bloom if known.
+fn receipt_input(tx: &TxEnv, result: &ExecutionResult, logs_bloom: Option<Bloom>) -> ReceiptInput {
+    ReceiptInput {
+        ty: tx.tx_type,
+        success: result.is_success(),
+        gas_used: result.tx_gas_used(),
+        logs: result.logs().to_vec(),
+        logs_bloom,
+    }
+}
+
+fn receipts(txs: &[TxEnv], results: &[ExecutionResult]) -> Receipts {
+    let mut builder = receipt_builder(txs.len());
     for (tx, result) in txs.iter().zip(results) {
-        builder.push(ir::receipts::ReceiptInput {
-            ty: tx.tx_type,
-            success: result.is_success(),
-            gas_used: result.tx_gas_used(),
-            logs: result.logs().to_vec(),
-            logs_bloom: None,
-        });
+        builder.push(receipt_input(tx, result, None));
     }
     builder.finish().expect("every transaction pushed its receipt")
 }
@@ -329,6 +343,9 @@ enum Read {
 struct Speculative {
     /// The result and state (without the fee credit); `None` if it failed on its view.
     outcome: Option<(ExecutionResult, EvmState)>,
+    /// The bloom of the result's logs, computed by the thread that executed it (the receipt
+    /// then costs the committer only its trie leaf).
+    bloom: Bloom,
     reads: Vec<Read>,
 }
 
@@ -353,9 +370,11 @@ impl Speculative {
     }
 }
 
-#[derive(Default)]
 struct Committer {
     results: Vec<ExecutionResult>,
+    /// The receipts of `results`, built as they are committed: the trie's leaves are added
+    /// while the other threads still execute, instead of all after the block.
+    receipts: ReceiptBuilder<BloomOf>,
     stats: ParallelStats,
     error: Option<ReferenceError>,
     /// Fees of committed transactions not yet credited to the fee recipient.
@@ -366,6 +385,28 @@ struct Committer {
 }
 
 impl Committer {
+    /// The committer of a block whose first `results` ran in order before the threads started.
+    fn new(txs: &[TxEnv], results: Vec<ExecutionResult>, first: usize) -> Self {
+        let mut receipts = receipt_builder(txs.len());
+        for (tx, result) in txs.iter().zip(&results) {
+            receipts.push(receipt_input(tx, result, None));
+        }
+        Self {
+            results,
+            receipts,
+            stats: ParallelStats { in_order: first, ..Default::default() },
+            error: None,
+            pending_fee: U256::ZERO,
+            fee_touched: false,
+        }
+    }
+
+    /// Commits transaction `tx`'s result in block order, with its receipt.
+    fn push(&mut self, tx: &TxEnv, result: ExecutionResult, bloom: Option<Bloom>) {
+        self.receipts.push(receipt_input(tx, &result, bloom));
+        self.results.push(result);
+    }
+
     /// Credits the pending fees to the fee recipient (the sum of what each transaction's
     /// journal would have credited: the same state, since nothing read it in between).
     fn flush_fees<D>(&mut self, db: &mut CacheDB<D>, coinbase: Address) -> Result<(), D::Error>
@@ -481,8 +522,11 @@ where
         let state = evm.finalize();
         let reads = std::mem::take(&mut evm.ctx.db_mut().reads);
         match run {
-            Ok(result) => Speculative { outcome: Some((result, state)), reads },
-            Err(_) => Speculative { outcome: None, reads },
+            Ok(result) => {
+                let bloom = alloy::primitives::logs_bloom(result.logs());
+                Speculative { outcome: Some((result, state)), bloom, reads }
+            }
+            Err(_) => Speculative { outcome: None, bloom: Bloom::ZERO, reads },
         }
     }
 
@@ -521,10 +565,10 @@ where
                     (None, false)
                 }
             };
-            let result = match outcome {
-                Some(result) => {
+            let (result, bloom) = match outcome {
+                Some(committed) => {
                     committer.stats.speculative += 1;
-                    result
+                    committed
                 }
                 None => match self.execute_committed(k, &mut committer) {
                     Ok(result) => {
@@ -533,7 +577,7 @@ where
                         } else {
                             committer.stats.in_order += 1;
                         }
-                        result
+                        (result, None)
                     }
                     Err(error) => {
                         committer.error = Some(error);
@@ -542,7 +586,7 @@ where
                     }
                 },
             };
-            committer.results.push(result);
+            committer.push(&self.txs[k], result, bloom);
             self.done.store(k + 1, Ordering::Release);
             progressed = true;
             let committed = k + 1;
@@ -583,6 +627,9 @@ where
             self.done.store(k + 1, Ordering::Release);
         });
         committer.stats.in_order += committer.results.len() - before;
+        for (tx, result) in self.txs[before..].iter().zip(&committer.results[before..]) {
+            committer.receipts.push(receipt_input(tx, result, None));
+        }
         if let Err(error) = ran {
             committer.error = Some(error);
             self.failed.store(true, Ordering::Release);
@@ -590,13 +637,14 @@ where
         true
     }
 
-    /// Commits a speculative execution if every value it read still holds; `None` if not.
+    /// Commits a speculative execution if every value it read still holds (its result and
+    /// its logs' bloom); `None` if not.
     fn commit_speculative(
         &self,
         speculative: Arc<Speculative>,
         index: usize,
         committer: &mut Committer,
-    ) -> Option<ExecutionResult> {
+    ) -> Option<(ExecutionResult, Option<Bloom>)> {
         let (result, state) = speculative.outcome.as_ref()?;
         let fee = fee_of(self.cfg, self.block, &self.txs[index], result)?;
         let coinbase = self.block.beneficiary;
@@ -625,6 +673,7 @@ where
         }
         drop(db);
         // Views may still hold the execution for a moment: then its state is copied.
+        let bloom = speculative.bloom;
         let (result, state) = match Arc::try_unwrap(speculative) {
             Ok(Speculative { outcome, .. }) => outcome?,
             Err(shared) => shared.outcome.clone()?,
@@ -632,7 +681,7 @@ where
         self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner()).commit(state);
         committer.pending_fee = committer.pending_fee.saturating_add(fee);
         committer.fee_touched = true;
-        Some(result)
+        Some((result, Some(bloom)))
     }
 
     /// Executes transaction `index` on the committed state (every lower transaction is
