@@ -12,6 +12,8 @@
 //!                        yes ─▶ commit its state; its fee joins the pending fee-recipient credit
 //!                        no  ─▶ execute tx k again on the committed state (exact), commit
 //!     no claims left and slot[k] unclaimed ─▶ execute it on the committed state, commit
+//!     each commit queues tx k's receipt; a thread between executions adds queued receipts to
+//!     the receipts trie (the trie's hashing is not the committer's serial work)
 //!   speculation stops (conflicts pile up, or the first transactions are too cheap to pay for
 //!   coordination) ─▶ the rest runs in order, one EVM, on the committed state
 //! ```
@@ -31,9 +33,17 @@
 //! rest, the end of the block. A transaction that reads the fee recipient (a builder payment)
 //! is validated like any other read.
 //!
+//! **Nor does the recipient of plain transfers.** A plain value transfer to an account without
+//! code does not depend on the recipient's balance, so its recipient is validated without it
+//! and committed as a credit to what lower transactions left ([`credited`]): deposits of many
+//! senders into one exchange address do not conflict (pevm's lazy updates do the same).
+//!
+//! **A transaction executed again does not pay twice for its precompiles**: one
+//! [`PrecompileCache`] per block serves every execution of the block.
+//!
 //! **When it does not pay, it does not run** (a 2-core machine has little to spare):
 //! - by the block's shape, before executing ([`worth_parallel`]): fewer than
-//!   [`ParallelConfig::min_txs`] contract calls, mostly plain transfers, or mostly nonce chains;
+//!   [`ParallelConfig::min_txs`] transactions, or mostly nonce chains;
 //! - by time: the first [`ParallelConfig::sequential_for`] runs sequentially;
 //! - by what happens: more than [`ParallelConfig::max_reexecuted`] of the transactions
 //!   committed in parallel had to run again, or the first 16 took less than
@@ -85,7 +95,7 @@ const WINDOW_PER_THREAD: usize = 32;
 pub struct ParallelConfig {
     /// Threads executing (the calling thread is one of them).
     pub threads: usize,
-    /// Blocks with fewer contract calls run sequentially: threads cost more than they save.
+    /// Blocks with fewer transactions run sequentially: threads cost more than they save.
     pub min_txs: usize,
     /// Whether to choose sequential execution from the block's shape (see [`worth_parallel`]);
     /// `false` runs every block of `min_txs` or more in parallel (tests).
@@ -108,7 +118,7 @@ impl Default for ParallelConfig {
             min_txs: 16,
             by_shape: true,
             max_reexecuted: 0.5,
-            min_tx_time: Duration::from_micros(8),
+            min_tx_time: Duration::from_micros(3),
             sequential_for: Duration::from_micros(500),
         }
     }
@@ -191,7 +201,8 @@ where
         done: AtomicUsize::new(first),
         speculate: AtomicBool::new(true),
         failed: AtomicBool::new(false),
-        committer: Mutex::new(Committer::new(txs, results, first)),
+        receipts: ReceiptStage::new(txs, &results),
+        committer: Mutex::new(Committer::new(results, first)),
         max_reexecuted: config.max_reexecuted,
         window: WINDOW_PER_THREAD * threads,
         started: Instant::now(),
@@ -217,7 +228,7 @@ where
         is_database: true,
         message: e.to_string(),
     })?;
-    let receipts = committer.receipts.finish().expect("every committed transaction pushed its receipt");
+    let receipts = shared.receipts.finish().expect("every committed transaction pushed its receipt");
     Ok(ParallelBlock { results: committer.results, receipts, stats: committer.stats, time: started.elapsed() })
 }
 
@@ -272,17 +283,17 @@ where
 }
 
 /// Whether a block is worth executing in parallel, from what is known before executing it.
-/// Sequential when it has fewer than [`ParallelConfig::min_txs`] contract calls (a plain
-/// transfer costs about 2 µs, less than coordinating it), when most of its transactions are
-/// plain transfers, or when most of them follow an earlier transaction of the same sender
-/// (nonce chains: one after another whatever the threads).
+/// Sequential when it has fewer than [`ParallelConfig::min_txs`] transactions, or when most of
+/// them follow an earlier transaction of the same sender (nonce chains: one after another
+/// whatever the threads). Plain transfers count like calls: their recipients do not conflict
+/// ([`credited`]), and with receipts built beside the commits a block of transfers from many
+/// senders gains from threads (measured with `prescient replay --mode parallel`).
 fn worth_parallel(txs: &[TxEnv], same_sender: &[Option<usize>], config: &ParallelConfig) -> bool {
     if !config.by_shape {
         return txs.len() >= config.min_txs;
     }
-    let calls = txs.iter().filter(|tx| !tx.data.is_empty()).count();
     let chained = same_sender.iter().filter(|p| p.is_some()).count();
-    calls >= config.min_txs && calls * 4 > txs.len() && chained * 2 <= txs.len()
+    txs.len() >= config.min_txs && chained * 2 <= txs.len()
 }
 
 /// Whether this module's fee credit ([`fee_of`]) is revm's for these rules: not when fees are
@@ -346,6 +357,9 @@ struct Speculative {
     /// The bloom of the result's logs, computed by the thread that executed it (the receipt
     /// then costs the committer only its trie leaf).
     bloom: Bloom,
+    /// The recipient of a plain value transfer and what it was credited ([`credited`]): its
+    /// balance is validated and committed as a credit, not as the value it read.
+    credited: Option<(Address, U256)>,
     reads: Vec<Read>,
 }
 
@@ -372,9 +386,6 @@ impl Speculative {
 
 struct Committer {
     results: Vec<ExecutionResult>,
-    /// The receipts of `results`, built as they are committed: the trie's leaves are added
-    /// while the other threads still execute, instead of all after the block.
-    receipts: ReceiptBuilder<BloomOf>,
     stats: ParallelStats,
     error: Option<ReferenceError>,
     /// Fees of committed transactions not yet credited to the fee recipient.
@@ -386,25 +397,14 @@ struct Committer {
 
 impl Committer {
     /// The committer of a block whose first `results` ran in order before the threads started.
-    fn new(txs: &[TxEnv], results: Vec<ExecutionResult>, first: usize) -> Self {
-        let mut receipts = receipt_builder(txs.len());
-        for (tx, result) in txs.iter().zip(&results) {
-            receipts.push(receipt_input(tx, result, None));
-        }
+    fn new(results: Vec<ExecutionResult>, first: usize) -> Self {
         Self {
             results,
-            receipts,
             stats: ParallelStats { in_order: first, ..Default::default() },
             error: None,
             pending_fee: U256::ZERO,
             fee_touched: false,
         }
-    }
-
-    /// Commits transaction `tx`'s result in block order, with its receipt.
-    fn push(&mut self, tx: &TxEnv, result: ExecutionResult, bloom: Option<Bloom>) {
-        self.receipts.push(receipt_input(tx, &result, bloom));
-        self.results.push(result);
     }
 
     /// Credits the pending fees to the fee recipient (the sum of what each transaction's
@@ -442,6 +442,7 @@ struct Shared<'a, D> {
     speculate: AtomicBool,
     failed: AtomicBool,
     committer: Mutex<Committer>,
+    receipts: ReceiptStage,
     max_reexecuted: f64,
     window: usize,
     /// When, and from which transaction, the threads started.
@@ -466,12 +467,13 @@ where
         let mut evm = cached_evm(view, self.cfg, self.block, &self.precompiles);
         while self.speculate.load(Ordering::Acquire) && !self.failed.load(Ordering::Acquire) {
             self.commit_ready(Commit::IfFree);
+            self.receipts.build();
             // Run at most `window` transactions ahead of the last commit: further ahead, reads
             // are staler, and a conflict wastes more.
             while self.next.load(Ordering::Acquire).saturating_sub(self.done.load(Ordering::Acquire)) >= self.window
                 && !self.failed.load(Ordering::Acquire)
             {
-                if !self.commit_ready(Commit::Wait) {
+                if !self.commit_ready(Commit::Wait) && !self.receipts.build() {
                     std::thread::yield_now();
                 }
             }
@@ -489,7 +491,9 @@ where
                     && lock(&self.slots[previous]).is_none()
                     && !self.failed.load(Ordering::Acquire)
                 {
-                    std::thread::yield_now();
+                    if !self.receipts.build() {
+                        std::thread::yield_now();
+                    }
                 }
             }
             let speculative = Arc::new(self.speculate_one(&mut evm, index));
@@ -504,7 +508,7 @@ where
             }
         }
         while self.done.load(Ordering::Acquire) < n && !self.failed.load(Ordering::Acquire) {
-            if !self.commit_ready(Commit::Finish) {
+            if !self.commit_ready(Commit::Finish) && !self.receipts.build() {
                 std::thread::yield_now();
             }
         }
@@ -524,9 +528,13 @@ where
         match run {
             Ok(result) => {
                 let bloom = alloy::primitives::logs_bloom(result.logs());
-                Speculative { outcome: Some((result, state)), bloom, reads }
+                let tx = &self.txs[index];
+                let precompile = tx.kind.to().is_some_and(|to| evm.precompiles.is_precompile(to));
+                let credited =
+                    (!precompile).then(|| credited(tx, self.block.beneficiary, &result, &state, &reads)).flatten();
+                Speculative { outcome: Some((result, state)), bloom, credited, reads }
             }
-            Err(_) => Speculative { outcome: None, bloom: Bloom::ZERO, reads },
+            Err(_) => Speculative { outcome: None, bloom: Bloom::ZERO, credited: None, reads },
         }
     }
 
@@ -544,21 +552,23 @@ where
         };
         let n = self.txs.len();
         let mut progressed = false;
-        if !self.speculate.load(Ordering::Acquire) {
-            return self.run_rest_in_order(&mut committer);
-        }
         loop {
             let k = self.done.load(Ordering::Acquire);
             if k >= n || committer.error.is_some() {
                 break;
             }
+            if !self.speculate.load(Ordering::Acquire) {
+                // Stopped (here or by another thread): the speculative executions left are of
+                // a stretch where conflicts piled up; one EVM in order is cheaper than
+                // validating them and executing most again one EVM each.
+                return self.run_rest_in_order(&mut committer) || progressed;
+            }
             let speculative = lock(&self.slots[k]).take();
-            let speculating = self.speculate.load(Ordering::Acquire);
             let (outcome, conflict) = match speculative {
                 Some(speculative) => (self.commit_speculative(speculative, k, &mut committer), true),
                 // Claimed by a worker still executing it, or not claimed yet while workers
                 // still claim: leave it to them.
-                None if speculating && (how != Commit::Finish || k < self.next.load(Ordering::Acquire)) => break,
+                None if how != Commit::Finish || k < self.next.load(Ordering::Acquire) => break,
                 None => {
                     // Nobody will: keep workers off it and run it here.
                     self.next.fetch_max(k + 1, Ordering::AcqRel);
@@ -586,7 +596,8 @@ where
                     }
                 },
             };
-            committer.push(&self.txs[k], result, bloom);
+            self.receipts.queue(receipt_input(&self.txs[k], &result, bloom));
+            committer.results.push(result);
             self.done.store(k + 1, Ordering::Release);
             progressed = true;
             let committed = k + 1;
@@ -595,8 +606,7 @@ where
             let too_cheap = committed == self.first + CHEAP_CHECK_AT
                 && self.started.elapsed() < self.min_tx_time * CHEAP_CHECK_AT as u32;
             let in_parallel = committed - self.first;
-            if speculating
-                && in_parallel >= 8
+            if in_parallel >= 8
                 && (too_cheap || committer.stats.reexecuted as f64 > self.max_reexecuted * in_parallel as f64)
             {
                 self.speculate.store(false, Ordering::Release);
@@ -628,7 +638,7 @@ where
         });
         committer.stats.in_order += committer.results.len() - before;
         for (tx, result) in self.txs[before..].iter().zip(&committer.results[before..]) {
-            committer.receipts.push(receipt_input(tx, result, None));
+            self.receipts.queue(receipt_input(tx, result, None));
         }
         if let Err(error) = ran {
             committer.error = Some(error);
@@ -661,9 +671,18 @@ where
         // Only the committer writes the state, so what it validates under the read lock still
         // holds when it takes the write lock to commit.
         let db = self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A credited recipient's balance as it commits: what lower transactions left, plus the
+        // credit (its other fields are validated as any read).
+        let mut credited_balance = None;
         let valid = speculative.reads.iter().all(|read| match read {
             Read::Account(address, seen) => match db.basic_ref(*address) {
-                Ok(now) => same_account(seen.as_ref(), now.as_ref()),
+                Ok(now) => match speculative.credited {
+                    Some((to, credit)) if to == *address => {
+                        credited_balance = now.as_ref().map_or(Some(credit), |now| now.balance.checked_add(credit));
+                        credited_balance.is_some() && same_but_balance(seen.as_ref(), now.as_ref())
+                    }
+                    _ => same_account(seen.as_ref(), now.as_ref()),
+                },
                 Err(_) => false,
             },
             Read::Slot(address, key, seen) => db.storage_ref(*address, *key).is_ok_and(|now| now == *seen),
@@ -674,10 +693,14 @@ where
         drop(db);
         // Views may still hold the execution for a moment: then its state is copied.
         let bloom = speculative.bloom;
-        let (result, state) = match Arc::try_unwrap(speculative) {
+        let credited = speculative.credited;
+        let (result, mut state) = match Arc::try_unwrap(speculative) {
             Ok(Speculative { outcome, .. }) => outcome?,
             Err(shared) => shared.outcome.clone()?,
         };
+        if let (Some((to, _)), Some(balance)) = (credited, credited_balance) {
+            state.get_mut(&to)?.info.balance = balance;
+        }
         self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner()).commit(state);
         committer.pending_fee = committer.pending_fee.saturating_add(fee);
         committer.fee_touched = true;
@@ -706,6 +729,58 @@ where
     }
 }
 
+/// The block's receipts, built in commit order beside the commits, so that the trie's hashing
+/// is not part of the committer's serial work: the committer queues each committed
+/// transaction's receipt input, and a thread between executions (or waiting) that finds the
+/// builder free adds what is queued.
+struct ReceiptStage {
+    queue: Mutex<Vec<ReceiptInput>>,
+    /// The builder, and a spare queue swapped with `queue` (both keep their capacity).
+    builder: Mutex<(ReceiptBuilder<BloomOf>, Vec<ReceiptInput>)>,
+}
+
+impl ReceiptStage {
+    /// The stage of a block whose first `results` ran in order before the threads started.
+    fn new(txs: &[TxEnv], results: &[ExecutionResult]) -> Self {
+        let mut builder = receipt_builder(txs.len());
+        for (tx, result) in txs.iter().zip(results) {
+            builder.push(receipt_input(tx, result, None));
+        }
+        Self { queue: Mutex::new(Vec::new()), builder: Mutex::new((builder, Vec::new())) }
+    }
+
+    /// Queues the next committed transaction's receipt (the caller commits in block order).
+    fn queue(&self, input: ReceiptInput) {
+        lock(&self.queue).push(input);
+    }
+
+    /// Adds what is queued, unless another thread is at it. Returns whether it added any.
+    fn build(&self) -> bool {
+        let mut guard = match self.builder.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        };
+        let (builder, spare) = &mut *guard;
+        // Taken while holding the builder: batches are added in the order they were queued.
+        std::mem::swap(&mut *lock(&self.queue), spare);
+        let built = !spare.is_empty();
+        for input in spare.drain(..) {
+            builder.push(input);
+        }
+        built
+    }
+
+    /// The receipts, once every transaction is committed.
+    fn finish(self) -> Option<Receipts> {
+        let (mut builder, _) = self.builder.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for input in self.queue.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner()) {
+            builder.push(input);
+        }
+        builder.finish()
+    }
+}
+
 /// How a thread takes part in committing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Commit {
@@ -724,11 +799,53 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Whether two reads of an account are the same to an execution: existence, balance, nonce,
 /// code.
 pub(crate) fn same_account(a: Option<&AccountInfo>, b: Option<&AccountInfo>) -> bool {
+    same_but_balance(a, b) && a.map(|a| a.balance) == b.map(|b| b.balance)
+}
+
+/// [`same_account`] without the balance: what a credited recipient's execution depended on.
+fn same_but_balance(a: Option<&AccountInfo>, b: Option<&AccountInfo>) -> bool {
     match (a, b) {
         (None, None) => true,
-        (Some(a), Some(b)) => a.balance == b.balance && a.nonce == b.nonce && a.code_hash == b.code_hash,
+        (Some(a), Some(b)) => a.nonce == b.nonce && a.code_hash == b.code_hash,
         _ => false,
     }
+}
+
+/// The recipient of `tx` whose balance its execution only credited, and the credit: a plain
+/// value transfer (no input, no authorizations, a value) that succeeded, to an account other
+/// than its sender and the fee recipient that has no code after it (the caller checks it is not
+/// a precompile). Nothing in such an execution reads the recipient's balance (status, gas,
+/// logs and every other write are the same whatever it holds), so the transaction does not
+/// conflict with lower transactions that change it, the way pevm's lazy updates treat
+/// transfers: validation compares the recipient's existence, nonce and code, and the commit
+/// adds the credit to the balance lower transactions left. The value is non-zero, so the
+/// recipient is not empty after it and no clearing rule (EIP-161) depends on its balance.
+fn credited(
+    tx: &TxEnv,
+    coinbase: Address,
+    result: &ExecutionResult,
+    state: &EvmState,
+    reads: &[Read],
+) -> Option<(Address, U256)> {
+    let to = tx.kind.to().copied()?;
+    if !tx.data.is_empty()
+        || tx.value.is_zero()
+        || !tx.authorization_list.is_empty()
+        || to == tx.caller
+        || to == coinbase
+        || !result.is_success()
+    {
+        return None;
+    }
+    let account = state.get(&to).filter(|a| a.is_touched() && !a.is_selfdestructed())?;
+    if account.info.code_hash != revm::primitives::KECCAK_EMPTY {
+        return None;
+    }
+    let seen = reads.iter().find_map(|read| match read {
+        Read::Account(address, seen) if *address == to => Some(seen.as_ref().map_or(U256::ZERO, |s| s.balance)),
+        _ => None,
+    })?;
+    account.info.balance.checked_sub(seen).map(|credit| (to, credit))
 }
 
 /// The fee recipient's credit for one transaction, as revm's `reward_beneficiary` computes it
@@ -879,11 +996,11 @@ mod tests {
         // Contract calls from distinct senders: parallel.
         let calls: Vec<TxEnv> = (0..40).map(|i| tx(i, 0, &[1])).collect();
         assert!(worth(&calls, &config));
-        // Too few calls.
+        // Too few transactions.
         assert!(!worth(&calls[..config.min_txs - 1], &config));
-        // Mostly plain transfers.
+        // Plain transfers of distinct senders: parallel, as calls.
         let transfers: Vec<TxEnv> = (0..40).map(|i| tx(i, 0, if i < 8 { &[1] } else { &[] })).collect();
-        assert!(!worth(&transfers, &config));
+        assert!(worth(&transfers, &config));
         // One sender's nonce chain.
         let chain: Vec<TxEnv> = (0..40).map(|n| tx(1, n, &[1])).collect();
         assert!(!worth(&chain, &config));
@@ -891,6 +1008,49 @@ mod tests {
         // Without the shape rule, only the size counts.
         let forced = ParallelConfig { by_shape: false, ..config };
         assert!(worth(&chain, &forced));
+    }
+
+    #[test]
+    fn only_a_plain_transfer_into_an_account_without_code_is_a_credit() {
+        use revm::context_interface::result::{Output, ResultGas, SuccessReason};
+        let coinbase = Address::with_last_byte(0xcb);
+        let to = Address::with_last_byte(0xee);
+        let success = ExecutionResult::Success {
+            reason: SuccessReason::Stop,
+            gas: ResultGas::default().with_total_gas_spent(21_000),
+            logs: Vec::new(),
+            output: Output::Call(Bytes::new()),
+        };
+        let transfer = TxEnv { value: U256::from(7), ..tx(1, 0, &[]) };
+        // The recipient held 100 when read and 107 after: a credit of 7.
+        let state_with = |info: AccountInfo| {
+            let mut account = Account::from(info);
+            account.mark_touch();
+            EvmState::from_iter([(to, account)])
+        };
+        let state = state_with(AccountInfo::from_balance(U256::from(107)));
+        let reads = [Read::Account(to, Some(AccountInfo::from_balance(U256::from(100))))];
+        assert_eq!(credited(&transfer, coinbase, &success, &state, &reads), Some((to, U256::from(7))));
+        // A recipient that did not exist: credited from zero.
+        let fresh = [Read::Account(to, None)];
+        assert_eq!(credited(&transfer, coinbase, &success, &state, &fresh), Some((to, U256::from(107))));
+        // Not a credit: input, no value, the sender itself, the fee recipient, a failure, code at
+        // the recipient, a recipient never read or left untouched.
+        let call = TxEnv { value: U256::from(7), ..tx(1, 0, &[1]) };
+        assert_eq!(credited(&call, coinbase, &success, &state, &reads), None);
+        assert_eq!(credited(&tx(1, 0, &[]), coinbase, &success, &state, &reads), None);
+        let to_self = TxEnv { caller: to, ..transfer.clone() };
+        assert_eq!(credited(&to_self, coinbase, &success, &state, &reads), None);
+        assert_eq!(credited(&transfer, to, &success, &state, &reads), None);
+        let failed = ExecutionResult::Revert { gas: ResultGas::default(), logs: Vec::new(), output: Bytes::new() };
+        assert_eq!(credited(&transfer, coinbase, &failed, &state, &reads), None);
+        let code = Bytecode::new_raw(Bytes::from_static(&[0x00]));
+        let with_code = state_with(AccountInfo::new(U256::from(107), 0, code.hash_slow(), code));
+        assert_eq!(credited(&transfer, coinbase, &success, &with_code, &reads), None);
+        assert_eq!(credited(&transfer, coinbase, &success, &state, &[]), None);
+        let mut untouched = state.clone();
+        untouched.get_mut(&to).expect("present").unmark_touch();
+        assert_eq!(credited(&transfer, coinbase, &success, &untouched, &reads), None);
     }
 
     #[test]

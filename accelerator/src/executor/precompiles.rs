@@ -81,6 +81,13 @@ pub struct CachedPrecompiles {
     cache: PrecompileCache,
 }
 
+impl CachedPrecompiles {
+    /// Whether `address` is a precompile under these rules.
+    pub fn is_precompile(&self, address: &Address) -> bool {
+        self.inner.contains(address)
+    }
+}
+
 impl<CTX: ContextTr> PrecompileProvider<CTX> for CachedPrecompiles {
     type Output = InterpreterResult;
 

@@ -234,3 +234,57 @@ fn an_invalid_transaction_fails_the_block_as_sequential_does() {
     assert_eq!(parallel.index, sequential.index);
     assert_eq!(parallel.index, middle);
 }
+
+const DEPOSIT: Address = address!("0x5000000000000000000000000000000000000007");
+const FRESH: Address = address!("0x5000000000000000000000000000000000000008");
+const WATCHER: Address = address!("0x4000000000000000000000000000000000000009");
+
+/// A plain value transfer.
+fn transfer(from: Address, to: Address, value: u64, nonce: u64) -> TxEnv {
+    TxEnv { value: U256::from(value), gas_limit: 21_000, ..tx(from, Some(to), "", nonce, 1) }
+}
+
+#[test]
+fn deposits_of_many_senders_into_one_address_in_parallel_equal_sequential() {
+    // Which transfers are credits is unit-tested beside `credited`; how many commit from
+    // speculation depends on the threads' timing, so only the results are compared here.
+    // `SSTORE(1, BALANCE(DEPOSIT))`: a contract that reads what the deposits credit.
+    let watch = format!("73{}3160015500", hex::encode(DEPOSIT));
+    let mut db = synthetic_state(true);
+    let code = Bytecode::new_raw(hex::decode(&watch).expect("hex").into());
+    db.insert_account_info(WATCHER, AccountInfo::new(U256::ZERO, 1, code.hash_slow(), code));
+    db.insert_account_info(DEPOSIT, AccountInfo::from_balance(U256::from(10u128.pow(18))));
+    let senders: Vec<Address> = (0..48u8).map(|i| Address::left_padding_from(&[0x20, i])).collect();
+    for sender in &senders {
+        db.insert_account_info(*sender, AccountInfo::from_balance(U256::from(10u128.pow(18))));
+    }
+    let mut txs = Vec::new();
+    let (mut deposit_nonce, mut watcher_calls) = (0, 0);
+    for (i, sender) in senders.iter().enumerate() {
+        // Into the exchange address, an address that does not exist yet, a precompile (it runs:
+        // never a credit) and the fee recipient (its credit is deferred: never a credit).
+        let to = match i % 8 {
+            3 => FRESH,
+            5 => Address::with_last_byte(4),
+            7 => COINBASE,
+            _ => DEPOSIT,
+        };
+        txs.push(transfer(*sender, to, 1_000 + i as u64, 0));
+        // The credited address reads its own balance (it sends), and a contract reads it.
+        if i % 12 == 6 {
+            txs.push(transfer(DEPOSIT, ALICE, 5, deposit_nonce));
+            deposit_nonce += 1;
+        }
+        if i % 12 == 9 {
+            txs.push(tx(BOB, Some(WATCHER), "", watcher_calls, 1));
+            watcher_calls += 1;
+        }
+    }
+    for spec in [SpecId::LONDON, SpecId::CANCUN] {
+        let (cfg, block) = synthetic_block(spec);
+        for threads in [2, 4] {
+            let label = format!("deposits, {spec:?}, x{threads}");
+            compare(&db, &cfg, &block, &txs, &always_parallel(threads), &label);
+        }
+    }
+}
