@@ -300,11 +300,19 @@ fn worth_parallel(txs: &[TxEnv], same_sender: &[Option<usize>], config: &Paralle
     txs.len() >= config.min_txs && chained * 3 <= txs.len()
 }
 
-/// Whether this module's fee credit ([`fee_of`]) is revm's for these rules: not when fees are
-/// not charged at all, nor from Amsterdam (EIP-8037's reservoir changes the gas credited).
+/// Whether this module's fee credit ([`fee_of`]) and its recipients' credits ([`credited`])
+/// are revm's for these rules: not when fees are not charged at all, nor under Amsterdam's gas
+/// rules, by fork or by flag (EIP-8037's reservoir changes the gas credited; EIP-2780 charges a
+/// transfer into an empty account).
 pub(crate) fn fee_deferrable(cfg: &CfgEnv) -> bool {
     use revm::context_interface::Cfg;
-    !cfg.is_fee_charge_disabled() && !cfg.spec.is_enabled_in(SpecId::AMSTERDAM)
+    !cfg.is_fee_charge_disabled()
+        && !cfg.spec.is_enabled_in(SpecId::AMSTERDAM)
+        // The same rules switched on early by flag: the reservoir (EIP-8037), and new-account
+        // gas for a value transfer into an empty account (EIP-2780), which makes a plain
+        // transfer depend on its recipient's balance (see `credited`).
+        && !cfg.is_amsterdam_eip8037_enabled()
+        && !cfg.is_amsterdam_eip2780_enabled()
 }
 
 /// For each transaction, the previous one of the same sender.
@@ -1069,6 +1077,13 @@ mod tests {
         assert!(fee_deferrable(&cfg));
         cfg.spec = SpecId::AMSTERDAM;
         assert!(!fee_deferrable(&cfg));
+        // Nor before it with Amsterdam's gas rules switched on by flag.
+        let mut early = CfgEnv::new_with_spec(SpecId::CANCUN);
+        early.enable_amsterdam_eip2780 = true;
+        assert!(!fee_deferrable(&early));
+        let mut early = CfgEnv::new_with_spec(SpecId::CANCUN);
+        early.enable_amsterdam_eip8037 = true;
+        assert!(!fee_deferrable(&early));
         // A fee whose product overflows revm's u128 arithmetic is not deferred.
         let cfg = CfgEnv::new_with_spec(SpecId::CANCUN);
         let block = BlockEnv { basefee: 0, ..Default::default() };
