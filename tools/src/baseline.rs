@@ -5,7 +5,7 @@
 //! ([`accelerator::executor::precompiles`]). Not a product path; a measurement of what a node
 //! gets today without prescient.
 
-pub use accelerator::executor::precompiles::{CachedPrecompiles, PrecompileCache, cached_evm};
+pub use accelerator::executor::precompiles::{PrecompileCache, cached_evm};
 use revm::{
     Database,
     context::{BlockEnv, CfgEnv},

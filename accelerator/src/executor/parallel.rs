@@ -39,7 +39,9 @@
 //! senders into one exchange address do not conflict (pevm's lazy updates do the same).
 //!
 //! **A transaction executed again does not pay twice for its precompiles**: one
-//! [`PrecompileCache`] per block serves every execution of the block.
+//! [`PrecompileCache`] per block serves every execution once the threads start (speculative,
+//! again after a conflict, in order after a stop). A sequential block, and the prefix before
+//! the threads, run plain revm.
 //!
 //! **When it does not pay, it does not run** (a 2-core machine has little to spare):
 //! - by the block's shape, before executing ([`worth_parallel`]): fewer than
@@ -73,12 +75,15 @@ use ir::{
 };
 use revm::{
     Database, DatabaseCommit, DatabaseRef, ExecuteEvm,
-    context::{BlockEnv, CfgEnv, ContextSetters, ContextTr, JournalTr, TxEnv, result::EVMError},
+    context::{BlockEnv, CfgEnv, ContextSetters, ContextTr, Evm, JournalTr, TxEnv, result::EVMError},
     context_interface::{Block, Transaction, result::ExecutionResult},
     database::CacheDB,
     database_interface::DBErrorMarker,
-    handler::{EvmTr, EvmTrError, FrameResult, FrameTr, Handler},
-    interpreter::interpreter_action::FrameInit,
+    handler::{
+        EthFrame, EvmTr, EvmTrError, FrameResult, FrameTr, Handler, MainnetContext, PrecompileProvider,
+        instructions::EthInstructions,
+    },
+    interpreter::{InterpreterResult, interpreter::EthInterpreter, interpreter_action::FrameInit},
     primitives::{Address, B256, StorageKey, StorageValue, U256, hardfork::SpecId},
     state::{Account, AccountInfo, Bytecode, EvmState},
 };
@@ -183,8 +188,9 @@ where
     // small block's whole execution).
     let mut results = Vec::with_capacity(txs.len());
     let until = pool.as_ref().map(|_| started + config.sequential_for);
-    let precompiles = PrecompileCache::default();
-    run_in_order(&mut cached_evm(&mut *db, cfg, block, &precompiles), txs, &mut results, until, |_| {})?;
+    // Plain revm here: a sequential block is exactly the baseline, and the prefix is never
+    // executed again, so it has nothing to gain from the precompile cache.
+    run_in_order(&mut ir::reference::evm(&mut *db, cfg, block), txs, &mut results, until, |_| {})?;
     let first = results.len();
     let Some(pool) = pool.filter(|_| first < txs.len()) else {
         let receipts = receipts(txs, &results);
@@ -210,7 +216,7 @@ where
         started: Instant::now(),
         first,
         min_tx_time: config.min_tx_time,
-        precompiles,
+        precompiles: PrecompileCache::default(),
     };
     // Worker threads are kept between blocks (a thread started per block costs more than a
     // small block's whole execution: its start and its allocator arena's first pages).
@@ -263,8 +269,8 @@ fn pool(workers: usize) -> Option<Arc<rayon::ThreadPool>> {
 /// until every one ran or `until` passed; `committed(k)` after transaction `k`. The one
 /// in-order loop of this module: a sequential block, the prefix before the threads start, and
 /// the rest once speculation stopped.
-fn run_in_order<D>(
-    evm: &mut CachedEvm<&mut CacheDB<D>>,
+fn run_in_order<'db, D, P>(
+    evm: &mut Evm<MainnetContext<&'db mut CacheDB<D>>, (), MainnetInstructions<'db, D>, P, EthFrame>,
     txs: &[TxEnv],
     results: &mut Vec<ExecutionResult>,
     until: Option<Instant>,
@@ -273,6 +279,7 @@ fn run_in_order<D>(
 where
     D: DatabaseRef,
     D::Error: DBErrorMarker + fmt::Display,
+    P: PrecompileProvider<MainnetContext<&'db mut CacheDB<D>>, Output = InterpreterResult>,
 {
     while results.len() < txs.len() && until.is_none_or(|until| Instant::now() < until) {
         let index = results.len();
@@ -325,6 +332,9 @@ fn rejected<E: fmt::Display>(index: usize, e: EVMError<E>) -> ReferenceError {
     ReferenceError { index, is_database: matches!(e, EVMError::Database(_)), message: e.to_string() }
 }
 
+/// The mainnet instruction table of an EVM on `&mut CacheDB<D>`.
+type MainnetInstructions<'db, D> = EthInstructions<EthInterpreter, MainnetContext<&'db mut CacheDB<D>>>;
+
 /// How receipts compute a bloom: alloy's.
 type BloomOf = fn(&[Log]) -> Bloom;
 
@@ -347,11 +357,7 @@ fn receipt_input(tx: &TxEnv, result: &ExecutionResult, logs_bloom: Option<Bloom>
 }
 
 fn receipts(txs: &[TxEnv], results: &[ExecutionResult]) -> Receipts {
-    let mut builder = receipt_builder(txs.len());
-    for (tx, result) in txs.iter().zip(results) {
-        builder.push(receipt_input(tx, result, None));
-    }
-    builder.finish().expect("every transaction pushed its receipt")
+    ReceiptStage::new(txs, results).finish().expect("every transaction pushed its receipt")
 }
 
 /// One value a speculative execution read.
