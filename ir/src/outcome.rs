@@ -293,9 +293,56 @@ impl Applied {
         &self.accounts
     }
 
+    /// The changed slots, with their account's address, in store order.
+    pub fn slots(&self) -> impl Iterator<Item = (Address, U256, U256)> + '_ {
+        self.slots.iter().map(|&(a, slot, value)| (self.accounts[a as usize].address, slot, value))
+    }
+
+    /// Becomes a copy of `other`, reusing this result's memory (a read-set hit copies its
+    /// recorded result: flat lists, no tree). The indexes are not copied: they are rebuilt
+    /// when a store needs them, and lookups scan until then.
+    pub fn copy_from(&mut self, other: &Applied) {
+        self.status.clone_from(&other.status);
+        self.gas_used = other.gas_used;
+        self.gas_refunded = other.gas_refunded;
+        self.logs.clone_from(&other.logs);
+        self.output.clone_from(&other.output);
+        self.created_address = other.created_address;
+        self.logs_bloom = other.logs_bloom;
+        self.clear_state();
+        self.accounts.extend_from_slice(&other.accounts);
+        self.slots.extend_from_slice(&other.slots);
+        self.codes.extend_from_slice(&other.codes);
+    }
+
+    /// The changed account `address`, to adjust its fields.
+    pub fn account_mut(&mut self, address: &Address) -> Option<&mut Stored> {
+        let at = self.position(address)?;
+        self.accounts.get_mut(at as usize)
+    }
+
+    /// Moves the changed account `from`, which has no slot and no code of its own, to the
+    /// address `to`, which must not be changed already. `false` (and nothing moved) otherwise.
+    pub fn move_account(&mut self, from: &Address, to: Address) -> bool {
+        let Some(at) = self.position(from) else { return false };
+        if self.position(&to).is_some()
+            || self.slots.iter().any(|&(a, _, _)| a == at)
+            || self.codes.iter().any(|(a, _)| a == from)
+        {
+            return false;
+        }
+        self.accounts[at as usize].address = to;
+        if !self.index.is_empty() {
+            self.index.remove(from);
+            self.index.insert(to, at);
+        }
+        true
+    }
+
     /// Where `address` is in `accounts`.
     fn position(&self, address: &Address) -> Option<u32> {
-        if self.accounts.len() <= LINEAR {
+        // The index is empty after `copy_from` until a store rebuilds it.
+        if self.accounts.len() <= LINEAR || self.index.is_empty() {
             self.accounts.iter().position(|a| a.address == *address).map(|p| p as u32)
         } else {
             self.index.get(address).copied()
@@ -536,6 +583,25 @@ impl Applied {
         fill(&mut applied).map(|t| (applied, t))
     }
 }
+
+/// Two results are equal when they hold the same outcome in the same store order (the
+/// lookup indexes are not compared: `copy_from` leaves them to be rebuilt).
+impl PartialEq for Applied {
+    fn eq(&self, other: &Self) -> bool {
+        self.status == other.status
+            && self.gas_used == other.gas_used
+            && self.gas_refunded == other.gas_refunded
+            && self.logs == other.logs
+            && self.output == other.output
+            && self.created_address == other.created_address
+            && self.accounts == other.accounts
+            && self.slots == other.slots
+            && self.codes == other.codes
+            && self.logs_bloom == other.logs_bloom
+    }
+}
+
+impl Eq for Applied {}
 
 impl Default for Applied {
     fn default() -> Self {
@@ -859,6 +925,26 @@ mod tests {
                 assert!(!applied.store_slot(&Address::ZERO, U256::from(i + 1000), U256::from(2)));
             }
             assert!(!applied.store_slot(&Address::with_last_byte(250), U256::ZERO, U256::ZERO), "unrecorded account");
+            // A copy (into a result that held something else) holds the same and refuses the
+            // same, though its indexes are rebuilt only when a store needs them.
+            let mut copy = Applied::from(sample());
+            copy.copy_from(&applied);
+            assert_eq!(copy, applied);
+            assert_eq!(copy.outcome(), applied.outcome());
+            for i in [0, n / 2, n - 1] {
+                assert!(copy.account_mut(&Address::with_last_byte(i as u8)).is_some(), "{n}: account {i} in the copy");
+                assert!(!copy.store_account(stored(i)), "{n}: account {i} again in the copy");
+                assert!(!copy.store_slot(&Address::ZERO, U256::from(i + 1000), U256::from(2)));
+            }
+            assert!(copy.store_account(stored(200)), "{n}: a new account in the copy");
+            assert!(!copy.store_account(stored(200)), "{n}: and not twice");
+            // A move needs an account without slots or code, to an address not changed yet.
+            assert!(!copy.move_account(&Address::with_last_byte(0), Address::with_last_byte(201)), "it has slots");
+            assert!(!copy.move_account(&Address::with_last_byte(200), Address::with_last_byte(1)), "target changed");
+            assert!(copy.move_account(&Address::with_last_byte(200), Address::with_last_byte(201)));
+            assert!(copy.account_mut(&Address::with_last_byte(200)).is_none());
+            assert_eq!(copy.account_mut(&Address::with_last_byte(201)).map(|a| a.balance), Some(U256::from(200)));
+            assert!(copy.store_account(stored(200)), "{n}: the old address is free again");
             let outcome = applied.outcome();
             assert_eq!(outcome.state.len(), n);
             assert_eq!(outcome.state.values().map(|c| c.storage.len()).sum::<usize>(), 2 * n);

@@ -34,13 +34,13 @@ use alloy::primitives::Bloom;
 use revm::{
     DatabaseRef,
     context::{BlockEnv, CfgEnv},
-    primitives::{Address, KECCAK_EMPTY, U256},
+    primitives::{Address, B256, KECCAK_EMPTY, U256},
     state::AccountInfo,
 };
 
 use crate::{
     ops::{Imm, Op, OpKind, Ty},
-    outcome::TxOutcome,
+    outcome::{Applied, TxOutcome},
     program::{Program, ProgramEnv, Value},
     semantics::{account_word, context, fold_word, load_word, word_to_address},
 };
@@ -109,7 +109,8 @@ pub struct ReadSet {
     env: ProgramEnv,
     reads: Vec<(Read, Role)>,
     fee: Option<Fee>,
-    outcome: TxOutcome,
+    /// The recorded outcome, in the form a commit takes (a hit copies it: flat lists).
+    applied: Applied,
     /// The bloom of the outcome's logs, computed once here rather than at every hit's receipt.
     logs_bloom: Bloom,
 }
@@ -187,7 +188,9 @@ impl ReadSet {
         // together).
         reads.sort_by_key(|(r, role)| !(*role == Role::Input && r.op == Op::Storage));
         let logs_bloom = alloy::primitives::logs_bloom(&outcome.logs);
-        Self { env: program.env, reads, fee, outcome, logs_bloom }
+        let mut applied = Applied::from(outcome);
+        applied.logs_bloom = Some(logs_bloom);
+        Self { env: program.env, reads, fee, applied, logs_bloom }
     }
 
     /// Adds what this pre-execution touched to `accounts` and `slots`: every account and slot
@@ -210,10 +213,8 @@ impl ReadSet {
                 _ => {}
             }
         }
-        for (address, change) in &self.outcome.state {
-            accounts.insert(*address);
-            slots.extend(change.storage.keys().map(|k| (*address, *k)));
-        }
+        accounts.extend(self.applied.accounts().iter().map(|a| a.address));
+        slots.extend(self.applied.slots().map(|(address, slot, _)| (address, slot)));
     }
 
     /// Whether any fee recipient is accepted (else only the recorded one).
@@ -244,9 +245,12 @@ impl ReadSet {
 
     /// Approximate heap size.
     pub fn heap_bytes(&self) -> usize {
-        let outcome = self.outcome.logs.iter().map(|l| l.data.data.len() + 32 * l.topics().len() + 64).sum::<usize>()
-            + self.outcome.output.len()
-            + self.outcome.state.values().map(|a| 160 + a.storage.len() * 80).sum::<usize>();
+        let a = &self.applied;
+        let outcome = a.logs.iter().map(|l| l.data.data.len() + 32 * l.topics().len() + 64).sum::<usize>()
+            + a.output.len()
+            + size_of_val(a.accounts())
+            + a.slots().count() * 72
+            + a.codes.iter().map(|(_, c)| c.len() + 48).sum::<usize>();
         let comparisons = self.fee.as_ref().map_or(0, |f| f.comparisons.len() * 96);
         self.reads.capacity() * size_of::<(Read, Role)>() + outcome + comparisons
     }
@@ -260,6 +264,41 @@ impl ReadSet {
     /// fee recipient aside, see the module docs); `None` otherwise, or when the state cannot
     /// be read.
     pub fn check<D: DatabaseRef>(&self, db: &D, cfg: &CfgEnv, block: &BlockEnv) -> Option<TxOutcome> {
+        let mut out = Applied::new();
+        self.check_into(db, cfg, block, &mut out).then(|| out.outcome())
+    }
+
+    /// [`ReadSet::check`] into `out`, in the form a commit takes: `true` and the recorded
+    /// outcome (adjusted for the fee recipient) copied into `out` when every input holds;
+    /// `false` otherwise, `out` then meaning nothing. What an import runs.
+    pub fn check_into<D: DatabaseRef>(&self, db: &D, cfg: &CfgEnv, block: &BlockEnv, out: &mut Applied) -> bool {
+        let Some(fee) = self.validate(db, cfg, block) else { return false };
+        out.copy_from(&self.applied);
+        let adjusted = match fee {
+            None => true,
+            Some(Adjust::Credit { recorded, balance }) => out.account_mut(&recorded).map(|e| e.balance = balance).is_some(),
+            Some(Adjust::Recipient { recorded, recipient, balance, nonce, code_hash }) => {
+                // The alias checks exclude it, but never merge two accounts' changes.
+                (recipient == recorded || out.move_account(&recorded, recipient))
+                    && out
+                        .account_mut(&recipient)
+                        .map(|e| {
+                            e.balance = balance;
+                            e.nonce = nonce;
+                            e.code_hash = code_hash;
+                        })
+                        .is_some()
+            }
+        };
+        if !adjusted {
+            out.clear();
+        }
+        adjusted
+    }
+
+    /// Whether every input of `db` / `block` equals the recorded one (the fee recipient
+    /// aside): `Some` with how the recorded outcome's fee recipient entry changes, if it does.
+    fn validate<D: DatabaseRef>(&self, db: &D, cfg: &CfgEnv, block: &BlockEnv) -> Option<Option<Adjust>> {
         if self.env.spec != cfg.spec || self.env.chain_id != cfg.chain_id {
             return None;
         }
@@ -311,44 +350,48 @@ impl ReadSet {
                 return None;
             }
         }
-        let mut outcome = self.outcome.clone();
-        if let Some(fee) = &self.fee {
-            let balance = balance?.checked_add(fee.credit)?;
-            if any_recipient {
-                let word: U256 = recipient.into_word().into();
-                for c in &fee.comparisons {
-                    let args: Vec<U256> = c
-                        .args
-                        .iter()
-                        .map(|a| match a {
-                            Operand::Recipient => word,
-                            Operand::Word(w) => *w,
-                        })
-                        .collect();
-                    if fold_word(c.op, &args)? != c.result {
-                        return None;
-                    }
-                }
-                let (nonce, code_hash) = (nonce?, code_hash?);
-                // Another recipient must not be empty after the credit (an empty touched
-                // account would be removed, which the recorded run's did not need).
-                if moved && balance.is_zero() && nonce.is_zero() && code_hash == U256::from_be_bytes(KECCAK_EMPTY.0) {
-                    return None;
-                }
-                let mut entry = outcome.state.remove(&fee.recorded)?;
-                entry.balance = balance;
-                entry.nonce = nonce.try_into().ok()?;
-                entry.code_hash = code_hash.into();
-                // The alias checks exclude it, but never merge two accounts' changes.
-                if outcome.state.insert(recipient, entry).is_some() {
-                    return None;
-                }
-            } else {
-                outcome.state.get_mut(&fee.recorded)?.balance = balance;
+        let Some(fee) = &self.fee else { return Some(None) };
+        let balance = balance?.checked_add(fee.credit)?;
+        if !any_recipient {
+            return Some(Some(Adjust::Credit { recorded: fee.recorded, balance }));
+        }
+        let word: U256 = recipient.into_word().into();
+        for c in &fee.comparisons {
+            let args: Vec<U256> = c
+                .args
+                .iter()
+                .map(|a| match a {
+                    Operand::Recipient => word,
+                    Operand::Word(w) => *w,
+                })
+                .collect();
+            if fold_word(c.op, &args)? != c.result {
+                return None;
             }
         }
-        Some(outcome)
+        let (nonce, code_hash) = (nonce?, code_hash?);
+        // Another recipient must not be empty after the credit (an empty touched account
+        // would be removed, which the recorded run's did not need).
+        if moved && balance.is_zero() && nonce.is_zero() && code_hash == U256::from_be_bytes(KECCAK_EMPTY.0) {
+            return None;
+        }
+        Some(Some(Adjust::Recipient {
+            recorded: fee.recorded,
+            recipient,
+            balance,
+            nonce: nonce.try_into().ok()?,
+            code_hash: code_hash.into(),
+        }))
     }
+}
+
+/// How a read-set hit's recorded fee recipient entry changes ([`ReadSet::validate`]).
+enum Adjust {
+    /// Its balance is the current one plus the recorded credit.
+    Credit { recorded: Address, balance: U256 },
+    /// It moves to the current recipient, with that one's balance (credited), nonce and code
+    /// hash.
+    Recipient { recorded: Address, recipient: Address, balance: U256, nonce: u64, code_hash: B256 },
 }
 
 /// The fee recipient's part in a program (see [`fee_shape`]).

@@ -502,9 +502,7 @@ pub fn apply_accelerated_into<D: AccountRead>(
                 continue;
             }
         }
-        if let Some(outcome) = entry.reads.check(db, cfg, block) {
-            out.set_outcome(outcome);
-            out.logs_bloom = Some(entry.reads.logs_bloom());
+        if entry.reads.check_into(db, cfg, block, out) {
             return TxPath::Hit { program: entry.program, perfect: true };
         }
     }
