@@ -276,7 +276,9 @@ impl ReadSet {
         out.copy_from(&self.applied);
         let adjusted = match fee {
             None => true,
-            Some(Adjust::Credit { recorded, balance }) => out.account_mut(&recorded).map(|e| e.balance = balance).is_some(),
+            Some(Adjust::Credit { recorded, balance }) => {
+                out.account_mut(&recorded).map(|e| e.balance = balance).is_some()
+            }
             Some(Adjust::Recipient { recorded, recipient, balance, nonce, code_hash }) => {
                 // The alias checks exclude it, but never merge two accounts' changes.
                 (recipient == recorded || out.move_account(&recorded, recipient))
