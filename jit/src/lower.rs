@@ -241,6 +241,23 @@ impl Lowering<'_, '_> {
                 let v = self.word1(op, a);
                 self.write(dst, v);
             }
+            Lowered::Word2 { op: Op::Eq, dst, a, b }
+                if self.inline_constant(a).is_some() || self.inline_constant(b).is_some() =>
+            {
+                let eq = self.equal_regs(a, b);
+                self.write(dst, V::Bool(eq));
+            }
+            Lowered::Word2 { op: Op::And, dst, a, b }
+                if self.inline_constant(a).is_some() || self.inline_constant(b).is_some() =>
+            {
+                let (x, c) = match self.inline_constant(b) {
+                    Some(c) => (a, c),
+                    None => (b, self.inline_constant(a).expect("one operand is a constant")),
+                };
+                let x = self.read(x);
+                let v = self.and_const(x, c);
+                self.write(dst, v);
+            }
             Lowered::Word2 { op, dst, a, b } => {
                 let (x, y) = (self.read(a), self.read(b));
                 let v = self.word2(op, a, x, y);
@@ -273,8 +290,83 @@ impl Lowering<'_, '_> {
 
     /// Whether registers `a` and `b` hold the same word, as an `i8`.
     fn equal_regs(&mut self, a: u32, b: u32) -> Value {
+        if let Some(c) = self.inline_constant(b) {
+            let x = self.read(a);
+            return self.equal_const(x, c);
+        }
+        if let Some(c) = self.inline_constant(a) {
+            let y = self.read(b);
+            return self.equal_const(y, c);
+        }
         let (x, y) = (self.read(a), self.read(b));
         self.equal_v(x, y)
+    }
+
+    /// Register `r`'s value when it is a constant native code has inline.
+    fn inline_constant(&self, r: u32) -> Option<U256> {
+        self.c.constant(r).filter(|_| !self.opaque_constants)
+    }
+
+    /// `x & c`, limb by limb: a limb of `c` that is zero gives zero, one that is all ones
+    /// gives `x`'s limb, any other an `and` with its immediate (the masks of addresses, of
+    /// packed fields and of `uint` widths).
+    fn and_const(&mut self, x: V, c: U256) -> V {
+        let (lo, hi) = match x {
+            V::Bool(b) if c.bit(0) => return V::Bool(b),
+            V::Bool(_) => return V::Bool(self.b.ins().iconst(types::I8, 0)),
+            V::Wide(w) => w,
+        };
+        let (x0, x1) = self.b.ins().isplit(lo);
+        let (x2, x3) = self.b.ins().isplit(hi);
+        let mut limbs = [x0, x1, x2, x3];
+        for (x, &limb) in limbs.iter_mut().zip(c.as_limbs()) {
+            *x = match limb {
+                0 => self.b.ins().iconst(types::I64, 0),
+                u64::MAX => *x,
+                limb => self.b.ins().band_imm_u(*x, limb as i64),
+            };
+        }
+        let lo = self.b.ins().iconcat(limbs[0], limbs[1]);
+        let hi = self.b.ins().iconcat(limbs[2], limbs[3]);
+        V::Wide((lo, hi))
+    }
+
+    /// `x == c`, as an `i8`, limb by limb against immediates: the limbs where `c` is zero are
+    /// or-ed together and tested once, the others compared with their immediate. The constant
+    /// is never built as a word (a guard on a selector, an address or a hash compares with
+    /// what would otherwise take six instructions and two registers to materialize).
+    fn equal_const(&mut self, x: V, c: U256) -> Value {
+        let (lo, hi) = match x {
+            V::Bool(b) if c <= U256::ONE => return self.b.ins().icmp_imm_u(IntCC::Equal, b, c.to::<i64>()),
+            V::Bool(_) => return self.b.ins().iconst(types::I8, 0),
+            V::Wide(w) => w,
+        };
+        let (x0, x1) = self.b.ins().isplit(lo);
+        let (x2, x3) = self.b.ins().isplit(hi);
+        let mut zeros: Option<Value> = None;
+        let mut equal: Option<Value> = None;
+        for (x, &limb) in [x0, x1, x2, x3].into_iter().zip(c.as_limbs()) {
+            if limb == 0 {
+                zeros = Some(match zeros {
+                    Some(z) => self.b.ins().bor(z, x),
+                    None => x,
+                });
+            } else {
+                let e = self.b.ins().icmp_imm_u(IntCC::Equal, x, limb as i64);
+                equal = Some(match equal {
+                    Some(p) => self.b.ins().band(p, e),
+                    None => e,
+                });
+            }
+        }
+        if let Some(z) = zeros {
+            let e = self.b.ins().icmp_imm_u(IntCC::Equal, z, 0);
+            equal = Some(match equal {
+                Some(p) => self.b.ins().band(p, e),
+                None => e,
+            });
+        }
+        equal.expect("a word has four limbs")
     }
 
     /// Continues when `ok` (an `i8` 0 or 1) is 1; otherwise branches to `fail` with `code`.
@@ -321,13 +413,14 @@ impl Lowering<'_, '_> {
             return *v;
         }
         if let Some(value) = self.c.constant(r).filter(|_| !self.opaque_constants) {
-            let v = if value <= U256::ONE {
+            // Built again at every use rather than kept: a constant kept in a register along
+            // the path is a live range the allocator must carry (and spill) across every
+            // host call, while building it again costs an instruction or two.
+            return if value <= U256::ONE {
                 V::Bool(self.b.ins().iconst(types::I8, value.to::<i64>()))
             } else {
                 V::Wide(self.constant(value))
             };
-            self.cache.insert(r, (v, true));
-            return v;
         }
         // Every register native code reads was defined on the current path: either in SSA
         // (the cache) or, past a host call, in the file (`in_file`).
