@@ -2,13 +2,14 @@
 //! `ir::compact::native`'s convention.
 //!
 //! - **Words** are two `i128` halves (Cranelift has no 256-bit type; x86-64 lowers `i128`
-//!   arithmetic to pairs of 64-bit instructions with carries). Constants are immediates.
-//!   Results of comparisons stay one-byte booleans until something needs the whole word.
+//!   arithmetic to pairs of 64-bit instructions with carries). Constants are immediates,
+//!   built at each use; comparisons with a constant and `and` with a constant mask go limb by
+//!   limb against immediates. Results of comparisons stay one-byte booleans until something
+//!   needs the whole word.
 //! - **Registers** live in SSA values along a path of the tree (a value defined in a node
 //!   dominates the node's descendants). Only what a host step reads is stored to the register
-//!   file, and only what a host step wrote is loaded from it; after a host call, cached
-//!   constants and stored registers are let go (rematerialized or reloaded) to keep live
-//!   ranges short.
+//!   file, and only what a host step wrote is loaded from it; after a host call, stored
+//!   registers are let go (reloaded) to keep live ranges short.
 //! - **Inline**: add, sub, mul, and, or, xor, not, eq, iszero, lt, gt, slt, sgt, min, shifts
 //!   by a constant amount, guards and runs of alias guards. Everything else goes to the host
 //!   ([`HOST_STEP`]), which runs the compact evaluator's code for that one instruction.
