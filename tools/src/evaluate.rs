@@ -313,6 +313,9 @@ pub struct BlockResult {
     pub compile_ms: Vec<f64>,
     /// Machine code bytes of each.
     pub code_bytes: Vec<usize>,
+    /// The skeleton of each (`ir::compact::Compiled::skeleton_hash`).
+    #[serde(skip)]
+    pub skeletons: Vec<u64>,
     /// Accelerated programs left to the evaluator (past the compiler's limits, or an error).
     pub not_compiled: usize,
     /// Native code and the evaluator disagreeing (a different path, or an import through
@@ -883,6 +886,7 @@ pub fn evaluate_block(
                 Ok((time, bytes)) => {
                     result.compile_ms.push(time.as_secs_f64() * 1e3);
                     result.code_bytes.push(bytes);
+                    result.skeletons.extend(accelerated.compiled.as_ref().map(|c| c.skeleton_hash()));
                 }
                 Err(accelerator::tiering::NotCompiled::NoTree) => {}
                 Err(_) => result.not_compiled += 1,
@@ -1180,6 +1184,9 @@ pub struct Summary {
     pub compile_ms_p99: f64,
     /// Median machine code size per program, bytes.
     pub code_bytes_median: f64,
+    /// Distinct skeletons among the programs compiled: how many compiles code shared by
+    /// skeleton would take.
+    pub native_skeletons: usize,
     /// Predicted access list: share of the entries the blocks touched that were predicted.
     pub access_list_recall: f64,
     /// Predicted access list: share of the predicted entries the blocks touched.
@@ -1269,6 +1276,11 @@ impl Summary {
             compile_ms_p50: percentile(&compile_ms, 0.5),
             compile_ms_p99: percentile(&compile_ms, 0.99),
             code_bytes_median: percentile(&code_bytes, 0.5),
+            native_skeletons: blocks
+                .iter()
+                .flat_map(|b| b.skeletons.iter())
+                .collect::<std::collections::HashSet<_>>()
+                .len(),
             access_list_recall: {
                 let (hit, actual) =
                     blocks.iter().fold((0, 0), |(h, a), b| (h + b.access_list.hit, a + b.access_list.actual));
@@ -1383,8 +1395,9 @@ pub fn write_report(dir: &std::path::Path, summary: &Summary, blocks: &[BlockRes
     );
     let _ = writeln!(
         md,
-        "Native code (Cranelift): {} programs compiled, {} left to the evaluator; compile p50 {:.2} ms, p99 {:.2} ms; median code {:.0} bytes; disagreements with the evaluator or revm: **{}**.\n\n| speedup with native code (time-weighted, vs sequential revm) | evaluator | native |\n|---|---:|---:|\n| on hits | {:.2}x | {:.2}x |\n| whole-block import | {:.2}x | {:.2}x |\n| per hit: median / p10 | {:.2}x / {:.2}x | {:.2}x / {:.2}x |\n",
+        "Native code (Cranelift): {} programs compiled ({} distinct skeletons), {} left to the evaluator; compile p50 {:.2} ms, p99 {:.2} ms; median code {:.0} bytes; disagreements with the evaluator or revm: **{}**.\n\n| speedup with native code (time-weighted, vs sequential revm) | evaluator | native |\n|---|---:|---:|\n| on hits | {:.2}x | {:.2}x |\n| whole-block import | {:.2}x | {:.2}x |\n| per hit: median / p10 | {:.2}x / {:.2}x | {:.2}x / {:.2}x |\n",
         summary.native_programs,
+        summary.native_skeletons,
         summary.not_compiled,
         summary.compile_ms_p50,
         summary.compile_ms_p99,

@@ -491,10 +491,11 @@ fn evaluate(
         summary.divergences
     );
     println!(
-        "native code: {} programs compiled (compile p50 {:.2} ms, p99 {:.2} ms, code median {:.0} bytes), {} left to \
+        "native code: {} programs compiled ({} distinct skeletons; compile p50 {:.2} ms, p99 {:.2} ms, code median {:.0} bytes), {} left to \
          the evaluator; on hits {:.2}x with native code against {:.2}x with the evaluator (native median {:.2}x, p10 \
          {:.2}x), block import {:.2}x; {} disagreements",
         summary.native_programs,
+        summary.native_skeletons,
         summary.compile_ms_p50,
         summary.compile_ms_p99,
         summary.code_bytes_median,

@@ -140,6 +140,16 @@ pub struct TreeNode<'a> {
 }
 
 impl Compiled {
+    /// A hash of the skeleton: the instructions and the tree, without the constants. Programs
+    /// that share one are the same code over other constants, which native code reading its
+    /// constants from the register file could compile once for all of them.
+    pub fn skeleton_hash(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        self.skel.hash(&mut hasher);
+        hasher.finish()
+    }
+
     /// Tree nodes; node 0 is the root.
     pub fn nodes(&self) -> usize {
         self.skel.nodes.len()
