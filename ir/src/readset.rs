@@ -30,7 +30,6 @@
 //! recorded evaluation computed, and when every earlier read matched, the program computes
 //! the same key again, so the reads are the same reads.
 
-use alloy::primitives::Bloom;
 use revm::{
     DatabaseRef,
     context::{BlockEnv, CfgEnv},
@@ -109,10 +108,9 @@ pub struct ReadSet {
     env: ProgramEnv,
     reads: Vec<(Read, Role)>,
     fee: Option<Fee>,
-    /// The recorded outcome, in the form a commit takes (a hit copies it: flat lists).
+    /// The recorded outcome, in the form a commit takes (a hit copies it: flat lists), with
+    /// its logs' bloom computed once here rather than at every hit's receipt.
     applied: Applied,
-    /// The bloom of the outcome's logs, computed once here rather than at every hit's receipt.
-    logs_bloom: Bloom,
 }
 
 impl ReadSet {
@@ -190,7 +188,7 @@ impl ReadSet {
         let logs_bloom = alloy::primitives::logs_bloom(&outcome.logs);
         let mut applied = Applied::from(outcome);
         applied.logs_bloom = Some(logs_bloom);
-        Self { env: program.env, reads, fee, applied, logs_bloom }
+        Self { env: program.env, reads, fee, applied }
     }
 
     /// Adds what this pre-execution touched to `accounts` and `slots`: every account and slot
@@ -253,11 +251,6 @@ impl ReadSet {
             + a.codes.iter().map(|(_, c)| c.len() + 48).sum::<usize>();
         let comparisons = self.fee.as_ref().map_or(0, |f| f.comparisons.len() * 96);
         self.reads.capacity() * size_of::<(Read, Role)>() + outcome + comparisons
-    }
-
-    /// The bloom of the logs of [`ReadSet::check`]'s outcome (which are the recorded ones).
-    pub fn logs_bloom(&self) -> Bloom {
-        self.logs_bloom
     }
 
     /// The recorded outcome, when every input of `db` / `block` equals the recorded one (the
