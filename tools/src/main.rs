@@ -48,6 +48,10 @@ enum Command {
         /// Timed runs of each executor per block (alternating which goes first; medians).
         #[arg(long, default_value_t = 5)]
         reps: usize,
+        /// Least time measured per executor and block, in ms: a block that runs faster is
+        /// timed more often than `--reps` (up to 2,000 runs), so that its median is not noise.
+        #[arg(long, default_value_t = 20)]
+        min_ms: u64,
         /// Accelerated mode: share of transactions heard before their block (the simulated
         /// mempool of `evaluate`).
         #[arg(long, default_value_t = EvaluateOptions::default().heard)]
@@ -292,12 +296,13 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Replay { data, blocks, mode, threads, latency_us, reps, heard, json, no_progress } => {
+        Command::Replay { data, blocks, mode, threads, latency_us, reps, min_ms, heard, json, no_progress } => {
             let config = prescient_tools::replay::ModeConfig {
                 mode,
                 threads: threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
                 latency: std::time::Duration::from_micros(latency_us),
                 reps,
+                min_time: std::time::Duration::from_millis(min_ms),
                 heard,
                 recipients: Default::default(),
                 arrivals: None,
@@ -778,6 +783,7 @@ fn replay(
                 "threads": config.threads,
                 "latency_us": config.latency.as_micros() as u64,
                 "reps": config.reps,
+                "min_ms": config.min_time.as_millis() as u64,
                 "summary": modes,
                 "mismatches": modes.mismatches,
                 "blocks": timings,

@@ -265,6 +265,10 @@ pub enum Mode {
     Accelerated,
 }
 
+/// Most timed runs of each executor per block, whatever [`ModeConfig::min_time`] asks (an
+/// empty block runs in microseconds).
+pub const MAX_REPS: usize = 2_000;
+
 /// How `--mode` runs.
 #[derive(Clone, Debug)]
 pub struct ModeConfig {
@@ -274,8 +278,13 @@ pub struct ModeConfig {
     pub threads: usize,
     /// Read latency of the modelled disk-backed state (zero: in memory).
     pub latency: Duration,
-    /// Timed runs of each executor per block, alternating which goes first.
+    /// Timed runs of each executor per block, alternating which goes first: at least this
+    /// many, and more until each executor has run for [`ModeConfig::min_time`].
     pub reps: usize,
+    /// Least time measured per executor and block: a block of a few transactions runs in
+    /// microseconds, where five runs give a median as noisy as the machine, so it runs again
+    /// (at most [`MAX_REPS`] times) until both medians stand on this much work.
+    pub min_time: Duration,
     /// Share of transactions heard before their block (accelerated mode).
     pub heard: f64,
     /// Every block's fee recipient, for the predictor's candidates (accelerated mode; see
@@ -339,7 +348,8 @@ struct Run {
 }
 
 /// Runs `block` through sequential revm and `config.mode`, compares them in full, then times
-/// both `config.reps` times, alternating which goes first, on fresh state each time. The
+/// both `config.reps` times (more for a block that runs in less than `config.min_time`),
+/// alternating which goes first, on fresh state each time. The
 /// accelerated mode first predicts the block's programs (untimed, as `prescient evaluate`).
 pub fn compare_mode(block: &RecordedBlock, config: &ModeConfig) -> ModeReport {
     use accelerator::executor::{first_state_difference, import_whole_block, latency::LatencyDb};
@@ -459,9 +469,12 @@ pub fn compare_mode(block: &RecordedBlock, config: &ModeConfig) -> ModeReport {
         report.mismatch = mismatch;
         return report;
     }
-    let (mut sequential, mut ours) = (Vec::new(), Vec::new());
-    for rep in 0..config.reps.max(1) {
-        for first in [rep % 2 == 0, rep % 2 == 1] {
+    let (mut sequential, mut ours): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
+    let enough = |times: &[Duration]| times.iter().sum::<Duration>() >= config.min_time;
+    let mut rep = 0;
+    while rep < config.reps.max(1) || (rep < MAX_REPS && !(enough(&sequential) && enough(&ours))) {
+        rep += 1;
+        for first in [rep % 2 == 1, rep % 2 == 0] {
             let into = if first { &mut sequential } else { &mut ours };
             let mut db = fresh(!first);
             match run(!first, &mut db) {
