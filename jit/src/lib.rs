@@ -77,7 +77,7 @@ pub enum JitError {
 /// Cranelift's view of a compiled program, for `prescient diff`.
 #[derive(Clone, Debug, Default)]
 pub struct Listing {
-    /// The function in Cranelift IR, before optimization.
+    /// The function in Cranelift IR, as lowered.
     pub clif: String,
     /// The machine code Cranelift emitted, as its disassembly of the lowered instructions.
     pub disassembly: String,
@@ -240,7 +240,8 @@ impl Native {
 /// make of it. Over the shared data (`prescient evaluate`, 567 programs) this took the compile
 /// median from 27 to 9 ms and p99 from 244 to about 175 ms, for code of 133 KB at the median
 /// instead of 79 KB and the same speed on hits (native 10.05x revm beside the evaluator's
-/// 10.02x, against 10.13x / 9.94x before); the optimizer alone made 21 ms, 201 ms and 75 KB.
+/// 10.02x, against 10.13x / 9.94x before). Turning the optimizer off alone (backtracking
+/// allocator kept) gave 21 ms, 201 ms and 75 KB.
 fn new_module() -> Result<JITModule, JitError> {
     let target = |e: &dyn std::fmt::Display| JitError::Target(e.to_string());
     let mut flags = settings::builder();

@@ -49,7 +49,8 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         reps: usize,
         /// Least time measured per executor and block, in ms: a block that runs faster is
-        /// timed more often than `--reps` (up to 2,000 runs), so that its median is not noise.
+        /// timed more often than `--reps` (up to 2,000 runs, or `--reps` if more), so that its
+        /// median is not noise.
         #[arg(long, default_value_t = 20)]
         min_ms: u64,
         /// Accelerated mode: share of transactions heard before their block (the simulated

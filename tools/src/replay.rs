@@ -265,8 +265,8 @@ pub enum Mode {
     Accelerated,
 }
 
-/// Most timed runs of each executor per block, whatever [`ModeConfig::min_time`] asks (an
-/// empty block runs in microseconds).
+/// Most timed runs of each executor per block that [`ModeConfig::min_time`] asks for (an
+/// empty block runs in microseconds); `reps` above it still runs `reps`.
 pub const MAX_REPS: usize = 2_000;
 
 /// How `--mode` runs.

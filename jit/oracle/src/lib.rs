@@ -57,7 +57,8 @@ pub enum Tier {
     /// served by the compact evaluator, as at import.
     Native,
     /// [`Tier::Native`] with constants read from the register file instead of inline, so that
-    /// Cranelift's folding cannot hide a lowering bug.
+    /// no constant path of the lowering (immediates, limb-wise compares and masks) can hide a
+    /// bug of its general path.
     NativeOpaque,
 }
 
