@@ -85,8 +85,9 @@ struct Lowering<'c, 'f> {
     flags: MemFlagsData,
     /// Constants are read from the register file (see `Limits::opaque_constants`).
     opaque_constants: bool,
-    /// Registers (computed or constant) already in SSA values on the current path, each
-    /// with whether that value is also in the register file (loaded from it, or stored).
+    /// Registers already in SSA values on the current path (computed ones, and constants read
+    /// from the file under `opaque_constants`), each with whether that value is also in the
+    /// register file (loaded from it, or stored).
     cache: HashMap<u32, (V, bool)>,
     /// Registers some host step reads: what native code computes into them is stored.
     host_reads: Vec<bool>,
@@ -391,12 +392,11 @@ impl Lowering<'_, '_> {
         let index = self.b.ins().iconst(types::I64, i as i64);
         let r = self.host_call(HOST_STEP, Some(index));
         // What the path cached is still right (registers are written once on a path); what is
-        // cheap to get again (constants, registers in the file) is let go to keep live
-        // ranges across calls short.
+        // cheap to get again (registers in the file; inline constants are never cached) is let
+        // go to keep live ranges across calls short.
         // (Whether a register's value is in the file is a property of this path: a register
         // numbered alike in a sibling's subtree may be stored there and not here.)
-        let constants = self.c.constants();
-        self.cache.retain(|&r, &mut (_, stored)| r >= constants && !stored);
+        self.cache.retain(|_, &mut (_, stored)| !stored);
         let next = self.b.create_block();
         let missed = self.b.create_block();
         self.b.ins().brif(r, missed, &[], next, &[]);
