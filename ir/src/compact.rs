@@ -52,7 +52,7 @@ use crate::{
 mod native;
 
 pub use native::{
-    HOST_ELEMENT, HOST_MARK, HOST_REWIND, HOST_STEP, HostCall, Lowered, MISS, NativeEntry, STEP_FATAL, STEP_MISS,
+    HOST_ELEMENT, HOST_MARK, HOST_REWIND, HOST_RUN, HostCall, Lowered, MISS, NativeEntry, STEP_FATAL, STEP_MISS,
     STEP_OK, TreeNode,
 };
 

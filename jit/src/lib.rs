@@ -250,6 +250,8 @@ fn new_module() -> Result<JITModule, JitError> {
         ("is_pic", "false"),
         ("opt_level", "none"),
         ("regalloc_algorithm", "single_pass"),
+        // The register file's address stays in it (see `lower::lower`).
+        ("enable_pinned_reg", "true"),
         // The lowering emits well-formed IR by construction, and the oracle checks what the
         // code does; Cranelift's IR verifier would add a pass to every compile.
         ("enable_verifier", "false"),

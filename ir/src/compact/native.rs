@@ -14,7 +14,8 @@
 //!   limbs each); constant registers hold their values only when asked for
 //!   (`constants_in_file`: native code normally has them inline, [`Compiled::constant`]);
 //!   every computed register is written before it is read;
-//! - `call(host, what, arg)` is the host: [`HOST_STEP`] runs instruction `arg` and answers
+//! - `call(host, what, arg)` is the host: [`HOST_RUN`] runs the instructions from
+//!   `arg & 0xffff_ffff` up to (not including) `arg >> 32`, in order, and answers
 //!   [`STEP_OK`], [`STEP_MISS`] (a miss the walk may recover from by trying a sibling) or
 //!   [`STEP_FATAL`] (a miss after a store: the evaluation is over); [`HOST_MARK`] answers the
 //!   byte arena's length and [`HOST_REWIND`] truncates it back to `arg` (what the walk does
@@ -48,18 +49,20 @@ pub type NativeEntry = unsafe extern "C" fn(regs: *mut U256, host: *mut c_void, 
 /// The host's entry, handed to native code (see the module docs).
 pub type HostCall = unsafe extern "C" fn(host: *mut c_void, what: u64, arg: u64) -> u64;
 
-/// [`HostCall`]: run instruction `arg`.
-pub const HOST_STEP: u64 = 0;
+/// [`HostCall`]: run instructions `arg & 0xffff_ffff .. arg >> 32` (a run of consecutive
+/// instructions native code hands back; one call for the run, so that the host's calls, and
+/// the blocks around each in native code, grow with the runs rather than the instructions).
+pub const HOST_RUN: u64 = 0;
 /// [`HostCall`]: the byte arena's length.
 pub const HOST_MARK: u64 = 1;
 /// [`HostCall`]: truncate the byte arena to `arg`.
 pub const HOST_REWIND: u64 = 2;
 
-/// [`HOST_STEP`]'s answer: the instruction ran.
+/// [`HOST_RUN`]'s answer: the instructions ran.
 pub const STEP_OK: u64 = 0;
-/// [`HOST_STEP`]'s answer: it missed, before any store.
+/// [`HOST_RUN`]'s answer: one missed, before any store.
 pub const STEP_MISS: u64 = 1;
-/// [`HOST_STEP`]'s answer: it missed after a store; the evaluation is a miss.
+/// [`HOST_RUN`]'s answer: one missed after a store; the evaluation is a miss.
 pub const STEP_FATAL: u64 = 2;
 
 /// Flags a miss in an entry's result.
@@ -119,7 +122,7 @@ pub enum Lowered<'a> {
         /// The other operands and result registers (the third field is the source position).
         runs: &'a [(u32, u32, u32)],
     },
-    /// Anything else: native code calls the host ([`HOST_STEP`]). `stores` when it is a store
+    /// Anything else: native code calls the host ([`HOST_RUN`]). `stores` when it is a store
     /// (after one, every miss is the evaluation's).
     Host {
         /// Whether the instruction stores.
@@ -131,7 +134,7 @@ pub enum Lowered<'a> {
 /// `children` in order.
 #[derive(Clone, Debug)]
 pub struct TreeNode<'a> {
-    /// Its instructions (indices for [`Compiled::lowered`] and [`HOST_STEP`]).
+    /// Its instructions (indices for [`Compiled::lowered`] and [`HOST_RUN`]).
     pub code: std::ops::Range<usize>,
     /// Its children, as node numbers.
     pub children: &'a [u32],
@@ -378,8 +381,9 @@ unsafe extern "C" fn host_call<D: AccountRead>(host: *mut c_void, what: u64, arg
     // other reference to it is in use while native code runs.
     let host = unsafe { &mut *host.cast::<Host<'_, '_, D>>() };
     match what {
-        HOST_STEP => {
-            let Some(inst) = host.compiled.skel.code.get(arg as usize..arg as usize + 1) else {
+        HOST_RUN => {
+            let (from, to) = ((arg & u64::from(u32::MAX)) as usize, (arg >> 32) as usize);
+            let Some(inst) = host.compiled.skel.code.get(from..to) else {
                 host.miss = Some(Miss { reason: MissReason::Malformed, at: Value(0) });
                 return STEP_FATAL;
             };
