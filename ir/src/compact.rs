@@ -52,8 +52,8 @@ use crate::{
 mod native;
 
 pub use native::{
-    HOST_ELEMENT, HOST_MARK, HOST_REWIND, HOST_RUN, HostCall, Lowered, MISS, NativeEntry, STEP_FATAL, STEP_MISS,
-    STEP_OK, TreeNode,
+    HOST_ELEMENT, HOST_MARK, HOST_RECHECK, HOST_REWIND, HOST_RUN, HostCall, Lowered, MISS, NativeEntry, STEP_FATAL,
+    STEP_MISS, STEP_OK, TreeNode,
 };
 
 /// A word register.

@@ -34,10 +34,12 @@ use cranelift_codegen::{
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::Module;
 use ir::{
-    compact::{Compiled, HOST_ELEMENT, HOST_MARK, HOST_REWIND, HOST_RUN, Lowered, MISS},
+    compact::{Compiled, HOST_ELEMENT, HOST_MARK, HOST_RECHECK, HOST_REWIND, HOST_RUN, Lowered, MISS},
     ops::Op,
 };
 use revm::primitives::U256;
+
+use crate::Limits;
 
 /// The entry's signature: `(regs, host, call) -> u64` in the C convention.
 pub(crate) fn entry_signature(module: &impl Module) -> Signature {
@@ -121,13 +123,12 @@ struct Lowering<'c, 'f> {
     /// the file); cleared at each segment's start, so that no value lives across a block
     /// boundary or a host call (the single-pass allocator would spill it there).
     cache: HashMap<u32, V>,
-    /// The segment's guards so far: whether all passed (an `i8`), and the result of the first
-    /// that failed (valid when not all passed).
-    pending: Option<(Value, Value)>,
+    /// Whether the segment's guards so far all passed (an `i8`).
+    pending: Option<Value>,
 }
 
 /// Lowers `c` into `func` (whose signature is [`entry_signature`]).
-pub(crate) fn lower(c: &Compiled, func: &mut Function, config: TargetFrontendConfig, opaque_constants: bool) {
+pub(crate) fn lower(c: &Compiled, func: &mut Function, config: TargetFrontendConfig, limits: &Limits) {
     func.name = UserFuncName::user(0, 0);
     let call_conv = func.signature.call_conv;
     let mut fbc = FunctionBuilderContext::new();
@@ -156,14 +157,14 @@ pub(crate) fn lower(c: &Compiled, func: &mut Function, config: TargetFrontendCon
         host_sig,
         ret,
         flags,
-        opaque_constants,
+        opaque_constants: limits.opaque_constants,
         segment_of: Vec::new(),
         readers: vec![Readers::None; c.word_registers()],
         segment: ON_HOST,
         cache: HashMap::new(),
         pending: None,
     };
-    l.plan();
+    l.plan(limits.min_segment.max(1));
     if c.nodes() > 0 {
         l.node(0, ret, false);
     } else {
@@ -179,21 +180,25 @@ pub(crate) fn lower(c: &Compiled, func: &mut Function, config: TargetFrontendCon
 }
 
 impl Lowering<'_, '_> {
-    /// Fills `segment_of` and `readers`.
-    fn plan(&mut self) {
+    /// Fills `segment_of` (segments of at least `min_segment` instructions: see
+    /// `Limits::min_segment`) and `readers`.
+    fn plan(&mut self, min_segment: usize) {
         self.segment_of = vec![ON_HOST; self.c.code_len()];
         let mut segments = 0;
         for n in 0..self.c.nodes() as u32 {
-            let mut inline_before = false;
-            for i in self.c.node(n).code {
-                let inline = !self.on_host(i);
-                if inline {
-                    if !inline_before {
-                        segments += 1;
-                    }
-                    self.segment_of[i] = segments - 1;
+            let code = self.c.node(n).code;
+            let mut i = code.start;
+            while i < code.end {
+                let inline = self.lowerable(i);
+                let mut j = i + 1;
+                while j < code.end && self.lowerable(j) == inline {
+                    j += 1;
                 }
-                inline_before = inline;
+                if inline && j - i >= min_segment {
+                    self.segment_of[i..j].fill(segments);
+                    segments += 1;
+                }
+                i = j;
             }
         }
         for i in 0..self.c.code_len() {
@@ -213,12 +218,17 @@ impl Lowering<'_, '_> {
 
     /// Whether instruction `i` runs on the host.
     fn on_host(&self, i: usize) -> bool {
+        self.segment_of[i] == ON_HOST
+    }
+
+    /// Whether native code can run instruction `i` inline.
+    fn lowerable(&self, i: usize) -> bool {
         match self.c.lowered(i) {
-            Lowered::Word1 { op, .. } => !inline1(op),
-            Lowered::Word2 { op, a, .. } | Lowered::Word2Guard { op, a, .. } => !self.inline2(op, a),
-            Lowered::Guard { .. } => false,
-            Lowered::NotIn { runs, .. } => runs.len() > NOT_IN_INLINE,
-            Lowered::Host { .. } => true,
+            Lowered::Word1 { op, .. } => inline1(op),
+            Lowered::Word2 { op, a, .. } | Lowered::Word2Guard { op, a, .. } => self.inline2(op, a),
+            Lowered::Guard { .. } => true,
+            Lowered::NotIn { runs, .. } => runs.len() <= NOT_IN_INLINE,
+            Lowered::Host { .. } => false,
         }
     }
 
@@ -292,12 +302,16 @@ impl Lowering<'_, '_> {
     }
 
     /// Lowers the inline instructions `from..to` (one segment) as straight-line code, then
-    /// one branch to `fail` when any of its guards failed, with the first one's result.
+    /// one branch, when any of its guards failed, to a cold block that has the host run the
+    /// segment again ([`HOST_RECHECK`]: it records the evaluator's miss, at the first guard
+    /// that fails) and goes on to `fail`.
     ///
     /// Deferring the guards is sound because nothing inline has an effect or can trap: word
     /// operations, loads from the register file at fixed offsets and stores to it. What a
     /// failed guard lets run computes values no hit uses, and the branch is taken before
-    /// the next host call or the node's end.
+    /// the next host call or the node's end. The host's run reads the segment's inputs from
+    /// the file (what other segments and the host computed is there: see `write`) and
+    /// computes the rest again.
     fn segment(&mut self, from: usize, to: usize, fail: Block) {
         self.cache.clear();
         self.segment = self.segment_of[from];
@@ -305,20 +319,24 @@ impl Lowering<'_, '_> {
         for i in from..to {
             self.inst(i);
         }
-        if let Some((ok, code)) = self.pending.take() {
+        if let Some(ok) = self.pending.take() {
             let next = self.b.create_block();
             let missed = self.b.create_block();
             self.b.set_cold_block(missed);
             self.b.ins().brif(ok, next, &[], missed, &[]);
             self.b.switch_to_block(missed);
-            self.b.ins().jump(fail, &[BlockArg::Value(code)]);
+            let range = self.b.ins().iconst(types::I64, (from as u64 | ((to as u64) << 32)) as i64);
+            let disagrees = self.host_call(HOST_RECHECK, Some(range));
+            let code = self.b.ins().iconst(types::I64, HOST_MISS as i64);
+            // Where the evaluator finds no failing guard, native code is wrong: the
+            // evaluation ends with the malformed miss the host recorded.
+            self.b.ins().brif(disagrees, self.ret, &[BlockArg::Value(code)], fail, &[BlockArg::Value(code)]);
             self.b.switch_to_block(next);
         }
     }
 
     /// Lowers inline instruction `i`.
     fn inst(&mut self, i: usize) {
-        let at = i as u64;
         match self.c.lowered(i) {
             Lowered::Word1 { op, dst, a } => {
                 let a = self.read(a);
@@ -349,20 +367,20 @@ impl Lowering<'_, '_> {
             }
             Lowered::Guard { a, expected } => {
                 let eq = self.equal_regs(a, expected);
-                self.check(eq, MISS | at);
+                self.check(eq);
             }
             Lowered::Word2Guard { op, dst, a, b, expected } => {
                 let (x, y) = (self.read(a), self.read(b));
                 let v = self.word2(op, a, x, y);
                 self.write(dst, v);
                 let eq = self.equal_regs(dst, expected);
-                self.check(eq, MISS | at);
+                self.check(eq);
             }
             Lowered::NotIn { x, runs } => {
-                for (k, &(y, dst, _)) in runs.iter().enumerate() {
+                for &(y, dst, _) in runs {
                     let eq = self.equal_regs(x, y);
                     let ne = self.b.ins().bxor_imm_u(eq, 1);
-                    self.check(ne, MISS | ((k as u64) << 32) | at);
+                    self.check(ne);
                     // Past the check the two differ: the result is 0.
                     let zero = self.b.ins().iconst(types::I8, 0);
                     self.write(dst, V::Bool(zero));
@@ -453,17 +471,11 @@ impl Lowering<'_, '_> {
         equal.expect("a word has four limbs")
     }
 
-    /// Adds a guard to the segment's: a miss with `code` unless `ok` (an `i8` 0 or 1) is 1,
-    /// and the first failing guard's code is the segment's.
-    fn check(&mut self, ok: Value, code: u64) {
-        let code = self.b.ins().iconst(types::I64, code as i64);
+    /// Adds a guard to the segment's: a miss unless `ok` (an `i8` 0 or 1) is 1.
+    fn check(&mut self, ok: Value) {
         self.pending = Some(match self.pending {
-            None => (ok, code),
-            Some((all, first)) => {
-                // While every guard before passed, this one is the first to fail if it does.
-                let first = self.b.ins().select(all, code, first);
-                (self.b.ins().band(all, ok), first)
-            }
+            None => ok,
+            Some(all) => self.b.ins().band(all, ok),
         });
     }
 

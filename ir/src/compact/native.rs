@@ -19,7 +19,10 @@
 //!   [`STEP_OK`], [`STEP_MISS`] (a miss the walk may recover from by trying a sibling) or
 //!   [`STEP_FATAL`] (a miss after a store: the evaluation is over); [`HOST_MARK`] answers the
 //!   byte arena's length and [`HOST_REWIND`] truncates it back to `arg` (what the walk does
-//!   before trying a sibling);
+//!   before trying a sibling); [`HOST_RECHECK`] runs a range as [`HOST_RUN`] does when
+//!   native code found that one of its guards fails, to record which one (answering 0), or,
+//!   when none does, records a malformed miss and answers 1 (native code then ends the
+//!   evaluation: a disagreement the tests see);
 //! - the result is the leaf reached (below 2^32: a hit), or [`MISS`] with the instruction
 //!   whose guard failed in the low 32 bits and, for a `NotIn` run, the element that failed
 //!   in bits 32..62; [`HOST_ELEMENT`] there means the host recorded the miss (its last one).
@@ -57,6 +60,10 @@ pub const HOST_RUN: u64 = 0;
 pub const HOST_MARK: u64 = 1;
 /// [`HostCall`]: truncate the byte arena to `arg`.
 pub const HOST_REWIND: u64 = 2;
+/// [`HostCall`]: run instructions `arg & 0xffff_ffff .. arg >> 32`, which native code found
+/// to miss, and record the miss (the evaluator's own: the first guard that fails), so that
+/// native code need not compute which guard of a run of them failed.
+pub const HOST_RECHECK: u64 = 3;
 
 /// [`HOST_RUN`]'s answer: the instructions ran.
 pub const STEP_OK: u64 = 0;
@@ -381,6 +388,17 @@ unsafe extern "C" fn host_call<D: AccountRead>(host: *mut c_void, what: u64, arg
     // other reference to it is in use while native code runs.
     let host = unsafe { &mut *host.cast::<Host<'_, '_, D>>() };
     match what {
+        HOST_RECHECK => {
+            let malformed = Miss { reason: MissReason::Malformed, at: Value(0) };
+            // SAFETY: as above: the same host, the same convention.
+            match unsafe { host_call::<D>((&raw mut *host).cast(), HOST_RUN, arg) } {
+                STEP_OK => {
+                    host.miss = Some(malformed);
+                    1
+                }
+                _ => 0,
+            }
+        }
         HOST_RUN => {
             let (from, to) = ((arg & u64::from(u32::MAX)) as usize, (arg >> 32) as usize);
             let Some(inst) = host.compiled.skel.code.get(from..to) else {

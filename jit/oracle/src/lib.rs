@@ -58,7 +58,9 @@ pub enum Tier {
     Native,
     /// [`Tier::Native`] with constants read from the register file instead of inline, so that
     /// no constant path of the lowering (immediates, limb-wise compares and masks) can hide a
-    /// bug of its general path.
+    /// bug of its general path, and with every segment native however short (import leaves
+    /// short ones to the host: `jit::Limits::min_segment`), so that inline code is tested on
+    /// every instruction it can lower.
     NativeOpaque,
 }
 
@@ -138,6 +140,13 @@ pub fn native_case(i: usize) -> bool {
         || std::env::var_os("PRESCIENT_ORACLE_NATIVE_ALL").is_some()
 }
 
+/// The compiler's limits at [`Tier::Native`] (`opaque_constants` false) or
+/// [`Tier::NativeOpaque`]: programs of any size.
+fn tier_limits(opaque_constants: bool) -> Limits {
+    let min_segment = if opaque_constants { 1 } else { Limits::default().min_segment };
+    Limits { opaque_constants, min_segment, ..Limits::any_size() }
+}
+
 /// [`prepare`], with the native tiers only when `native` (they are then served by the compact
 /// evaluator, as a program past the compiler's limits is).
 pub fn prepare_native(program: &Program, native: bool) -> Prepared {
@@ -163,7 +172,7 @@ pub fn prepare_native(program: &Program, native: bool) -> Prepared {
         if !native {
             return None;
         }
-        let limits = Limits { opaque_constants, ..Limits::any_size() };
+        let limits = tier_limits(opaque_constants);
         match Native::compile(compiled.clone()?, &limits) {
             Ok(native) => Some(Arc::new(native)),
             // Served by the compact evaluator, as at import.
@@ -361,7 +370,7 @@ pub fn check_merged<D: AccountRead>(
     // The tree's native code walks it the same way: the same program, or the same miss.
     let merged = Arc::new(merged);
     for opaque_constants in [false, true].into_iter().filter(|_| native) {
-        match Native::compile(merged.clone(), &Limits { opaque_constants, ..Limits::any_size() }) {
+        match Native::compile(merged.clone(), &tier_limits(opaque_constants)) {
             Ok(native) => {
                 let (native_evaluation, native_which) =
                     MEMO.with(|memo| native.evaluate_merged(db, cfg, block, Some(memo)));
