@@ -77,6 +77,10 @@ enum V {
     Wide(Word),
     /// A word known to be 0 or 1, as an `i8`.
     Bool(Value),
+    /// A word known to be below 2^64 (a constant, or masked to 64 bits or fewer), as an
+    /// `i64`: comparisons, equality and bitwise operations between such words take 64-bit
+    /// instructions.
+    Small(Value),
 }
 
 /// The longest run of alias guards lowered inline: a longer one goes to the host, one call
@@ -413,12 +417,17 @@ impl Lowering<'_, '_> {
     /// gives `x`'s limb, any other an `and` with its immediate (the masks of addresses, of
     /// packed fields and of `uint` widths).
     fn and_const(&mut self, x: V, c: U256) -> V {
+        let low = c.as_limbs()[0];
         let (lo, hi) = match x {
             V::Bool(b) if c.bit(0) => return V::Bool(b),
             V::Bool(_) => return V::Bool(self.b.ins().iconst(types::I8, 0)),
+            V::Small(x) => return V::Small(self.and_limb(x, low)),
             V::Wide(w) => w,
         };
         let (x0, x1) = self.b.ins().isplit(lo);
+        if c < U256::from(1u128 << 64) {
+            return V::Small(self.and_limb(x0, low));
+        }
         let (x2, x3) = self.b.ins().isplit(hi);
         let mut limbs = [x0, x1, x2, x3];
         for (x, &limb) in limbs.iter_mut().zip(c.as_limbs()) {
@@ -433,6 +442,15 @@ impl Lowering<'_, '_> {
         V::Wide((lo, hi))
     }
 
+    /// `x & c` on one 64-bit limb.
+    fn and_limb(&mut self, x: Value, c: u64) -> Value {
+        match c {
+            0 => self.b.ins().iconst(types::I64, 0),
+            u64::MAX => x,
+            c => self.b.ins().band_imm_u(x, c as i64),
+        }
+    }
+
     /// `x == c`, as an `i8`, limb by limb against immediates: the limbs where `c` is zero are
     /// or-ed together and tested once, the others compared with their immediate. The constant
     /// is never built as a word (a guard on a selector, an address or a hash compares with
@@ -441,6 +459,10 @@ impl Lowering<'_, '_> {
         let (lo, hi) = match x {
             V::Bool(b) if c <= U256::ONE => return self.b.ins().icmp_imm_u(IntCC::Equal, b, c.to::<i64>()),
             V::Bool(_) => return self.b.ins().iconst(types::I8, 0),
+            V::Small(x) if c < U256::from(1u128 << 64) => {
+                return self.b.ins().icmp_imm_u(IntCC::Equal, x, c.as_limbs()[0] as i64);
+            }
+            V::Small(_) => return self.b.ins().iconst(types::I8, 0),
             V::Wide(w) => w,
         };
         let (x0, x1) = self.b.ins().isplit(lo);
@@ -507,6 +529,8 @@ impl Lowering<'_, '_> {
             // Built again at every use rather than kept: a constant costs an instruction or two.
             return if value <= U256::ONE {
                 V::Bool(self.b.ins().iconst(types::I8, value.to::<i64>()))
+            } else if value < U256::from(1u128 << 64) {
+                V::Small(self.b.ins().iconst(types::I64, value.as_limbs()[0] as i64))
             } else {
                 V::Wide(self.constant(value))
             };
@@ -552,6 +576,21 @@ impl Lowering<'_, '_> {
                 let hi = self.b.ins().uextend(types::I128, zero);
                 (lo, hi)
             }
+            V::Small(x) => {
+                let lo = self.b.ins().uextend(types::I128, x);
+                let zero = self.b.ins().iconst(types::I64, 0);
+                let hi = self.b.ins().uextend(types::I128, zero);
+                (lo, hi)
+            }
+        }
+    }
+
+    /// `v` as an `i64` when it is below 2^64 (a boolean or a small word).
+    fn small(&mut self, v: V) -> Option<Value> {
+        match v {
+            V::Small(x) => Some(x),
+            V::Bool(b) => Some(self.b.ins().uextend(types::I64, b)),
+            V::Wide(_) => None,
         }
     }
 
@@ -585,6 +624,7 @@ impl Lowering<'_, '_> {
     fn word1(&mut self, op: Op, a: V) -> V {
         match (op, a) {
             (Op::IsZero, V::Bool(b)) => V::Bool(self.b.ins().bxor_imm_u(b, 1)),
+            (Op::IsZero, V::Small(x)) => V::Bool(self.b.ins().icmp_imm_u(IntCC::Equal, x, 0)),
             (Op::IsZero, V::Wide((lo, hi))) => {
                 let any = self.b.ins().bor(lo, hi);
                 V::Bool(self.b.ins().icmp_imm_u(IntCC::Equal, any, 0))
@@ -608,6 +648,21 @@ impl Lowering<'_, '_> {
                 Op::Eq => return V::Bool(self.b.ins().icmp(IntCC::Equal, p, q)),
                 _ => {}
             }
+        }
+        // Words below 2^64 stay in 64 bits through comparisons and bitwise operations. Both
+        // are non-negative as 256-bit words, so a signed comparison is the unsigned one.
+        if matches!(op, Op::Eq | Op::Lt | Op::Gt | Op::SLt | Op::SGt | Op::And | Op::Or | Op::Xor)
+            && matches!((x, y), (V::Small(_), V::Small(_) | V::Bool(_)) | (V::Bool(_), V::Small(_)))
+        {
+            let (p, q) = (self.small(x).expect("small"), self.small(y).expect("small"));
+            return match op {
+                Op::Eq => V::Bool(self.b.ins().icmp(IntCC::Equal, p, q)),
+                Op::Lt | Op::SLt => V::Bool(self.b.ins().icmp(IntCC::UnsignedLessThan, p, q)),
+                Op::Gt | Op::SGt => V::Bool(self.b.ins().icmp(IntCC::UnsignedLessThan, q, p)),
+                Op::And => V::Small(self.b.ins().band(p, q)),
+                Op::Or => V::Small(self.b.ins().bor(p, q)),
+                _ => V::Small(self.b.ins().bxor(p, q)),
+            };
         }
         match op {
             Op::Eq => V::Bool(self.equal_v(x, y)),

@@ -311,3 +311,133 @@ fn every_constant_shift_amount_agrees_at_every_tier() {
         }
     }
 }
+
+/// Words known to fit in 64 bits (masked to 64 bits or fewer, or small constants) take
+/// native code's 64-bit path through masks, comparisons (signed ones too), equality, zero
+/// tests and bitwise operations, alone and mixed with booleans and whole words: every result
+/// guarded and stored, on inputs that hit and on inputs that miss at each guard in turn.
+#[test]
+fn small_words_take_the_64_bit_path_at_every_tier() {
+    let (cfg, block) = synthetic_env(SpecId::OSAKA);
+    let recorded = [
+        U256::from_limbs([0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210, 0x0f1e_2d3c_4b5a_6978, 0x8796_a5b4_c3d2_e1f0]),
+        U256::from(0x8000_0000_0000_0001u64),
+    ];
+    // (operation, operands) over v2 and v3 (the inputs), v4 = v2 & 0xffff_ffff_ffff_ffff and
+    // v5 = v3 & 0xff00_ff00 (small), v6 = v4 & 0xffff (small and masked again), and
+    // constants: each line is `name operands`.
+    let lines = [
+        "and v6, 0xf0f0",
+        "lt v5, v4",
+        "gt v5, v4",
+        "slt v4, v5",
+        "sgt v4, v5",
+        "eq v4, v5",
+        "eq v6, 0xcdef",
+        "eq v4, 0x10000000000000000",
+        "iszero v6",
+        "or v4, v5",
+        "xor v4, v6",
+        "and v4, v5",
+        "lt v4, v2",
+        "eq v2, v4",
+        "add v4, v5",
+    ];
+    let values = |inputs: &[U256]| -> Vec<U256> {
+        let (v2, v3) = (inputs[0], inputs[1]);
+        let v4 = v2 & U256::from(u64::MAX);
+        let v5 = v3 & U256::from(0xff00_ff00u64);
+        let v6 = v4 & U256::from(0xffffu64);
+        let b = |x: bool| U256::from(x as u8);
+        vec![
+            v6 & U256::from(0xf0f0u64),
+            b(v5 < v4),
+            b(v5 > v4),
+            b(v4 < v5),
+            b(v4 > v5),
+            b(v4 == v5),
+            b(v6 == U256::from(0xcdefu64)),
+            U256::ZERO,
+            b(v6.is_zero()),
+            v4 | v5,
+            v4 ^ v6,
+            v4 & v5,
+            b(v4 < v2),
+            b(v2 == v4),
+            v4 + v5,
+        ]
+    };
+    let expected = values(&recorded);
+    // The inputs are v2 and v4 (storage slots 0 and 1).
+    let mut text = format!(
+        "env OSAKA chain 1\nstatus {{\"Success\":\"Stop\"}}\ngas 21000 refund 0\nv0 = const {HOLDER:#x}\n\
+         v1 = const 0x0\nv2 = load.storage v0, v1\nv3 = const 0x1\nv4 = load.storage v0, v3\n"
+    );
+    let mut n = 5;
+    // A numbered line with a value; guards and stores take a number too.
+    fn line(text: &mut String, n: &mut usize, body: String, value: bool) -> usize {
+        let _ = if value { writeln!(text, "v{n} = {body}") } else { writeln!(text, "    {body}") };
+        *n += 1;
+        *n - 1
+    }
+    let c64 = line(&mut text, &mut n, "const 0xffffffffffffffff".into(), true);
+    let small = line(&mut text, &mut n, format!("and v2, v{c64}"), true);
+    let cmask = line(&mut text, &mut n, "const 0xff00ff00".into(), true);
+    let other = line(&mut text, &mut n, format!("and v4, v{cmask}"), true);
+    let c16 = line(&mut text, &mut n, "const 0xffff".into(), true);
+    let again = line(&mut text, &mut n, format!("and v{small}, v{c16}"), true);
+    let mut results = Vec::new();
+    for (body, value) in lines.iter().zip(&expected) {
+        let (op, operands) = body.split_once(' ').expect("an operation and operands");
+        let mut args = Vec::new();
+        for operand in operands.split(", ") {
+            args.push(match operand {
+                "v2" => 2,
+                "v4" => small,
+                "v5" => other,
+                "v6" => again,
+                constant => line(&mut text, &mut n, format!("const {constant}"), true),
+            });
+        }
+        let args: Vec<String> = args.iter().map(|a| format!("v{a}")).collect();
+        let v = line(&mut text, &mut n, format!("{op} {}", args.join(", ")), true);
+        line(&mut text, &mut n, format!("guard path v{v}, {value:#x}"), false);
+        results.push(v);
+    }
+    let balance = line(&mut text, &mut n, "load.balance v0".into(), true);
+    let nonce = line(&mut text, &mut n, "load.nonce v0".into(), true);
+    let code = line(&mut text, &mut n, "load.codehash v0".into(), true);
+    line(&mut text, &mut n, format!("store.account v0, v{balance}, v{nonce}, v{code}"), false);
+    for (k, v) in results.iter().enumerate() {
+        let slot = line(&mut text, &mut n, format!("const {:#x}", 0x1000 + k), true);
+        line(&mut text, &mut n, format!("store.slot v0, v{slot}, v{v}"), false);
+    }
+    let p = text::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let prepared = prepare_native(&p, true);
+    // The recorded inputs, then inputs that change one result after another.
+    let mut cases = vec![recorded.to_vec()];
+    for low in [0u64, 0xcdef, 0xff00_ff00, u64::MAX, 0x8000_0000_0000_0001] {
+        cases.push(vec![recorded[0], U256::from(low)]);
+        cases.push(vec![U256::from(low), recorded[1]]);
+    }
+    let mut misses = 0;
+    for (k, inputs) in cases.iter().enumerate() {
+        let db = db_with(inputs);
+        let reference = evaluate(&p, &db, &cfg, &block, FUEL);
+        let checked = check(
+            &prepared,
+            &db,
+            &cfg,
+            &block,
+            || match &reference {
+                Evaluation::Hit(outcome) => Ok(outcome.clone()),
+                Evaluation::Miss(m) => Err(format!("the interpreter misses: {m:?}")),
+            },
+            &format!("inputs {k}"),
+        );
+        assert!(checked.is_sound(), "{}\n{text}", checked.problems.join("\n"));
+        assert!(k > 0 || checked.hit.is_some(), "no hit on the recorded inputs: {reference:?}\n{text}");
+        misses += usize::from(checked.hit.is_none());
+    }
+    assert!(misses > 0, "changed inputs never missed");
+}
