@@ -5,12 +5,15 @@
 //!   arithmetic to pairs of 64-bit instructions with carries). Constants are immediates,
 //!   built at each use; comparisons with a constant and `and` with a constant mask go limb by
 //!   limb against immediates, and shifts by a constant amount are 64-bit shifts of limbs.
-//!   Results of comparisons stay one-byte booleans until something needs the whole word.
+//!   Results of comparisons stay one-byte booleans until something needs the whole word, and
+//!   words known below 2^64 stay one `i64` through masks, comparisons and bitwise operations.
 //! - **Segments**: a node's code alternates between runs of instructions the host runs (one
-//!   [`HOST_RUN`] call per run) and segments of inline instructions. A segment is one
-//!   straight-line block: its guards are combined, and one branch at its end takes the
-//!   first failing guard's miss. Its values live in SSA values within it only; what anything
-//!   outside the segment reads is stored to the register file, and read back from there.
+//!   [`HOST_RUN`] call per run) and segments of at least `Limits::min_segment` inline
+//!   instructions (a shorter run joins the host's). A segment is one straight-line block: its
+//!   guards are and-ed, and one branch at its end leaves it for a cold block where the host
+//!   runs the segment again to record which guard failed ([`HOST_RECHECK`]). Its values
+//!   live in SSA values within it only; what anything outside the segment reads is stored
+//!   to the register file, and read back from there.
 //!   So no value lives across a block boundary or a call, where the single-pass register
 //!   allocator would spill it, and the blocks grow with the runs, not with the guards.
 //! - **Inline**: add, sub, and, or, xor, not, eq, iszero, lt, gt, slt, sgt, min, shifts by a

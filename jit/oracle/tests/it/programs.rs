@@ -31,17 +31,36 @@ use crate::{
     ir::{
         interp::{Evaluation, FUEL, evaluate},
         ops::{Imm, Op},
+        program::Program,
         semantics::{Val, compute_val},
         synthetic::synthetic_env,
         text,
     },
-    oracle::{check, check_merged, prepare_native},
+    oracle::{Checked, Prepared, check, check_merged, prepare_native},
 };
 
 /// The account whose storage holds the inputs and receives the results.
 const HOLDER: u64 = 0x5eed;
 /// Inputs per program.
 const INPUTS: usize = 6;
+
+/// The interpreter's evaluation of `p` on `db`, and `prepared`'s tiers checked against it.
+fn check_against_interpreter(p: &Program, prepared: &Prepared, db: &InMemoryDB, what: &str) -> (Evaluation, Checked) {
+    let (cfg, block) = synthetic_env(SpecId::OSAKA);
+    let reference = evaluate(p, db, &cfg, &block, FUEL);
+    let checked = check(
+        prepared,
+        db,
+        &cfg,
+        &block,
+        || match &reference {
+            Evaluation::Hit(outcome) => Ok(outcome.clone()),
+            Evaluation::Miss(m) => Err(format!("the interpreter misses: {m:?}")),
+        },
+        what,
+    );
+    (reference, checked)
+}
 
 /// A small deterministic generator (xorshift64*), so a failure names its seed.
 struct Rng(u64);
@@ -208,18 +227,7 @@ fn random_programs_agree_at_every_tier_on_random_inputs() {
         let all: Vec<U256> = (0..INPUTS).map(|_| rng.input()).collect();
         for (set, inputs) in [&recorded, &one, &all].into_iter().enumerate() {
             let db = db_with(inputs);
-            let reference = evaluate(&p, &db, &cfg, &block, FUEL);
-            let checked = check(
-                &prepared,
-                &db,
-                &cfg,
-                &block,
-                || match &reference {
-                    Evaluation::Hit(outcome) => Ok(outcome.clone()),
-                    Evaluation::Miss(m) => Err(format!("the interpreter misses: {m:?}")),
-                },
-                &format!("seed {seed} inputs {set}"),
-            );
+            let (_, checked) = check_against_interpreter(&p, &prepared, &db, &format!("seed {seed} inputs {set}"));
             assert!(checked.is_sound(), "{}\n{textual}", checked.problems.join("\n"));
             assert!(set > 0 || checked.hit.is_some(), "seed {seed}: no hit on the recorded inputs\n{textual}");
             if checked.hit.is_some() { hits += 1 } else { misses += 1 }
@@ -270,7 +278,6 @@ fn random_programs_agree_at_every_tier_on_random_inputs() {
 /// stored.
 #[test]
 fn every_constant_shift_amount_agrees_at_every_tier() {
-    let (cfg, block) = synthetic_env(SpecId::OSAKA);
     let inputs = [
         U256::from_limbs([0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210, 0x0f1e_2d3c_4b5a_6978, 0x8796_a5b4_c3d2_e1f0]),
         U256::MAX,
@@ -293,18 +300,8 @@ fn every_constant_shift_amount_agrees_at_every_tier() {
             let prepared = prepare_native(&p, true);
             for (k, held) in [input, other].into_iter().enumerate() {
                 let db = db_with(&[held]);
-                let reference = evaluate(&p, &db, &cfg, &block, FUEL);
-                let checked = check(
-                    &prepared,
-                    &db,
-                    &cfg,
-                    &block,
-                    || match &reference {
-                        Evaluation::Hit(outcome) => Ok(outcome.clone()),
-                        Evaluation::Miss(m) => Err(format!("the interpreter misses: {m:?}")),
-                    },
-                    &format!("{} by {amount} on input {k}", op.name()),
-                );
+                let (reference, checked) =
+                    check_against_interpreter(&p, &prepared, &db, &format!("{} by {amount} on input {k}", op.name()));
                 assert!(checked.is_sound(), "{}\n{textual}", checked.problems.join("\n"));
                 assert!(k > 0 || checked.hit.is_some(), "no hit on the recorded input: {reference:?}\n{textual}");
             }
@@ -318,7 +315,6 @@ fn every_constant_shift_amount_agrees_at_every_tier() {
 /// guarded and stored, on inputs that hit and on inputs that miss at each guard in turn.
 #[test]
 fn small_words_take_the_64_bit_path_at_every_tier() {
-    let (cfg, block) = synthetic_env(SpecId::OSAKA);
     let recorded = [
         U256::from_limbs([0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210, 0x0f1e_2d3c_4b5a_6978, 0x8796_a5b4_c3d2_e1f0]),
         U256::from(0x8000_0000_0000_0001u64),
@@ -423,18 +419,7 @@ fn small_words_take_the_64_bit_path_at_every_tier() {
     let mut misses = 0;
     for (k, inputs) in cases.iter().enumerate() {
         let db = db_with(inputs);
-        let reference = evaluate(&p, &db, &cfg, &block, FUEL);
-        let checked = check(
-            &prepared,
-            &db,
-            &cfg,
-            &block,
-            || match &reference {
-                Evaluation::Hit(outcome) => Ok(outcome.clone()),
-                Evaluation::Miss(m) => Err(format!("the interpreter misses: {m:?}")),
-            },
-            &format!("inputs {k}"),
-        );
+        let (reference, checked) = check_against_interpreter(&p, &prepared, &db, &format!("inputs {k}"));
         assert!(checked.is_sound(), "{}\n{text}", checked.problems.join("\n"));
         assert!(k > 0 || checked.hit.is_some(), "no hit on the recorded inputs: {reference:?}\n{text}");
         misses += usize::from(checked.hit.is_none());
