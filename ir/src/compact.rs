@@ -65,6 +65,11 @@ type Applying = Result<usize, Miss>;
 
 /// Marks a computed register while compiling (see [`Compiled::place_computed`]).
 const COMPUTED: u32 = 1 << 31;
+/// While compiling: the register of a guarded result that nothing but its guard reads (an
+/// alias check's `eq`, by the thousand in an airdrop's program). Every such result goes to
+/// this one register, placed after the computed ones: its writes hit one cache line, where
+/// a register each spread them over megabytes of scratch.
+const SINK: u32 = u32::MAX;
 /// A byte-string register.
 type B = u32;
 
@@ -480,6 +485,29 @@ impl AccountCache {
     }
 }
 
+/// Per value index of `programs`, whether every program that has that value reads it once at
+/// most (a guard on it, in [`Compiled::compile_node`]). Counted over all the programs, not
+/// only those sharing the value's node: a program whose instruction at that index differs
+/// only makes the answer more conservative.
+fn only_guarded<'p>(programs: impl Iterator<Item = &'p Program> + Clone) -> Vec<bool> {
+    let len = programs.clone().map(|p| p.insts.len()).max().unwrap_or(0);
+    let mut uses = vec![0u8; len];
+    for p in programs {
+        let mut own = vec![0u8; p.insts.len()];
+        for inst in &p.insts {
+            for a in &inst.args {
+                if let Some(u) = own.get_mut(a.index()) {
+                    *u = u.saturating_add(1);
+                }
+            }
+        }
+        for (u, o) in uses.iter_mut().zip(own) {
+            *u = (*u).max(o);
+        }
+    }
+    uses.into_iter().map(|u| u <= 1).collect()
+}
+
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
@@ -533,9 +561,10 @@ impl Compiled {
             kept.push((i as u32, *p));
             c.k().leaves.push(Leaf { program: i as u32, status, gas_used: p.gas_used, gas_refunded: p.gas_refunded });
         }
+        let only_guarded = only_guarded(kept.iter().map(|(_, p)| *p));
         let shape = Shape::build(kept, 0);
         let mut regs = Vec::new();
-        c.compile_node(&shape, &mut regs)?;
+        c.compile_node(&shape, &mut regs, &only_guarded)?;
         c.place_computed();
         c.interned = std::collections::HashMap::new();
         c.skel = Skeleton::intern(std::mem::take(c.k()));
@@ -550,15 +579,32 @@ impl Compiled {
 
     /// Compiles `shape` (and below) as node number `self.skel.nodes.len()`; `regs` maps the
     /// source values before `shape.from` to registers.
-    fn compile_node(&mut self, shape: &Shape<'_>, regs: &mut Vec<Reg>) -> Result<u32, CompileError> {
+    fn compile_node(
+        &mut self,
+        shape: &Shape<'_>,
+        regs: &mut Vec<Reg>,
+        only_guarded: &[bool],
+    ) -> Result<u32, CompileError> {
         let index = self.skel.nodes.len() as u32;
         self.k().nodes.push(Node { code: (0, 0), children: (0, 0), leaf: None });
         regs.truncate(shape.from);
         let code_from = self.skel.code.len() as u32;
         for i in shape.from..shape.to {
-            let reg = self.compile_inst(&shape.program.insts[i], i, regs)?;
+            let inst = &shape.program.insts[i];
+            let reg = self.compile_inst(inst, i, regs)?;
             regs.push(reg);
-            self.fuse_guard(code_from as usize);
+            // A guard on a value nothing else reads: its computation writes the sink.
+            let sink = match inst.args.as_slice() {
+                [guarded] if inst.op == Op::Guard && only_guarded.get(guarded.index()) == Some(&true) => {
+                    Some(guarded.index())
+                }
+                _ => None,
+            };
+            if self.fuse_guard(code_from as usize, sink.is_some())
+                && let Some(v) = sink
+            {
+                regs[v] = Reg::None;
+            }
         }
         let code_to = self.skel.code.len() as u32;
         let leaf =
@@ -568,7 +614,7 @@ impl Compiled {
         let top = self.computed_top;
         for child in &shape.children {
             self.computed_top = top;
-            children.push(self.compile_node(child, regs)?);
+            children.push(self.compile_node(child, regs, only_guarded)?);
         }
         let from = self.skel.edges.len() as u32;
         self.k().edges.extend(children);
@@ -578,20 +624,32 @@ impl Compiled {
     }
 
     /// Fuses the last two instructions (both at or after `from`, in one node) when they are a
-    /// two-operand computation and a guard on its result.
-    fn fuse_guard(&mut self, from: usize) {
+    /// two-operand computation and a guard on its result; with `sink` (nothing but the guard
+    /// reads the result) the result goes to [`SINK`] and its register is freed. Whether it
+    /// fused.
+    fn fuse_guard(&mut self, from: usize, sink: bool) -> bool {
         let n = self.skel.code.len();
         if n < from + 2 {
-            return;
+            return false;
         }
-        if let [CInst::Word2 { op, dst, a, b }, CInst::Guard { a: guarded, expected, kind, at }] =
+        let [CInst::Word2 { op, mut dst, a, b }, CInst::Guard { a: guarded, expected, kind, at }] =
             self.skel.code[n - 2..]
-            && guarded == dst
-        {
-            self.k().code.truncate(n - 2);
-            self.k().code.push(CInst::Word2Guard { op, dst, a, b, expected, kind, at });
-            self.fuse_run(from);
+        else {
+            return false;
+        };
+        if guarded != dst {
+            return false;
         }
+        if sink {
+            if self.computed_top.checked_sub(1).is_some_and(|top| dst == COMPUTED | top) {
+                self.computed_top -= 1;
+            }
+            dst = SINK;
+        }
+        self.k().code.truncate(n - 2);
+        self.k().code.push(CInst::Word2Guard { op, dst, a, b, expected, kind, at });
+        self.fuse_run(from);
+        true
     }
 
     /// Joins the last instruction, an `eq` guard expecting 0, to the run of such guards
@@ -739,8 +797,14 @@ impl Compiled {
     /// Renumbers computed registers to follow the constants.
     fn place_computed(&mut self) {
         let base = self.words.len() as u32;
+        // The sink, when a result went to it, is the last computed register.
+        let sinks = self.skel.code.iter().any(|i| matches!(i, CInst::Word2Guard { dst: SINK, .. }));
+        let sink = base + self.computed;
+        self.computed += sinks as u32;
         let fix = |r: &mut W| {
-            if *r & COMPUTED != 0 {
+            if *r == SINK {
+                *r = sink;
+            } else if *r & COMPUTED != 0 {
                 *r = base + (*r & !COMPUTED);
             }
         };
@@ -1671,6 +1735,55 @@ v21 = load.codehash v1
             assert_eq!(matches!(reference, Evaluation::Hit(_)), hits, "{value:#x}: {reference:?}");
             // Equal evaluations: the same outcome, or the same reason at the same guard.
             assert_eq!(compiled.evaluate(&db, &cfg, &block, None), reference, "{value:#x}");
+        }
+    }
+
+    #[test]
+    fn a_guarded_result_nothing_else_reads_goes_to_the_sink() {
+        // v3 is read by its guard alone; v5 by its guard and by the store.
+        let only_guarded = "\
+env OSAKA chain 1
+status {\"Success\":\"Stop\"}
+gas 21000 refund 0
+v0 = const 0x44
+v1 = load.storage v0, v0
+v2 = const 0xa1
+v3 = eq v2, v1
+    guard alias v3, 0x0
+v5 = lt v1, v2
+    guard path v5, 0x1
+v7 = load.nonce v1
+v8 = load.codehash v1
+    store.account v1, v5, v7, v8
+";
+        // The same, with v3 also stored by a second future.
+        let also_stored = only_guarded.replace("store.account v1, v5, v7, v8", "store.account v1, v5, v3, v8");
+        let (a, b) =
+            (crate::text::parse(only_guarded).expect("parses"), crate::text::parse(&also_stored).expect("parses"));
+        let dst_at = |c: &Compiled, guard: u32| {
+            c.skel.code.iter().find_map(|i| match *i {
+                CInst::Word2Guard { dst, at, .. } if at == guard => Some(dst),
+                _ => None,
+            })
+        };
+        let sink = |c: &Compiled| (c.words.len() + c.computed as usize - 1) as u32;
+        let single = Compiled::new(&a).expect("compiles");
+        assert_eq!(dst_at(&single, 4), Some(sink(&single)), "{:?}", single.skel.code);
+        assert_ne!(dst_at(&single, 6), Some(sink(&single)), "{:?}", single.skel.code);
+        // Merged with a program that reads v3 elsewhere, v3 keeps a register of its own.
+        let merged = Compiled::merge(&[&a, &b]).expect("compiles");
+        assert_ne!(dst_at(&merged, 4), Some(sink(&merged)), "{:?}", merged.skel.code);
+        let (cfg, block) = crate::synthetic::synthetic_env(SpecId::OSAKA);
+        let address = word_to_address(U256::from(0x44));
+        // A hit, a miss at the alias guard, a miss at the path guard.
+        for value in [0x99u64, 0xa1, 0xb0] {
+            let mut db = revm::database::InMemoryDB::default();
+            db.insert_account_storage(address, U256::from(0x44), U256::from(value)).expect("in memory");
+            for (compiled, program) in [(&single, &a), (&merged, &a)] {
+                let reference = evaluate(program, &db, &cfg, &block, FUEL);
+                assert_eq!(matches!(reference, Evaluation::Hit(_)), value == 0x99, "{value:#x}: {reference:?}");
+                assert_eq!(compiled.evaluate(&db, &cfg, &block, None), reference, "{value:#x}");
+            }
         }
     }
 

@@ -69,6 +69,9 @@ pub struct EvaluateOptions {
     pub read_sets: bool,
     /// Explain every miss of a heard transaction ([`BlockResult::explained`]).
     pub explain: bool,
+    /// The fewest instructions a program needs to be compiled to native code
+    /// ([`jit::Limits::min_instructions`]).
+    pub jit_min_instructions: usize,
 }
 
 impl Default for EvaluateOptions {
@@ -82,6 +85,7 @@ impl Default for EvaluateOptions {
             reps: 3,
             read_sets: true,
             explain: false,
+            jit_min_instructions: jit::MIN_INSTRUCTIONS,
         }
     }
 }
@@ -880,9 +884,10 @@ pub fn evaluate_block(
     // being stored, seconds before its block), then the block imported again through it and
     // verified in full, and its paths compared with the evaluator's.
     let budget = accelerator::tiering::CodeBudget::new(usize::MAX);
+    let limits = jit::Limits { min_instructions: options.jit_min_instructions, ..jit::Limits::default() };
     for tx in &txs {
         if let Some(accelerated) = pipeline.accelerated(&tx.hash) {
-            match accelerator::tiering::compile(&accelerated, &jit::Limits::default(), &budget) {
+            match accelerator::tiering::compile(&accelerated, &limits, &budget) {
                 Ok((time, bytes)) => {
                     result.compile_ms.push(time.as_secs_f64() * 1e3);
                     result.code_bytes.push(bytes);

@@ -94,6 +94,10 @@ enum Command {
         /// `misses.md` of the report folder.
         #[arg(long)]
         explain: bool,
+        /// The fewest compact-evaluator instructions a program needs to be compiled to native
+        /// code (smaller ones stay with the evaluator).
+        #[arg(long, default_value_t = EvaluateOptions::default().jit_min_instructions)]
+        jit_min_instructions: usize,
         /// Report folder (summary.json, blocks.json, report.md and plots).
         #[arg(long, default_value = "evaluate-report")]
         out: PathBuf,
@@ -320,6 +324,7 @@ fn main() -> ExitCode {
             reps,
             no_read_sets,
             explain,
+            jit_min_instructions,
             out,
             no_progress,
         } => {
@@ -330,6 +335,7 @@ fn main() -> ExitCode {
                 reps: reps.max(1),
                 read_sets: !no_read_sets,
                 explain,
+                jit_min_instructions,
                 ..EvaluateOptions::default()
             };
             evaluate(&data, &blocks, &options, &out, no_progress)
