@@ -1687,16 +1687,29 @@ v14 = load.codehash v0
         assert_eq!(again.evaluate(&db, &cfg, &block, None), evaluate(&branch, &db, &cfg, &block, FUEL));
     }
 
-    #[test]
-    fn a_run_of_alias_guards_is_one_instruction_that_misses_where_the_interpreter_does() {
-        // A symbolic address (from a slot) guarded against five constants, one with its
-        // operands the other way round, then a guard of another kind.
-        let text = "\
+    /// The start of the alias tests' programs: `v1` is slot 0x44 of account 0x44.
+    const SLOT_44: &str = "\
 env OSAKA chain 1
 status {\"Success\":\"Stop\"}
 gas 21000 refund 0
 v0 = const 0x44
 v1 = load.storage v0, v0
+";
+
+    /// A state where slot 0x44 of account 0x44 holds `value`.
+    fn slot_44(value: u64) -> revm::database::InMemoryDB {
+        let mut db = revm::database::InMemoryDB::default();
+        let address = word_to_address(U256::from(0x44));
+        db.insert_account_storage(address, U256::from(0x44), U256::from(value)).expect("in memory");
+        db
+    }
+
+    #[test]
+    fn a_run_of_alias_guards_is_one_instruction_that_misses_where_the_interpreter_does() {
+        // A symbolic address (from a slot) guarded against five constants, one with its
+        // operands the other way round, then a guard of another kind.
+        let text = format!(
+            "{SLOT_44}\
 v2 = const 0xa1
 v3 = eq v2, v1
     guard alias v3, 0x0
@@ -1718,8 +1731,9 @@ v19 = load.balance v1
 v20 = load.nonce v1
 v21 = load.codehash v1
     store.account v1, v19, v20, v21
-";
-        let program = crate::text::parse(text).expect("parses");
+"
+        );
+        let program = crate::text::parse(&text).expect("parses");
         let compiled = Compiled::new(&program).expect("compiles");
         assert!(
             compiled.skel.code.iter().any(|i| matches!(i, CInst::NotIn { from: 0, to: 5, .. })),
@@ -1727,10 +1741,8 @@ v21 = load.codehash v1
             compiled.skel.code
         );
         let (cfg, block) = crate::synthetic::synthetic_env(SpecId::OSAKA);
-        let address = word_to_address(U256::from(0x44));
         for (value, hits) in [(0x99u64, true), (0xa1, false), (0xa3, false), (0xa5, false), (0x10, false)] {
-            let mut db = revm::database::InMemoryDB::default();
-            db.insert_account_storage(address, U256::from(0x44), U256::from(value)).expect("in memory");
+            let db = slot_44(value);
             let reference = evaluate(&program, &db, &cfg, &block, FUEL);
             assert_eq!(matches!(reference, Evaluation::Hit(_)), hits, "{value:#x}: {reference:?}");
             // Equal evaluations: the same outcome, or the same reason at the same guard.
@@ -1741,12 +1753,8 @@ v21 = load.codehash v1
     #[test]
     fn a_guarded_result_nothing_else_reads_goes_to_the_sink() {
         // v3 is read by its guard alone; v5 by its guard and by the store.
-        let only_guarded = "\
-env OSAKA chain 1
-status {\"Success\":\"Stop\"}
-gas 21000 refund 0
-v0 = const 0x44
-v1 = load.storage v0, v0
+        let only_guarded = format!(
+            "{SLOT_44}\
 v2 = const 0xa1
 v3 = eq v2, v1
     guard alias v3, 0x0
@@ -1755,11 +1763,12 @@ v5 = lt v1, v2
 v7 = load.nonce v1
 v8 = load.codehash v1
     store.account v1, v5, v7, v8
-";
+"
+        );
         // The same, with v3 also stored by a second future.
         let also_stored = only_guarded.replace("store.account v1, v5, v7, v8", "store.account v1, v5, v3, v8");
         let (a, b) =
-            (crate::text::parse(only_guarded).expect("parses"), crate::text::parse(&also_stored).expect("parses"));
+            (crate::text::parse(&only_guarded).expect("parses"), crate::text::parse(&also_stored).expect("parses"));
         let dst_at = |c: &Compiled, guard: u32| {
             c.skel.code.iter().find_map(|i| match *i {
                 CInst::Word2Guard { dst, at, .. } if at == guard => Some(dst),
@@ -1774,11 +1783,9 @@ v8 = load.codehash v1
         let merged = Compiled::merge(&[&a, &b]).expect("compiles");
         assert_ne!(dst_at(&merged, 4), Some(sink(&merged)), "{:?}", merged.skel.code);
         let (cfg, block) = crate::synthetic::synthetic_env(SpecId::OSAKA);
-        let address = word_to_address(U256::from(0x44));
         // A hit, a miss at the alias guard, a miss at the path guard.
         for value in [0x99u64, 0xa1, 0xb0] {
-            let mut db = revm::database::InMemoryDB::default();
-            db.insert_account_storage(address, U256::from(0x44), U256::from(value)).expect("in memory");
+            let db = slot_44(value);
             for (compiled, program) in [(&single, &a), (&merged, &a)] {
                 let reference = evaluate(program, &db, &cfg, &block, FUEL);
                 assert_eq!(matches!(reference, Evaluation::Hit(_)), value == 0x99, "{value:#x}: {reference:?}");

@@ -44,12 +44,17 @@
 //! the threads, run plain revm.
 //!
 //! **When it does not pay, it does not run** (a 2-core machine has little to spare):
-//! - by the block's shape, before executing ([`worth_parallel`]): fewer than
-//!   [`ParallelConfig::min_txs`] transactions, or more than a third of them in nonce chains;
+//! - by the block's shape, before executing: fewer than [`ParallelConfig::min_txs`]
+//!   transactions run sequentially; with more than a third of them in nonce chains
+//!   ([`worth_parallel`]), nothing is speculated, and past the prefix one thread runs the
+//!   block in order while the others build the receipts trie;
 //! - by time: the first [`ParallelConfig::sequential_for`] runs sequentially;
 //! - by what happens: more than [`ParallelConfig::max_reexecuted`] of the transactions
-//!   committed in parallel had to run again, or the first 16 took less than
-//!   [`ParallelConfig::min_tx_time`] each.
+//!   committed in parallel had to run again, the first 16 took less than
+//!   [`ParallelConfig::min_tx_time`] each, or a window of 64 commits took more wall time than
+//!   [`ParallelConfig::max_wall_per_executed`] of the threads' executing time (the threads
+//!   spend the rest in serial work: commits, receipts). The rest then runs in order on one
+//!   thread, the others building the receipts trie beside it.
 //!
 //! Why our own: no crate offers a parallel executor on revm 43 (pevm is on revm 38 with its own
 //! storage trait; grevm on revm 40), see `../shared/research/crates.md`. Worker threads are
@@ -61,7 +66,7 @@ use std::{
     marker::PhantomData,
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -95,6 +100,10 @@ const CHEAP_CHECK_AT: usize = 16;
 /// How far past the last committed transaction speculation may run, per thread.
 const WINDOW_PER_THREAD: usize = 32;
 
+/// Every this many commits, the wall time they took is compared with the time the threads
+/// spent executing ([`ParallelConfig::max_wall_per_executed`]).
+const PAYOFF_EVERY: usize = 64;
+
 /// How the parallel fallback runs.
 #[derive(Clone, Debug)]
 pub struct ParallelConfig {
@@ -116,6 +125,13 @@ pub struct ParallelConfig {
     /// The first transactions run sequentially for this long before threads join: a block
     /// finished by then runs as sequential revm does.
     pub sequential_for: Duration,
+    /// Speculation stops when the wall time of the last [`PAYOFF_EVERY`] commits exceeds this
+    /// share of the time the threads spent executing meanwhile: they spend the rest
+    /// committing and building receipts, which is serial, and speculation costs more than it
+    /// runs in parallel. Blocks of cheap transactions get there (1,346 mostly transfers:
+    /// 1.14x-1.17x late in the block, where a block at 1.09x measured 0.8x-0.85x and one
+    /// at 1.3x 0.6x).
+    pub max_wall_per_executed: f64,
 }
 
 impl Default for ParallelConfig {
@@ -127,6 +143,7 @@ impl Default for ParallelConfig {
             max_reexecuted: 0.5,
             min_tx_time: Duration::from_micros(3),
             sequential_for: Duration::from_micros(500),
+            max_wall_per_executed: 0.9,
         }
     }
 }
@@ -134,8 +151,8 @@ impl Default for ParallelConfig {
 /// What the parallel fallback did with one block.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ParallelStats {
-    /// Whether the block ran sequentially throughout: chosen so (one thread, its shape, its
-    /// rules), or done within the sequential prefix.
+    /// Whether the block ran sequentially throughout, on one thread: chosen so (one thread,
+    /// too few transactions, its rules), or done within the sequential prefix.
     pub sequential: bool,
     /// Transactions committed from their speculative execution.
     pub speculative: usize,
@@ -145,7 +162,8 @@ pub struct ParallelStats {
     /// Transactions executed once, in order, on the committed state (a small block, or after
     /// speculation stopped).
     pub in_order: usize,
-    /// The index from which speculation was stopped, if it was.
+    /// The index from which speculation was stopped, if it was (the end of the sequential
+    /// prefix when the block's shape ruled it out).
     pub stopped_at: Option<usize>,
 }
 
@@ -179,9 +197,11 @@ where
     let started = Instant::now();
     let threads = config.threads.max(1).min(txs.len().max(1));
     let same_sender = same_sender(txs);
-    let pool = (threads >= 2 && fee_deferrable(cfg) && worth_parallel(txs, &same_sender, config))
-        .then(|| pool(threads - 1))
-        .flatten();
+    // A block whose shape does not pay for speculation still takes the threads (past the
+    // prefix): one runs it in order while the others build the receipts trie.
+    let speculate = worth_parallel(txs, &same_sender, config);
+    let pool =
+        (threads >= 2 && fee_deferrable(cfg) && txs.len() >= config.min_txs).then(|| pool(threads - 1)).flatten();
     // The first transactions run sequentially, on this thread alone, for `sequential_for` (all
     // of them when the block runs sequentially): a block done by then never pays for waking the
     // workers (a sleeping thread takes 0.1–0.3 ms to start on this kind of machine, more than a
@@ -190,11 +210,21 @@ where
     let until = pool.as_ref().map(|_| started + config.sequential_for);
     // Plain revm here: a sequential block is exactly the baseline, and the prefix is never
     // executed again, so it has nothing to gain from the precompile cache.
-    run_in_order(&mut ir::reference::evm(&mut *db, cfg, block), txs, &mut results, until, |_| {})?;
+    let mut evm = ir::reference::evm(&mut *db, cfg, block);
+    run_in_order(&mut evm, txs, &mut results, until, |_, _| {})?;
     let first = results.len();
-    let Some(pool) = pool.filter(|_| first < txs.len()) else {
+    // Without speculation the threads pay only for building receipts beside a long rest: a
+    // few left after the prefix are not worth waking a thread for (a block of 579 with 33 left
+    // measured 0.90x-0.97x); they run here.
+    let left = txs.len() - first;
+    let pool = pool.filter(|_| left > 0 && (speculate || left >= PAYOFF_EVERY));
+    if pool.is_none() {
+        run_in_order(&mut evm, txs, &mut results, None, |_, _| {})?;
+    }
+    drop(evm);
+    let Some(pool) = pool else {
         let receipts = receipts(txs, &results);
-        let stats = ParallelStats { sequential: true, in_order: first, ..Default::default() };
+        let stats = ParallelStats { sequential: true, in_order: results.len(), ..Default::default() };
         return Ok(ParallelBlock { results, receipts, stats, time: started.elapsed() });
     };
     let shared = Shared {
@@ -207,15 +237,17 @@ where
         next: AtomicUsize::new(first),
         same_sender,
         done: AtomicUsize::new(first),
-        speculate: AtomicBool::new(true),
+        speculate: AtomicBool::new(speculate),
         failed: AtomicBool::new(false),
         receipts: ReceiptStage::new(txs, &results),
-        committer: Mutex::new(Committer::new(results, first)),
+        committer: Mutex::new(Committer::new(results, first, speculate)),
         max_reexecuted: config.max_reexecuted,
         window: WINDOW_PER_THREAD * threads,
         started: Instant::now(),
         first,
         min_tx_time: config.min_tx_time,
+        max_wall_per_executed: config.max_wall_per_executed,
+        executed_ns: AtomicU64::new(0),
         precompiles: PrecompileCache::default(),
     };
     // Worker threads are kept between blocks (a thread started per block costs more than a
@@ -266,7 +298,7 @@ fn pool(workers: usize) -> Option<Arc<rayon::ThreadPool>> {
 }
 
 /// Sequential revm on `txs[results.len()..]`, one transaction after another, each committed,
-/// until every one ran or `until` passed; `committed(k)` after transaction `k`. The one
+/// until every one ran or `until` passed; `committed(k, result)` after transaction `k`. The one
 /// in-order loop of this module: a sequential block, the prefix before the threads start, and
 /// the rest once speculation stopped.
 fn run_in_order<'db, D, P>(
@@ -274,7 +306,7 @@ fn run_in_order<'db, D, P>(
     txs: &[TxEnv],
     results: &mut Vec<ExecutionResult>,
     until: Option<Instant>,
-    mut committed: impl FnMut(usize),
+    mut committed: impl FnMut(usize, &ExecutionResult),
 ) -> Result<(), ReferenceError>
 where
     D: DatabaseRef,
@@ -285,14 +317,14 @@ where
         let index = results.len();
         let res = evm.transact(txs[index].clone()).map_err(|e| rejected(index, e))?;
         evm.ctx.db_mut().commit(res.state);
+        committed(index, &res.result);
         results.push(res.result);
-        committed(index);
     }
     Ok(())
 }
 
-/// Whether a block is worth executing in parallel, from what is known before executing it.
-/// Sequential when it has fewer than [`ParallelConfig::min_txs`] transactions, or when more
+/// Whether a block is worth speculating on, from what is known before executing it (a block
+/// that is not runs in order, its receipts built beside it). Not when it has fewer than [`ParallelConfig::min_txs`] transactions, or when more
 /// than a third of them follow an earlier transaction of the same sender (nonce chains: one
 /// after another whatever the threads, and a chain member executed again dooms the speculative
 /// runs of the members after it; at a half, the old bound, a block of 97 with a 32-long chain
@@ -411,17 +443,21 @@ struct Committer {
     /// Whether a committed transaction touched the fee recipient through its fee since the
     /// last flush (a zero fee still touches it, as the journal's credit does).
     fee_touched: bool,
+    /// When the current payoff window started, and the executing time then (see
+    /// [`ParallelConfig::max_wall_per_executed`]).
+    window: (Instant, u64),
 }
 
 impl Committer {
     /// The committer of a block whose first `results` ran in order before the threads started.
-    fn new(results: Vec<ExecutionResult>, first: usize) -> Self {
+    fn new(results: Vec<ExecutionResult>, first: usize, speculate: bool) -> Self {
         Self {
             results,
-            stats: ParallelStats { in_order: first, ..Default::default() },
+            stats: ParallelStats { in_order: first, stopped_at: (!speculate).then_some(first), ..Default::default() },
             error: None,
             pending_fee: U256::ZERO,
             fee_touched: false,
+            window: (Instant::now(), 0),
         }
     }
 
@@ -467,6 +503,10 @@ struct Shared<'a, D> {
     started: Instant,
     first: usize,
     min_tx_time: Duration,
+    /// See [`ParallelConfig::max_wall_per_executed`].
+    max_wall_per_executed: f64,
+    /// Nanoseconds the threads spent in speculative executions.
+    executed_ns: AtomicU64,
     /// Precompile results of this block's executions: an execution again (after a conflict,
     /// or in order after speculation stopped) reuses what its speculative run computed.
     precompiles: PrecompileCache,
@@ -514,7 +554,9 @@ where
                     }
                 }
             }
+            let started = Instant::now();
             let speculative = Arc::new(self.speculate_one(&mut evm, index));
+            self.executed_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
             *lock(&self.slots[index]) = Some(speculative.clone());
             if let Some((_, state)) = &speculative.outcome {
                 let mut writers = lock(&self.writers);
@@ -559,7 +601,9 @@ where
     /// Commits transactions in order while they are ready (see [`Commit`]). Returns whether it
     /// made progress.
     fn commit_ready(&self, how: Commit) -> bool {
-        let blocking = how != Commit::IfFree;
+        // Once speculation stopped, the thread holding the lock runs the rest in order: the
+        // others build receipts meanwhile rather than wait for it.
+        let blocking = how != Commit::IfFree && self.speculate.load(Ordering::Acquire);
         let mut committer = if blocking {
             lock(&self.committer)
         } else {
@@ -624,14 +668,29 @@ where
             let too_cheap = committed == self.first + CHEAP_CHECK_AT
                 && self.started.elapsed() < self.min_tx_time * CHEAP_CHECK_AT as u32;
             let in_parallel = committed - self.first;
+            // The first window holds the threads' start: it only starts the next.
+            let serial = in_parallel.is_multiple_of(PAYOFF_EVERY)
+                && self.serial_window(&mut committer)
+                && in_parallel > PAYOFF_EVERY;
             if in_parallel >= 8
-                && (too_cheap || committer.stats.reexecuted as f64 > self.max_reexecuted * in_parallel as f64)
+                && (too_cheap || serial || committer.stats.reexecuted as f64 > self.max_reexecuted * in_parallel as f64)
             {
                 self.speculate.store(false, Ordering::Release);
                 committer.stats.stopped_at = Some(committed);
             }
         }
         progressed
+    }
+
+    /// Whether the window of commits ending now took more wall time than
+    /// [`ParallelConfig::max_wall_per_executed`] of the time executed meanwhile; starts the
+    /// next window.
+    fn serial_window(&self, committer: &mut Committer) -> bool {
+        let now = Instant::now();
+        let executed = self.executed_ns.load(Ordering::Relaxed);
+        let (since, before) = std::mem::replace(&mut committer.window, (now, executed));
+        let wall = now.duration_since(since).as_nanos() as f64;
+        wall > self.max_wall_per_executed * executed.saturating_sub(before) as f64
     }
 
     /// Once speculation stopped: executes every transaction not committed yet, in order, with
@@ -651,13 +710,13 @@ where
         }
         let before = committer.results.len();
         let mut evm = cached_evm(&mut **db, self.cfg, self.block, &self.precompiles);
-        let ran = run_in_order(&mut evm, self.txs, &mut committer.results, None, |k| {
+        // Each receipt queued as it commits: the other threads build the receipts trie
+        // meanwhile.
+        let ran = run_in_order(&mut evm, self.txs, &mut committer.results, None, |k, result| {
+            self.receipts.queue(receipt_input(&self.txs[k], result, None));
             self.done.store(k + 1, Ordering::Release);
         });
         committer.stats.in_order += committer.results.len() - before;
-        for (tx, result) in self.txs[before..].iter().zip(&committer.results[before..]) {
-            self.receipts.queue(receipt_input(tx, result, None));
-        }
         if let Err(error) = ran {
             committer.error = Some(error);
             self.failed.store(true, Ordering::Release);

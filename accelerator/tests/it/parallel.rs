@@ -59,6 +59,7 @@ fn always_parallel(threads: usize) -> ParallelConfig {
         min_txs: 0,
         by_shape: false,
         sequential_for: std::time::Duration::ZERO,
+        max_wall_per_executed: f64::INFINITY,
         ..Default::default()
     }
 }
@@ -71,7 +72,7 @@ fn every_recorded_block_in_parallel_equals_sequential() {
     let dataset = Dataset::open(&dir).expect("open the shared data");
     ir::warm_up();
     let (mut speculative, mut reexecuted) = (0, 0);
-    let mut blocks = 0;
+    let (mut blocks, mut stopped) = (0, 0);
     for block_ref in dataset.complete_blocks() {
         let block = dataset.load(block_ref).unwrap_or_else(|e| panic!("block {}: {e}", block_ref.number));
         let db = block.state_db();
@@ -83,13 +84,31 @@ fn every_recorded_block_in_parallel_equals_sequential() {
             speculative += s;
             reexecuted += r;
         }
+        // Where speculation stops because it does not pay (here at once: any wall time is
+        // too much), at its first judged window of 64 commits (the second: the first holds
+        // the threads' start), the rest runs in order with its receipts built beside it.
+        if txs.len() > 2 * 64 {
+            let config = ParallelConfig {
+                max_wall_per_executed: 0.0,
+                min_tx_time: std::time::Duration::ZERO,
+                max_reexecuted: 1.0,
+                ..always_parallel(2)
+            };
+            let label = format!("block {} stopped", block.number);
+            compare(&db, &block.cfg, &block.env, &txs, &config, &label);
+            let run = execute_parallel(&mut CacheDB::new(db.clone()), &block.cfg, &block.env, &txs, &config)
+                .unwrap_or_else(|e| panic!("{label}: {e}"));
+            assert_eq!(run.stats.stopped_at, Some(2 * 64), "{label}: {:?}", run.stats);
+            stopped += 1;
+        }
         blocks += 1;
     }
     eprintln!(
         "parallel: {blocks} blocks, {speculative} transactions committed from speculation, {reexecuted} executed again"
     );
-    // Both ways of committing must have been exercised for the comparison to mean anything.
-    assert!(speculative > 0 && reexecuted > 0);
+    // Both ways of committing, and the stop, must have been exercised for the comparison to
+    // mean anything.
+    assert!(speculative > 0 && reexecuted > 0 && stopped > 0);
 }
 
 const ALICE: Address = address!("0x1000000000000000000000000000000000000001");
