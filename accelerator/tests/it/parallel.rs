@@ -237,6 +237,17 @@ fn speculation_stops_and_the_rest_runs_in_order() {
     let quick = execute_parallel(&mut CacheDB::new(db.clone()), &cfg, &block, &txs, &config).expect("valid block");
     assert!(quick.stats.sequential && quick.stats.in_order == txs.len(), "{:?}", quick.stats);
     compare(&db, &cfg, &block, &txs, &config, "prefix");
+    // One sender's nonce chain: its shape rules speculation out, and with the threads one
+    // runs it in order while the other builds the receipts.
+    let chain: Vec<TxEnv> = (0..80).map(|n| tx(ALICE, Some(COUNTER), "", n, 1)).collect();
+    let config = ParallelConfig { by_shape: true, ..always_parallel(2) };
+    let piped = execute_parallel(&mut CacheDB::new(db.clone()), &cfg, &block, &chain, &config).expect("valid block");
+    let stats = &piped.stats;
+    assert!(
+        !stats.sequential && stats.speculative == 0 && stats.stopped_at == Some(0) && stats.in_order == chain.len(),
+        "{stats:?}"
+    );
+    compare(&db, &cfg, &block, &chain, &config, "in order, receipts beside");
 }
 
 #[test]
