@@ -324,13 +324,14 @@ where
 }
 
 /// Whether a block is worth speculating on, from what is known before executing it (a block
-/// that is not runs in order, its receipts built beside it). Not when it has fewer than [`ParallelConfig::min_txs`] transactions, or when more
-/// than a third of them follow an earlier transaction of the same sender (nonce chains: one
-/// after another whatever the threads, and a chain member executed again dooms the speculative
-/// runs of the members after it; at a half, the old bound, a block of 97 with a 32-long chain
-/// into one contract measured 0.87x). Plain transfers count like calls: their recipients do not conflict
-/// ([`credited`]), and with receipts built beside the commits a block of transfers from many
-/// senders gains from threads (measured with `prescient replay --mode parallel`).
+/// that is not runs in order, its receipts built beside it). Not when it has fewer than
+/// [`ParallelConfig::min_txs`] transactions, or when more than a third of them follow an
+/// earlier transaction of the same sender (nonce chains: one after another whatever the
+/// threads, and a chain member executed again dooms the speculative runs of the members after
+/// it; at a half, the old bound, a block of 97 with a 32-long chain into one contract measured
+/// 0.87x). Plain transfers count like calls: their recipients do not conflict ([`credited`]),
+/// and with receipts built beside the commits a block of transfers from many senders gains
+/// from threads (measured with `prescient replay --mode parallel`).
 fn worth_parallel(txs: &[TxEnv], same_sender: &[Option<usize>], config: &ParallelConfig) -> bool {
     if !config.by_shape {
         return txs.len() >= config.min_txs;
