@@ -60,6 +60,7 @@ fn always_parallel(threads: usize) -> ParallelConfig {
         by_shape: false,
         sequential_for: std::time::Duration::ZERO,
         max_wall_per_executed: f64::INFINITY,
+        min_rest: std::time::Duration::ZERO,
         ..Default::default()
     }
 }
