@@ -1203,15 +1203,17 @@ impl Compiled {
         block: &BlockEnv,
         memo: Option<&PrecompileMemo>,
     ) -> Result<(), Miss> {
-        let s = &mut *walk.s;
+        let Scratch { words, arena, ranges, accounts } = &mut *walk.s;
         let outcome = &mut *walk.outcome;
         let capture = &mut walk.capture;
         let miss = |reason, at: u32| Miss { reason, at: Value(at) };
+        // The register file as one slice for the whole run (its length in a register, not
+        // reloaded through the scratch at every access): nothing here resizes it.
+        let w = &mut Regs { k: &self.words, w: words.as_mut_slice() };
         for inst in code {
-            let w = &mut Regs { k: &self.words, w: &mut s.words };
             match *inst {
                 CInst::Load { op: op @ (Op::Balance | Op::Nonce | Op::CodeHash | Op::Exists), dst, a, at, .. } => {
-                    let Ok(fields) = s.accounts.account(&w[a], db) else {
+                    let Ok(fields) = accounts.account(&w[a], db) else {
                         return Err(miss(MissReason::State, at));
                     };
                     match fields.word(op) {
@@ -1269,56 +1271,56 @@ impl Compiled {
                     }
                 }
                 CInst::Concat { dst, from, to, at } => {
-                    let start = s.arena.len();
+                    let start = arena.len();
                     let parts = &self.skel.lists[from as usize..to as usize];
-                    let total: usize = parts.iter().map(|&p| range_of(&self.ranges, &s.ranges, p).1 as usize).sum();
+                    let total: usize = parts.iter().map(|&p| range_of(&self.ranges, ranges, p).1 as usize).sum();
                     if start + total > ARENA_LIMIT {
                         return Err(miss(MissReason::OutOfFuel, at));
                     }
                     for &part in parts {
-                        extend_with(&mut s.arena, &self.arena, range_of(&self.ranges, &s.ranges, part), 0, u32::MAX);
+                        extend_with(arena, &self.arena, range_of(&self.ranges, ranges, part), 0, u32::MAX);
                     }
-                    s.ranges[dst as usize] = (start as u32, total as u32);
+                    ranges[dst as usize] = (start as u32, total as u32);
                 }
                 CInst::Slice { dst, src, offset, len, at } => {
-                    let (o, l) = range_of(&self.ranges, &s.ranges, src);
-                    let start = s.arena.len();
+                    let (o, l) = range_of(&self.ranges, ranges, src);
+                    let start = arena.len();
                     if start + len as usize > ARENA_LIMIT {
                         return Err(miss(MissReason::OutOfFuel, at));
                     }
                     let from = offset.min(l) as usize;
                     let to = offset.saturating_add(len).min(l) as usize;
-                    extend_with(&mut s.arena, &self.arena, (o, l), from as u32, to as u32);
-                    s.arena.resize(start + len as usize, 0);
-                    s.ranges[dst as usize] = (start as u32, len);
+                    extend_with(arena, &self.arena, (o, l), from as u32, to as u32);
+                    arena.resize(start + len as usize, 0);
+                    ranges[dst as usize] = (start as u32, len);
                 }
                 CInst::ToBytes { dst, a, at } => {
-                    let start = s.arena.len();
+                    let start = arena.len();
                     if start + 32 > ARENA_LIMIT {
                         return Err(miss(MissReason::OutOfFuel, at));
                     }
-                    s.arena.extend_from_slice(&w[a].to_be_bytes::<32>());
-                    s.ranges[dst as usize] = (start as u32, 32);
+                    arena.extend_from_slice(&w[a].to_be_bytes::<32>());
+                    ranges[dst as usize] = (start as u32, 32);
                 }
                 CInst::ToWord { dst, src, at } => {
-                    let b = bytes_of(&self.arena, &s.arena, range_of(&self.ranges, &s.ranges, src));
+                    let b = bytes_of(&self.arena, arena, range_of(&self.ranges, ranges, src));
                     if b.len() > 32 {
                         return Err(miss(MissReason::Malformed, at));
                     }
                     w.w[dst as usize] = U256::from_be_slice(b);
                 }
                 CInst::Keccak { dst, src } => {
-                    let input = bytes_of(&self.arena, &s.arena, range_of(&self.ranges, &s.ranges, src));
+                    let input = bytes_of(&self.arena, arena, range_of(&self.ranges, ranges, src));
                     w.w[dst as usize] = match memo {
                         Some(memo) => memo.keccak.hash(input),
                         None => keccak256(input),
                     }
                     .into();
                 }
-                CInst::Len { dst, src } => w.w[dst as usize] = U256::from(range_of(&self.ranges, &s.ranges, src).1),
+                CInst::Len { dst, src } => w.w[dst as usize] = U256::from(range_of(&self.ranges, ranges, src).1),
                 CInst::PCall { dst, src, precompile, at } => {
                     let (address, gas, spec) = self.skel.precompiles[precompile as usize];
-                    let input = bytes_of(&self.arena, &s.arena, range_of(&self.ranges, &s.ranges, src));
+                    let input = bytes_of(&self.arena, arena, range_of(&self.ranges, ranges, src));
                     let key = PrecompileKey { address, gas, spec };
                     let out = match memo.and_then(|m| m.get(&key, input)) {
                         Some(out) => out,
@@ -1332,12 +1334,12 @@ impl Compiled {
                             out
                         }
                     };
-                    let start = s.arena.len();
+                    let start = arena.len();
                     if start + out.len() > ARENA_LIMIT {
                         return Err(miss(MissReason::OutOfFuel, at));
                     }
-                    s.arena.extend_from_slice(&out);
-                    s.ranges[dst as usize] = (start as u32, out.len() as u32);
+                    arena.extend_from_slice(&out);
+                    ranges[dst as usize] = (start as u32, out.len() as u32);
                 }
                 CInst::StoreAccount { a, balance, nonce, code_hash, flags, at } => {
                     walk.stored = true;
@@ -1367,11 +1369,8 @@ impl Compiled {
                 }
                 CInst::StoreCode { a, code, at } => {
                     walk.stored = true;
-                    let code = Bytes::copy_from_slice(bytes_of(
-                        &self.arena,
-                        &s.arena,
-                        range_of(&self.ranges, &s.ranges, code),
-                    ));
+                    let code =
+                        Bytes::copy_from_slice(bytes_of(&self.arena, arena, range_of(&self.ranges, ranges, code)));
                     if !outcome.store_code(word_to_address(w[a]), code) {
                         return Err(miss(MissReason::Malformed, at));
                     }
@@ -1379,18 +1378,15 @@ impl Compiled {
                 CInst::Log { a, data, from, to } => {
                     walk.stored = true;
                     let topics = self.skel.lists[from as usize..to as usize].iter().map(|t| B256::from(w[*t]));
-                    let data = Bytes::copy_from_slice(bytes_of(
-                        &self.arena,
-                        &s.arena,
-                        range_of(&self.ranges, &s.ranges, data),
-                    ));
+                    let data =
+                        Bytes::copy_from_slice(bytes_of(&self.arena, arena, range_of(&self.ranges, ranges, data)));
                     let data = LogData::new_unchecked(topics.collect(), data);
                     outcome.logs.push(Log { address: word_to_address(w[a]), data });
                 }
                 CInst::Output { b } => {
                     walk.stored = true;
                     outcome.output =
-                        Bytes::copy_from_slice(bytes_of(&self.arena, &s.arena, range_of(&self.ranges, &s.ranges, b)));
+                        Bytes::copy_from_slice(bytes_of(&self.arena, arena, range_of(&self.ranges, ranges, b)));
                 }
                 CInst::Created { a } => {
                     walk.stored = true;
@@ -1425,7 +1421,7 @@ pub fn evaluation_of(applying: Result<(Applied, usize), Miss>) -> (Evaluation, O
 /// unused there).
 struct Regs<'a> {
     k: &'a [U256],
-    w: &'a mut Vec<U256>,
+    w: &'a mut [U256],
 }
 
 impl std::ops::Index<u32> for Regs<'_> {
@@ -1507,6 +1503,12 @@ fn word2(op: Op, a: U256, b: U256) -> U256 {
         Op::Eq => U256::from((a == b) as u8),
         Op::Lt => U256::from((a < b) as u8),
         Op::Gt => U256::from((a > b) as u8),
+        Op::Xor => a ^ b,
+        Op::Mul => a.wrapping_mul(b),
+        Op::Min => a.min(b),
+        Op::Shl if a < U256::from(256) => b << a.to::<usize>(),
+        Op::Shr if a < U256::from(256) => b >> a.to::<usize>(),
+        Op::Shl | Op::Shr => U256::ZERO,
         _ => fold_word(op, &[a, b]).unwrap_or_default(),
     }
 }
@@ -1584,11 +1586,26 @@ mod tests {
             U256::ZERO,
             U256::from(1),
             U256::from(255),
+            U256::from(256),
             U256::MAX,
             U256::from(1) << 255,
             U256::from(0xdead_beef_u64) << 100,
         ];
-        for op in [Op::Add, Op::Sub, Op::And, Op::Or, Op::Eq, Op::Lt, Op::Gt, Op::Mul, Op::Shl, Op::Sar] {
+        for op in [
+            Op::Add,
+            Op::Sub,
+            Op::And,
+            Op::Or,
+            Op::Xor,
+            Op::Eq,
+            Op::Lt,
+            Op::Gt,
+            Op::Mul,
+            Op::Min,
+            Op::Shl,
+            Op::Shr,
+            Op::Sar,
+        ] {
             for a in samples {
                 for b in samples {
                     assert_eq!(Some(word2(op, a, b)), fold_word(op, &[a, b]), "{op} {a} {b}");

@@ -126,6 +126,7 @@ pub fn account_word(op: Op, info: Option<&revm::state::AccountInfo>) -> Option<U
 }
 
 /// Reads a block-context field.
+#[inline]
 pub fn context(op: Op, cfg: &CfgEnv, block: &BlockEnv) -> U256 {
     match op {
         Op::Number => block.number,
