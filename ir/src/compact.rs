@@ -123,6 +123,58 @@ enum CInst {
         kind: GuardKind,
         at: u32,
     },
+    /// `Word2` of the commonest operations, one variant each, so that the evaluator
+    /// dispatches once per instruction rather than again on its operation. Set by
+    /// [`CInst::specialized`], the last step of compiling; what else reads the code sees them
+    /// as `Word2` ([`CInst::word2`]).
+    Add {
+        dst: W,
+        a: W,
+        b: W,
+    },
+    Sub {
+        dst: W,
+        a: W,
+        b: W,
+    },
+    Lt {
+        dst: W,
+        a: W,
+        b: W,
+    },
+    Gt {
+        dst: W,
+        a: W,
+        b: W,
+    },
+    Eq {
+        dst: W,
+        a: W,
+        b: W,
+    },
+    And {
+        dst: W,
+        a: W,
+        b: W,
+    },
+    /// `Word2Guard` of `eq` (alias guards) and `lt` (balance and bounds checks), likewise
+    /// ([`CInst::word2_guard`]).
+    EqGuard {
+        dst: W,
+        a: W,
+        b: W,
+        expected: W,
+        kind: GuardKind,
+        at: u32,
+    },
+    LtGuard {
+        dst: W,
+        a: W,
+        b: W,
+        expected: W,
+        kind: GuardKind,
+        at: u32,
+    },
     /// A run of `eq` guards expecting 0 that share one operand `x`: `x` differs from each
     /// register of `runs[from..to]` (other operand, result register, guard position), checked
     /// in order, each result written. A symbolic address is guarded against every address
@@ -201,6 +253,53 @@ enum CInst {
     Created {
         a: W,
     },
+}
+
+impl CInst {
+    /// A two-operand computation's operation, result and operands, specialized or not.
+    fn word2(&self) -> Option<(Op, W, W, W)> {
+        Some(match *self {
+            CInst::Word2 { op, dst, a, b } => (op, dst, a, b),
+            CInst::Add { dst, a, b } => (Op::Add, dst, a, b),
+            CInst::Sub { dst, a, b } => (Op::Sub, dst, a, b),
+            CInst::Lt { dst, a, b } => (Op::Lt, dst, a, b),
+            CInst::Gt { dst, a, b } => (Op::Gt, dst, a, b),
+            CInst::Eq { dst, a, b } => (Op::Eq, dst, a, b),
+            CInst::And { dst, a, b } => (Op::And, dst, a, b),
+            _ => return None,
+        })
+    }
+
+    /// A fused computation and guard's operation, result, operands, expected register, kind
+    /// and position, specialized or not.
+    #[allow(clippy::type_complexity)]
+    fn word2_guard(&self) -> Option<(Op, W, W, W, W, GuardKind, u32)> {
+        Some(match *self {
+            CInst::Word2Guard { op, dst, a, b, expected, kind, at } => (op, dst, a, b, expected, kind, at),
+            CInst::EqGuard { dst, a, b, expected, kind, at } => (Op::Eq, dst, a, b, expected, kind, at),
+            CInst::LtGuard { dst, a, b, expected, kind, at } => (Op::Lt, dst, a, b, expected, kind, at),
+            _ => return None,
+        })
+    }
+
+    /// This instruction in its specialized variant, when it has one (the same computation).
+    fn specialized(&self) -> Option<CInst> {
+        Some(match *self {
+            CInst::Word2 { op: Op::Add, dst, a, b } => CInst::Add { dst, a, b },
+            CInst::Word2 { op: Op::Sub, dst, a, b } => CInst::Sub { dst, a, b },
+            CInst::Word2 { op: Op::Lt, dst, a, b } => CInst::Lt { dst, a, b },
+            CInst::Word2 { op: Op::Gt, dst, a, b } => CInst::Gt { dst, a, b },
+            CInst::Word2 { op: Op::Eq, dst, a, b } => CInst::Eq { dst, a, b },
+            CInst::Word2 { op: Op::And, dst, a, b } => CInst::And { dst, a, b },
+            CInst::Word2Guard { op: Op::Eq, dst, a, b, expected, kind, at } => {
+                CInst::EqGuard { dst, a, b, expected, kind, at }
+            }
+            CInst::Word2Guard { op: Op::Lt, dst, a, b, expected, kind, at } => {
+                CInst::LtGuard { dst, a, b, expected, kind, at }
+            }
+            _ => return None,
+        })
+    }
 }
 
 /// Why a program has no compact form (the interpreter serves it, and misses on it).
@@ -566,6 +665,11 @@ impl Compiled {
         let mut regs = Vec::new();
         c.compile_node(&shape, &mut regs, &only_guarded)?;
         c.place_computed();
+        for inst in &mut c.k().code {
+            if let Some(specialized) = inst.specialized() {
+                *inst = specialized;
+            }
+        }
         c.interned = std::collections::HashMap::new();
         c.skel = Skeleton::intern(std::mem::take(c.k()));
         Ok(c)
@@ -841,10 +945,18 @@ impl Compiled {
                 | CInst::Keccak { dst, .. }
                 | CInst::Len { dst, .. } => fix(dst),
                 CInst::Word1 { dst, a, .. } => [dst, a].into_iter().for_each(fix),
-                CInst::Word2 { dst, a, b, .. } => [dst, a, b].into_iter().for_each(fix),
+                CInst::Word2 { dst, a, b, .. }
+                | CInst::Add { dst, a, b }
+                | CInst::Sub { dst, a, b }
+                | CInst::Lt { dst, a, b }
+                | CInst::Gt { dst, a, b }
+                | CInst::Eq { dst, a, b }
+                | CInst::And { dst, a, b } => [dst, a, b].into_iter().for_each(fix),
                 CInst::Word3 { dst, a, b, c, .. } => [dst, a, b, c].into_iter().for_each(fix),
                 CInst::Guard { a, expected, .. } => [a, expected].into_iter().for_each(fix),
-                CInst::Word2Guard { dst, a, b, expected, .. } => [dst, a, b, expected].into_iter().for_each(fix),
+                CInst::Word2Guard { dst, a, b, expected, .. }
+                | CInst::EqGuard { dst, a, b, expected, .. }
+                | CInst::LtGuard { dst, a, b, expected, .. } => [dst, a, b, expected].into_iter().for_each(fix),
                 CInst::NotIn { x, .. } => fix(x),
                 CInst::ToBytes { a, .. } | CInst::StoreCode { a, .. } | CInst::Created { a } => fix(a),
                 CInst::StoreAccount { a, balance, nonce, code_hash, .. } => {
@@ -1244,6 +1356,13 @@ impl Compiled {
                 }
                 CInst::Word1 { op, dst, a } => w.w[dst as usize] = word1(op, w[a]),
                 CInst::Word2 { op, dst, a, b } => w.w[dst as usize] = word2(op, w[a], w[b]),
+                // The specialized variants: `word2`'s definitions of the same operations.
+                CInst::Add { dst, a, b } => w.w[dst as usize] = w[a].wrapping_add(w[b]),
+                CInst::Sub { dst, a, b } => w.w[dst as usize] = w[a].wrapping_sub(w[b]),
+                CInst::Lt { dst, a, b } => w.w[dst as usize] = U256::from((w[a] < w[b]) as u8),
+                CInst::Gt { dst, a, b } => w.w[dst as usize] = U256::from((w[a] > w[b]) as u8),
+                CInst::Eq { dst, a, b } => w.w[dst as usize] = U256::from((w[a] == w[b]) as u8),
+                CInst::And { dst, a, b } => w.w[dst as usize] = w[a] & w[b],
                 CInst::Word3 { op, dst, a, b, c } => {
                     let args = [w[a], w[b], w[c]];
                     w.w[dst as usize] = fold_word(op, &args).unwrap_or_default();
@@ -1265,6 +1384,20 @@ impl Compiled {
                 }
                 CInst::Word2Guard { op, dst, a, b, expected, kind, at } => {
                     let v = word2(op, w[a], w[b]);
+                    w.w[dst as usize] = v;
+                    if v != w[expected] {
+                        return Err(miss(MissReason::Guard(kind), at));
+                    }
+                }
+                CInst::EqGuard { dst, a, b, expected, kind, at } => {
+                    let v = U256::from((w[a] == w[b]) as u8);
+                    w.w[dst as usize] = v;
+                    if v != w[expected] {
+                        return Err(miss(MissReason::Guard(kind), at));
+                    }
+                }
+                CInst::LtGuard { dst, a, b, expected, kind, at } => {
+                    let v = U256::from((w[a] < w[b]) as u8);
                     w.w[dst as usize] = v;
                     if v != w[expected] {
                         return Err(miss(MissReason::Guard(kind), at));
@@ -1788,7 +1921,7 @@ v8 = load.codehash v1
             (crate::text::parse(&only_guarded).expect("parses"), crate::text::parse(&also_stored).expect("parses"));
         let dst_at = |c: &Compiled, guard: u32| {
             c.skel.code.iter().find_map(|i| match *i {
-                CInst::Word2Guard { dst, at, .. } if at == guard => Some(dst),
+                ref i => i.word2_guard().filter(|g| g.6 == guard).map(|g| g.1),
                 _ => None,
             })
         };

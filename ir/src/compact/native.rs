@@ -192,11 +192,16 @@ impl Compiled {
 
     /// Instruction `i` (below [`Compiled::code_len`]) as native code sees it.
     pub fn lowered(&self, i: usize) -> Lowered<'_> {
-        match self.skel.code[i] {
+        let inst = &self.skel.code[i];
+        if let Some((op, dst, a, b)) = inst.word2() {
+            return Lowered::Word2 { op, dst, a, b };
+        }
+        if let Some((op, dst, a, b, expected, ..)) = inst.word2_guard() {
+            return Lowered::Word2Guard { op, dst, a, b, expected };
+        }
+        match *inst {
             CInst::Word1 { op, dst, a } => Lowered::Word1 { op, dst, a },
-            CInst::Word2 { op, dst, a, b } => Lowered::Word2 { op, dst, a, b },
             CInst::Guard { a, expected, .. } => Lowered::Guard { a, expected },
-            CInst::Word2Guard { op, dst, a, b, expected, .. } => Lowered::Word2Guard { op, dst, a, b, expected },
             CInst::NotIn { x, from, to, .. } => Lowered::NotIn { x, runs: &self.skel.runs[from as usize..to as usize] },
             CInst::StoreAccount { .. }
             | CInst::StoreSlot { .. }
@@ -229,7 +234,13 @@ impl Compiled {
                 read(a);
                 Some(dst)
             }
-            CInst::Word2 { dst, a, b, .. } => {
+            CInst::Word2 { dst, a, b, .. }
+            | CInst::Add { dst, a, b }
+            | CInst::Sub { dst, a, b }
+            | CInst::Lt { dst, a, b }
+            | CInst::Gt { dst, a, b }
+            | CInst::Eq { dst, a, b }
+            | CInst::And { dst, a, b } => {
                 read(a);
                 read(b);
                 Some(dst)
@@ -245,7 +256,9 @@ impl Compiled {
                 read(expected);
                 None
             }
-            CInst::Word2Guard { dst, a, b, expected, .. } => {
+            CInst::Word2Guard { dst, a, b, expected, .. }
+            | CInst::EqGuard { dst, a, b, expected, .. }
+            | CInst::LtGuard { dst, a, b, expected, .. } => {
                 read(a);
                 read(b);
                 read(expected);
@@ -288,7 +301,12 @@ impl Compiled {
         }
         let guard = |kind: GuardKind, at: u32| Miss { reason: MissReason::Guard(kind), at: Value(at) };
         match self.skel.code.get((code & u64::from(u32::MAX)) as usize) {
-            Some(CInst::Guard { kind, at, .. } | CInst::Word2Guard { kind, at, .. }) => guard(*kind, *at),
+            Some(
+                CInst::Guard { kind, at, .. }
+                | CInst::Word2Guard { kind, at, .. }
+                | CInst::EqGuard { kind, at, .. }
+                | CInst::LtGuard { kind, at, .. },
+            ) => guard(*kind, *at),
             Some(CInst::NotIn { from, to, kind, .. }) => {
                 match self.skel.runs[*from as usize..*to as usize].get(element as usize) {
                     Some(&(_, _, at)) => guard(*kind, at),
