@@ -1920,10 +1920,7 @@ v8 = load.codehash v1
         let (a, b) =
             (crate::text::parse(&only_guarded).expect("parses"), crate::text::parse(&also_stored).expect("parses"));
         let dst_at = |c: &Compiled, guard: u32| {
-            c.skel.code.iter().find_map(|i| match *i {
-                ref i => i.word2_guard().filter(|g| g.6 == guard).map(|g| g.1),
-                _ => None,
-            })
+            c.skel.code.iter().find_map(|i| i.word2_guard().filter(|g| g.6 == guard).map(|g| g.1))
         };
         let sink = |c: &Compiled| (c.words.len() + c.computed as usize - 1) as u32;
         let single = Compiled::new(&a).expect("compiles");

@@ -139,7 +139,8 @@ pub struct ParallelConfig {
     /// take less than this at the prefix's pace (its time per unit of gas limit): two threads
     /// save at most half of it, and waking one costs 0.1–0.3 ms, conflicts more. A block of
     /// 60 with about 0.5 ms left measured 0.83x-0.90x speculating, and one of 108 with 8 left
-    /// 0.84x. Without a prefix (`sequential_for` zero) nothing is estimated.
+    /// 0.84x. Without a prefix (`sequential_for` zero, or spent before the first transaction)
+    /// nothing is estimated.
     pub min_rest: Duration,
 }
 
@@ -173,7 +174,7 @@ pub struct ParallelStats {
     /// speculation stopped).
     pub in_order: usize,
     /// The index from which speculation was stopped, if it was (the end of the sequential
-    /// prefix when the block's shape ruled it out).
+    /// prefix when the block's shape or a short rest ruled it out).
     pub stopped_at: Option<usize>,
 }
 
@@ -221,12 +222,14 @@ where
     // Plain revm here: a sequential block is exactly the baseline, and the prefix is never
     // executed again, so it has nothing to gain from the precompile cache.
     let mut evm = ir::reference::evm(&mut *db, cfg, block);
+    let prefix_started = Instant::now();
     run_in_order(&mut evm, txs, &mut results, until, |_, _| {})?;
+    let prefix = prefix_started.elapsed();
     let first = results.len();
     let left = txs.len() - first;
     let limits = |txs: &[TxEnv]| txs.iter().fold(0u64, |sum, tx| sum.saturating_add(tx.gas_limit));
     let (done, rest) = (limits(&txs[..first]), limits(&txs[first..]));
-    let speculate = speculate && rest_worth_speculating(started.elapsed(), done, rest, config.min_rest);
+    let speculate = speculate && rest_worth_speculating(prefix, done, rest, config.min_rest);
     // Without speculation the threads pay only for building receipts beside a long rest: a
     // few left after the prefix are not worth waking a thread for (a block of 579 with 33 left
     // measured 0.90x-0.97x); they run here.
