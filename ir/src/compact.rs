@@ -49,6 +49,20 @@ use crate::{
     semantics::{context, fold_word, load_word, run_precompile, word_to_address},
 };
 
+/// The pattern of every two-operand word computation, `Word2` and its specialized variants
+/// (see `CInst::specialized`), binding its result and operands to the given names.
+macro_rules! word2_variants {
+    ($dst:ident, $a:ident, $b:ident) => {
+        CInst::Word2 { dst: $dst, a: $a, b: $b, .. }
+            | CInst::Add { dst: $dst, a: $a, b: $b }
+            | CInst::Sub { dst: $dst, a: $a, b: $b }
+            | CInst::Lt { dst: $dst, a: $a, b: $b }
+            | CInst::Gt { dst: $dst, a: $a, b: $b }
+            | CInst::Eq { dst: $dst, a: $a, b: $b }
+            | CInst::And { dst: $dst, a: $a, b: $b }
+    };
+}
+
 mod native;
 
 pub use native::{
@@ -945,13 +959,7 @@ impl Compiled {
                 | CInst::Keccak { dst, .. }
                 | CInst::Len { dst, .. } => fix(dst),
                 CInst::Word1 { dst, a, .. } => [dst, a].into_iter().for_each(fix),
-                CInst::Word2 { dst, a, b, .. }
-                | CInst::Add { dst, a, b }
-                | CInst::Sub { dst, a, b }
-                | CInst::Lt { dst, a, b }
-                | CInst::Gt { dst, a, b }
-                | CInst::Eq { dst, a, b }
-                | CInst::And { dst, a, b } => [dst, a, b].into_iter().for_each(fix),
+                word2_variants!(dst, a, b) => [dst, a, b].into_iter().for_each(fix),
                 CInst::Word3 { dst, a, b, c, .. } => [dst, a, b, c].into_iter().for_each(fix),
                 CInst::Guard { a, expected, .. } => [a, expected].into_iter().for_each(fix),
                 CInst::Word2Guard { dst, a, b, expected, .. }

@@ -234,13 +234,7 @@ impl Compiled {
                 read(a);
                 Some(dst)
             }
-            CInst::Word2 { dst, a, b, .. }
-            | CInst::Add { dst, a, b }
-            | CInst::Sub { dst, a, b }
-            | CInst::Lt { dst, a, b }
-            | CInst::Gt { dst, a, b }
-            | CInst::Eq { dst, a, b }
-            | CInst::And { dst, a, b } => {
+            word2_variants!(dst, a, b) => {
                 read(a);
                 read(b);
                 Some(dst)
