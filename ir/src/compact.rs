@@ -915,8 +915,10 @@ impl Compiled {
     /// Renumbers computed registers to follow the constants.
     fn place_computed(&mut self) {
         let base = self.words.len() as u32;
-        // The sink, when a result went to it, is the last computed register.
-        let sinks = self.skel.code.iter().any(|i| matches!(i, CInst::Word2Guard { dst: SINK, .. }));
+        // The sink, when a result went to it (a fused guard's, or one of a run's), is the last
+        // computed register.
+        let sinks = self.skel.code.iter().any(|i| matches!(i, CInst::Word2Guard { dst: SINK, .. }))
+            || self.skel.runs.iter().any(|&(_, dst, _)| dst == SINK);
         let sink = base + self.computed;
         self.computed += sinks as u32;
         let fix = |r: &mut W| {
@@ -1898,6 +1900,38 @@ v21 = load.codehash v1
             "{:?}",
             compiled.skel.code
         );
+        // The same run where nothing else goes to the sink (the path guard's `lt` is also
+        // stored): the run's results alone need it. Every register the code writes is inside
+        // the register file, and a thread whose scratch nothing grew before (where a register
+        // past the file would be out of bounds) evaluates it as the interpreter does.
+        let run_only = text.replace("store.account v1, v19, v20, v21", "store.account v1, v17, v20, v21");
+        let run_only = crate::text::parse(&run_only).expect("parses");
+        let compiled_run_only = Compiled::new(&run_only).expect("compiles");
+        for c in [&compiled, &compiled_run_only] {
+            let registers = c.word_registers() as u32;
+            for i in 0..c.code_len() {
+                if let Some(dst) = c.word_operands(i, |_| {}) {
+                    assert!(dst < registers, "{dst} >= {registers}: {:?}", c.skel.code[i]);
+                }
+            }
+            for &(_, dst, _) in &c.skel.runs {
+                assert!(dst < registers, "run result {dst} >= {registers}: {:?}", c.skel.runs);
+            }
+        }
+        let fresh = std::thread::spawn(move || {
+            let (cfg, block) = crate::synthetic::synthetic_env(SpecId::OSAKA);
+            [0x99u64, 0xa3]
+                .map(|value| {
+                    let db = slot_44(value);
+                    (compiled_run_only.evaluate(&db, &cfg, &block, None), evaluate(&run_only, &db, &cfg, &block, FUEL))
+                })
+                .to_vec()
+        })
+        .join()
+        .expect("evaluates without a panic");
+        for (compact, reference) in fresh {
+            assert_eq!(compact, reference);
+        }
         let (cfg, block) = crate::synthetic::synthetic_env(SpecId::OSAKA);
         for (value, hits) in [(0x99u64, true), (0xa1, false), (0xa3, false), (0xa5, false), (0x10, false)] {
             let db = slot_44(value);
