@@ -1366,13 +1366,14 @@ impl Compiled {
                 }
                 CInst::Word1 { op, dst, a } => w.w[dst as usize] = word1(op, w[a]),
                 CInst::Word2 { op, dst, a, b } => w.w[dst as usize] = word2(op, w[a], w[b]),
-                // The specialized variants: `word2`'s definitions of the same operations.
-                CInst::Add { dst, a, b } => w.w[dst as usize] = w[a].wrapping_add(w[b]),
-                CInst::Sub { dst, a, b } => w.w[dst as usize] = w[a].wrapping_sub(w[b]),
-                CInst::Lt { dst, a, b } => w.w[dst as usize] = U256::from((w[a] < w[b]) as u8),
-                CInst::Gt { dst, a, b } => w.w[dst as usize] = U256::from((w[a] > w[b]) as u8),
-                CInst::Eq { dst, a, b } => w.w[dst as usize] = U256::from((w[a] == w[b]) as u8),
-                CInst::And { dst, a, b } => w.w[dst as usize] = w[a] & w[b],
+                // The specialized variants: `word2` with the operation a constant, so its match
+                // folds away (one definition of each operation).
+                CInst::Add { dst, a, b } => w.w[dst as usize] = word2(Op::Add, w[a], w[b]),
+                CInst::Sub { dst, a, b } => w.w[dst as usize] = word2(Op::Sub, w[a], w[b]),
+                CInst::Lt { dst, a, b } => w.w[dst as usize] = word2(Op::Lt, w[a], w[b]),
+                CInst::Gt { dst, a, b } => w.w[dst as usize] = word2(Op::Gt, w[a], w[b]),
+                CInst::Eq { dst, a, b } => w.w[dst as usize] = word2(Op::Eq, w[a], w[b]),
+                CInst::And { dst, a, b } => w.w[dst as usize] = word2(Op::And, w[a], w[b]),
                 CInst::Word3 { op, dst, a, b, c } => {
                     let args = [w[a], w[b], w[c]];
                     w.w[dst as usize] = fold_word(op, &args).unwrap_or_default();
@@ -1393,23 +1394,17 @@ impl Compiled {
                     }
                 }
                 CInst::Word2Guard { op, dst, a, b, expected, kind, at } => {
-                    let v = word2(op, w[a], w[b]);
-                    w.w[dst as usize] = v;
-                    if v != w[expected] {
+                    if !w.put_expecting(dst, word2(op, w[a], w[b]), expected) {
                         return Err(miss(MissReason::Guard(kind), at));
                     }
                 }
                 CInst::EqGuard { dst, a, b, expected, kind, at } => {
-                    let v = U256::from((w[a] == w[b]) as u8);
-                    w.w[dst as usize] = v;
-                    if v != w[expected] {
+                    if !w.put_expecting(dst, word2(Op::Eq, w[a], w[b]), expected) {
                         return Err(miss(MissReason::Guard(kind), at));
                     }
                 }
                 CInst::LtGuard { dst, a, b, expected, kind, at } => {
-                    let v = U256::from((w[a] < w[b]) as u8);
-                    w.w[dst as usize] = v;
-                    if v != w[expected] {
+                    if !w.put_expecting(dst, word2(Op::Lt, w[a], w[b]), expected) {
                         return Err(miss(MissReason::Guard(kind), at));
                     }
                 }
@@ -1565,6 +1560,16 @@ pub fn evaluation_of(applying: Result<(Applied, usize), Miss>) -> (Evaluation, O
 struct Regs<'a> {
     k: &'a [U256],
     w: &'a mut [U256],
+}
+
+impl Regs<'_> {
+    /// Writes `v` to computed register `dst`; whether it equals register `expected` (a fused
+    /// guard holds).
+    #[inline(always)]
+    fn put_expecting(&mut self, dst: u32, v: U256, expected: u32) -> bool {
+        self.w[dst as usize] = v;
+        v == self[expected]
+    }
 }
 
 impl std::ops::Index<u32> for Regs<'_> {
