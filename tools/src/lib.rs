@@ -5,5 +5,6 @@ pub mod bench;
 pub mod diff;
 pub mod evaluate;
 pub mod live;
+pub mod machine;
 pub mod plot;
 pub mod replay;

@@ -105,7 +105,8 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
-    /// Benchmarks: `merge` (evaluation cost of a merged program as its futures grow).
+    /// Benchmarks: `hit` (where a hit's time goes), `merge` (evaluation cost of a merged
+    /// program as its futures grow), `machine` (load latency and thread round trip).
     Bench {
         #[command(subcommand)]
         what: BenchCommand,
@@ -190,6 +191,10 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         reps: usize,
     },
+    /// The machine's load latency by working set and a cache line's round trip between two
+    /// threads, in about a second: what moves the import's ratios from one machine (or one
+    /// day of a VM) to another; report it beside a measurement.
+    Machine,
     /// Evaluation time of one transaction's programs merged into one tree, as the number of
     /// merged futures grows, beside the same programs tried one after another.
     Merge {
@@ -344,6 +349,7 @@ fn main() -> ExitCode {
             bench_merge(data, &blocks, max, reps)
         }
         Command::Bench { what: BenchCommand::Hit { data, blocks, reps } } => bench_hit(data, &blocks, reps),
+        Command::Bench { what: BenchCommand::Machine } => bench_machine(),
         Command::Serve {
             node,
             listen,
@@ -602,6 +608,19 @@ fn bench_hit(data: Option<PathBuf>, numbers: &[u64], reps: usize) -> Result<bool
 }
 
 /// Runs `prescient bench merge`.
+fn bench_machine() -> Result<bool> {
+    let probe = prescient_tools::machine::probe();
+    println!("{:>12}  {:>8}", "working set", "load ns");
+    for row in &probe.latency {
+        println!("{:>9} KiB  {:>8.1}", row.bytes >> 10, row.load_ns);
+    }
+    match probe.round_trip_ns {
+        Some(ns) => println!("round trip between two threads: {ns:.0} ns"),
+        None => println!("round trip between two threads: not measured (no second thread ran)"),
+    }
+    Ok(true)
+}
+
 fn bench_merge(data: Option<PathBuf>, numbers: &[u64], max: usize, reps: usize) -> Result<bool> {
     let dir = locate_data_dir(data.as_deref())?;
     let dataset = Dataset::open(&dir).wrap_err_with(|| format!("opening {}", dir.display()))?;
