@@ -938,8 +938,18 @@ fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     spin_for(|| taken(lock.try_read()))
 }
 
+/// The write lock: spun for like the others at first, then queued for as std queues a
+/// writer, which holds new readers back (std's futex lock fails a `try_read` while a writer
+/// waits). With many threads reading, a writer that only spun could find no moment without a
+/// reader.
 fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    spin_for(|| taken(lock.try_write()))
+    for _ in 0..YIELD_EVERY {
+        if let Some(guard) = taken(lock.try_write()) {
+            return guard;
+        }
+        std::hint::spin_loop();
+    }
+    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Whether two reads of an account are the same to an execution: existence, balance, nonce,
