@@ -23,9 +23,8 @@
 //! - the **reference**, sequential revm ([`execute_block`], [`execute_tx`]), which lives in
 //!   `ir::reference` because the oracle, below every tier, needs it;
 //! - the **program-first import** ([`import_block`]), here;
-//! - the **parallel fallback** (Block-STM family), still to be written, as `parallel.rs` in
-//!   this folder; its tests and the shadow import compare it with the reference through
-//!   `oracle::compare_block`.
+//! - the **parallel fallback** (Block-STM family, [`parallel`]); its tests and the shadow
+//!   import compare it with the reference through `oracle::compare_block`.
 //!
 //! Every executor builds its EVM with `ir::reference::evm`, and commits a hit with
 //! `Applied::commit_to`.
