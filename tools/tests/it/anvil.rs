@@ -254,6 +254,14 @@ async fn import_of_competing_transactions_equals_anvil() {
             (all && s["queued"] == json!(0) && s["inFlight"] == json!(0)).then_some(())
         })
         .await;
+        // The recorder is another process: the block is mined only once it has logged every
+        // transaction (it appends and flushes one line per arrival), so that "heard before
+        // the block" below is a fact of the run and not a race with its scheduling.
+        wait_for("the recorder to log every pending transaction", Duration::from_secs(60), || async {
+            let logged = logged_arrivals(&out);
+            sent.iter().all(|h| logged.contains(&h.to_lowercase())).then_some(())
+        })
+        .await;
         if round == 0 {
             let fast = must(&api, "prescient_fastPath", vec![json!(sent[0])]).await;
             let program = fast["programs"][0]["bincode"].as_str().expect("bincode hex");
@@ -336,10 +344,31 @@ async fn import_of_competing_transactions_equals_anvil() {
         let e = evaluate_block(&loaded, &Default::default(), &options, Some(&arrivals)).expect("evaluate");
         assert!(e.divergences.is_empty(), "block {}: {:?}", b.number, e.divergences);
         if let Some((_, n)) = heard.iter().find(|(number, _)| *number == b.number) {
-            assert_eq!(e.heard(), *n, "every competing transaction was heard before block {}", b.number);
+            let block_ms = loaded.env.timestamp.saturating_to::<u64>() * 1000;
+            let offsets: Vec<Option<i128>> = loaded
+                .txs
+                .iter()
+                .map(|t| t.hash.and_then(|h| arrivals.get(&h)).map(|ms| *ms as i128 - block_ms as i128))
+                .collect();
+            assert_eq!(
+                e.heard(),
+                *n,
+                "every competing transaction was heard before block {} (arrival ms after the block's \
+                 timestamp: {offsets:?}); the recorder's log:\n{log}",
+                b.number
+            );
         }
     }
     let (clean, log) = prescient.terminate(Duration::from_secs(15));
     assert!(clean, "prescient serve did not stop cleanly on SIGTERM:\n{log}");
     assert!(!log.contains("shadow import diverged"), "{log}");
+}
+
+/// The hashes (lowercase hex) of the transactions in a recording's arrival log so far.
+fn logged_arrivals(recording: &std::path::Path) -> std::collections::HashSet<String> {
+    let text = std::fs::read_to_string(recording.join("arrivals.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|a| a["tx"]["hash"].as_str().map(str::to_lowercase))
+        .collect()
 }
