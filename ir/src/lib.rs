@@ -5,6 +5,7 @@ pub mod bloom;
 pub mod compact;
 pub mod interp;
 pub mod keccak;
+pub mod keccak_batch;
 pub mod memo;
 pub mod ops;
 pub mod outcome;

@@ -21,11 +21,15 @@ use std::sync::{
 use alloy::{
     consensus::{Eip658Value, Receipt, ReceiptEnvelope, ReceiptWithBloom, TxType},
     eips::eip2718::Encodable2718,
-    primitives::{Bloom, Log},
-    trie::{EMPTY_ROOT_HASH, HashBuilder, Nibbles, root::adjust_index_for_rlp},
+    primitives::{B256, Bloom, Log},
+    rlp::Encodable,
+    trie::{EMPTY_ROOT_HASH, HashBuilder, Nibbles, nodes::LeafNodeRef, root::adjust_index_for_rlp},
 };
 
-use crate::reference::Receipts;
+use crate::{
+    keccak_batch::{LANES, keccak256_batch},
+    reference::Receipts,
+};
 
 /// What a receipt needs from one transaction.
 #[derive(Clone, Debug)]
@@ -56,6 +60,10 @@ pub struct ReceiptBuilder<F> {
     /// Leaves added to the trie, in key order.
     added: usize,
     buffer: Vec<u8>,
+    /// Leaves encoded and waiting to be hashed together ([`keccak256_batch`]): where each
+    /// goes in the trie, and its node in the buffer of the same position.
+    pending: Vec<Nibbles>,
+    nodes: [Vec<u8>; LANES],
     bloom_of: F,
 }
 
@@ -71,6 +79,8 @@ impl<F: FnMut(&[Log]) -> Bloom> ReceiptBuilder<F> {
             trie: HashBuilder::default(),
             added: 0,
             buffer: Vec::new(),
+            pending: Vec::with_capacity(LANES),
+            nodes: Default::default(),
             bloom_of,
         }
     }
@@ -98,15 +108,56 @@ impl<F: FnMut(&[Log]) -> Bloom> ReceiptBuilder<F> {
     }
 
     /// Adds every leaf whose receipt and predecessors in key order are known.
+    ///
+    /// A block of one transaction has a lone leaf for its trie, which the trie builder hashes
+    /// itself. In a longer block every leaf hangs from a branch at the length of the longest
+    /// prefix its key shares with a neighbour in key order (the keys are known from the
+    /// block's length, and none is a prefix of another). So the leaf's node, and its hash,
+    /// are known as soon as its receipt is: leaves are hashed eight at a time
+    /// ([`keccak256_batch`]) and given to the trie builder as hashed children at that
+    /// position. A receipt's node is always longer than a hash (its bloom alone is 256
+    /// bytes), so the trie holds it by hash, as it would have.
     fn add_ready_leaves(&mut self) {
         while self.added < self.len {
             let index = adjust_index_for_rlp(self.added, self.len);
             let Some(receipt) = self.receipts.get(index) else { break };
             self.buffer.clear();
             receipt.encode_2718(&mut self.buffer);
-            let key = alloy::rlp::encode_fixed_size(&index);
-            self.trie.add_leaf(Nibbles::unpack(&key), &self.buffer);
+            let key = key_of(index);
+            if self.len == 1 {
+                self.trie.add_leaf(key, &self.buffer);
+                self.added += 1;
+                continue;
+            }
+            let shared = |neighbour: Option<usize>| {
+                neighbour
+                    .filter(|n| *n < self.len)
+                    .map_or(0, |n| key.common_prefix_length(&key_of(adjust_index_for_rlp(n, self.len))))
+            };
+            let at = shared(self.added.checked_sub(1)).max(shared(Some(self.added + 1))) + 1;
+            let node = &mut self.nodes[self.pending.len()];
+            node.clear();
+            LeafNodeRef::new(&key.slice(at..), &self.buffer).encode(node);
+            debug_assert!(node.len() >= 32, "a receipt's leaf node is hashed");
+            self.pending.push(key.slice(..at));
             self.added += 1;
+            if self.pending.len() == LANES || self.added == self.len {
+                self.hash_pending();
+            }
+        }
+    }
+
+    /// Hashes the pending leaves together and adds them to the trie, in key order.
+    fn hash_pending(&mut self) {
+        let n = self.pending.len();
+        let mut nodes: [&[u8]; LANES] = [&[]; LANES];
+        for (node, held) in nodes.iter_mut().zip(&self.nodes[..n]) {
+            *node = held;
+        }
+        let mut hashes = [B256::ZERO; LANES];
+        keccak256_batch(&nodes[..n], &mut hashes[..n]);
+        for (at, hash) in self.pending.drain(..).zip(hashes) {
+            self.trie.add_branch(at, hash, false);
         }
     }
 
@@ -118,6 +169,11 @@ impl<F: FnMut(&[Log]) -> Bloom> ReceiptBuilder<F> {
         let receipts_root = if self.len == 0 { EMPTY_ROOT_HASH } else { self.trie.root() };
         Some(Receipts { receipts: self.receipts, gas_used: self.gas_used, logs_bloom: self.logs_bloom, receipts_root })
     }
+}
+
+/// The trie key of the receipt at `index`: `rlp(index)`, as nibbles.
+fn key_of(index: usize) -> Nibbles {
+    Nibbles::unpack(alloy::rlp::encode_fixed_size(&index))
 }
 
 fn envelope(input: ReceiptInput, cumulative_gas_used: u64, logs_bloom: Bloom) -> ReceiptEnvelope {
@@ -460,7 +516,8 @@ mod tests {
     /// and threaded: the same receipts, root, bloom and gas as the block-at-once builder.
     #[test]
     fn streamed_receipts_are_the_block_at_once_receipts() {
-        for len in [0, 1, 2, 3, 31, 32, 33, 126, 127, 128, 129, 130, 255, 256, 257, 300] {
+        let lengths = (0..=40).chain([63, 64, 65, 126, 127, 128, 129, 130, 255, 256, 257, 300, 1_000, 1_425, 4_097]);
+        for len in lengths {
             let outcomes: Vec<TxOutcome> = (0..len).map(outcome).collect();
             let types: Vec<u8> = (0..len).map(|i| (i % 3) as u8).collect();
             let expected = receipts(&outcomes, &types);
