@@ -6,8 +6,8 @@
 //! receipts thread for a third of its time (perf, blocks 13,330,992 and 13,287,210). The
 //! leaves are independent messages, so eight of them go through one permutation of eight
 //! states held lane by lane in AVX-512 registers (`vpternlogq` does θ's three-way xor and
-//! χ in one instruction each, `vprolvq` the rotations), on CPUs that have it; elsewhere each
-//! input is hashed alone, as before.
+//! χ in one instruction each, `vprolvq` the rotations), on CPUs that have it; four at a time
+//! in AVX2 registers on CPUs that have only that; elsewhere each input is hashed alone.
 //!
 //! Written here because no crate does this on stable Rust: the `keccak` crate's parallel
 //! backends need `core::simd` (nightly) and a build-time configuration flag, and
@@ -19,7 +19,7 @@ use alloy::primitives::{B256, keccak256};
 
 /// Bytes absorbed per permutation (Keccak-256: 1600 − 2·256 bits).
 const RATE: usize = 136;
-/// Inputs hashed together by the vector path.
+/// Inputs hashed together at most (the widest vector path's lanes).
 pub const LANES: usize = 8;
 
 /// Inputs longer than this are hashed alone: a group runs as many permutations as its
@@ -31,40 +31,53 @@ pub const LONG: usize = 16 * RATE;
 pub fn keccak256_batch(inputs: &[&[u8]], out: &mut [B256]) {
     assert_eq!(inputs.len(), out.len(), "one output per input");
     #[cfg(target_arch = "x86_64")]
-    if inputs.len() > 1 && std::arch::is_x86_feature_detected!("avx512f") {
-        // Groups of up to eight inputs of at most `LONG` bytes, in order.
-        let mut group: [&[u8]; LANES] = [&[]; LANES];
-        let mut at = [0usize; LANES];
-        let mut n = 0;
-        let flush = |group: &[&[u8]], at: &[usize], out: &mut [B256]| {
-            let mut hashes = [B256::ZERO; LANES];
-            // SAFETY: the CPU has AVX-512F (checked above).
-            unsafe { x86::hash_x8(group, &mut hashes[..group.len()]) };
-            for (i, hash) in at.iter().zip(hashes) {
-                out[*i] = hash;
-            }
-        };
-        for (i, input) in inputs.iter().enumerate() {
-            if input.len() > LONG {
-                out[i] = keccak256(input);
-                continue;
-            }
-            (group[n], at[n]) = (input, i);
-            n += 1;
-            if n == LANES {
-                flush(&group, &at, out);
-                n = 0;
-            }
+    if inputs.len() > 1 {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            return grouped::<{ x86::avx512::LANES }>(inputs, out, |g, o| unsafe { x86::avx512::hash(g, o) });
         }
-        match n {
-            0 => {}
-            1 => out[at[0]] = keccak256(group[0]),
-            n => flush(&group[..n], &at[..n], out),
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return grouped::<{ x86::avx2::LANES }>(inputs, out, |g, o| unsafe { x86::avx2::hash(g, o) });
         }
-        return;
     }
     for (input, out) in inputs.iter().zip(out) {
         *out = keccak256(input);
+    }
+}
+
+/// Hashes `inputs` in groups of up to `N` inputs of at most [`LONG`] bytes, in order, with
+/// `hash_group`; longer inputs, and a group of one, alone.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn grouped<const N: usize>(inputs: &[&[u8]], out: &mut [B256], hash_group: impl Fn(&[&[u8]], &mut [B256])) {
+    let mut group: [&[u8]; N] = [&[]; N];
+    let mut at = [0usize; N];
+    let mut n = 0;
+    let flush = |group: &[&[u8]], at: &[usize], out: &mut [B256]| {
+        if let ([input], [i]) = (group, at) {
+            out[*i] = keccak256(input);
+            return;
+        }
+        let mut hashes = [B256::ZERO; N];
+        hash_group(group, &mut hashes[..group.len()]);
+        for (i, hash) in at.iter().zip(hashes) {
+            out[*i] = hash;
+        }
+    };
+    for (i, input) in inputs.iter().enumerate() {
+        if input.len() > LONG {
+            out[i] = keccak256(input);
+            continue;
+        }
+        (group[n], at[n]) = (input, i);
+        n += 1;
+        if n == N {
+            flush(&group, &at, out);
+            n = 0;
+        }
+    }
+    if n > 0 {
+        flush(&group[..n], &at[..n], out);
     }
 }
 
@@ -86,17 +99,12 @@ fn block_words(input: &[u8], index: usize) -> [u64; RATE / 8] {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use std::arch::x86_64::*;
-
-    use super::{LANES, RATE, block_words};
-    use alloy::primitives::B256;
-
     /// Rotation of each lane (index `x + 5y`) in ρ.
-    const RHO: [i64; 25] =
+    pub(super) const RHO: [i64; 25] =
         [0, 1, 62, 28, 27, 36, 44, 6, 55, 20, 3, 10, 43, 25, 39, 41, 45, 15, 21, 8, 18, 2, 61, 56, 14];
 
     /// ι's round constants.
-    const RC: [u64; 24] = [
+    pub(super) const RC: [u64; 24] = [
         0x0000000000000001,
         0x0000000000008082,
         0x800000000000808a,
@@ -123,84 +131,174 @@ mod x86 {
         0x8000000080008008,
     ];
 
-    /// Keccak-f\[1600\] on eight states at once: lane `i` of every state in `s[i]`.
-    #[target_feature(enable = "avx512f")]
-    fn permute(s: &mut [__m512i; 25]) {
-        let rho: [__m512i; 25] = std::array::from_fn(|i| _mm512_set1_epi64(RHO[i]));
-        let one = _mm512_set1_epi64(1);
-        for rc in RC {
-            // θ: each lane xored with the parities of the two neighbouring columns.
-            let c: [__m512i; 5] = std::array::from_fn(|x| {
-                let three = _mm512_ternarylogic_epi64::<0x96>(s[x], s[x + 5], s[x + 10]);
-                _mm512_ternarylogic_epi64::<0x96>(three, s[x + 15], s[x + 20])
-            });
-            for x in 0..5 {
-                let d = _mm512_xor_si512(c[(x + 4) % 5], _mm512_rolv_epi64(c[(x + 1) % 5], one));
-                for y in 0..5 {
-                    s[x + 5 * y] = _mm512_xor_si512(s[x + 5 * y], d);
+    /// Keccak-f\[1600\] on `LANES` states at once (lane `i` of every state in `s[i]`), and
+    /// the grouped absorb, over the module's vector type `V` and its operations `splat`,
+    /// `xor`, `xor3`, `chi` (`a ^ (!b & c)`), `rol` (by a splat count), `load`, `store`.
+    macro_rules! lanes {
+        ($feature:literal) => {
+            use alloy::primitives::B256;
+
+            use super::{RC, RHO};
+            use crate::keccak_batch::{RATE, block_words};
+
+            #[target_feature(enable = $feature)]
+            fn permute(s: &mut [V; 25]) {
+                let rho: [V; 25] = std::array::from_fn(|i| splat(RHO[i]));
+                let one = splat(1);
+                for rc in RC {
+                    // θ: each lane xored with the parities of the two neighbouring columns.
+                    let c: [V; 5] =
+                        std::array::from_fn(|x| xor3(xor3(s[x], s[x + 5], s[x + 10]), s[x + 15], s[x + 20]));
+                    for x in 0..5 {
+                        let d = xor(c[(x + 4) % 5], rol(c[(x + 1) % 5], one));
+                        for y in 0..5 {
+                            s[x + 5 * y] = xor(s[x + 5 * y], d);
+                        }
+                    }
+                    // ρ and π.
+                    let mut b = [splat(0); 25];
+                    for x in 0..5 {
+                        for y in 0..5 {
+                            b[y + 5 * ((2 * x + 3 * y) % 5)] = rol(s[x + 5 * y], rho[x + 5 * y]);
+                        }
+                    }
+                    // χ.
+                    for y in 0..5 {
+                        for x in 0..5 {
+                            s[x + 5 * y] = chi(b[x + 5 * y], b[(x + 1) % 5 + 5 * y], b[(x + 2) % 5 + 5 * y]);
+                        }
+                    }
+                    // ι.
+                    s[0] = xor(s[0], splat(rc as i64));
                 }
             }
-            // ρ and π.
-            let mut b = [_mm512_setzero_si512(); 25];
-            for x in 0..5 {
-                for y in 0..5 {
-                    b[y + 5 * ((2 * x + 3 * y) % 5)] = _mm512_rolv_epi64(s[x + 5 * y], rho[x + 5 * y]);
+
+            /// Hashes up to `LANES` inputs together into `out`: every input's blocks are
+            /// absorbed in step, and each hash is read as soon as its input's last block went
+            /// in (lanes past their end keep permuting; nothing is read from them again).
+            #[target_feature(enable = $feature)]
+            pub(in crate::keccak_batch) fn hash(inputs: &[&[u8]], out: &mut [B256]) {
+                debug_assert!(inputs.len() <= LANES && inputs.len() == out.len());
+                let blocks: [usize; LANES] = std::array::from_fn(|l| inputs.get(l).map_or(0, |i| i.len() / RATE + 1));
+                let rounds = blocks.iter().copied().max().unwrap_or(0);
+                let mut s = [splat(0); 25];
+                for j in 0..rounds {
+                    // The inputs' words of block `j`, transposed: `words[i]` holds word `i` of
+                    // every input (zero for an input with no block `j`: xoring it changes
+                    // nothing that is read).
+                    let mut words = [[0u64; LANES]; RATE / 8];
+                    for (l, input) in inputs.iter().enumerate() {
+                        if j < blocks[l] {
+                            for (i, w) in block_words(input, j).into_iter().enumerate() {
+                                words[i][l] = w;
+                            }
+                        }
+                    }
+                    for (i, row) in words.iter().enumerate() {
+                        s[i] = xor(s[i], load(row));
+                    }
+                    permute(&mut s);
+                    if (0..inputs.len()).any(|l| blocks[l] == j + 1) {
+                        let lanes: [[u64; LANES]; 4] = std::array::from_fn(|i| store(s[i]));
+                        for (l, out) in out.iter_mut().enumerate().filter(|(l, _)| blocks[*l] == j + 1) {
+                            let mut hash = [0u8; 32];
+                            for (i, lane) in lanes.iter().enumerate() {
+                                hash[i * 8..i * 8 + 8].copy_from_slice(&lane[l].to_le_bytes());
+                            }
+                            *out = B256::new(hash);
+                        }
+                    }
                 }
             }
-            // χ: a ^ (!b & c), one ternary-logic instruction.
-            for y in 0..5 {
-                for x in 0..5 {
-                    s[x + 5 * y] =
-                        _mm512_ternarylogic_epi64::<0xd2>(b[x + 5 * y], b[(x + 1) % 5 + 5 * y], b[(x + 2) % 5 + 5 * y]);
-                }
-            }
-            // ι.
-            s[0] = _mm512_xor_si512(s[0], _mm512_set1_epi64(rc as i64));
-        }
+        };
     }
 
-    /// Hashes up to [`LANES`] inputs together into `out`: every input's blocks are absorbed
-    /// in step, and each hash is read as soon as its input's last block went in (lanes past
-    /// their end keep permuting; nothing is read from them again).
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn hash_x8(inputs: &[&[u8]], out: &mut [B256]) {
-        debug_assert!(inputs.len() <= LANES && inputs.len() == out.len());
-        let blocks: [usize; LANES] = std::array::from_fn(|l| inputs.get(l).map_or(0, |i| i.len() / RATE + 1));
-        let rounds = blocks.iter().copied().max().unwrap_or(0);
-        let mut s = [_mm512_setzero_si512(); 25];
-        for j in 0..rounds {
-            // The eight inputs' words of block `j`, transposed: `words[i]` holds word `i` of
-            // every input (zero for an input with no block `j`: xoring it changes nothing
-            // that is read).
-            let mut words = [[0u64; LANES]; RATE / 8];
-            for (l, input) in inputs.iter().enumerate() {
-                if j < blocks[l] {
-                    for (i, w) in block_words(input, j).into_iter().enumerate() {
-                        words[i][l] = w;
-                    }
-                }
-            }
-            for (i, row) in words.iter().enumerate() {
-                // SAFETY: `row` is 64 readable bytes; the load is unaligned.
-                let row = unsafe { _mm512_loadu_si512(row.as_ptr().cast()) };
-                s[i] = _mm512_xor_si512(s[i], row);
-            }
-            permute(&mut s);
-            if (0..inputs.len()).any(|l| blocks[l] == j + 1) {
-                let mut lanes = [[0u64; LANES]; 4];
-                for (i, lane) in lanes.iter_mut().enumerate() {
-                    // SAFETY: `lane` is 64 writable bytes; the store is unaligned.
-                    unsafe { _mm512_storeu_si512(lane.as_mut_ptr().cast(), s[i]) };
-                }
-                for (l, out) in out.iter_mut().enumerate().filter(|(l, _)| blocks[*l] == j + 1) {
-                    let mut hash = [0u8; 32];
-                    for (i, lane) in lanes.iter().enumerate() {
-                        hash[i * 8..i * 8 + 8].copy_from_slice(&lane[l].to_le_bytes());
-                    }
-                    *out = B256::new(hash);
-                }
-            }
+    /// Eight states in AVX-512 registers: `vpternlogq` does θ's three-way xor and χ in one
+    /// instruction each, `vprolvq` the rotations.
+    pub(super) mod avx512 {
+        use std::arch::x86_64::*;
+
+        type V = __m512i;
+        pub(in crate::keccak_batch) const LANES: usize = 8;
+
+        #[target_feature(enable = "avx512f")]
+        fn splat(x: i64) -> V {
+            _mm512_set1_epi64(x)
         }
+        #[target_feature(enable = "avx512f")]
+        fn xor(a: V, b: V) -> V {
+            _mm512_xor_si512(a, b)
+        }
+        #[target_feature(enable = "avx512f")]
+        fn xor3(a: V, b: V, c: V) -> V {
+            _mm512_ternarylogic_epi64::<0x96>(a, b, c)
+        }
+        #[target_feature(enable = "avx512f")]
+        fn chi(a: V, b: V, c: V) -> V {
+            _mm512_ternarylogic_epi64::<0xd2>(a, b, c)
+        }
+        #[target_feature(enable = "avx512f")]
+        fn rol(a: V, by: V) -> V {
+            _mm512_rolv_epi64(a, by)
+        }
+        #[target_feature(enable = "avx512f")]
+        fn load(row: &[u64; LANES]) -> V {
+            // SAFETY: `row` is 64 readable bytes; the load is unaligned.
+            unsafe { _mm512_loadu_si512(row.as_ptr().cast()) }
+        }
+        #[target_feature(enable = "avx512f")]
+        fn store(v: V) -> [u64; LANES] {
+            let mut row = [0u64; LANES];
+            // SAFETY: `row` is 64 writable bytes; the store is unaligned.
+            unsafe { _mm512_storeu_si512(row.as_mut_ptr().cast(), v) };
+            row
+        }
+
+        lanes!("avx512f");
+    }
+
+    /// Four states in AVX2 registers (no rotate or ternary logic: shifts, and-not, xors).
+    pub(super) mod avx2 {
+        use std::arch::x86_64::*;
+
+        type V = __m256i;
+        pub(in crate::keccak_batch) const LANES: usize = 4;
+
+        #[target_feature(enable = "avx2")]
+        fn splat(x: i64) -> V {
+            _mm256_set1_epi64x(x)
+        }
+        #[target_feature(enable = "avx2")]
+        fn xor(a: V, b: V) -> V {
+            _mm256_xor_si256(a, b)
+        }
+        #[target_feature(enable = "avx2")]
+        fn xor3(a: V, b: V, c: V) -> V {
+            xor(xor(a, b), c)
+        }
+        #[target_feature(enable = "avx2")]
+        fn chi(a: V, b: V, c: V) -> V {
+            xor(a, _mm256_andnot_si256(b, c))
+        }
+        #[target_feature(enable = "avx2")]
+        fn rol(a: V, by: V) -> V {
+            // A shift by 64 gives zero, so a rotation by 0 is `a`.
+            _mm256_or_si256(_mm256_sllv_epi64(a, by), _mm256_srlv_epi64(a, _mm256_sub_epi64(splat(64), by)))
+        }
+        #[target_feature(enable = "avx2")]
+        fn load(row: &[u64; LANES]) -> V {
+            // SAFETY: `row` is 32 readable bytes; the load is unaligned.
+            unsafe { _mm256_loadu_si256(row.as_ptr().cast()) }
+        }
+        #[target_feature(enable = "avx2")]
+        fn store(v: V) -> [u64; LANES] {
+            let mut row = [0u64; LANES];
+            // SAFETY: `row` is 32 writable bytes; the store is unaligned.
+            unsafe { _mm256_storeu_si256(row.as_mut_ptr().cast(), v) };
+            row
+        }
+
+        lanes!("avx2");
     }
 }
 
@@ -234,20 +332,38 @@ mod tests {
         }
     }
 
+    /// Each vector path against `keccak256`, wherever the CPU has it (the batch above takes
+    /// only the widest).
     #[test]
-    fn the_vector_path_runs_where_the_cpu_has_it() {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            let inputs: Vec<Vec<u8>> = (0..LANES).map(|l| input(300 + l * 50, l as u8)).collect();
-            let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
-            let mut out = vec![B256::ZERO; LANES];
-            // SAFETY: checked above.
-            unsafe { x86::hash_x8(&refs, &mut out) };
-            for (input, hash) in inputs.iter().zip(&out) {
-                assert_eq!(*hash, keccak256(input));
+    fn every_vector_path_the_cpu_has_hashes_as_keccak256_does() {
+        type Hash<'a> = &'a dyn Fn(&[&[u8]], &mut [B256]);
+        let check = |lanes: usize, hash: Hash<'_>| {
+            for group in 2..=lanes {
+                let inputs: Vec<Vec<u8>> = (0..group).map(|l| input(100 + l * 60, l as u8)).collect();
+                let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+                let mut out = vec![B256::ZERO; group];
+                hash(&refs, &mut out);
+                for (input, hash) in inputs.iter().zip(&out) {
+                    assert_eq!(*hash, keccak256(input), "{lanes} lanes, group of {group}");
+                }
             }
-            return;
+        };
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut tested = 0;
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: checked above.
+                check(x86::avx512::LANES, &|g, o| unsafe { x86::avx512::hash(g, o) });
+                tested += 1;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: checked above.
+                check(x86::avx2::LANES, &|g, o| unsafe { x86::avx2::hash(g, o) });
+                tested += 1;
+            }
+            if tested < 2 {
+                eprintln!("this CPU lacks AVX-512F or AVX2: only {tested} vector path(s) tested");
+            }
         }
-        eprintln!("no AVX-512F on this CPU: only the scalar path was tested");
     }
 }
