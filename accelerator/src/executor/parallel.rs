@@ -845,12 +845,13 @@ struct ReceiptStage {
 
 impl ReceiptStage {
     /// The stage of a block whose first `results` ran in order before the threads started.
+    /// Their receipts are queued, not built here: the threads add them as they start, beside
+    /// the first commits (a prefix of 500 transfers is about 0.2 ms of receipts, which this
+    /// thread, the committer, used to build before anything else).
     fn new(txs: &[TxEnv], results: &[ExecutionResult]) -> Self {
-        let mut builder = receipt_builder(txs.len());
-        for (tx, result) in txs.iter().zip(results) {
-            builder.push(receipt_input(tx, result, None));
-        }
-        Self { queue: Mutex::new(Vec::new()), builder: Mutex::new((builder, Vec::new())) }
+        let mut queue = Vec::with_capacity(txs.len());
+        queue.extend(txs.iter().zip(results).map(|(tx, result)| receipt_input(tx, result, None)));
+        Self { queue: Mutex::new(queue), builder: Mutex::new((receipt_builder(txs.len()), Vec::new())) }
     }
 
     /// Queues the next committed transaction's receipt (the caller commits in block order).
