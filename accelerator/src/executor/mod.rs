@@ -289,8 +289,8 @@ where
     // Most transactions touch two or three accounts the block has not touched yet: room
     // for them now, rather than the cache's table growing (and rehashing) along the block.
     db.cache.accounts.reserve(txs.len() * 2);
-    // The next transaction's program is looked up one ahead and prefetched while this one
-    // runs (see `Accelerated::prefetch`).
+    // The programs of the next transactions are prefetched in stages while this one runs
+    // (see `Accelerated::prefetch_header`).
     let program = |index: usize| txs.get(index).and_then(|tx| programs.get(index, &tx.hash));
     let ahead = pre_block.and_then(|view| ahead::Ahead::new(cfg, block, txs, view, |i| program(i).is_none()));
     let mut side = ahead.as_ref().map(|ahead| move || ahead.step());
@@ -307,8 +307,17 @@ where
             // One result, reused by every transaction: a hit fills it in place.
             let mut applied = Applied::new();
             for (index, tx) in txs.iter().enumerate() {
-                if let Some(next) = program(index + 1) {
-                    next.prefetch();
+                if let Some(p) = program(index + 4) {
+                    p.prefetch_header();
+                }
+                if let Some(p) = program(index + 3) {
+                    p.prefetch_tree_header();
+                }
+                if let Some(p) = program(index + 2) {
+                    p.prefetch_own();
+                }
+                if let Some(p) = program(index + 1) {
+                    p.prefetch_skeleton();
                 }
                 let accelerated = program(index);
                 let executed = match (&ahead, accelerated) {
