@@ -61,10 +61,11 @@ impl KeccakMemo {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn input(len: usize, seed: u8) -> Vec<u8> {
+    /// A test input of `len` bytes, different for each `seed`.
+    pub(crate) fn input(len: usize, seed: u8) -> Vec<u8> {
         (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
     }
 

@@ -290,10 +290,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn input(len: usize, seed: u8) -> Vec<u8> {
-        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
-    }
+    use crate::keccak::tests::input;
 
     /// Every path this CPU has, on every length around the rate's multiples (and long
     /// inputs, hashed alone between the groups), in batches of every size up to two groups
