@@ -336,7 +336,7 @@ where
     // The clock is read every `CLOCK_EVERY` transactions: at 25-50 ns a read on a VM, reading
     // it before each cheap transaction cost a block that ends up sequential about 1% against
     // sequential revm, which reads no clock.
-    let due = |done: usize| done.is_multiple_of(CLOCK_EVERY);
+    let due = |done: usize| done % CLOCK_EVERY == 0;
     while results.len() < txs.len() && until.is_none_or(|until| !due(results.len()) || Instant::now() < until) {
         let index = results.len();
         let res = evm.transact(txs[index].clone()).map_err(|e| rejected(index, e))?;
