@@ -313,14 +313,10 @@ fn pool(workers: usize) -> Option<Arc<rayon::ThreadPool>> {
     }
 }
 
-/// Transactions run in order between two reads of the clock while a deadline is set.
-const CLOCK_EVERY: usize = 4;
-
 /// Sequential revm on `txs[results.len()..]`, one transaction after another, each committed,
-/// until every one ran or `until` passed (seen at most `CLOCK_EVERY - 1` transactions late);
-/// `committed(k, result)` after transaction `k`. The one in-order loop of this module: a
-/// sequential block, the prefix before the threads start, and the rest once speculation
-/// stopped.
+/// until every one ran or `until` passed; `committed(k, result)` after transaction `k`. The one
+/// in-order loop of this module: a sequential block, the prefix before the threads start, and
+/// the rest once speculation stopped.
 fn run_in_order<'db, D, P>(
     evm: &mut Evm<MainnetContext<&'db mut CacheDB<D>>, (), MainnetInstructions<'db, D>, P, EthFrame>,
     txs: &[TxEnv],
@@ -333,11 +329,7 @@ where
     D::Error: DBErrorMarker + fmt::Display,
     P: PrecompileProvider<MainnetContext<&'db mut CacheDB<D>>, Output = InterpreterResult>,
 {
-    // The clock is read every `CLOCK_EVERY` transactions: at 25-50 ns a read on a VM, reading
-    // it before each cheap transaction cost a block that ends up sequential about 1% against
-    // sequential revm, which reads no clock.
-    let due = |done: usize| done % CLOCK_EVERY == 0;
-    while results.len() < txs.len() && until.is_none_or(|until| !due(results.len()) || Instant::now() < until) {
+    while results.len() < txs.len() && until.is_none_or(|until| Instant::now() < until) {
         let index = results.len();
         let res = evm.transact(txs[index].clone()).map_err(|e| rejected(index, e))?;
         evm.ctx.db_mut().commit(res.state);
