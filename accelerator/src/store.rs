@@ -57,18 +57,13 @@ pub struct Accelerated {
 }
 
 impl Accelerated {
-    /// Prefetches what running it reads first: its read sets' inline entries and its merged
-    /// tree ([`ir::compact::Compiled::prefetch`]). (Prefetching native code too, up to 64
-    /// KiB of it, made no measurable difference to whole-block import, and was dropped.)
-    pub fn prefetch(&self) {
-        self.prefetch_tree_header();
-        self.prefetch_own();
-        self.prefetch_skeleton();
-    }
-
-    /// [`Accelerated::prefetch`] in the four stages an import runs ahead of a transaction,
-    /// furthest first; each reads only pointers the stage before brought into the caches
-    /// (see [`ir::compact::Compiled::prefetch`]). Stage 4: this struct.
+    /// Prefetches what running it reads first (its read sets' inline entries and its merged
+    /// tree) in the four stages an import runs ahead of a transaction, furthest first; each
+    /// reads only pointers the stage before brought into the caches (see
+    /// [`ir::compact::Compiled::prefetch_own`]). (Prefetching native code too, up to 64 KiB
+    /// of it, made no measurable difference to whole-block import, and was dropped.)
+    ///
+    /// Stage 4: this struct.
     pub fn prefetch_header(&self) {
         ir::compact::prefetch_value(self);
     }

@@ -1131,23 +1131,16 @@ impl Compiled {
     }
 
     /// Asks the CPU to bring the memory an evaluation reads (the tree, its instructions,
-    /// constants and byte strings) into its caches, without waiting for it. An import calls
-    /// it for the next transaction's program while it runs the current one: a block's
-    /// programs are cold by then, and fetching them on demand cost a transfer's hit more
-    /// than its evaluation.
+    /// constants and byte strings) into its caches, without waiting for it: a block's
+    /// programs are cold when an import reaches them, and fetching them on demand cost a
+    /// transfer's hit more than its evaluation. Each step reads pointers from memory the step
+    /// before brought in, so an import runs them in stages, transactions ahead: the struct
+    /// itself ([`prefetch_value`]), then this, then [`Compiled::prefetch_skeleton`]. Done all
+    /// at once, the reads of this struct and of the skeleton's counts waited for memory, 6%
+    /// of a large block's import (perf, 13,330,992).
     ///
-    /// Each step reads pointers from memory the step before brought in, so an import runs
-    /// them in stages, several transactions ahead ([`Compiled::prefetch_own`], then
-    /// [`Compiled::prefetch_skeleton`]; the struct itself before them, with
-    /// [`prefetch_value`]): done all at once, the reads of this struct and of the skeleton's
-    /// counts waited for memory, 6% of a large block's import (perf, 13,330,992).
-    pub fn prefetch(&self) {
-        self.prefetch_own();
-        self.prefetch_skeleton();
-    }
-
-    /// The registers' template, the byte strings and the skeleton's header (with its
-    /// counts), read from this struct.
+    /// This step: the registers' template, the byte strings and the skeleton's header (with
+    /// its counts), read from this struct.
     pub fn prefetch_own(&self) {
         prefetch_slice(&self.words);
         prefetch_slice(&self.ranges);
@@ -1157,7 +1150,8 @@ impl Compiled {
         prefetch_bytes(Arc::as_ptr(&self.skel).cast::<u8>().wrapping_sub(counts), counts + size_of::<Skeleton>());
     }
 
-    /// The skeleton's code and tables, read from its header.
+    /// The last step of [`Compiled::prefetch_own`]'s chain: the skeleton's code and tables,
+    /// read from its header.
     pub fn prefetch_skeleton(&self) {
         // A skeleton other programs share (a transfer's, say) is run often enough to be in
         // the caches already: asking for its lines again only fills the queue of misses.

@@ -22,7 +22,8 @@ use alloy::primitives::{B256, keccak256};
 
 /// Bytes absorbed per permutation (Keccak-256: 1600 − 2·256 bits).
 const RATE: usize = 136;
-/// Inputs hashed together at most (the widest vector path's lanes).
+/// Inputs hashed together at most (the AVX-512 path's lanes: eight 64-bit lanes of a
+/// 512-bit register).
 pub const LANES: usize = 8;
 
 /// Inputs longer than this are hashed alone: a group runs as many permutations as its
@@ -76,7 +77,7 @@ pub fn keccak256_batch_on(path: Path, inputs: &[&[u8]], out: &mut [B256]) {
     match path {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX-512F (asserted above).
-        Path::Avx512 => grouped::<{ x86::avx512::LANES }>(inputs, out, |g, o| unsafe { x86::avx512::hash(g, o) }),
+        Path::Avx512 => grouped::<LANES>(inputs, out, |g, o| unsafe { x86::avx512::hash(g, o) }),
         _ => {
             for (input, out) in inputs.iter().zip(out) {
                 *out = keccak256(input);
@@ -175,8 +176,12 @@ mod x86 {
     pub(super) mod avx512 {
         use std::arch::x86_64::*;
 
+        use alloy::primitives::B256;
+
+        use super::{RC, RHO};
+        use crate::keccak_batch::{LANES, RATE, block_words};
+
         type V = __m512i;
-        pub(in crate::keccak_batch) const LANES: usize = 8;
 
         #[target_feature(enable = "avx512f")]
         fn splat(x: i64) -> V {
@@ -210,11 +215,6 @@ mod x86 {
             unsafe { _mm512_storeu_si512(row.as_mut_ptr().cast(), v) };
             row
         }
-
-        use alloy::primitives::B256;
-
-        use super::{RC, RHO};
-        use crate::keccak_batch::{RATE, block_words};
 
         #[target_feature(enable = "avx512f")]
         fn permute(s: &mut [V; 25]) {

@@ -115,8 +115,8 @@ impl<F: FnMut(&[Log]) -> Bloom> ReceiptBuilder<F> {
     /// block's length, and none is a prefix of another). So the leaf's node, and its hash,
     /// are known as soon as its receipt is: leaves are hashed eight at a time
     /// ([`keccak256_batch`]) and given to the trie builder as hashed children at that
-    /// position. A receipt's node is always longer than a hash (its bloom alone is 256
-    /// bytes), so the trie holds it by hash, as it would have.
+    /// position (a receipt's node is always longer than a hash: its bloom alone is 256
+    /// bytes).
     fn add_ready_leaves(&mut self) {
         while self.added < self.len {
             let index = adjust_index_for_rlp(self.added, self.len);
@@ -129,16 +129,20 @@ impl<F: FnMut(&[Log]) -> Bloom> ReceiptBuilder<F> {
                 self.added += 1;
                 continue;
             }
-            let shared = |neighbour: Option<usize>| {
-                neighbour
-                    .filter(|n| *n < self.len)
-                    .map_or(0, |n| key.common_prefix_length(&key_of(adjust_index_for_rlp(n, self.len))))
-            };
-            let at = shared(self.added.checked_sub(1)).max(shared(Some(self.added + 1))) + 1;
+            let at = hanging_at(&key, self.added, self.len);
             let node = &mut self.nodes[self.pending.len()];
             node.clear();
             LeafNodeRef::new(&key.slice(at..), &self.buffer).encode(node);
-            debug_assert!(node.len() >= 32, "a receipt's leaf node is hashed");
+            if node.len() < 32 {
+                // A node shorter than a hash sits inline in its branch, not by hash: the trie
+                // builder adds it as a leaf (after the hashes before it, in key order). No
+                // receipt gets here (its bloom alone is 256 bytes); the root stays right if
+                // one ever did.
+                self.hash_pending();
+                self.trie.add_leaf(key, &self.buffer);
+                self.added += 1;
+                continue;
+            }
             self.pending.push(key.slice(..at));
             self.added += 1;
             if self.pending.len() == LANES || self.added == self.len {
@@ -150,6 +154,9 @@ impl<F: FnMut(&[Log]) -> Bloom> ReceiptBuilder<F> {
     /// Hashes the pending leaves together and adds them to the trie, in key order.
     fn hash_pending(&mut self) {
         let n = self.pending.len();
+        if n == 0 {
+            return;
+        }
         let mut nodes: [&[u8]; LANES] = [&[]; LANES];
         for (node, held) in nodes.iter_mut().zip(&self.nodes[..n]) {
             *node = held;
@@ -169,6 +176,16 @@ impl<F: FnMut(&[Log]) -> Bloom> ReceiptBuilder<F> {
         let receipts_root = if self.len == 0 { EMPTY_ROOT_HASH } else { self.trie.root() };
         Some(Receipts { receipts: self.receipts, gas_used: self.gas_used, logs_bloom: self.logs_bloom, receipts_root })
     }
+}
+
+/// Where the leaf of `key`, the `position`-th of `len >= 2` in key order, hangs: the length of
+/// its key's part above it (one nibble past the longest prefix it shares with a neighbour in
+/// key order). The rest of the key is the leaf node's path.
+fn hanging_at(key: &Nibbles, position: usize, len: usize) -> usize {
+    let shared = |neighbour: Option<usize>| {
+        neighbour.filter(|n| *n < len).map_or(0, |n| key.common_prefix_length(&key_of(adjust_index_for_rlp(n, len))))
+    };
+    shared(position.checked_sub(1)).max(shared(Some(position + 1))) + 1
 }
 
 /// The trie key of the receipt at `index`: `rlp(index)`, as nibbles.
@@ -540,6 +557,33 @@ mod tests {
             assert_eq!(streamed.receipts, expected.receipts, "receipts, {len} txs");
             assert_eq!(streamed.logs_bloom, expected.logs_bloom, "bloom, {len} txs");
             assert_eq!(streamed.gas_used, expected.gas_used, "gas, {len} txs");
+        }
+    }
+
+    /// The scheme the builder relies on, for any values: a trie of `rlp(index)` keys built
+    /// from leaves hashed ahead (`add_branch` at [`hanging_at`]) where their node is 32 bytes
+    /// or more, and from plain leaves where it is shorter (the builder's fallback, which no
+    /// receipt reaches), mixed in key order, has the root of the same trie built leaf by leaf.
+    #[test]
+    fn leaves_hashed_ahead_give_the_trie_of_plain_leaves() {
+        for len in [2, 3, 16, 17, 127, 128, 129, 300] {
+            // Short and long values mixed (short ones give nodes under 32 bytes).
+            let value = |index: usize| vec![index as u8; if index.is_multiple_of(3) { 4 } else { 120 }];
+            let (mut plain, mut ahead) = (HashBuilder::default(), HashBuilder::default());
+            for position in 0..len {
+                let index = adjust_index_for_rlp(position, len);
+                let key = key_of(index);
+                plain.add_leaf(key, &value(index));
+                let at = hanging_at(&key, position, len);
+                let mut node = Vec::new();
+                LeafNodeRef::new(&key.slice(at..), &value(index)).encode(&mut node);
+                if node.len() < 32 {
+                    ahead.add_leaf(key, &value(index));
+                } else {
+                    ahead.add_branch(key.slice(..at), alloy::primitives::keccak256(&node), false);
+                }
+            }
+            assert_eq!(ahead.root(), plain.root(), "{len} leaves");
         }
     }
 
