@@ -51,7 +51,8 @@
 //! - by time: the first [`ParallelConfig::sequential_for`] runs sequentially, and nothing is
 //!   speculated when the rest, estimated at the prefix's pace, would take less than
 //!   [`ParallelConfig::min_rest`] (waking a thread costs a good part of what two threads could
-//!   save on it);
+//!   save on it) or less than [`ParallelConfig::min_tx_time`] a transaction (coordination costs
+//!   more than such a transaction; the threads build receipts beside the in-order run);
 //! - by what happens: more than [`ParallelConfig::max_reexecuted`] of the transactions
 //!   committed in parallel had to run again, the first 16 took less than
 //!   [`ParallelConfig::min_tx_time`] each, or a window of 64 commits took more wall time than
@@ -341,7 +342,7 @@ where
     // The clock is read once the transactions since the last reading used `CLOCK_EVERY_GAS`
     // (about every third plain transfer, after every call of some weight): with a reading per
     // transaction (and the senders' map before the prefix) blocks that end up sequential
-    // measured 0.984x-0.988x, 0.993x-0.995x without; one every fourth transaction, whatever
+    // measured 0.984x-0.988x, 0.990x-1.004x without; one every fourth transaction, whatever
     // it cost, let the prefix run up to three expensive transactions late.
     let mut unclocked = CLOCK_EVERY_GAS;
     while results.len() < txs.len() {
