@@ -1123,7 +1123,22 @@ pub struct ViewError(String);
 
 impl DBErrorMarker for ViewError {}
 
-impl<D> View<'_, '_, D> {
+/// A view's read after speculation stopped.
+const STOPPED: &str = "speculation stopped";
+
+impl<'a, D> View<'_, 'a, D> {
+    /// The committed state, read-locked; an error once speculation stopped. The thread that
+    /// stopped it holds the write lock for the whole in-order rest, and nothing speculative is
+    /// committed after the stop: an execution that waited for the lock here kept its thread
+    /// spinning until the block ended instead of building receipts beside the in-order run
+    /// (on eight blocks that stop speculating, no difference measured: 1.390x against 1.388x).
+    fn state(&self) -> Result<RwLockReadGuard<'_, &'a mut CacheDB<D>>, ViewError> {
+        spin_for(|| match taken(self.shared.state.try_read()) {
+            Some(guard) => Some(Ok(guard)),
+            None => (!self.shared.speculate.load(Ordering::Acquire)).then(|| Err(ViewError(STOPPED.into()))),
+        })
+    }
+
     /// Calls `f` on the speculative executions of lower uncommitted transactions that wrote
     /// `address`, highest first, until it returns a value.
     fn lower<T>(&self, address: &Address, mut f: impl FnMut(&Speculative) -> Option<T>) -> Option<T> {
@@ -1150,7 +1165,7 @@ where
         let info = match self.lower(&address, |s| s.account(&address)) {
             Some(info) => info,
             None => {
-                let db = read(&self.shared.state);
+                let db = self.state()?;
                 db.basic_ref(address).map_err(|e| ViewError(e.to_string()))?
             }
         };
@@ -1159,7 +1174,7 @@ where
     }
 
     fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, Self::Error> {
-        let db = read(&self.shared.state);
+        let db = self.state()?;
         db.code_by_hash_ref(code_hash).map_err(|e| ViewError(e.to_string()))
     }
 
@@ -1168,7 +1183,7 @@ where
         let value = match lower {
             Some(value) => value,
             None => {
-                let db = read(&self.shared.state);
+                let db = self.state()?;
                 db.storage_ref(address, key).map_err(|e| ViewError(e.to_string()))?
             }
         };
@@ -1177,7 +1192,7 @@ where
     }
 
     fn block_hash(&mut self, number: u64) -> Result<B256, Self::Error> {
-        let db = read(&self.shared.state);
+        let db = self.state()?;
         db.block_hash_ref(number).map_err(|e| ViewError(e.to_string()))
     }
 }
