@@ -583,6 +583,9 @@ where
     /// One thread's work: claim and execute transactions while speculation pays, committing
     /// what is ready between them; then help commit the rest.
     fn work(&self) {
+        // A panic on this thread (a bug in an execution) stops the others, which would
+        // otherwise wait for its commits forever and keep the scope from passing the panic on.
+        let _fail_on_panic = FailOnPanic(&self.failed);
         let n = self.txs.len();
         let view = View { shared: self, index: 0, reads: Vec::new() };
         let mut evm = cached_evm(view, self.cfg, self.block, &self.precompiles);
@@ -957,6 +960,17 @@ impl ReceiptStage {
     }
 }
 
+/// Sets the flag when dropped while its thread unwinds.
+struct FailOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for FailOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+}
+
 /// How a thread takes part in committing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Commit {
@@ -1235,6 +1249,21 @@ mod tests {
             nonce,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_thread_that_panics_fails_the_block_for_the_others() {
+        let failed = AtomicBool::new(false);
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _guard = FailOnPanic(&failed);
+            panic!("a bug in an execution");
+        }));
+        assert!(unwound.is_err());
+        assert!(failed.load(Ordering::Acquire));
+        // A thread that ends normally leaves the flag alone.
+        let failed = AtomicBool::new(false);
+        drop(FailOnPanic(&failed));
+        assert!(!failed.load(Ordering::Acquire));
     }
 
     #[test]
