@@ -149,6 +149,12 @@ pub struct ParallelConfig {
     /// 0.84x. Without a prefix (`sequential_for` zero, or spent before the first transaction)
     /// nothing is estimated.
     pub min_rest: Duration,
+    /// How long the committer waits for a claimed transaction between two readings of its
+    /// thread's CPU clock (see [`Watch`]).
+    pub watch_window: Duration,
+    /// Tests: a claimed transaction is taken over once the committer waited a window for it,
+    /// whether its thread runs or not (the exactness of a takeover does not depend on why).
+    pub take_over_running: bool,
 }
 
 impl Default for ParallelConfig {
@@ -162,6 +168,8 @@ impl Default for ParallelConfig {
             sequential_for: Duration::from_micros(500),
             max_wall_per_executed: 0.9,
             min_rest: Duration::from_millis(1),
+            watch_window: Duration::from_micros(100),
+            take_over_running: false,
         }
     }
 }
@@ -177,9 +185,13 @@ pub struct ParallelStats {
     /// Transactions executed again on the committed state after their speculative execution
     /// read a value that changed (or failed on its view).
     pub reexecuted: usize,
-    /// Transactions executed once, in order, on the committed state (a small block, or after
-    /// speculation stopped).
+    /// Transactions executed once, in order, on the committed state (a small block, after
+    /// speculation stopped, or taken over).
     pub in_order: usize,
+    /// Transactions whose claiming thread was descheduled while the committer waited for them
+    /// (see [`Watch`]): executed on the committed state by the committer, the claimer's result
+    /// discarded. Counted in `in_order` too.
+    pub taken_over: usize,
     /// The index from which speculation was stopped, if it was (the end of the sequential
     /// prefix when the block's shape or a short rest ruled it out).
     pub stopped_at: Option<usize>,
@@ -275,6 +287,11 @@ where
         max_wall_per_executed: config.max_wall_per_executed,
         executed_ns: AtomicU64::new(0),
         precompiles: PrecompileCache::default(),
+        joined: AtomicUsize::new(0),
+        executing: (0..threads).map(|_| AtomicUsize::new(usize::MAX)).collect(),
+        clocks: (0..threads).map(|_| std::sync::OnceLock::new()).collect(),
+        watch_window: config.watch_window,
+        take_over_running: config.take_over_running,
     };
     // Worker threads are kept between blocks (a thread started per block costs more than a
     // small block's whole execution: its start and its allocator arena's first pages).
@@ -509,6 +526,8 @@ struct Committer {
     /// When the current payoff window started, and the executing time then (see
     /// [`ParallelConfig::max_wall_per_executed`]).
     window: (Instant, u64),
+    /// The claimed transaction the committer is waiting for, if it waited last time.
+    watch: Option<Watch>,
 }
 
 impl Committer {
@@ -521,6 +540,7 @@ impl Committer {
             pending_fee: U256::ZERO,
             fee_touched: false,
             window: (Instant::now(), 0),
+            watch: None,
         }
     }
 
@@ -573,6 +593,14 @@ struct Shared<'a, D> {
     /// Precompile results of this block's executions: an execution again (after a conflict,
     /// or in order after speculation stopped) reuses what its speculative run computed.
     precompiles: PrecompileCache,
+    /// How many threads started working (each takes the next number).
+    joined: AtomicUsize,
+    /// For each thread, the transaction it claimed and has not finished (`usize::MAX`: none).
+    executing: Vec<AtomicUsize>,
+    /// For each thread, its CPU clock (see [`Watch`]).
+    clocks: Vec<std::sync::OnceLock<CpuClock>>,
+    watch_window: Duration,
+    take_over_running: bool,
 }
 
 impl<D> Shared<'_, D>
@@ -586,6 +614,10 @@ where
         // A panic on this thread (a bug in an execution) stops the others, which would
         // otherwise wait for its commits forever and keep the scope from passing the panic on.
         let _fail_on_panic = FailOnPanic(&self.failed);
+        let me = self.joined.fetch_add(1, Ordering::AcqRel).min(self.executing.len() - 1);
+        if let Some(clock) = CpuClock::of_this_thread() {
+            let _ = self.clocks[me].set(clock);
+        }
         let n = self.txs.len();
         let view = View { shared: self, index: 0, reads: Vec::new() };
         let mut evm = cached_evm(view, self.cfg, self.block, &self.precompiles);
@@ -608,6 +640,7 @@ where
             if index < self.done.load(Ordering::Acquire) {
                 continue;
             }
+            self.executing[me].store(index, Ordering::Release);
             // A sender's earlier transaction still executing decides this one's nonce and
             // balance: wait for its writes rather than read stale ones.
             if let Some(previous) = self.same_sender[index] {
@@ -624,6 +657,7 @@ where
             let speculative = Arc::new(self.speculate_one(&mut evm, index));
             self.executed_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
             *lock(&self.slots[index]) = Some(speculative.clone());
+            self.executing[me].store(usize::MAX, Ordering::Release);
             if let Some((_, state)) = &speculative.outcome {
                 let mut writers = lock(&self.writers);
                 for (address, _) in state.iter().filter(|(_, a)| a.is_touched()) {
@@ -694,12 +728,20 @@ where
             let speculative = lock(&self.slots[k]).take();
             let (outcome, conflict) = match speculative {
                 Some(speculative) => (self.commit_speculative(speculative, k, &mut committer), true),
-                // Claimed by a worker still executing it, or not claimed yet while workers
-                // still claim: leave it to them.
-                None if how != Commit::Finish || k < self.next.load(Ordering::Acquire) => break,
                 None => {
-                    // Nobody will: keep workers off it and run it here.
-                    self.next.fetch_max(k + 1, Ordering::AcqRel);
+                    let claimed = k < self.next.load(Ordering::Acquire);
+                    if claimed && self.descheduled(k, &mut committer.watch) {
+                        // Its thread is descheduled (or the estimate far off): the block
+                        // would wait for it; run it here, its late result is never taken.
+                        committer.stats.taken_over += 1;
+                    } else if how != Commit::Finish || claimed {
+                        // Claimed by a worker still executing it, or not claimed yet while
+                        // workers still claim: leave it to them.
+                        break;
+                    } else {
+                        // Nobody will: keep workers off it and run it here.
+                        self.next.fetch_max(k + 1, Ordering::AcqRel);
+                    }
                     (None, false)
                 }
             };
@@ -746,6 +788,37 @@ where
             }
         }
         progressed
+    }
+
+    /// Whether the thread executing claimed transaction `k` is descheduled (see [`Watch`]),
+    /// watched across calls through `watch`.
+    fn descheduled(&self, k: usize, watch: &mut Option<Watch>) -> bool {
+        let Some(thread) = self.executing.iter().position(|e| e.load(Ordering::Acquire) == k) else {
+            // Between its claim and recording it, or done and storing its result.
+            *watch = None;
+            return false;
+        };
+        let now = Instant::now();
+        let same = watch.as_ref().filter(|w| w.k == k && w.thread == thread);
+        let Some(w) = same else {
+            *watch = Some(Watch { k, thread, since: now, cpu: None });
+            return false;
+        };
+        if now.duration_since(w.since) < self.watch_window {
+            return false;
+        }
+        if self.take_over_running {
+            return true;
+        }
+        let Some(clock) = self.clocks[thread].get() else { return false };
+        let Some(cpu) = clock.now() else { return false };
+        let descheduled = w.cpu.is_some_and(|before| {
+            // Less than a quarter of the window on a core, and ready to run: waiting for a
+            // core, not for a disk or a lock.
+            cpu.saturating_sub(before).as_nanos() * 4 < now.duration_since(w.since).as_nanos() && clock.runnable()
+        });
+        *watch = Some(Watch { k, thread, since: now, cpu: Some(cpu) });
+        descheduled
     }
 
     /// Whether the window of commits ending now took more wall time than
@@ -954,6 +1027,86 @@ impl ReceiptStage {
         }
         builder.finish()
     }
+}
+
+/// A committer's watch on the thread executing the transaction it waits for.
+///
+/// A thread descheduled mid-execution (a machine with other work, such as a node's own
+/// threads, takes its core for a scheduler slice of milliseconds) would hold the whole block
+/// up: every later commit waits for its transaction. The committer tells a descheduled thread
+/// from a busy one by the thread's CPU clock: when, over a window
+/// ([`ParallelConfig::watch_window`]) or more of waiting, the thread ran for less than a
+/// quarter of it and is runnable (waiting for a core, not sleeping on a disk read), the
+/// committer executes the transaction itself on the committed state (exact, as after a
+/// conflict) and the claimer's result, when it comes, is never taken (readers skip committed
+/// transactions). A busy thread, however long its transaction, is never taken over; the clock
+/// is read only once a wait has lasted a window (a system call, about a microsecond), the
+/// thread's state only when its clock stood still.
+#[derive(Debug)]
+struct Watch {
+    k: usize,
+    thread: usize,
+    since: Instant,
+    /// The thread's CPU time at `since`; `None` on the first look.
+    cpu: Option<Duration>,
+}
+
+/// A thread's CPU clock (time it ran on a core) and its scheduler state.
+#[derive(Clone, Copy, Debug)]
+struct CpuClock {
+    #[cfg(target_os = "linux")]
+    id: libc::clockid_t,
+    #[cfg(target_os = "linux")]
+    tid: libc::pid_t,
+}
+
+impl CpuClock {
+    /// The calling thread's clock, where the platform has one.
+    fn of_this_thread() -> Option<Self> {
+        #[cfg(target_os = "linux")]
+        {
+            let mut id: libc::clockid_t = 0;
+            // SAFETY: `pthread_self` is the calling thread, alive; `id` is a valid out pointer.
+            let ok = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut id) } == 0;
+            // SAFETY: no preconditions.
+            let tid = unsafe { libc::gettid() };
+            ok.then_some(Self { id, tid })
+        }
+        #[cfg(not(target_os = "linux"))]
+        None
+    }
+
+    /// The time the thread ran so far; `None` if the clock cannot be read (the thread ended).
+    fn now(self) -> Option<Duration> {
+        #[cfg(target_os = "linux")]
+        {
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: `ts` is a valid out pointer; an id of an ended thread fails with EINVAL.
+            let ok = unsafe { libc::clock_gettime(self.id, &mut ts) } == 0;
+            ok.then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+        }
+        #[cfg(not(target_os = "linux"))]
+        None
+    }
+
+    /// Whether the thread is running or ready to run (`R` in `/proc`), not sleeping or
+    /// waiting for a disk; `false` if that cannot be read.
+    fn runnable(self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            std::fs::read(format!("/proc/self/task/{}/stat", self.tid))
+                .is_ok_and(|stat| proc_state(&stat) == Some(b'R'))
+        }
+        #[cfg(not(target_os = "linux"))]
+        false
+    }
+}
+
+/// The state letter of a `/proc/<pid>/stat` line: the field after the command, which is in
+/// parentheses and may itself hold spaces and parentheses.
+fn proc_state(stat: &[u8]) -> Option<u8> {
+    let after = stat.iter().rposition(|b| *b == b')')?;
+    stat[after + 1..].iter().copied().find(|b| !b.is_ascii_whitespace())
 }
 
 /// Sets the flag when dropped while its thread unwinds.
@@ -1260,6 +1413,41 @@ mod tests {
         let failed = AtomicBool::new(false);
         drop(FailOnPanic(&failed));
         assert!(!failed.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn a_proc_stat_line_gives_its_state_past_a_command_with_parentheses() {
+        assert_eq!(proc_state(b"4242 (prescient-par) R 1 2 3"), Some(b'R'));
+        assert_eq!(proc_state(b"4242 (a) b) (c)  S 1 2"), Some(b'S'));
+        assert_eq!(proc_state(b"4242 (no state)"), None);
+        assert_eq!(proc_state(b"garbage"), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_thread_clock_runs_while_it_works_and_stands_while_it_sleeps() {
+        let clock = CpuClock::of_this_thread().expect("linux has thread CPU clocks");
+        assert!(clock.runnable(), "the calling thread is running");
+        // Spins until the clock has advanced 2 ms: it runs while the thread works.
+        let (before, deadline) = (clock.now().expect("readable"), Instant::now() + Duration::from_secs(30));
+        while clock.now().expect("readable") < before + Duration::from_millis(2) {
+            assert!(Instant::now() < deadline, "the clock of a spinning thread stood still");
+            std::hint::spin_loop();
+        }
+        // A sleeping thread, seen from another: its clock stands still and it is not runnable.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sleeper = std::thread::spawn(move || {
+            tx.send(CpuClock::of_this_thread().expect("clock")).expect("send");
+            std::thread::sleep(Duration::from_millis(300));
+        });
+        let clock = rx.recv().expect("the sleeper's clock");
+        std::thread::sleep(Duration::from_millis(50));
+        let (a, runnable) = (clock.now().expect("alive"), clock.runnable());
+        std::thread::sleep(Duration::from_millis(50));
+        let b = clock.now().expect("alive");
+        assert!(!runnable, "a sleeping thread is not runnable");
+        assert!(b - a < Duration::from_millis(5), "{a:?} to {b:?} while asleep");
+        sleeper.join().expect("sleeper");
     }
 
     #[test]

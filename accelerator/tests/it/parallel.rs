@@ -17,7 +17,8 @@ use revm::{
 };
 
 /// Runs `txs` sequentially and in parallel on copies of `db` and compares everything; returns
-/// how many transactions the parallel run committed from speculation and executed again.
+/// how many transactions the parallel run committed from speculation, executed again, and
+/// took over from a thread.
 fn compare(
     db: &InMemoryDB,
     cfg: &CfgEnv,
@@ -25,7 +26,7 @@ fn compare(
     txs: &[TxEnv],
     config: &ParallelConfig,
     label: &str,
-) -> (usize, usize) {
+) -> (usize, usize, usize) {
     let mut sequential_db = CacheDB::new(db.clone());
     let reference = execute_block(&mut sequential_db, cfg, block, txs).unwrap_or_else(|e| panic!("{label}: {e}"));
     let mut parallel_db = CacheDB::new(db.clone());
@@ -49,7 +50,14 @@ fn compare(
         txs.len(),
         "{label}: every transaction committed once: {stats:?}"
     );
-    (stats.speculative, stats.reexecuted)
+    assert!(stats.taken_over <= stats.in_order, "{label}: a takeover runs in order: {stats:?}");
+    (stats.speculative, stats.reexecuted, stats.taken_over)
+}
+
+/// [`always_parallel`] where the committer takes over every claimed transaction it finds
+/// unfinished twice (the path of a descheduled thread, exercised whatever the threads do).
+fn taking_over(threads: usize) -> ParallelConfig {
+    ParallelConfig { take_over_running: true, watch_window: std::time::Duration::ZERO, ..always_parallel(threads) }
 }
 
 /// Every block of any size in parallel from its first transaction: no rule chooses sequential.
@@ -72,7 +80,7 @@ fn every_recorded_block_in_parallel_equals_sequential() {
     };
     let dataset = Dataset::open(&dir).expect("open the shared data");
     ir::warm_up();
-    let (mut speculative, mut reexecuted) = (0, 0);
+    let (mut speculative, mut reexecuted, mut taken_over) = (0, 0, 0);
     let (mut blocks, mut stopped) = (0, 0);
     for block_ref in dataset.complete_blocks() {
         let block = dataset.load(block_ref).unwrap_or_else(|e| panic!("block {}: {e}", block_ref.number));
@@ -81,10 +89,13 @@ fn every_recorded_block_in_parallel_equals_sequential() {
         for threads in [2, 4] {
             let config = always_parallel(threads);
             let label = format!("block {} x{threads}", block.number);
-            let (s, r) = compare(&db, &block.cfg, &block.env, &txs, &config, &label);
+            let (s, r, _) = compare(&db, &block.cfg, &block.env, &txs, &config, &label);
             speculative += s;
             reexecuted += r;
         }
+        // A thread's late result after the committer took its transaction over is never used.
+        let label = format!("block {} taking over", block.number);
+        taken_over += compare(&db, &block.cfg, &block.env, &txs, &taking_over(2), &label).2;
         // Where speculation stops because it does not pay (here at once: any wall time is
         // too much), at its first judged window of 64 commits (the second: the first holds
         // the threads' start), the rest runs in order with its receipts built beside it.
@@ -108,11 +119,12 @@ fn every_recorded_block_in_parallel_equals_sequential() {
         blocks += 1;
     }
     eprintln!(
-        "parallel: {blocks} blocks, {speculative} transactions committed from speculation, {reexecuted} executed again"
+        "parallel: {blocks} blocks, {speculative} transactions committed from speculation, {reexecuted} executed \
+         again, {taken_over} taken over"
     );
-    // Both ways of committing, and the stop, must have been exercised for the comparison to
-    // mean anything.
-    assert!(speculative > 0 && reexecuted > 0 && stopped > 0);
+    // Both ways of committing, the stop and the takeover must have been exercised for the
+    // comparison to mean anything.
+    assert!(speculative > 0 && reexecuted > 0 && stopped > 0 && taken_over > 0);
 }
 
 const ALICE: Address = address!("0x1000000000000000000000000000000000000001");
@@ -215,6 +227,8 @@ fn conflicting_synthetic_blocks_in_parallel_equal_sequential() {
                 let config = always_parallel(threads);
                 let label = format!("{spec:?}, coinbase exists {coinbase_exists}, x{threads}");
                 compare(&db, &cfg, &block, &txs, &config, &label);
+                let label = format!("{label}, taking over");
+                compare(&db, &cfg, &block, &txs, &taking_over(threads), &label);
             }
         }
     }
