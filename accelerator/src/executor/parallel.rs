@@ -102,7 +102,7 @@ use revm::{
 const CHEAP_CHECK_AT: usize = 16;
 
 /// How far past the last committed transaction speculation may run, per thread.
-const WINDOW_PER_THREAD: usize = 32;
+const WINDOW_PER_THREAD: usize = 128;
 
 /// Every this many commits, the wall time they took is compared with the time the threads
 /// spent executing ([`ParallelConfig::max_wall_per_executed`]).
