@@ -101,7 +101,10 @@ use revm::{
 /// [`ParallelConfig::min_tx_time`].
 const CHEAP_CHECK_AT: usize = 16;
 
-/// How far past the last committed transaction speculation may run, per thread.
+/// How far past the last committed transaction speculation may run, per thread. At 32, one
+/// long transaction early in a block stopped the other thread 64 transactions on (18,988,207,
+/// whose transaction 23 takes half its time: 1.19x at 32, 1.29x-1.33x at 128); 1,024 measured
+/// the same as 128.
 const WINDOW_PER_THREAD: usize = 128;
 
 /// Every this many commits, the wall time they took is compared with the time the threads
