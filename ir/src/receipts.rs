@@ -10,12 +10,17 @@
 //!
 //! [`build_while`] runs the builder on a second thread, fed through a queue it polls (`Feed`),
 //! while the caller executes the block (the block executor: hits cost about as much as a receipt, so building
-//! them inline would be a third of a fast import). The receipts are those of
+//! them inline would be a third of a fast import). When the caller's block is done before its
+//! receipts, the caller's thread builds the last receipts of the queue and hashes their leaves
+//! while the builder takes the first ([`Feed::help`]). The receipts are those of
 //! [`crate::reference::receipts`], bit for bit (see the tests).
 
-use std::sync::{
-    Arc, Mutex, OnceLock,
-    atomic::{AtomicBool, AtomicUsize, Ordering},
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
 };
 
 use alloy::{
@@ -65,6 +70,23 @@ pub struct ReceiptBuilder<F> {
     pending: Vec<Nibbles>,
     nodes: [Vec<u8>; LANES],
     bloom_of: F,
+    /// Leaf hashes of receipts prepared away from the builder ([`Prepared`]), by index; empty
+    /// until one arrives.
+    hashed: Vec<Option<B256>>,
+    /// Set when a prepared receipt arrived out of order: the block then has no receipts.
+    broken: bool,
+}
+
+/// A receipt built, and its trie leaf hashed, away from its builder (on the block's own
+/// thread once the block is done: [`Feed::help`]).
+#[derive(Debug)]
+struct Prepared {
+    index: usize,
+    receipt: ReceiptEnvelope,
+    bloom: Bloom,
+    /// The hash of the leaf's node; `None` when the node is shorter than a hash (it then sits
+    /// inline in its branch, and the builder adds it as a leaf).
+    leaf: Option<B256>,
 }
 
 impl<F: FnMut(&[Log]) -> Bloom> ReceiptBuilder<F> {
@@ -82,7 +104,27 @@ impl<F: FnMut(&[Log]) -> Bloom> ReceiptBuilder<F> {
             pending: Vec::with_capacity(LANES),
             nodes: Default::default(),
             bloom_of,
+            hashed: Vec::new(),
+            broken: false,
         }
+    }
+
+    /// The next transaction's receipt, built and hashed elsewhere ([`prepare`]).
+    fn push_prepared(&mut self, prepared: Prepared) {
+        if prepared.index != self.receipts.len() || prepared.index >= self.len {
+            self.broken = true;
+            return;
+        }
+        self.gas_used = prepared.receipt.cumulative_gas_used();
+        self.logs_bloom.accrue_bloom(&prepared.bloom);
+        self.receipts.push(prepared.receipt);
+        if let Some(leaf) = prepared.leaf {
+            if self.hashed.is_empty() {
+                self.hashed.resize(self.len, None);
+            }
+            self.hashed[prepared.index] = Some(leaf);
+        }
+        self.add_ready_leaves();
     }
 
     /// The next transaction's receipt. Receipts past the block's length are ignored (the
@@ -121,6 +163,14 @@ impl<F: FnMut(&[Log]) -> Bloom> ReceiptBuilder<F> {
         while self.added < self.len {
             let index = adjust_index_for_rlp(self.added, self.len);
             let Some(receipt) = self.receipts.get(index) else { break };
+            if let Some(leaf) = self.hashed.get(index).copied().flatten() {
+                // Hashed ahead: the leaves pending before it in key order go in first.
+                self.hash_pending();
+                let key = key_of(index);
+                self.trie.add_branch(key.slice(..hanging_at(&key, self.added, self.len)), leaf, false);
+                self.added += 1;
+                continue;
+            }
             self.buffer.clear();
             receipt.encode_2718(&mut self.buffer);
             let key = key_of(index);
@@ -170,7 +220,7 @@ impl<F: FnMut(&[Log]) -> Bloom> ReceiptBuilder<F> {
 
     /// The block's receipts. `None` unless exactly the block's length was pushed.
     pub fn finish(mut self) -> Option<Receipts> {
-        if self.receipts.len() != self.len {
+        if self.receipts.len() != self.len || self.broken {
             return None;
         }
         let receipts_root = if self.len == 0 { EMPTY_ROOT_HASH } else { self.trie.root() };
@@ -186,6 +236,47 @@ fn hanging_at(key: &Nibbles, position: usize, len: usize) -> usize {
         neighbour.filter(|n| *n < len).map_or(0, |n| key.common_prefix_length(&key_of(adjust_index_for_rlp(n, len))))
     };
     shared(position.checked_sub(1)).max(shared(Some(position + 1))) + 1
+}
+
+/// Where the receipt at `index` of a block of `len >= 1` comes in the trie's key order: the
+/// inverse of `adjust_index_for_rlp` (`rlp(0)` sorts after `rlp(1)` to `rlp(127)`).
+fn position_of(index: usize, len: usize) -> usize {
+    match index {
+        0 => (len - 1).min(0x7f),
+        1..=0x7f => index - 1,
+        _ => index,
+    }
+}
+
+/// Builds the receipts of `items` (of a block of `len >= 2`) and hashes their leaves, as
+/// [`ReceiptBuilder`] would: what the block's own thread does for its builder once it has
+/// nothing else to do.
+fn prepare(items: Vec<Item>, len: usize, bloom_of: &(dyn Fn(&[Log]) -> Bloom + Sync), out: &mut Vec<Prepared>) {
+    let mut nodes: [Vec<u8>; LANES] = Default::default();
+    let mut buffer = Vec::new();
+    let first = out.len();
+    for (item, node) in items.into_iter().zip(&mut nodes) {
+        let Item { index, cumulative_gas_used, input } = item;
+        let bloom = input.logs_bloom.unwrap_or_else(|| bloom_of(&input.logs));
+        let receipt = envelope(input, cumulative_gas_used, bloom);
+        buffer.clear();
+        receipt.encode_2718(&mut buffer);
+        let key = key_of(index);
+        let at = hanging_at(&key, position_of(index, len), len);
+        LeafNodeRef::new(&key.slice(at..), &buffer).encode(node);
+        out.push(Prepared { index, receipt, bloom, leaf: None });
+    }
+    let n = out.len() - first;
+    let mut inputs: [&[u8]; LANES] = [&[]; LANES];
+    for (input, node) in inputs.iter_mut().zip(&nodes[..n]) {
+        *input = node;
+    }
+    let mut hashes = [B256::ZERO; LANES];
+    keccak256_batch(&inputs[..n], &mut hashes[..n]);
+    for ((prepared, node), hash) in out[first..].iter_mut().zip(&nodes).zip(hashes) {
+        // A node shorter than a hash sits inline: the builder adds it itself.
+        prepared.leaf = (node.len() >= 32).then_some(hash);
+    }
 }
 
 /// The trie key of the receipt at `index`: `rlp(index)`, as nibbles.
@@ -216,7 +307,7 @@ pub const THREAD_FROM: usize = 32;
 /// the last time when `build_while` returns or unwinds.
 pub fn build_while<R>(
     len: usize,
-    bloom_of: impl Fn(&[Log]) -> Bloom + Send + 'static,
+    bloom_of: impl Fn(&[Log]) -> Bloom + Send + Sync + 'static,
     side: Option<&mut (dyn FnMut() -> bool + Send + '_)>,
     body: impl FnOnce(&mut dyn FnMut(ReceiptInput)) -> R,
 ) -> (R, Option<Receipts>) {
@@ -238,11 +329,16 @@ pub fn build_while<R>(
     let side = side.map(|side| unsafe {
         std::mem::transmute::<&mut (dyn FnMut() -> bool + Send + '_), &'static mut (dyn FnMut() -> bool + Send)>(side)
     });
+    let bloom_of = Arc::new(bloom_of);
     let build = {
         let queue = Arc::clone(&queue);
+        let bloom_of = Arc::clone(&bloom_of);
         move || {
-            let mut builder = ReceiptBuilder::new(len, bloom_of);
-            queue.drain(|input| builder.push(input), side);
+            let mut builder = ReceiptBuilder::new(len, move |logs: &[Log]| bloom_of(logs));
+            let prepared = queue.drain(|input| builder.push(input), side);
+            for prepared in prepared {
+                builder.push_prepared(prepared);
+            }
             builder.finish()
         }
     };
@@ -252,14 +348,22 @@ pub fn build_while<R>(
         // Inputs go over in batches (see `BATCH`); what is left is handed over before the
         // feed closes.
         let mut batch = Vec::with_capacity(BATCH);
+        let (mut index, mut cumulative_gas_used) = (0, 0u64);
         let result = body(&mut |input| {
             let heavy = input.logs.len() >= HEAVY_LOGS;
-            batch.push(input);
+            cumulative_gas_used += input.gas_used;
+            batch.push(Item { index, cumulative_gas_used, input });
+            index += 1;
             if heavy || batch.len() >= BATCH {
                 queue.push_all(&mut batch);
             }
         });
         queue.push_all(&mut batch);
+        // The block is done; its last receipts, if the builder has not taken them yet, are
+        // built here while it builds the others.
+        if index == len {
+            queue.help(len, &*bloom_of);
+        }
         result
     };
     // The long-lived worker when it is free; a thread of this block's own otherwise (another
@@ -372,14 +476,29 @@ impl Worker {
     }
 }
 
+/// One receipt input on its way to the builder, with what the block's thread knows of its
+/// place.
+#[derive(Debug)]
+struct Item {
+    index: usize,
+    cumulative_gas_used: u64,
+    input: ReceiptInput,
+}
+
 /// The inputs on their way from the block's body to the receipts builder.
 #[derive(Debug, Default)]
 struct Feed {
-    queue: Mutex<Vec<ReceiptInput>>,
-    /// Inputs pushed so far (the builder looks at it before taking the lock).
-    pushed: AtomicUsize,
+    /// Inputs in block order; the builder takes them from the front, the block's thread
+    /// (once the block is done) from the back.
+    queue: Mutex<VecDeque<Item>>,
+    /// Inputs in the queue (the builder looks at it before taking the lock).
+    queued: AtomicUsize,
     /// Set once the body pushes no more.
     closed: AtomicBool,
+    /// Set once the block's thread builds no more receipts ([`Feed::help`]), or never will.
+    helped: AtomicBool,
+    /// The receipts the block's thread built, last first.
+    prepared: Mutex<Vec<Prepared>>,
     /// Set while the builder sleeps: only then does the body wake it.
     parked: AtomicBool,
     /// The builder's thread.
@@ -406,18 +525,62 @@ const HEAVY_LOGS: usize = 4;
 
 impl Feed {
     /// Moves every input of `batch` to the queue (leaving it empty).
-    fn push_all(&self, batch: &mut Vec<ReceiptInput>) {
+    fn push_all(&self, batch: &mut Vec<Item>) {
         if batch.is_empty() {
             return;
         }
         let n = batch.len();
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).append(batch);
-        self.pushed.fetch_add(n, Ordering::SeqCst);
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).extend(batch.drain(..));
+        self.queued.fetch_add(n, Ordering::SeqCst);
         self.wake();
+    }
+
+    /// Up to `n` inputs from the front of the queue (`back`: from its back, last first).
+    fn take(&self, n: usize, back: bool, into: &mut Vec<Item>) {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let n = n.min(queue.len());
+        if back {
+            into.extend((0..n).filter_map(|_| queue.pop_back()));
+        } else {
+            into.extend(queue.drain(..n));
+        }
+        self.queued.fetch_sub(n, Ordering::SeqCst);
+    }
+
+    /// Called by the body's thread once the block's `len` inputs are all pushed: closes the
+    /// feed, then builds receipts from the back of the queue, [`LANES`] at a time, until the
+    /// builder (taking from the front) has the rest. The body's thread has nothing else to
+    /// do: the block's import waits for its receipts. Blocks of cheap transactions outrun
+    /// their builder (on a CPU without AVX-512 each receipt's leaf costs about what a hit
+    /// does), and the import then waited up to a third of its time for them.
+    fn help(&self, len: usize, bloom_of: &(dyn Fn(&[Log]) -> Bloom + Sync)) {
+        self.close();
+        if len < 2 {
+            return;
+        }
+        let mut items = Vec::with_capacity(LANES);
+        loop {
+            self.take(LANES, true, &mut items);
+            if items.is_empty() {
+                break;
+            }
+            #[cfg(test)]
+            tests::HELPED.with(|h| h.set(h.get() + items.len()));
+            // Last first, as taken: the builder reverses them.
+            let mut done = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+            prepare(std::mem::take(&mut items), len, bloom_of, &mut done);
+        }
     }
 
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// The block's thread builds no more receipts.
+    fn helped(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.helped.store(true, Ordering::SeqCst);
         self.wake();
     }
 
@@ -429,24 +592,36 @@ impl Feed {
         }
     }
 
-    /// Hands every input to `take` in order until the feed is closed and empty. While none is
-    /// waiting, runs `side` (one unit a call) until it has nothing left or the feed is closed;
-    /// then spins [`SPINS`] polls, then sleeps until the body pushes or closes.
-    fn drain(&self, mut take: impl FnMut(ReceiptInput), mut side: Option<&mut (dyn FnMut() -> bool + Send)>) {
+    /// Hands every input to `take` in order, [`LANES`] at a time, until the feed is closed and
+    /// empty and the block's thread has built what it took from the back; returns what it
+    /// built, the block's last receipts in order. While no input is waiting, runs `side`
+    /// (one unit a call) until it has nothing left or the feed is closed; then spins [`SPINS`]
+    /// polls, then sleeps until the body pushes or closes.
+    fn drain(
+        &self,
+        mut take: impl FnMut(ReceiptInput),
+        mut side: Option<&mut (dyn FnMut() -> bool + Send)>,
+    ) -> Vec<Prepared> {
         let _ = self.builder.set(std::thread::current());
-        let (mut taken, mut idle) = (0, 0u32);
+        let mut idle = 0u32;
         let mut idle_since = None;
-        let mut local = Vec::new();
+        let mut local = Vec::with_capacity(LANES);
         loop {
-            // `closed` is read before the queue: once it is set, every input is in the queue.
+            // `helped` and `closed` are read before the queue: once `closed` is set, every
+            // input is in the queue, and once `helped` is, no more leaves it from the back.
+            let helped = self.helped.load(Ordering::SeqCst);
             let closed = self.closed.load(Ordering::SeqCst);
-            if self.pushed.load(Ordering::SeqCst) > taken {
-                std::mem::swap(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()), &mut local);
-                taken += local.len();
-                local.drain(..).for_each(&mut take);
+            if self.queued.load(Ordering::SeqCst) > 0 {
+                self.take(LANES, false, &mut local);
+                local.drain(..).for_each(|item| take(item.input));
                 (idle, idle_since) = (0, None);
+            } else if helped {
+                let mut prepared = std::mem::take(&mut *self.prepared.lock().unwrap_or_else(|p| p.into_inner()));
+                prepared.reverse();
+                return prepared;
             } else if closed {
-                return;
+                // The block's thread is building the last receipts: a few leaves' time.
+                std::hint::spin_loop();
             } else if let Some(work) = side.as_mut() {
                 if !work() {
                     side = None;
@@ -463,7 +638,7 @@ impl Feed {
                 // Announce the sleep, then look once more: a push or close after this sees
                 // `parked` and wakes the thread (an unpark before the park is kept).
                 self.parked.store(true, Ordering::SeqCst);
-                if self.pushed.load(Ordering::SeqCst) == taken && !self.closed.load(Ordering::SeqCst) {
+                if self.queued.load(Ordering::SeqCst) == 0 && !self.closed.load(Ordering::SeqCst) {
                     std::thread::park_timeout(std::time::Duration::from_millis(10));
                 }
                 self.parked.store(false, Ordering::SeqCst);
@@ -477,7 +652,7 @@ struct Closing<'a>(&'a Feed);
 
 impl Drop for Closing<'_> {
     fn drop(&mut self) {
-        self.0.close();
+        self.0.helped();
     }
 }
 
@@ -558,6 +733,66 @@ mod tests {
             assert_eq!(streamed.logs_bloom, expected.logs_bloom, "bloom, {len} txs");
             assert_eq!(streamed.gas_used, expected.gas_used, "gas, {len} txs");
         }
+    }
+
+    thread_local! {
+        /// Receipts this thread built for its builder ([`Feed::help`]).
+        pub(super) static HELPED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    #[test]
+    fn positions_invert_the_key_order() {
+        for len in 1..=300 {
+            for position in 0..len {
+                let index = adjust_index_for_rlp(position, len);
+                assert_eq!(position_of(index, len), position, "{len} txs, index {index}");
+            }
+        }
+    }
+
+    /// A block done long before its receipts (its builder slowed down by a slow bloom): the
+    /// block's thread builds the last of them, and they are the block-at-once receipts, on
+    /// lengths across the key-order boundaries.
+    #[test]
+    fn the_blocks_thread_builds_the_last_receipts_when_it_is_done_first() {
+        let mut helped = 0;
+        for len in [32, 33, 127, 128, 129, 130, 300] {
+            let outcomes: Vec<TxOutcome> = (0..len).map(outcome).collect();
+            let types: Vec<u8> = (0..len).map(|i| (i % 3) as u8).collect();
+            let expected = receipts(&outcomes, &types);
+            let slow_bloom = |logs: &[Log]| {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                logs_bloom(logs)
+            };
+            let before = HELPED.with(|h| h.get());
+            let (_, built) =
+                build_while(len, slow_bloom, None, |sink| inputs(&outcomes, &types).into_iter().for_each(&mut *sink));
+            helped += HELPED.with(|h| h.get()) - before;
+            let built = built.expect("all pushed");
+            assert_eq!(built.receipts_root, expected.receipts_root, "root, {len} txs");
+            assert_eq!(built.receipts, expected.receipts, "receipts, {len} txs");
+            assert_eq!(built.logs_bloom, expected.logs_bloom, "bloom, {len} txs");
+            assert_eq!(built.gas_used, expected.gas_used, "gas, {len} txs");
+        }
+        assert!(helped > 0, "the block's thread built none of the receipts");
+    }
+
+    /// A prepared receipt out of order leaves the block without receipts.
+    #[test]
+    fn a_prepared_receipt_out_of_order_breaks_the_block() {
+        let len = 4;
+        let outcomes: Vec<TxOutcome> = (0..len).map(outcome).collect();
+        let types = vec![2u8; len];
+        let mut all = inputs(&outcomes, &types).into_iter();
+        let mut builder = ReceiptBuilder::new(len, |logs: &[Log]| logs_bloom(logs));
+        builder.push(all.next().expect("four"));
+        let mut prepared = Vec::new();
+        let skipped = all.nth(1).expect("four");
+        let item = Item { index: 2, cumulative_gas_used: skipped.gas_used, input: skipped };
+        prepare(vec![item], len, &|logs: &[Log]| logs_bloom(logs), &mut prepared);
+        builder.push_prepared(prepared.pop().expect("one"));
+        builder.push(all.next().expect("four"));
+        assert!(builder.finish().is_none());
     }
 
     /// The scheme the builder relies on, for any values: a trie of `rlp(index)` keys built
