@@ -251,14 +251,12 @@ where
     // threads (past the prefix): one runs it in order while the others build the receipts
     // trie.
     let same_sender = if pool.is_some() && left > 0 { same_sender(txs) } else { Vec::new() };
-    let speculate = pool.is_some() && worth_parallel(txs, &same_sender, config) && {
-        let limits = |txs: &[TxEnv]| txs.iter().fold(0u64, |sum, tx| sum.saturating_add(tx.gas_limit));
-        rest_worth_speculating(prefix, limits(&txs[..first]), limits(&txs[first..]), left, config)
-    };
-    // Without speculation the threads pay only for building receipts beside a long rest: a
-    // few left after the prefix are not worth waking a thread for (a block of 579 with 33 left
-    // measured 0.90x-0.97x); they run here.
-    let pool = pool.filter(|_| left > 0 && (speculate || left >= PAYOFF_EVERY));
+    let limits = |txs: &[TxEnv]| txs.iter().fold(0u64, |sum, tx| sum.saturating_add(tx.gas_limit));
+    let estimate = rest_estimate(prefix, limits(&txs[..first]), limits(&txs[first..]));
+    let speculate = pool.is_some()
+        && worth_parallel(txs, &same_sender, config)
+        && estimate.is_none_or(|rest| rest_worth_speculating(rest, left, config));
+    let pool = pool.filter(|_| left > 0 && (speculate || rest_worth_threads(estimate, left, config)));
     if pool.is_none() {
         run_in_order(&mut evm, txs, &mut results, None, |_, _| {})?;
     }
@@ -387,20 +385,33 @@ where
 /// Gas used between two readings of the clock in [`run_in_order`] while a deadline is set.
 const CLOCK_EVERY_GAS: u64 = 60_000;
 
-/// Whether the `left` transactions after a sequential prefix that took `prefix` are worth
-/// speculating on, estimated at the prefix's pace per unit of gas limit (`done` the prefix's
-/// gas limits, `rest` theirs): whether they would take [`ParallelConfig::min_rest`] or more,
-/// and [`ParallelConfig::min_tx_time`] or more each on average. Gas limits, not counts: a
-/// block's first transactions are often its heaviest (a prefix of 18 with one of 3.9 M gas
-/// measured 28 µs per transaction, the 42 after it of 100 k each about half that). A rest of
-/// plain transfers estimated at 1 µs each (14,396,881: 1,252 of its last 1,266) measured
-/// 1.02x-1.10x speculated on and 1.20x-1.24x in order with its receipts built beside it.
-/// Without a prefix there is no pace to go by: yes.
-fn rest_worth_speculating(prefix: Duration, done: u64, rest: u64, left: usize, config: &ParallelConfig) -> bool {
-    if done == 0 {
-        return true;
-    }
-    let estimate = prefix.as_secs_f64() * rest as f64 / done as f64;
+/// How long, in seconds, the transactions after a sequential prefix that took `prefix` would
+/// take at the prefix's pace per unit of gas limit (`done` the prefix's gas limits, `rest`
+/// theirs). Gas limits, not counts: a block's first transactions are often its heaviest (a
+/// prefix of 18 with one of 3.9 M gas measured 28 µs per transaction, the 42 after it of
+/// 100 k each about half that). Without a prefix there is no pace to go by: `None`.
+fn rest_estimate(prefix: Duration, done: u64, rest: u64) -> Option<f64> {
+    (done > 0).then(|| prefix.as_secs_f64() * rest as f64 / done as f64)
+}
+
+/// Whether the `left` transactions after the prefix, estimated at `estimate` seconds
+/// ([`rest_estimate`]) and not speculated on, are worth waking the threads for, to build the
+/// receipts beside them. A short rest is not: it runs on the calling thread. A block of 579
+/// with 33 left measured 0.90x-0.97x with the threads, and with 67 left (estimated at a few
+/// hundred µs) 0.84x, against 0.98x-1.01x without: the rest must be [`PAYOFF_EVERY`]
+/// transactions or more, estimated at [`ParallelConfig::sequential_for`] or more (waking a
+/// thread alone costs 0.1-0.3 ms on this kind of machine).
+fn rest_worth_threads(estimate: Option<f64>, left: usize, config: &ParallelConfig) -> bool {
+    left >= PAYOFF_EVERY && estimate.is_none_or(|rest| rest >= config.sequential_for.as_secs_f64())
+}
+
+/// Whether the `left` transactions after the prefix, estimated at `estimate` seconds
+/// ([`rest_estimate`]), are worth speculating on: whether they would take
+/// [`ParallelConfig::min_rest`] or more, and [`ParallelConfig::min_tx_time`] or more each on
+/// average. A rest of plain transfers estimated at 1 µs each (14,396,881: 1,252 of its last
+/// 1,266) measured 1.02x-1.10x speculated on and 1.20x-1.24x in order with its receipts
+/// built beside it.
+fn rest_worth_speculating(estimate: f64, left: usize, config: &ParallelConfig) -> bool {
     estimate >= config.min_rest.as_secs_f64() && estimate >= config.min_tx_time.as_secs_f64() * left as f64
 }
 
@@ -1459,6 +1470,9 @@ mod tests {
         let us = Duration::from_micros;
         let config = |min_rest, min_tx_time| ParallelConfig { min_rest, min_tx_time, ..Default::default() };
         let bars = config(ms(1), us(3));
+        let rest_worth_speculating = |prefix, done, rest, left, config: &ParallelConfig| {
+            rest_estimate(prefix, done, rest).is_none_or(|estimate| rest_worth_speculating(estimate, left, config))
+        };
         // 3 M gas of limits in 0.5 ms: 3 M more take about 0.5 ms, 9 M more 1.5 ms.
         assert!(!rest_worth_speculating(ms(1) / 2, 3_000_000, 3_000_000, 10, &bars));
         assert!(rest_worth_speculating(ms(1) / 2, 3_000_000, 9_000_000, 10, &bars));
@@ -1472,6 +1486,20 @@ mod tests {
         // Without a prefix there is no pace to estimate from; without bars, always.
         assert!(rest_worth_speculating(Duration::ZERO, 0, 21_000, 1_000_000, &bars));
         assert!(rest_worth_speculating(ms(1), 21_000, 1, 1_000, &config(Duration::ZERO, Duration::ZERO)));
+    }
+
+    /// A rest not speculated on takes the threads (to build receipts beside it) only when it is
+    /// long: `PAYOFF_EVERY` transactions estimated at `sequential_for` or more.
+    #[test]
+    fn a_short_rest_in_order_does_not_wake_the_threads() {
+        let config = ParallelConfig { sequential_for: Duration::from_micros(500), ..Default::default() };
+        // 3 M gas of limits in 0.5 ms: 3 M more take about 0.5 ms, 2 M more about 0.33 ms.
+        let estimate = |rest| rest_estimate(Duration::from_micros(500), 3_000_000, rest);
+        assert!(rest_worth_threads(estimate(3_000_000), PAYOFF_EVERY, &config));
+        assert!(!rest_worth_threads(estimate(2_000_000), 1_000, &config), "too short a time");
+        assert!(!rest_worth_threads(estimate(30_000_000), PAYOFF_EVERY - 1, &config), "too few");
+        // Without a prefix there is no pace to estimate from: by count alone.
+        assert!(rest_worth_threads(rest_estimate(Duration::ZERO, 0, 21_000), PAYOFF_EVERY, &config));
     }
 
     #[test]
