@@ -171,18 +171,16 @@ impl<F: FnMut(&[Log]) -> Bloom> ReceiptBuilder<F> {
                 self.added += 1;
                 continue;
             }
-            self.buffer.clear();
-            receipt.encode_2718(&mut self.buffer);
             let key = key_of(index);
             if self.len == 1 {
+                self.buffer.clear();
+                receipt.encode_2718(&mut self.buffer);
                 self.trie.add_leaf(key, &self.buffer);
                 self.added += 1;
                 continue;
             }
-            let at = hanging_at(&key, self.added, self.len);
             let node = &mut self.nodes[self.pending.len()];
-            node.clear();
-            LeafNodeRef::new(&key.slice(at..), &self.buffer).encode(node);
+            let at = encode_leaf(receipt, &key, self.added, self.len, &mut self.buffer, node);
             if node.len() < 32 {
                 // A node shorter than a hash sits inline in its branch, not by hash: the trie
                 // builder adds it as a leaf (after the hashes before it, in key order). No
@@ -207,12 +205,7 @@ impl<F: FnMut(&[Log]) -> Bloom> ReceiptBuilder<F> {
         if n == 0 {
             return;
         }
-        let mut nodes: [&[u8]; LANES] = [&[]; LANES];
-        for (node, held) in nodes.iter_mut().zip(&self.nodes[..n]) {
-            *node = held;
-        }
-        let mut hashes = [B256::ZERO; LANES];
-        keccak256_batch(&nodes[..n], &mut hashes[..n]);
+        let hashes = hash_nodes(&self.nodes[..n]);
         for (at, hash) in self.pending.drain(..).zip(hashes) {
             self.trie.add_branch(at, hash, false);
         }
@@ -248,32 +241,64 @@ fn position_of(index: usize, len: usize) -> usize {
     }
 }
 
-/// Builds the receipts of `items` (of a block of `len >= 2`) and hashes their leaves, as
-/// [`ReceiptBuilder`] would: what the block's own thread does for its builder once it has
-/// nothing else to do.
-fn prepare(items: Vec<Item>, len: usize, bloom_of: &(dyn Fn(&[Log]) -> Bloom + Sync), out: &mut Vec<Prepared>) {
-    let mut nodes: [Vec<u8>; LANES] = Default::default();
-    let mut buffer = Vec::new();
-    let first = out.len();
-    for (item, node) in items.into_iter().zip(&mut nodes) {
-        let Item { index, cumulative_gas_used, input } = item;
-        let bloom = input.logs_bloom.unwrap_or_else(|| bloom_of(&input.logs));
-        let receipt = envelope(input, cumulative_gas_used, bloom);
-        buffer.clear();
-        receipt.encode_2718(&mut buffer);
-        let key = key_of(index);
-        let at = hanging_at(&key, position_of(index, len), len);
-        LeafNodeRef::new(&key.slice(at..), &buffer).encode(node);
-        out.push(Prepared { index, receipt, bloom, leaf: None });
-    }
-    let n = out.len() - first;
+/// Encodes `receipt`, whose key is `key` and which comes `position`-th in key order in a
+/// block of `len >= 2`, into `buffer`, and its trie leaf's node into `node`. Returns where the
+/// leaf hangs ([`hanging_at`]): the rest of the key is the node's path.
+fn encode_leaf(
+    receipt: &ReceiptEnvelope,
+    key: &Nibbles,
+    position: usize,
+    len: usize,
+    buffer: &mut Vec<u8>,
+    node: &mut Vec<u8>,
+) -> usize {
+    buffer.clear();
+    receipt.encode_2718(buffer);
+    let at = hanging_at(key, position, len);
+    node.clear();
+    LeafNodeRef::new(&key.slice(at..), buffer).encode(node);
+    at
+}
+
+/// The hashes of up to [`LANES`] nodes, hashed together ([`keccak256_batch`]), in order.
+fn hash_nodes(nodes: &[Vec<u8>]) -> [B256; LANES] {
+    let n = nodes.len().min(LANES);
     let mut inputs: [&[u8]; LANES] = [&[]; LANES];
     for (input, node) in inputs.iter_mut().zip(&nodes[..n]) {
         *input = node;
     }
     let mut hashes = [B256::ZERO; LANES];
     keccak256_batch(&inputs[..n], &mut hashes[..n]);
-    for ((prepared, node), hash) in out[first..].iter_mut().zip(&nodes).zip(hashes) {
+    hashes
+}
+
+/// What [`prepare`] encodes into, kept across its calls.
+#[derive(Default)]
+struct Scratch {
+    buffer: Vec<u8>,
+    nodes: [Vec<u8>; LANES],
+}
+
+/// Builds the receipts of up to [`LANES`] `items` (of a block of `len >= 2`) and hashes their
+/// leaves, as [`ReceiptBuilder`] would: what the block's own thread does for its builder once
+/// it has nothing else to do.
+fn prepare(
+    items: Vec<Item>,
+    len: usize,
+    bloom_of: &(dyn Fn(&[Log]) -> Bloom + Sync),
+    scratch: &mut Scratch,
+    out: &mut Vec<Prepared>,
+) {
+    let first = out.len();
+    for (item, node) in items.into_iter().zip(&mut scratch.nodes) {
+        let Item { index, cumulative_gas_used, input } = item;
+        let bloom = input.logs_bloom.unwrap_or_else(|| bloom_of(&input.logs));
+        let receipt = envelope(input, cumulative_gas_used, bloom);
+        encode_leaf(&receipt, &key_of(index), position_of(index, len), len, &mut scratch.buffer, node);
+        out.push(Prepared { index, receipt, bloom, leaf: None });
+    }
+    let nodes = &scratch.nodes[..out.len() - first];
+    for ((prepared, node), hash) in out[first..].iter_mut().zip(nodes).zip(hash_nodes(nodes)) {
         // A node shorter than a hash sits inline: the builder adds it itself.
         prepared.leaf = (node.len() >= 32).then_some(hash);
     }
@@ -529,9 +554,13 @@ impl Feed {
         if batch.is_empty() {
             return;
         }
-        let n = batch.len();
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).extend(batch.drain(..));
-        self.queued.fetch_add(n, Ordering::SeqCst);
+        {
+            // Counted under the lock, so that the count never falls below the queue's length
+            // (a taker subtracts what it took under the same lock).
+            let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            self.queued.fetch_add(batch.len(), Ordering::SeqCst);
+            queue.extend(batch.drain(..));
+        }
         self.wake();
     }
 
@@ -559,6 +588,7 @@ impl Feed {
             return;
         }
         let mut items = Vec::with_capacity(LANES);
+        let mut scratch = Scratch::default();
         loop {
             self.take(LANES, true, &mut items);
             if items.is_empty() {
@@ -568,7 +598,7 @@ impl Feed {
             tests::HELPED.with(|h| h.set(h.get() + items.len()));
             // Last first, as taken: the builder reverses them.
             let mut done = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
-            prepare(std::mem::take(&mut items), len, bloom_of, &mut done);
+            prepare(std::mem::take(&mut items), len, bloom_of, &mut scratch, &mut done);
         }
     }
 
@@ -789,7 +819,7 @@ mod tests {
         let mut prepared = Vec::new();
         let skipped = all.nth(1).expect("four");
         let item = Item { index: 2, cumulative_gas_used: skipped.gas_used, input: skipped };
-        prepare(vec![item], len, &|logs: &[Log]| logs_bloom(logs), &mut prepared);
+        prepare(vec![item], len, &|logs: &[Log]| logs_bloom(logs), &mut Scratch::default(), &mut prepared);
         builder.push_prepared(prepared.pop().expect("one"));
         builder.push(all.next().expect("four"));
         assert!(builder.finish().is_none());

@@ -252,7 +252,12 @@ where
     // trie.
     let same_sender = if pool.is_some() && left > 0 { same_sender(txs) } else { Vec::new() };
     let limits = |txs: &[TxEnv]| txs.iter().fold(0u64, |sum, tx| sum.saturating_add(tx.gas_limit));
-    let estimate = rest_estimate(prefix, limits(&txs[..first]), limits(&txs[first..]));
+    // Estimated only when threads may join (a sequential block sums nothing).
+    let estimate = if pool.is_some() && left > 0 {
+        rest_estimate(prefix, limits(&txs[..first]), limits(&txs[first..]))
+    } else {
+        None
+    };
     let speculate = pool.is_some()
         && worth_parallel(txs, &same_sender, config)
         && estimate.is_none_or(|rest| rest_worth_speculating(rest, left, config));
