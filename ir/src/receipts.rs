@@ -326,10 +326,12 @@ pub const THREAD_FROM: usize = 32;
 /// `None` receipts when `body` did not push exactly `len` inputs (it failed part way), or the
 /// receipts thread died (the caller then builds them itself).
 ///
-/// `side` is work for the builder's thread while it has no receipt to build: it is called
-/// there, between receipts, until it returns `false` (nothing left) or `body` ends; each call
-/// should be one short unit. It is never called for blocks built inline, and has returned for
-/// the last time when `build_while` returns or unwinds.
+/// `side` is work for the builder's thread that is worth something only before `body` gets
+/// to it (a transaction executed ahead): it is called there before any receipt is built, one
+/// short unit a call, until it returns `false` (nothing left) or `body` ends. The receipts
+/// waiting meanwhile are built after, by the builder and, once `body` is done, by the body's
+/// thread too. It is never called for blocks built inline, and has returned for the last time
+/// when `build_while` returns or unwinds.
 pub fn build_while<R>(
     len: usize,
     bloom_of: impl Fn(&[Log]) -> Bloom + Send + Sync + 'static,
@@ -624,8 +626,8 @@ impl Feed {
 
     /// Hands every input to `take` in order, [`LANES`] at a time, until the feed is closed and
     /// empty and the block's thread has built what it took from the back; returns what it
-    /// built, the block's last receipts in order. While no input is waiting, runs `side`
-    /// (one unit a call) until it has nothing left or the feed is closed; then spins [`SPINS`]
+    /// built, the block's last receipts in order. Runs `side` first (one unit a call) until
+    /// it has nothing left or the feed is closed. While no input is waiting, spins [`SPINS`]
     /// polls, then sleeps until the body pushes or closes.
     fn drain(
         &self,
@@ -641,7 +643,18 @@ impl Feed {
             // input is in the queue, and once `helped` is, no more leaves it from the back.
             let helped = self.helped.load(Ordering::SeqCst);
             let closed = self.closed.load(Ordering::SeqCst);
-            if self.queued.load(Ordering::SeqCst) > 0 {
+            if closed {
+                side = None;
+            }
+            // Side work first: it is only worth something before the body reaches it (see
+            // `build_while`), while receipts left behind are shared with the block's thread
+            // once it is done (`Feed::help`).
+            if let Some(work) = side.as_mut() {
+                if !work() {
+                    side = None;
+                }
+                (idle, idle_since) = (0, None);
+            } else if self.queued.load(Ordering::SeqCst) > 0 {
                 self.take(LANES, false, &mut local);
                 local.drain(..).for_each(|item| take(item.input));
                 (idle, idle_since) = (0, None);
@@ -652,11 +665,6 @@ impl Feed {
             } else if closed {
                 // The block's thread is building the last receipts: a few leaves' time.
                 std::hint::spin_loop();
-            } else if let Some(work) = side.as_mut() {
-                if !work() {
-                    side = None;
-                }
-                (idle, idle_since) = (0, None);
             } else if idle < SPINS {
                 idle += 1;
                 std::hint::spin_loop();
@@ -852,28 +860,39 @@ mod tests {
         }
     }
 
-    /// Side work runs on the builder's thread while the body runs, until it says it has
-    /// nothing left; it is never called again after that, nor after `build_while` returns or
-    /// unwinds from a panicking body.
+    /// Side work runs on the builder's thread while the body runs, before the receipts
+    /// waiting, until it says it has nothing left; it is never called again after that, nor
+    /// after `build_while` returns or unwinds from a panicking body.
     #[test]
     fn side_work_runs_beside_the_receipts_and_has_ended_on_return() {
         use std::sync::atomic::AtomicBool;
+        // Blooms the builder computed (half the inputs come without theirs): receipts built.
+        static BLOOMS: AtomicUsize = AtomicUsize::new(0);
         let len = 40;
         let outcomes: Vec<TxOutcome> = (0..len).map(outcome).collect();
         let types = vec![2u8; len];
         let expected = receipts(&outcomes, &types);
-        let calls = AtomicUsize::new(0);
-        let mut side = || calls.fetch_add(1, Ordering::SeqCst) + 1 < 5;
+        let (calls, late) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let mut side = || {
+            if BLOOMS.load(Ordering::SeqCst) > 0 {
+                late.fetch_add(1, Ordering::SeqCst);
+            }
+            calls.fetch_add(1, Ordering::SeqCst) + 1 < 5
+        };
         let (_, built) = build_while(
             len,
-            |logs: &[Log]| logs_bloom(logs),
+            |logs: &[Log]| {
+                BLOOMS.fetch_add(1, Ordering::SeqCst);
+                logs_bloom(logs)
+            },
             Some(&mut side),
             |sink| {
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
                 for input in inputs(&outcomes, &types) {
                     sink(input);
                 }
-                // The builder is idle now: it runs the side work until it has nothing left.
+                // Every input is waiting: the builder runs the side work first, until it has
+                // nothing left.
                 while calls.load(Ordering::SeqCst) < 5 && std::time::Instant::now() < deadline {
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
@@ -881,6 +900,8 @@ mod tests {
         );
         assert_eq!(built.expect("all pushed").receipts_root, expected.receipts_root);
         assert_eq!(calls.load(Ordering::SeqCst), 5, "called until it returned false, then never");
+        assert_eq!(late.load(Ordering::SeqCst), 0, "no receipt was built before the side work was done");
+        assert!(BLOOMS.load(Ordering::SeqCst) > 0, "the receipts were built after it");
 
         let (running, after) = (AtomicBool::new(false), AtomicUsize::new(0));
         let mut slow = || {

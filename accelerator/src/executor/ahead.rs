@@ -37,7 +37,7 @@ use revm::{
     database::CacheDB,
     database_interface::DBErrorMarker,
     handler::Handler,
-    primitives::{Address, B256, StorageKey, StorageValue, hardfork::SpecId},
+    primitives::{Address, B256, StorageKey, StorageValue, U256, hardfork::SpecId},
     state::{Account, AccountInfo, Bytecode, EvmState},
 };
 
@@ -58,11 +58,13 @@ enum Read {
 }
 
 /// One transaction executed ahead: its result and state without the fee credit (`None` when
-/// it failed on the view), and what it read.
+/// it failed on the view), what it read, and the recipient of a plain transfer it only
+/// credited ([`parallel::credit_of`]).
 #[derive(Debug)]
 pub(crate) struct Executed {
     outcome: Option<(ExecutionResult, EvmState)>,
     reads: Vec<Read>,
+    credited: Option<(Address, U256)>,
 }
 
 #[derive(Debug)]
@@ -161,7 +163,7 @@ where
             // A panic in revm becomes a failed execution (the importer runs the transaction
             // itself), and the receipts thread goes on with the block's receipts.
             let executed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.execute(index)))
-                .unwrap_or(Executed { outcome: None, reads: Vec::new() });
+                .unwrap_or(Executed { outcome: None, reads: Vec::new(), credited: None });
             let mut slot = lock(slot);
             // Taken meanwhile: the importer executed it itself.
             if matches!(*slot, Slot::Running) {
@@ -179,7 +181,22 @@ where
         let run = parallel::DeferFee::<_, EVMError<S::Error>, revm::handler::EthFrame>::default().run(&mut evm);
         let state = evm.finalize();
         let reads = std::mem::take(&mut evm.ctx.db_mut().reads);
-        Executed { outcome: run.ok().map(|result| (result, state)), reads }
+        let Ok(result) = run else { return Executed { outcome: None, reads, credited: None } };
+        // A deposit to a busy account (an exchange's, a bridge's) is not undone by the deposits
+        // before it in the block: it commits as a credit to what they left.
+        let tx = &self.txs[index].env;
+        let precompile = tx.kind.to().is_some_and(|to| evm.precompiles.contains(to));
+        let credited = (!precompile)
+            .then(|| {
+                parallel::credit_of(tx, self.block.beneficiary, &result, &state, |to| {
+                    reads.iter().find_map(|read| match read {
+                        Read::Account(address, seen) if *address == to => Some(seen.as_ref()),
+                        _ => None,
+                    })
+                })
+            })
+            .flatten();
+        Executed { outcome: Some((result, state)), reads, credited }
     }
 
     /// The execution of transaction `index` ahead, if it was chosen and is done. One under way
@@ -217,15 +234,25 @@ where
     }
     // Read through the cache (what is read is what revm would load), so that later reads of a
     // hot account or slot come from memory.
+    // A credited recipient's balance as it commits: what lower transactions left, plus the
+    // credit (its other fields are validated as any read).
+    let mut credited_balance = None;
     let valid = executed.reads.iter().all(|read| match read {
-        Read::Account(address, seen) => {
-            db.basic(*address).is_ok_and(|now| parallel::same_account(seen.as_ref(), now.as_ref()))
-        }
+        Read::Account(address, seen) => db.basic(*address).is_ok_and(|now| match executed.credited {
+            Some((to, credit)) if to == *address => {
+                credited_balance = parallel::credited_balance(seen.as_ref(), now.as_ref(), credit);
+                credited_balance.is_some()
+            }
+            _ => parallel::same_account(seen.as_ref(), now.as_ref()),
+        }),
         Read::Slot(address, key, seen) => db.storage(*address, *key).is_ok_and(|now| now == *seen),
         Read::BlockHash(number, seen) => db.block_hash(*number).is_ok_and(|now| now == *seen),
     });
     if !valid {
         return None;
+    }
+    if let (Some((to, _)), Some(balance)) = (executed.credited, credited_balance) {
+        state.get_mut(&to)?.info.balance = balance;
     }
     // The credit revm's `reward_beneficiary` adds last: to the account as the transaction left
     // it, else as the state holds it now, touched either way.
@@ -373,6 +400,28 @@ mod tests {
         assert_eq!(import_all_ahead(&state(), &txs), vec![true, true]);
     }
 
+    /// Plain transfers to one account from several senders (deposits to an exchange) commit
+    /// from ahead, each credited to the balance the ones before left; the recipient's nonce or
+    /// code changing in between, or a transfer with input (code could read the balance), is
+    /// executed again.
+    #[test]
+    fn deposits_to_one_account_commit_as_credits() {
+        let txs = [call(ALICE, CAROL, 5), call(BOB, CAROL, 7)];
+        assert_eq!(import_all_ahead(&state(), &txs), vec![true, true]);
+        // CAROL's own transaction first: her nonce changed under the deposit's read.
+        let txs = [call(CAROL, BOB, 1), call(ALICE, CAROL, 5)];
+        assert_eq!(import_all_ahead(&state(), &txs), vec![true, false]);
+        let mut with_input = call(BOB, CAROL, 7);
+        with_input.env.data = Bytes::from_static(&[1]);
+        let txs = [call(ALICE, CAROL, 5), with_input];
+        assert_eq!(import_all_ahead(&state(), &txs), vec![true, false]);
+        // A recipient that did not exist before the block, created by the first: the second
+        // read no account there, which no longer holds.
+        let nobody = Address::repeat_byte(0x77);
+        let txs = [call(ALICE, nobody, 5), call(BOB, nobody, 7)];
+        assert_eq!(import_all_ahead(&state(), &txs), vec![true, false]);
+    }
+
     /// A transaction whose slot an earlier one changed, or that read the fee recipient after
     /// an earlier fee, is executed again; the same read as the first transaction holds.
     #[test]
@@ -408,7 +457,7 @@ mod tests {
         let txs = [call(ALICE, COUNTER, 0), call(BOB, CAROL, 1)];
         let mut stale = state();
         stale.insert_account_storage(COUNTER, U256::ZERO, U256::from(41)).expect("in memory");
-        stale.insert_account_info(CAROL, AccountInfo::from_balance(U256::from(7)));
+        stale.insert_account_info(CAROL, AccountInfo { nonce: 3, ..AccountInfo::from_balance(U256::from(7)) });
         let ahead = Ahead::new(&cfg, &block, &txs, &stale, |_| true).expect("targets");
         while ahead.step() {}
         let mut db = CacheDB::new(state());

@@ -920,8 +920,8 @@ where
             Read::Account(address, seen) => match db.basic_ref(*address) {
                 Ok(now) => match speculative.credited {
                     Some((to, credit)) if to == *address => {
-                        credited_balance = now.as_ref().map_or(Some(credit), |now| now.balance.checked_add(credit));
-                        credited_balance.is_some() && same_but_balance(seen.as_ref(), now.as_ref())
+                        credited_balance = self::credited_balance(seen.as_ref(), now.as_ref(), credit);
+                        credited_balance.is_some()
                     }
                     _ => same_account(seen.as_ref(), now.as_ref()),
                 },
@@ -1242,6 +1242,24 @@ fn credited(
     state: &EvmState,
     reads: &[Read],
 ) -> Option<(Address, U256)> {
+    credit_of(tx, coinbase, result, state, |to| {
+        reads.iter().find_map(|read| match read {
+            Read::Account(address, seen) if *address == to => Some(seen.as_ref()),
+            _ => None,
+        })
+    })
+}
+
+/// [`credited`], with the recipient's account as the execution read it given by `seen` (`None`
+/// when it did not read it; `Some(None)` when it did not exist): shared with the executions
+/// ahead of an import ([`super::ahead`]).
+pub(crate) fn credit_of<'r>(
+    tx: &TxEnv,
+    coinbase: Address,
+    result: &ExecutionResult,
+    state: &EvmState,
+    seen: impl FnOnce(Address) -> Option<Option<&'r AccountInfo>>,
+) -> Option<(Address, U256)> {
     let to = tx.kind.to().copied()?;
     if !tx.data.is_empty()
         || tx.value.is_zero()
@@ -1256,11 +1274,18 @@ fn credited(
     if account.info.code_hash != revm::primitives::KECCAK_EMPTY {
         return None;
     }
-    let seen = reads.iter().find_map(|read| match read {
-        Read::Account(address, seen) if *address == to => Some(seen.as_ref().map_or(U256::ZERO, |s| s.balance)),
-        _ => None,
-    })?;
+    let seen = seen(to)?.map_or(U256::ZERO, |s| s.balance);
     account.info.balance.checked_sub(seen).map(|credit| (to, credit))
+}
+
+/// A credited recipient's balance as it commits (see [`credited`]): what lower transactions
+/// left (`now`), plus the credit; `None` when its read no longer holds (existence, nonce or
+/// code changed) or the sum would overflow, where the transaction is executed again.
+pub(crate) fn credited_balance(seen: Option<&AccountInfo>, now: Option<&AccountInfo>, credit: U256) -> Option<U256> {
+    if !same_but_balance(seen, now) {
+        return None;
+    }
+    now.map_or(Some(credit), |now| now.balance.checked_add(credit))
 }
 
 /// The fee recipient's credit for one transaction, as revm's `reward_beneficiary` computes it

@@ -188,7 +188,8 @@ fn a_delegation_hit_then_a_call_into_the_authority() {
 }
 
 /// A block long enough for the receipts thread (48 transactions from 48 senders): calls into
-/// one contract (each reads what the one before wrote) and plain transfers, every third with
+/// one contract (each reads what the one before wrote) and plain transfers to one account
+/// (deposits: their recipient's balance changes under each), every third with
 /// a program, the rest executed ahead on the parent state. Whatever ran ahead in time, the
 /// import is sequential revm's in full; on a stale parent view nothing ahead holds.
 #[test]
@@ -202,7 +203,16 @@ fn transactions_executed_ahead_import_as_sequential_revm() {
     let txs: Vec<ImportTx> = senders
         .iter()
         .enumerate()
-        .map(|(i, who)| if i % 2 == 0 { call(*who, CONTRACT, &[], 0, 1) } else { call(*who, BOB, &[], 0, 2) })
+        .map(|(i, who)| {
+            if i % 2 == 0 {
+                call(*who, CONTRACT, &[], 0, 1)
+            } else {
+                // Deposits: each commits from ahead as a credit to what the ones before left.
+                let mut deposit = call(*who, BOB, &[], 0, 2);
+                deposit.env.value = U256::from(1000 + i);
+                deposit
+            }
+        })
         .collect();
     let mut before = CacheDB::new(db.clone());
     let mut programs = Vec::new();
@@ -214,7 +224,7 @@ fn transactions_executed_ahead_import_as_sequential_revm() {
     }
     let by_position = BlockPrograms::new(txs.iter().zip(&programs).map(|(t, p)| (t.hash, p.clone())));
     let mut stale = db.clone();
-    stale.insert_account_info(BOB, AccountInfo::from_balance(U256::from(3)));
+    stale.insert_account_info(BOB, AccountInfo { nonce: 5, ..AccountInfo::from_balance(U256::from(3)) });
     stale.insert_account_storage(CONTRACT, U256::ZERO, U256::from(9)).expect("in memory");
     for view in [&db, &stale] {
         let import = import_block_ahead(
