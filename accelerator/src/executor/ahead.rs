@@ -422,6 +422,33 @@ mod tests {
         assert_eq!(import_all_ahead(&state(), &txs), vec![true, false]);
     }
 
+    /// A view whose recipient differs from the block's parent in its balance only: the deposit
+    /// still commits, and equals revm on the parent; a credit that would overflow the balance
+    /// the block holds is executed again.
+    #[test]
+    fn a_deposit_commits_whatever_balance_its_view_held() {
+        let (cfg, block) = synthetic_env(SpecId::CANCUN);
+        let txs = [call(ALICE, CAROL, 5)];
+        let mut view = state();
+        view.insert_account_info(CAROL, AccountInfo::from_balance(U256::from(7)));
+        let ahead = Ahead::new(&cfg, &block, &txs, &view, |_| true).expect("targets");
+        while ahead.step() {}
+        let mut ours = CacheDB::new(state());
+        let executed = ahead.take(0).expect("executed");
+        assert!(commit_if_valid(&mut ours, &cfg, &block, &txs[0], executed, false).is_some());
+        let mut theirs = CacheDB::new(state());
+        let envs: Vec<TxEnv> = txs.iter().map(|t| t.env.clone()).collect();
+        ir::execute_block(&mut theirs, &cfg, &block, &envs).expect("valid");
+        assert_eq!(first_state_difference(&ours, &theirs), None);
+
+        let mut full = state();
+        full.insert_account_info(CAROL, AccountInfo::from_balance(U256::MAX - U256::from(2)));
+        let ahead = Ahead::new(&cfg, &block, &txs, &view, |_| true).expect("targets");
+        while ahead.step() {}
+        let executed = ahead.take(0).expect("executed");
+        assert!(commit_if_valid(&mut CacheDB::new(full), &cfg, &block, &txs[0], executed, false).is_none());
+    }
+
     /// A transaction whose slot an earlier one changed, or that read the fee recipient after
     /// an earlier fee, is executed again; the same read as the first transaction holds.
     #[test]
