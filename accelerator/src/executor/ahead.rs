@@ -385,11 +385,17 @@ mod tests {
                 evm.commit(res.state);
             }
         }
-        let mut theirs = CacheDB::new(pre);
-        let envs: Vec<TxEnv> = txs.iter().map(|t| t.env.clone()).collect();
-        ir::execute_block(&mut theirs, &cfg, &block, &envs).expect("valid");
-        assert_eq!(first_state_difference(&ours, &theirs), None, "{committed:?}");
+        assert_eq!(first_state_difference(&ours, &sequential(pre, txs)), None, "{committed:?}");
         committed
+    }
+
+    /// `txs` executed by sequential revm on `pre`.
+    fn sequential<'p>(pre: &'p InMemoryDB, txs: &[ImportTx]) -> CacheDB<&'p InMemoryDB> {
+        let (cfg, block) = synthetic_env(SpecId::CANCUN);
+        let mut db = CacheDB::new(pre);
+        let envs: Vec<TxEnv> = txs.iter().map(|t| t.env.clone()).collect();
+        ir::execute_block(&mut db, &cfg, &block, &envs).expect("valid");
+        db
     }
 
     /// Independent transactions commit from ahead, the fee recipient credited as revm credits
@@ -433,13 +439,11 @@ mod tests {
         view.insert_account_info(CAROL, AccountInfo::from_balance(U256::from(7)));
         let ahead = Ahead::new(&cfg, &block, &txs, &view, |_| true).expect("targets");
         while ahead.step() {}
-        let mut ours = CacheDB::new(state());
+        let parent = state();
+        let mut ours = CacheDB::new(&parent);
         let executed = ahead.take(0).expect("executed");
         assert!(commit_if_valid(&mut ours, &cfg, &block, &txs[0], executed, false).is_some());
-        let mut theirs = CacheDB::new(state());
-        let envs: Vec<TxEnv> = txs.iter().map(|t| t.env.clone()).collect();
-        ir::execute_block(&mut theirs, &cfg, &block, &envs).expect("valid");
-        assert_eq!(first_state_difference(&ours, &theirs), None);
+        assert_eq!(first_state_difference(&ours, &sequential(&parent, &txs)), None);
 
         let mut full = state();
         full.insert_account_info(CAROL, AccountInfo::from_balance(U256::MAX - U256::from(2)));
