@@ -238,12 +238,14 @@ where
     // credit (its other fields are validated as any read).
     let mut credited_balance = None;
     let valid = executed.reads.iter().all(|read| match read {
-        Read::Account(address, seen) => db.basic(*address).is_ok_and(|now| match executed.credited {
-            Some((to, credit)) if to == *address => {
-                credited_balance = parallel::credited_balance(seen.as_ref(), now.as_ref(), credit);
-                credited_balance.is_some()
-            }
-            _ => parallel::same_account(seen.as_ref(), now.as_ref()),
+        Read::Account(address, seen) => db.basic(*address).is_ok_and(|now| {
+            parallel::account_read_holds(
+                *address,
+                seen.as_ref(),
+                now.as_ref(),
+                executed.credited,
+                &mut credited_balance,
+            )
         }),
         Read::Slot(address, key, seen) => db.storage(*address, *key).is_ok_and(|now| now == *seen),
         Read::BlockHash(number, seen) => db.block_hash(*number).is_ok_and(|now| now == *seen),

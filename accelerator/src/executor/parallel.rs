@@ -917,16 +917,9 @@ where
         // credit (its other fields are validated as any read).
         let mut credited_balance = None;
         let valid = speculative.reads.iter().all(|read| match read {
-            Read::Account(address, seen) => match db.basic_ref(*address) {
-                Ok(now) => match speculative.credited {
-                    Some((to, credit)) if to == *address => {
-                        credited_balance = self::credited_balance(seen.as_ref(), now.as_ref(), credit);
-                        credited_balance.is_some()
-                    }
-                    _ => same_account(seen.as_ref(), now.as_ref()),
-                },
-                Err(_) => false,
-            },
+            Read::Account(address, seen) => db.basic_ref(*address).is_ok_and(|now| {
+                account_read_holds(*address, seen.as_ref(), now.as_ref(), speculative.credited, &mut credited_balance)
+            }),
             Read::Slot(address, key, seen) => db.storage_ref(*address, *key).is_ok_and(|now| now == *seen),
         });
         if !valid {
@@ -1213,7 +1206,7 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 
 /// Whether two reads of an account are the same to an execution: existence, balance, nonce,
 /// code.
-pub(crate) fn same_account(a: Option<&AccountInfo>, b: Option<&AccountInfo>) -> bool {
+fn same_account(a: Option<&AccountInfo>, b: Option<&AccountInfo>) -> bool {
     same_but_balance(a, b) && a.map(|a| a.balance) == b.map(|b| b.balance)
 }
 
@@ -1278,14 +1271,27 @@ pub(crate) fn credit_of<'r>(
     account.info.balance.checked_sub(seen).map(|credit| (to, credit))
 }
 
-/// A credited recipient's balance as it commits (see [`credited`]): what lower transactions
-/// left (`now`), plus the credit; `None` when its read no longer holds (existence, nonce or
-/// code changed) or the sum would overflow, where the transaction is executed again.
-pub(crate) fn credited_balance(seen: Option<&AccountInfo>, now: Option<&AccountInfo>, credit: U256) -> Option<U256> {
-    if !same_but_balance(seen, now) {
-        return None;
+/// Whether an execution's read of `address` (`seen`) still holds now: the whole account, or for
+/// the recipient `credited` credits ([`credited`]) its existence, nonce and code, and a balance
+/// that takes the credit without overflow, which goes to `credited_balance` (the recipient's
+/// balance as the transaction commits: what lower transactions left, plus the credit). Shared
+/// with the executions ahead of an import ([`super::ahead`]).
+pub(crate) fn account_read_holds(
+    address: Address,
+    seen: Option<&AccountInfo>,
+    now: Option<&AccountInfo>,
+    credited: Option<(Address, U256)>,
+    credited_balance: &mut Option<U256>,
+) -> bool {
+    match credited {
+        Some((to, credit)) if to == address => {
+            *credited_balance = same_but_balance(seen, now)
+                .then(|| now.map_or(Some(credit), |now| now.balance.checked_add(credit)))
+                .flatten();
+            credited_balance.is_some()
+        }
+        _ => same_account(seen, now),
     }
-    now.map_or(Some(credit), |now| now.balance.checked_add(credit))
 }
 
 /// The fee recipient's credit for one transaction, as revm's `reward_beneficiary` computes it
