@@ -368,7 +368,12 @@ mod tests {
     /// ahead when that holds and by revm otherwise; returns which were committed from ahead,
     /// after checking the state against sequential revm's.
     fn import_all_ahead(pre: &InMemoryDB, txs: &[ImportTx]) -> Vec<bool> {
-        let (cfg, block) = synthetic_env(SpecId::CANCUN);
+        import_all_ahead_at(SpecId::CANCUN, pre, txs)
+    }
+
+    /// [`import_all_ahead`] under `spec`'s rules.
+    fn import_all_ahead_at(spec: SpecId, pre: &InMemoryDB, txs: &[ImportTx]) -> Vec<bool> {
+        let (cfg, block) = synthetic_env(spec);
         let ahead = Ahead::new(&cfg, &block, txs, pre, |_| true).expect("targets");
         while ahead.step() {}
         let mut ours = CacheDB::new(pre);
@@ -387,13 +392,18 @@ mod tests {
                 evm.commit(res.state);
             }
         }
-        assert_eq!(first_state_difference(&ours, &sequential(pre, txs)), None, "{committed:?}");
+        assert_eq!(first_state_difference(&ours, &sequential_at(spec, pre, txs)), None, "{committed:?}");
         committed
     }
 
     /// `txs` executed by sequential revm on `pre`.
     fn sequential<'p>(pre: &'p InMemoryDB, txs: &[ImportTx]) -> CacheDB<&'p InMemoryDB> {
-        let (cfg, block) = synthetic_env(SpecId::CANCUN);
+        sequential_at(SpecId::CANCUN, pre, txs)
+    }
+
+    /// [`sequential`] under `spec`'s rules.
+    fn sequential_at<'p>(spec: SpecId, pre: &'p InMemoryDB, txs: &[ImportTx]) -> CacheDB<&'p InMemoryDB> {
+        let (cfg, block) = synthetic_env(spec);
         let mut db = CacheDB::new(pre);
         let envs: Vec<TxEnv> = txs.iter().map(|t| t.env.clone()).collect();
         ir::execute_block(&mut db, &cfg, &block, &envs).expect("valid");
@@ -428,6 +438,23 @@ mod tests {
         let nobody = Address::repeat_byte(0x77);
         let txs = [call(ALICE, nobody, 5), call(BOB, nobody, 7)];
         assert_eq!(import_all_ahead(&state(), &txs), vec![true, false]);
+    }
+
+    /// A deposit into an account an earlier transaction delegated to code (EIP-7702): executed
+    /// ahead on the view, where the account has no code, it was a plain credit; at its turn the
+    /// transfer runs the delegated code (`SSTORE(0, SLOAD(0) + 1)` in the depositee's storage),
+    /// so it is executed again, and the state equals sequential revm's.
+    #[test]
+    fn a_deposit_into_an_account_delegated_before_it_is_executed_again() {
+        use revm::context_interface::transaction::{Authorization, RecoveredAuthority, RecoveredAuthorization};
+        let mut delegate = call(ALICE, ALICE, 0);
+        delegate.env.tx_type = 4;
+        delegate.env.set_recovered_authorization(vec![RecoveredAuthorization::new_unchecked(
+            Authorization { chain_id: U256::from(1), address: COUNTER, nonce: 0 },
+            RecoveredAuthority::Valid(CAROL),
+        )]);
+        let txs = [delegate, call(BOB, CAROL, 7)];
+        assert_eq!(import_all_ahead_at(SpecId::PRAGUE, &state(), &txs), vec![true, false]);
     }
 
     /// A view whose recipient differs from the block's parent in its balance only: the deposit
