@@ -293,20 +293,26 @@ fn transfer(from: Address, to: Address, value: u64, nonce: u64) -> TxEnv {
     TxEnv { value: U256::from(value), gas_limit: 21_000, ..tx(from, Some(to), "", nonce, 1) }
 }
 
-#[test]
-fn deposits_of_many_senders_into_one_address_in_parallel_equal_sequential() {
-    // Which transfers are credits is unit-tested beside `credited`; how many commit from
-    // speculation depends on the threads' timing, so only the results are compared here.
-    // `SSTORE(1, BALANCE(DEPOSIT))`: a contract that reads what the deposits credit.
+/// The synthetic state with an exchange address (`DEPOSIT`), `senders` funded depositors, and
+/// `WATCHER`: `SSTORE(1, BALANCE(DEPOSIT))`, a contract that reads what the deposits credit.
+fn deposits_state(senders: u8) -> (InMemoryDB, Vec<Address>) {
     let watch = format!("73{}3160015500", hex::encode(DEPOSIT));
     let mut db = synthetic_state(true);
     let code = Bytecode::new_raw(hex::decode(&watch).expect("hex").into());
     db.insert_account_info(WATCHER, AccountInfo::new(U256::ZERO, 1, code.hash_slow(), code));
     db.insert_account_info(DEPOSIT, AccountInfo::from_balance(U256::from(10u128.pow(18))));
-    let senders: Vec<Address> = (0..48u8).map(|i| Address::left_padding_from(&[0x20, i])).collect();
+    let senders: Vec<Address> = (0..senders).map(|i| Address::left_padding_from(&[0x20, i])).collect();
     for sender in &senders {
         db.insert_account_info(*sender, AccountInfo::from_balance(U256::from(10u128.pow(18))));
     }
+    (db, senders)
+}
+
+#[test]
+fn deposits_of_many_senders_into_one_address_in_parallel_equal_sequential() {
+    // Which transfers are credits is unit-tested beside `credited`; how many commit from
+    // speculation depends on the threads' timing, so only the results are compared here.
+    let (db, senders) = deposits_state(48);
     let mut txs = Vec::new();
     let (mut deposit_nonce, mut watcher_calls) = (0, 0);
     for (i, sender) in senders.iter().enumerate() {
@@ -344,15 +350,7 @@ fn deposits_of_many_senders_into_one_address_in_parallel_equal_sequential() {
 /// in the depositee's own storage, with enough gas for it in half of them).
 #[test]
 fn deposits_into_an_address_delegated_mid_block_equal_sequential() {
-    let watch = format!("73{}3160015500", hex::encode(DEPOSIT));
-    let mut db = synthetic_state(true);
-    let code = Bytecode::new_raw(hex::decode(&watch).expect("hex").into());
-    db.insert_account_info(WATCHER, AccountInfo::new(U256::ZERO, 1, code.hash_slow(), code));
-    db.insert_account_info(DEPOSIT, AccountInfo::from_balance(U256::from(10u128.pow(18))));
-    let senders: Vec<Address> = (0..40u8).map(|i| Address::left_padding_from(&[0x21, i])).collect();
-    for sender in &senders {
-        db.insert_account_info(*sender, AccountInfo::from_balance(U256::from(10u128.pow(18))));
-    }
+    let (db, senders) = deposits_state(40);
     let mut txs = Vec::new();
     for (i, sender) in senders.iter().enumerate() {
         let mut deposit = transfer(*sender, DEPOSIT, 1_000 + i as u64, 0);
