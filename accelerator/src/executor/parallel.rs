@@ -622,7 +622,7 @@ struct Shared<'a, D> {
     take_over_running: bool,
 }
 
-impl<'a, D> Shared<'a, D>
+impl<D> Shared<'_, D>
 where
     D: DatabaseRef + Send + Sync,
     D::Error: DBErrorMarker + fmt::Display,
@@ -640,18 +640,15 @@ where
         let n = self.txs.len();
         let view = View { shared: self, index: 0, reads: Vec::new() };
         let mut evm = cached_evm(view, self.cfg, self.block, &self.precompiles);
-        // This thread's EVM on the committed state, built when it first executes a transaction
-        // there as the committer.
-        let mut exact = None;
         while self.speculate.load(Ordering::Acquire) && !self.failed.load(Ordering::Acquire) {
-            self.commit_ready(Commit::IfFree, &mut exact);
+            self.commit_ready(Commit::IfFree);
             self.receipts.build();
             // Run at most `window` transactions ahead of the last commit: further ahead, reads
             // are staler, and a conflict wastes more.
             while self.next.load(Ordering::Acquire).saturating_sub(self.done.load(Ordering::Acquire)) >= self.window
                 && !self.failed.load(Ordering::Acquire)
             {
-                if !self.commit_ready(Commit::Wait, &mut exact) && !self.receipts.build() {
+                if !self.commit_ready(Commit::Wait) && !self.receipts.build() {
                     std::thread::yield_now();
                 }
             }
@@ -690,7 +687,7 @@ where
             }
         }
         while self.done.load(Ordering::Acquire) < n && !self.failed.load(Ordering::Acquire) {
-            if !self.commit_ready(Commit::Finish, &mut exact) && !self.receipts.build() {
+            if !self.commit_ready(Commit::Finish) && !self.receipts.build() {
                 std::thread::yield_now();
             }
         }
@@ -720,10 +717,9 @@ where
         }
     }
 
-    /// Commits transactions in order while they are ready (see [`Commit`]), executing on the
-    /// committed state with `exact` (the calling thread's EVM there, built on first use) what
-    /// cannot be committed from speculation. Returns whether it made progress.
-    fn commit_ready<'s>(&'s self, how: Commit, exact: &mut Option<ExactEvm<'s, 'a, D>>) -> bool {
+    /// Commits transactions in order while they are ready (see [`Commit`]). Returns whether it
+    /// made progress.
+    fn commit_ready(&self, how: Commit) -> bool {
         // Once speculation stopped, the thread holding the lock runs the rest in order: the
         // others build receipts meanwhile rather than wait for it.
         let blocking = how != Commit::IfFree && self.speculate.load(Ordering::Acquire);
@@ -773,7 +769,7 @@ where
                     committer.stats.speculative += 1;
                     committed
                 }
-                None => match self.execute_committed(k, &mut committer, exact) {
+                None => match self.execute_committed(k, &mut committer) {
                     Ok(result) => {
                         if conflict {
                             committer.stats.reexecuted += 1;
@@ -947,14 +943,8 @@ where
     }
 
     /// Executes transaction `index` on the committed state (every lower transaction is
-    /// committed), with the mainnet handler and `exact` (built here on first use), and commits
-    /// it.
-    fn execute_committed<'s>(
-        &'s self,
-        index: usize,
-        committer: &mut Committer,
-        exact: &mut Option<ExactEvm<'s, 'a, D>>,
-    ) -> Result<ExecutionResult, ReferenceError> {
+    /// committed), with the mainnet handler, and commits it.
+    fn execute_committed(&self, index: usize, committer: &mut Committer) -> Result<ExecutionResult, ReferenceError> {
         {
             let mut db = write(&self.state);
             committer.flush_fees(&mut db, self.block.beneficiary).map_err(|e| ReferenceError {
@@ -963,8 +953,11 @@ where
                 message: e.to_string(),
             })?;
         }
-        let evm = exact.get_or_insert_with(|| cached_evm(Committed(self), self.cfg, self.block, &self.precompiles));
-        let res = evm.transact(self.txs[index].clone()).map_err(|e| rejected(index, e))?;
+        let res = {
+            let db = read(&self.state);
+            let mut evm = cached_evm(revm::database::WrapDatabaseRef(&**db), self.cfg, self.block, &self.precompiles);
+            evm.transact(self.txs[index].clone()).map_err(|e| rejected(index, e))?
+        };
         let mut db = write(&self.state);
         db.commit(res.state);
         Ok(res.result)
@@ -1324,40 +1317,6 @@ where
     account.mark_touch();
     db.commit(EvmState::from_iter([(address, account)]));
     Ok(())
-}
-
-/// An EVM on the committed state ([`Committed`]).
-type ExactEvm<'s, 'a, D> = CachedEvm<Committed<'s, 'a, D>>;
-
-/// The committed state, read-locked one read at a time, for the executions on it while
-/// threads run (again after a conflict, or a transaction nobody claimed). Consistent for a
-/// whole execution: only the committer writes the state, and it is the thread executing.
-/// Through one EVM per thread kept for the block: an EVM built for each such execution cost
-/// 2-5 µs, a fifth of a token transfer's execution, on the committer's serial path.
-struct Committed<'s, 'a, D>(&'s Shared<'a, D>);
-
-impl<D> Database for Committed<'_, '_, D>
-where
-    D: DatabaseRef,
-    D::Error: DBErrorMarker,
-{
-    type Error = D::Error;
-
-    fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, Self::Error> {
-        read(&self.0.state).basic_ref(address)
-    }
-
-    fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, Self::Error> {
-        read(&self.0.state).code_by_hash_ref(code_hash)
-    }
-
-    fn storage(&mut self, address: Address, key: StorageKey) -> Result<StorageValue, Self::Error> {
-        read(&self.0.state).storage_ref(address, key)
-    }
-
-    fn block_hash(&mut self, number: u64) -> Result<B256, Self::Error> {
-        read(&self.0.state).block_hash_ref(number)
-    }
 }
 
 /// A speculative view of the state for one transaction: the latest write of a lower executed
