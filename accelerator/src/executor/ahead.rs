@@ -442,8 +442,9 @@ mod tests {
 
     /// A deposit into an account an earlier transaction delegated to code (EIP-7702): executed
     /// ahead on the view, where the account has no code, it was a plain credit; at its turn the
-    /// transfer runs the delegated code (`SSTORE(0, SLOAD(0) + 1)` in the depositee's storage),
-    /// so it is executed again, and the state equals sequential revm's.
+    /// transfer runs the delegated code (`SSTORE(0, SLOAD(0) + 1)` in the depositee's storage).
+    /// The recipient's code and nonce (the authority's bump) no longer hold, so it is executed
+    /// again, and the state equals sequential revm's.
     #[test]
     fn a_deposit_into_an_account_delegated_before_it_is_executed_again() {
         use revm::context_interface::transaction::{Authorization, RecoveredAuthority, RecoveredAuthorization};
