@@ -14,8 +14,14 @@
 //!   committed with the fee credit added as revm's `reward_beneficiary` adds it (the same
 //!   check and credit as the parallel fallback's, [`parallel`]).
 //! - **anything else** (a read that changed, a failure on the view, a fee that would
-//!   overflow, a destroyed fee recipient, not executed yet or still under way): the importer
-//!   executes the transaction itself, as before. It never waits for the receipts thread.
+//!   overflow, a destroyed fee recipient, not executed yet, or still under way after the wait
+//!   below): the importer executes the transaction itself, as before.
+//!
+//! An execution still under way when the importer reaches it is waited for, at most as long as
+//! it has run already ([`Ahead::take`]): one nearly done costs the importer its last part
+//! instead of the whole, and one that runs long on the parent state (a loop on a flag an
+//! earlier transaction sets, an attacker's griefing) costs it at most what the receipts thread
+//! spent on it, which [`MAX_GAS`] bounds.
 //!
 //! Only the first transaction of each sender in the block, of at most [`MAX_GAS`] gas, is
 //! executed ahead, and only under rules from Spurious Dragon on where revm's fee credit can be
@@ -24,9 +30,12 @@
 //! The view only decides how often the work pays, never what is committed: a stale view
 //! fails validation.
 
-use std::sync::{
-    Mutex, OnceLock,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    sync::{
+        Mutex, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
 };
 
 use ir::TxOutcome;
@@ -71,8 +80,8 @@ pub(crate) struct Executed {
 enum Slot {
     /// Not claimed yet.
     Open,
-    /// Being executed on the receipts thread.
-    Running,
+    /// Being executed on the receipts thread, since then.
+    Running(Instant),
     /// Executed, waiting for the importer.
     Done(Box<Executed>),
     /// The importer took it (or passed it): no one works on it any more.
@@ -158,7 +167,7 @@ where
                 if !matches!(*slot, Slot::Open) {
                     continue;
                 }
-                *slot = Slot::Running;
+                *slot = Slot::Running(Instant::now());
             }
             // A panic in revm becomes a failed execution (the importer runs the transaction
             // itself), and the receipts thread goes on with the block's receipts.
@@ -166,7 +175,7 @@ where
                 .unwrap_or(Executed { outcome: None, reads: Vec::new(), credited: None });
             let mut slot = lock(slot);
             // Taken meanwhile: the importer executed it itself.
-            if matches!(*slot, Slot::Running) {
+            if matches!(*slot, Slot::Running(_)) {
                 *slot = Slot::Done(Box::new(executed));
             }
             return true;
@@ -200,13 +209,27 @@ where
     }
 
     /// The execution of transaction `index` ahead, if it was chosen and is done. One under way
-    /// is not waited for (on the parent state it may run much longer than at its turn, an
-    /// attacker's griefing): the importer executes the transaction itself. Either way no one
-    /// works on it afterwards (an execution under way is dropped when it ends).
+    /// is waited for at most as long as it has run already: on the parent state it may run
+    /// much longer than at its turn (an attacker's griefing), and then the importer loses at
+    /// most that time before executing the transaction itself. Either way no one works on it
+    /// afterwards (an execution still under way is dropped when it ends).
     pub(crate) fn take(&self, index: usize) -> Option<Executed> {
-        match std::mem::replace(&mut *lock(self.slots.get(index)?), Slot::Taken) {
+        let slot = self.slots.get(index)?;
+        let mut taken = lock(slot);
+        if let Slot::Running(started) = *taken {
+            let arrived = Instant::now();
+            let patience = arrived.saturating_duration_since(started);
+            while matches!(*taken, Slot::Running(_)) && arrived.elapsed() < patience {
+                drop(taken);
+                for _ in 0..64 {
+                    std::hint::spin_loop();
+                }
+                taken = lock(slot);
+            }
+        }
+        match std::mem::replace(&mut *taken, Slot::Taken) {
             Slot::Done(executed) => Some(*executed),
-            Slot::Open | Slot::Running | Slot::Taken => None,
+            Slot::Open | Slot::Running(_) | Slot::Taken => None,
         }
     }
 }
@@ -493,20 +516,51 @@ mod tests {
         assert_eq!(import_all_ahead(&state(), &txs), vec![true, false]);
     }
 
-    /// The importer does not wait for an execution under way: it takes the transaction over,
-    /// and the receipts thread does not start it again.
+    /// The importer waits for an execution under way no longer than it has run: one that has
+    /// just started is taken over, and the receipts thread does not start it again.
     #[test]
-    fn an_execution_under_way_is_not_waited_for() {
+    fn an_execution_just_started_is_not_waited_for() {
         let (cfg, block) = synthetic_env(SpecId::CANCUN);
         let pre = state();
         let txs = [call(ALICE, BOB, 5)];
         let ahead = Ahead::new(&cfg, &block, &txs, &pre, |_| true).expect("targets");
-        *lock(&ahead.slots[0]) = Slot::Running;
+        // Started an hour from now: no patience at all, so `take` cannot hang on it.
+        let later = Instant::now() + std::time::Duration::from_secs(3600);
+        *lock(&ahead.slots[0]) = Slot::Running(later);
         assert!(ahead.take(0).is_none());
         assert!(matches!(*lock(&ahead.slots[0]), Slot::Taken));
         // The receipts thread's own view: the slot is no longer open, so it is not executed.
         assert!(!ahead.step());
         assert!(matches!(*lock(&ahead.slots[0]), Slot::Taken));
+    }
+
+    /// An execution under way that has run longer than it still needs is waited for and
+    /// committed; the receipts thread's result, not the importer's execution, is what lands.
+    #[test]
+    fn an_execution_nearly_done_is_waited_for() {
+        let (cfg, block) = synthetic_env(SpecId::CANCUN);
+        let pre = state();
+        let txs = [call(ALICE, BOB, 5)];
+        let ahead = Ahead::new(&cfg, &block, &txs, &pre, |_| true).expect("targets");
+        // Under way for a minute already: the importer may wait that long.
+        let started = Instant::now().checked_sub(std::time::Duration::from_secs(60)).expect("uptime");
+        *lock(&ahead.slots[0]) = Slot::Running(started);
+        let executed = std::thread::scope(|scope| {
+            let taking = scope.spawn(|| ahead.take(0));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            // The receipts thread finishing it, as `step` does.
+            let done = ahead.execute(0);
+            let mut slot = lock(&ahead.slots[0]);
+            assert!(matches!(*slot, Slot::Running(_)), "the importer is still waiting");
+            *slot = Slot::Done(Box::new(done));
+            drop(slot);
+            taking.join().expect("no panic")
+        });
+        let executed = executed.expect("waited for");
+        assert!(matches!(*lock(&ahead.slots[0]), Slot::Taken));
+        let mut db = CacheDB::new(&pre);
+        assert!(commit_if_valid(&mut db, &cfg, &block, &txs[0], executed, false).is_some());
+        assert_eq!(first_state_difference(&db, &sequential(&pre, &txs)), None);
     }
 
     /// A stale view (the block does not start from it) only costs re-execution; a later

@@ -52,9 +52,10 @@ use ir::{
 pub use crate::store::{Accelerated, BlockPrograms};
 use revm::{
     DatabaseRef, ExecuteCommitEvm, ExecuteEvm,
-    context::{BlockEnv, CfgEnv, TxEnv, result::EVMError},
+    context::{BlockEnv, CfgEnv, ContextTr, TxEnv, result::EVMError},
     database::CacheDB,
     database_interface::DBErrorMarker,
+    handler::{MainnetContext, MainnetEvm},
     primitives::{Address, B256, U256},
     state::{AccountInfo, Bytecode},
 };
@@ -306,6 +307,7 @@ where
             let mut paths = Vec::with_capacity(txs.len());
             // One result, reused by every transaction: a hit fills it in place.
             let mut applied = Applied::new();
+            let mut state = ImportState::Plain(&mut *db);
             for (index, tx) in txs.iter().enumerate() {
                 if let Some(p) = program(index + 4) {
                     p.prefetch_header();
@@ -324,8 +326,8 @@ where
                     (Some(ahead), None) => ahead.take(index),
                     _ => None,
                 };
-                let committed =
-                    executed.and_then(|executed| ahead::commit_if_valid(db, cfg, block, tx, executed, keep_outcomes));
+                let committed = executed
+                    .and_then(|executed| ahead::commit_if_valid(state.db(), cfg, block, tx, executed, keep_outcomes));
                 let path = match committed {
                     Some((result, outcome)) => {
                         outcomes.extend(outcome);
@@ -335,7 +337,7 @@ where
                     }
                     None => {
                         let keep = keep_outcomes.then_some(&mut outcomes);
-                        import_tx(db, cfg, block, index, tx, accelerated, memo, keep, native, &mut applied)?
+                        import_tx(&mut state, cfg, block, index, tx, accelerated, memo, keep, native, &mut applied)?
                     }
                 };
                 receipt(ir::receipts::ReceiptInput {
@@ -371,13 +373,49 @@ where
     Ok(Import { outcomes, paths, receipts, ahead: committed_ahead, time: started.elapsed() })
 }
 
-/// Imports one transaction on `db`: its program's result when one holds (committed as revm
+/// An import's state, and the EVM its misses and transactions without a program run in: built
+/// over the state at the first of them and kept to the block's end. Building one for each
+/// (its journal's tables, its instruction table) cost about as much as executing a plain
+/// transfer; a block of hits builds none. Between transactions the EVM's journal holds
+/// nothing, and the state is reached through it: hits and commits from ahead write to it
+/// directly.
+enum ImportState<'db, D: DatabaseRef> {
+    Plain(&'db mut CacheDB<D>),
+    Evm(Box<MainnetEvm<MainnetContext<&'db mut CacheDB<D>>>>),
+    /// Only inside [`ImportState::evm`], while the state moves into the EVM.
+    Moving,
+}
+
+impl<'db, D: DatabaseRef> ImportState<'db, D> {
+    /// The state.
+    fn db(&mut self) -> &mut CacheDB<D> {
+        match self {
+            Self::Plain(db) => db,
+            Self::Evm(evm) => evm.ctx.db_mut(),
+            Self::Moving => unreachable!("the state is moving only inside `evm`"),
+        }
+    }
+
+    /// The EVM over the state, built at the first call.
+    fn evm(&mut self, cfg: &CfgEnv, block: &BlockEnv) -> &mut MainnetEvm<MainnetContext<&'db mut CacheDB<D>>> {
+        if let Self::Plain(_) = self {
+            let Self::Plain(db) = std::mem::replace(self, Self::Moving) else { unreachable!("matched above") };
+            *self = Self::Evm(Box::new(ir::reference::evm(db, cfg, block)));
+        }
+        match self {
+            Self::Evm(evm) => evm,
+            Self::Plain(_) | Self::Moving => unreachable!("built above"),
+        }
+    }
+}
+
+/// Imports one transaction on `state`: its program's result when one holds (committed as revm
 /// would commit it), revm otherwise. Returns how; `applied` holds the result without its state
-/// (moved into `db`), and `outcomes`, when given, gets the oracle's outcome of what was
+/// (moved into the state), and `outcomes`, when given, gets the oracle's outcome of what was
 /// committed.
 #[allow(clippy::too_many_arguments)]
 fn import_tx<D>(
-    db: &mut CacheDB<D>,
+    state: &mut ImportState<'_, D>,
     cfg: &CfgEnv,
     block: &BlockEnv,
     index: usize,
@@ -392,6 +430,7 @@ where
     D: DatabaseRef,
     D::Error: DBErrorMarker,
 {
+    let db = state.db();
     let mut path = match accelerated {
         Some(accelerated) => apply_accelerated_into(accelerated, &*db, cfg, block, memo, native, applied),
         None => TxPath::NoProgram,
@@ -414,7 +453,7 @@ where
             }
         }
     }
-    let mut evm = ir::reference::evm(&mut *db, cfg, block);
+    let evm = state.evm(cfg, block);
     let res = evm.transact(tx.env.clone()).map_err(|e| {
         let kind = match e {
             EVMError::Database(_) => ImportErrorKind::Database,
