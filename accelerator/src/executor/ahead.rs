@@ -54,8 +54,8 @@ use super::{ImportTx, parallel};
 
 /// The most gas a transaction executed ahead may have. An execution ahead runs on the parent
 /// state, where a transaction may run far longer than at its turn (a loop on a flag an earlier
-/// transaction sets); the importer never waits for one, but the block's end waits for the unit
-/// under way, which this bounds.
+/// transaction sets); the importer waits for one at most as long as it has run
+/// ([`Ahead::take`]), and the block's end waits for the unit under way: this bounds both.
 const MAX_GAS: u64 = 1_000_000;
 
 /// One value an execution ahead read.
