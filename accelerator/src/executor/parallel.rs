@@ -160,10 +160,18 @@ pub struct ParallelConfig {
     pub take_over_running: bool,
 }
 
+/// The machine's cores, read once per process: `available_parallelism` reads the cgroup's
+/// files at every call, and a node builds a configuration per block (also when it sets
+/// `threads` itself, through `..Default::default()`).
+fn machine_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+}
+
 impl Default for ParallelConfig {
     fn default() -> Self {
         Self {
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            threads: machine_threads(),
             min_txs: 32,
             by_shape: true,
             max_reexecuted: 0.5,
