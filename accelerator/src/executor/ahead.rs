@@ -517,41 +517,37 @@ mod tests {
     }
 
     /// The importer waits for an execution under way no longer than it has run: one that has
-    /// just started is taken over, and the receipts thread does not start it again.
+    /// just started is taken over (and the receipts thread does not start it again); one that
+    /// has run longer than it still needs is waited for, and the receipts thread's result is
+    /// what commits.
     #[test]
-    fn an_execution_just_started_is_not_waited_for() {
+    fn an_execution_under_way_is_waited_for_as_long_as_it_has_run() {
         let (cfg, block) = synthetic_env(SpecId::CANCUN);
         let pre = state();
         let txs = [call(ALICE, BOB, 5)];
-        let ahead = Ahead::new(&cfg, &block, &txs, &pre, |_| true).expect("targets");
+        let running_since = |started: Instant| {
+            let ahead = Ahead::new(&cfg, &block, &txs, &pre, |_| true).expect("targets");
+            *lock(&ahead.slots[0]) = Slot::Running(started);
+            ahead
+        };
+
         // Started an hour from now: no patience at all, so `take` cannot hang on it.
-        let later = Instant::now() + std::time::Duration::from_secs(3600);
-        *lock(&ahead.slots[0]) = Slot::Running(later);
+        let ahead = running_since(Instant::now() + std::time::Duration::from_secs(3600));
         assert!(ahead.take(0).is_none());
         assert!(matches!(*lock(&ahead.slots[0]), Slot::Taken));
         // The receipts thread's own view: the slot is no longer open, so it is not executed.
         assert!(!ahead.step());
         assert!(matches!(*lock(&ahead.slots[0]), Slot::Taken));
-    }
 
-    /// An execution under way that has run longer than it still needs is waited for and
-    /// committed; the receipts thread's result, not the importer's execution, is what lands.
-    #[test]
-    fn an_execution_nearly_done_is_waited_for() {
-        let (cfg, block) = synthetic_env(SpecId::CANCUN);
-        let pre = state();
-        let txs = [call(ALICE, BOB, 5)];
-        let ahead = Ahead::new(&cfg, &block, &txs, &pre, |_| true).expect("targets");
-        // Under way for a minute already: the importer may wait that long.
-        let started = Instant::now().checked_sub(std::time::Duration::from_secs(60)).expect("uptime");
-        *lock(&ahead.slots[0]) = Slot::Running(started);
+        // Under way for two seconds already: the importer may wait that long.
+        let ahead = running_since(Instant::now().checked_sub(std::time::Duration::from_secs(2)).expect("uptime"));
         let executed = std::thread::scope(|scope| {
             let taking = scope.spawn(|| ahead.take(0));
             std::thread::sleep(std::time::Duration::from_millis(20));
             // The receipts thread finishing it, as `step` does.
             let done = ahead.execute(0);
             let mut slot = lock(&ahead.slots[0]);
-            assert!(matches!(*slot, Slot::Running(_)), "the importer is still waiting");
+            assert!(matches!(*slot, Slot::Running(_)), "not taken while under way");
             *slot = Slot::Done(Box::new(done));
             drop(slot);
             taking.join().expect("no panic")
