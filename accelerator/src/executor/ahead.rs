@@ -219,10 +219,19 @@ where
         if let Slot::Running(started) = *taken {
             let arrived = Instant::now();
             let patience = arrived.saturating_duration_since(started);
+            let mut polls = 0u32;
             while matches!(*taken, Slot::Running(_)) && arrived.elapsed() < patience {
                 drop(taken);
-                for _ in 0..64 {
-                    std::hint::spin_loop();
+                // The core is given up now and then, as the executor's spinning locks do: on
+                // a machine with fewer free cores than threads, the receipts thread may need
+                // this one to finish.
+                polls = polls.wrapping_add(1);
+                if polls.is_multiple_of(32) {
+                    std::thread::yield_now();
+                } else {
+                    for _ in 0..64 {
+                        std::hint::spin_loop();
+                    }
                 }
                 taken = lock(slot);
             }
