@@ -1,10 +1,11 @@
 //! Criterion groups for a block's receipts, the work the import hands its second thread:
 //!
 //! - `receipts/{shape}/alloy`: `ir::reference::receipts` (alloy's receipts root, hashing one
-//!   trie leaf at a time);
+//!   trie leaf at a time, and every receipt's bloom);
 //! - `receipts/{shape}/builder`: `ir::receipts::ReceiptBuilder` fed the block in order, as
-//!   the import and the sequential baseline build them (leaves hashed in groups on the
-//!   widest path the CPU has);
+//!   the import builds them: blooms given (the import has them from pre-execution's hashes;
+//!   the sequential baseline computes them, as `alloy` does), leaves hashed in groups on the
+//!   widest path the CPU has, a long receipt's leaf as it is encoded;
 //! - `keccak/leaves/{path}`: eight leaf-sized inputs (300 bytes, three permutations each)
 //!   through `ir::keccak_batch` on every path the CPU has.
 //!
