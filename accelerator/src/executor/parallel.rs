@@ -6,7 +6,8 @@
 //!   then workers: claim the next index i ─▶ (wait for the same sender's previous tx) ─▶ execute tx i on a
 //!                 speculative view ─▶ slot[i] = the values it read, its result and state
 //!       (view: the latest write of a lower, executed, uncommitted tx, found through a per-account
-//!        index of writers; else the committed state)
+//!        index of writers; else the committed state; a hot location, read stale by several
+//!        transactions in a row, only once every lower transaction is committed: `Shared::hot`)
 //!   committer (whoever holds the lock), for k = next to commit, in block order:
 //!     slot[k] ready ─▶ every value tx k read still equals the committed state?
 //!                        yes ─▶ commit its state; its fee joins the pending fee-recipient credit
@@ -64,7 +65,7 @@
 //! storage trait; grevm on revm 40), see `../shared/research/crates.md`. Worker threads are
 //! rayon's, kept between blocks.
 
-use alloy::primitives::map::AddressHashMap;
+use alloy::primitives::map::{AddressHashMap, HashSet};
 use std::{
     fmt,
     marker::PhantomData,
@@ -110,6 +111,18 @@ const WINDOW_PER_THREAD: usize = 128;
 /// Every this many commits, the wall time they took is compared with the time the threads
 /// spent executing ([`ParallelConfig::max_wall_per_executed`]).
 const PAYOFF_EVERY: usize = 64;
+
+/// How close in the block two transactions that read a location stale must be to make it hot
+/// (see `Shared::hot`).
+const HOT_WITHIN: usize = 1;
+
+/// How many transactions in a row (see [`HOT_WITHIN`]) must read a location stale to make it
+/// hot (see `Shared::hot`).
+const HOT_AFTER: usize = 3;
+
+/// Speculation stops once views waited for hot locations more than this share of the time the
+/// threads executed (see `Shared::hot`).
+const MAX_WAITED_PER_EXECUTED: f64 = 0.5;
 
 /// Once speculation stopped, the in-order loop hands receipts to the other threads this many
 /// commits at a time.
@@ -206,6 +219,10 @@ pub struct ParallelStats {
     /// The index from which speculation was stopped, if it was (the end of the sequential
     /// prefix when the block's shape or a short rest ruled it out).
     pub stopped_at: Option<usize>,
+    /// Accounts and slots that turned hot: read stale by consecutive transactions, so that
+    /// views waited for the lower transactions to commit before reading them (some may have
+    /// stopped being hot by the end).
+    pub hot: usize,
 }
 
 /// A block executed by the parallel fallback.
@@ -286,6 +303,10 @@ where
         state: RwLock::new(db),
         slots: (0..txs.len()).map(|_| Mutex::new(None)).collect(),
         writers: Mutex::new(AddressHashMap::default()),
+        hot: RwLock::new(HashSet::default()),
+        stale: Mutex::new(Default::default()),
+        waits: Mutex::new(Default::default()),
+        hot_version: AtomicUsize::new(0),
         next: AtomicUsize::new(first),
         same_sender,
         done: AtomicUsize::new(first),
@@ -300,6 +321,7 @@ where
         min_tx_time: config.min_tx_time,
         max_wall_per_executed: config.max_wall_per_executed,
         executed_ns: AtomicU64::new(0),
+        waited_ns: AtomicU64::new(0),
         precompiles: PrecompileCache::default(),
         joined: AtomicUsize::new(0),
         executing: (0..threads).map(|_| AtomicUsize::new(usize::MAX)).collect(),
@@ -315,7 +337,9 @@ where
         }
         shared.work();
     });
+    let hot = read(&shared.hot).len();
     let mut committer = shared.committer.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+    committer.stats.hot = hot;
     if let Some(error) = committer.error {
         return Err(error);
     }
@@ -506,6 +530,26 @@ enum Read {
     Slot(Address, StorageKey, StorageValue),
 }
 
+/// An account (`None`) or one of its slots.
+type Location = (Address, Option<StorageKey>);
+
+/// What a view reads at a [`Location`], compared before and after a wait for it: an account's
+/// balance, nonce and code hash, or a slot's value.
+#[derive(PartialEq, Eq)]
+enum Seen {
+    Account(Option<(U256, u64, B256)>),
+    Slot(StorageValue),
+}
+
+impl Read {
+    fn location(&self) -> Location {
+        match self {
+            Read::Account(address, _) => (*address, None),
+            Read::Slot(address, key, _) => (*address, Some(*key)),
+        }
+    }
+}
+
 /// One transaction's speculative execution.
 #[derive(Debug)]
 struct Speculative {
@@ -597,6 +641,39 @@ struct Shared<'a, D> {
     /// For each account, the transactions whose speculative execution wrote it, ascending
     /// (committed ones are skipped by readers).
     writers: Mutex<AddressHashMap<Vec<usize>>>,
+    /// Hot accounts and slots: read stale by the speculative executions of [`HOT_AFTER`]
+    /// transactions in a row (a lower transaction executing beside each wrote it). A view
+    /// reading one first waits until every lower transaction is committed, committing what is
+    /// ready meanwhile, and reads the committed value, which no later commit changes (learnt
+    /// from the block's conflicts, as Block-STM's estimates are from earlier incarnations).
+    /// Waiting only for the lower executions to end is not enough: their writes are stale too
+    /// until validated. Deposits of many senders into one token balance otherwise conflict
+    /// one after another, each executed twice: 12,522,062 has runs of 11 and 18 consecutive
+    /// USDT transfers into one address, and speculation stopped at the first (0.80x-1.17x in
+    /// four paired runs; 0.99x-1.21x with the waits).
+    ///
+    /// Waiting serializes, so a location is hot only while it pays:
+    /// - a location read stale once, or by transactions further apart, is not hot. With two
+    ///   stale reads at most two apart making it hot, blocks whose conflicts are sporadic lost
+    ///   more than the deposits gained (19,933,612: 1.28x-1.31x against 1.43x-1.53x
+    ///   re-executing them);
+    /// - a location whose waits mostly change nothing it reads is hot no more
+    ///   ([`Shared::judge_wait`]; 19,426,586 lost 1.35x-1.66x to 1.18x-1.44x without it);
+    /// - speculation stops once the threads wait more than [`MAX_WAITED_PER_EXECUTED`] of the
+    ///   time they execute.
+    ///
+    /// Giving up the execution at such a read instead of waiting (the committer executing it
+    /// at its turn) deferred more than the deposits and measured no better on 12,522,062.
+    hot: RwLock<HashSet<Location>>,
+    /// For each hot location, how many waits for it changed the value read, and how many did
+    /// not (see [`Shared::judge_wait`]).
+    waits: Mutex<alloy::primitives::map::HashMap<Location, (usize, usize)>>,
+    /// For each location read stale, the last transaction that read it so, and how many in a
+    /// row did (each within [`HOT_WITHIN`] of the one before).
+    stale: Mutex<alloy::primitives::map::HashMap<Location, (usize, usize)>>,
+    /// How many times `hot` changed: views keep a copy of it and take it again when this did (a
+    /// lock per read, its line bouncing between the threads, cost every read).
+    hot_version: AtomicUsize,
     /// The next index to claim for speculative execution.
     next: AtomicUsize,
     /// For each transaction, the previous one of the same sender, if any.
@@ -615,8 +692,11 @@ struct Shared<'a, D> {
     min_tx_time: Duration,
     /// See [`ParallelConfig::max_wall_per_executed`].
     max_wall_per_executed: f64,
-    /// Nanoseconds the threads spent in speculative executions.
+    /// Nanoseconds the threads spent in speculative executions (waits for hot locations
+    /// excepted).
     executed_ns: AtomicU64,
+    /// Nanoseconds views spent waiting for lower transactions to commit (see [`Shared::hot`]).
+    waited_ns: AtomicU64,
     /// Precompile results of this block's executions: an execution again (after a conflict,
     /// or in order after speculation stopped) reuses what its speculative run computed.
     precompiles: PrecompileCache,
@@ -628,6 +708,42 @@ struct Shared<'a, D> {
     clocks: Vec<std::sync::OnceLock<CpuClock>>,
     watch_window: Duration,
     take_over_running: bool,
+}
+
+impl<D> Shared<'_, D> {
+    /// Records that the speculative execution of transaction `index` read `location` stale;
+    /// it turns hot when another did shortly before (see [`Shared::hot`]).
+    fn read_stale(&self, location: Location, index: usize) {
+        let streak = {
+            let mut stale = lock(&self.stale);
+            let (last, streak) = stale.entry(location).or_insert((index, 0));
+            *streak = if index.abs_diff(*last) <= HOT_WITHIN { *streak + 1 } else { 1 };
+            *last = index;
+            *streak
+        };
+        if streak >= HOT_AFTER && write(&self.hot).insert(location) {
+            self.hot_version.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Records whether a view's wait for `location` changed the value it reads there; a
+    /// location whose waits mostly change nothing is hot no more (its conflicts are sporadic:
+    /// re-executing them costs less than waiting).
+    fn judge_wait(&self, location: Location, changed: bool) {
+        let needless = {
+            let mut waits = lock(&self.waits);
+            let (useful, needless) = waits.entry(location).or_default();
+            if changed {
+                *useful += 1;
+            } else {
+                *needless += 1;
+            }
+            *needless > 2 * *useful + 2
+        };
+        if needless && write(&self.hot).remove(&location) {
+            self.hot_version.fetch_add(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl<D> Shared<'_, D>
@@ -646,7 +762,7 @@ where
             let _ = self.clocks[me].set(clock);
         }
         let n = self.txs.len();
-        let view = View { shared: self, index: 0, reads: Vec::new() };
+        let view = View { shared: self, index: 0, reads: Vec::new(), waited: Duration::ZERO, hot: Default::default() };
         let mut evm = cached_evm(view, self.cfg, self.block, &self.precompiles);
         while self.speculate.load(Ordering::Acquire) && !self.failed.load(Ordering::Acquire) {
             self.commit_ready(Commit::IfFree);
@@ -682,7 +798,9 @@ where
             }
             let started = Instant::now();
             let speculative = Arc::new(self.speculate_one(&mut evm, index));
-            self.executed_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            // Time a view waited for lower executions is not time executing (the payoff check).
+            let executing = started.elapsed().saturating_sub(evm.ctx.db_mut().waited);
+            self.executed_ns.fetch_add(executing.as_nanos() as u64, Ordering::Relaxed);
             *lock(&self.slots[index]) = Some(speculative.clone());
             self.executing[me].store(usize::MAX, Ordering::Release);
             if let Some((_, state)) = &speculative.outcome {
@@ -707,6 +825,7 @@ where
             let view = evm.ctx.db_mut();
             view.index = index;
             view.reads.clear();
+            view.waited = Duration::ZERO;
         }
         evm.ctx.set_tx(self.txs[index].clone());
         let run = DeferFee::<_, EVMError<ViewError>, revm::handler::EthFrame>::default().run(evm);
@@ -730,7 +849,7 @@ where
     fn commit_ready(&self, how: Commit) -> bool {
         // Once speculation stopped, the thread holding the lock runs the rest in order: the
         // others build receipts meanwhile rather than wait for it.
-        let blocking = how != Commit::IfFree && self.speculate.load(Ordering::Acquire);
+        let blocking = matches!(how, Commit::Wait | Commit::Finish) && self.speculate.load(Ordering::Acquire);
         let mut committer = if blocking {
             lock(&self.committer)
         } else {
@@ -747,6 +866,9 @@ where
                 break;
             }
             if !self.speculate.load(Ordering::Acquire) {
+                if how == Commit::Nested {
+                    break;
+                }
                 // Stopped (here or by another thread): the speculative executions left are of
                 // a stretch where conflicts piled up; one EVM in order is cheaper than
                 // validating them and executing most again one EVM each.
@@ -807,14 +929,45 @@ where
             let serial = in_parallel.is_multiple_of(PAYOFF_EVERY)
                 && self.serial_window(&mut committer)
                 && in_parallel > PAYOFF_EVERY;
+            // Hot locations serialize: once the threads wait for them more than
+            // [`MAX_WAITED_PER_EXECUTED`] of the time they execute, one thread does as well.
+            let waiting = self.waited_ns.load(Ordering::Relaxed) as f64
+                > MAX_WAITED_PER_EXECUTED * self.executed_ns.load(Ordering::Relaxed) as f64;
             if in_parallel >= 8
-                && (too_cheap || serial || committer.stats.reexecuted as f64 > self.max_reexecuted * in_parallel as f64)
+                && (too_cheap
+                    || serial
+                    || waiting
+                    || committer.stats.reexecuted as f64 > self.max_reexecuted * in_parallel as f64)
             {
                 self.speculate.store(false, Ordering::Release);
                 committer.stats.stopped_at = Some(committed);
             }
         }
         progressed
+    }
+
+    /// Waits until every transaction below `index` is committed (see [`Shared::hot`]),
+    /// committing what is ready and building receipts meanwhile. Only lower transactions are
+    /// waited for, so two views never wait for each other. An error once speculation stopped
+    /// (this execution is discarded then) or the block failed.
+    fn wait_for_lower(&self, index: usize) -> Result<(), ViewError> {
+        let mut spins = 0u32;
+        loop {
+            if !self.speculate.load(Ordering::Acquire) || self.failed.load(Ordering::Acquire) {
+                return Err(ViewError(STOPPED.into()));
+            }
+            if self.done.load(Ordering::Acquire) >= index {
+                return Ok(());
+            }
+            if !self.commit_ready(Commit::Nested) && !self.receipts.build() {
+                spins = spins.wrapping_add(1);
+                if spins.is_multiple_of(YIELD_EVERY) {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        }
     }
 
     /// Whether the thread executing claimed transaction `k` is descheduled (see [`Watch`]),
@@ -924,13 +1077,14 @@ where
         // A credited recipient's balance as it commits: what lower transactions left, plus the
         // credit (its other fields are validated as any read).
         let mut credited_balance = None;
-        let valid = speculative.reads.iter().all(|read| match read {
-            Read::Account(address, seen) => db.basic_ref(*address).is_ok_and(|now| {
+        let stale = speculative.reads.iter().find(|read| match read {
+            Read::Account(address, seen) => !db.basic_ref(*address).is_ok_and(|now| {
                 account_read_holds(*address, seen.as_ref(), now.as_ref(), speculative.credited, &mut credited_balance)
             }),
-            Read::Slot(address, key, seen) => db.storage_ref(*address, *key).is_ok_and(|now| now == *seen),
+            Read::Slot(address, key, seen) => !db.storage_ref(*address, *key).is_ok_and(|now| now == *seen),
         });
-        if !valid {
+        if let Some(read) = stale {
+            self.read_stale(read.location(), index);
             return None;
         }
         drop(db);
@@ -1149,6 +1303,9 @@ enum Commit {
     Wait,
     /// No claims are left: also execute, in order, what nobody claimed.
     Finish,
+    /// Inside a speculative execution, waiting for the lower ones to commit: as `IfFree`, but
+    /// once speculation stopped the rest in order is left to a thread between executions.
+    Nested,
 }
 
 // The executor's locks are taken by spinning on `try_*`, never by sleeping in the lock.
@@ -1334,6 +1491,10 @@ struct View<'s, 'a, D> {
     shared: &'s Shared<'a, D>,
     index: usize,
     reads: Vec<Read>,
+    /// How long this execution waited for lower ones (see [`Shared::hot`]).
+    waited: Duration,
+    /// The hot locations as of a `hot_version` (see [`Shared::hot`]).
+    hot: (usize, HashSet<Location>),
 }
 
 /// A state backend's error, rendered (the view's reads are re-done on the committed state if
@@ -1360,6 +1521,69 @@ impl<'a, D> View<'_, 'a, D> {
         })
     }
 
+    /// Before reading `location`: if it is hot (see [`Shared::hot`]), waits until every lower
+    /// transaction is committed.
+    fn settle(&mut self, location: Location) -> Result<(), ViewError>
+    where
+        D: DatabaseRef + Send + Sync,
+        D::Error: DBErrorMarker + fmt::Display,
+    {
+        let version = self.shared.hot_version.load(Ordering::Acquire);
+        if version != self.hot.0 {
+            self.hot = (version, read(&self.shared.hot).clone());
+        }
+        if self.hot.1.contains(&location) {
+            let before = self.now(location)?;
+            let started = Instant::now();
+            let waited = self.shared.wait_for_lower(self.index);
+            let took = started.elapsed();
+            self.waited += took;
+            self.shared.waited_ns.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+            waited?;
+            self.shared.judge_wait(location, self.now(location)? != before);
+        }
+        Ok(())
+    }
+
+    /// What this view reads at `location` now (its balance, nonce and code hash for an
+    /// account).
+    fn now(&self, (address, key): Location) -> Result<Seen, ViewError>
+    where
+        D: DatabaseRef,
+        D::Error: fmt::Display,
+    {
+        Ok(match key {
+            None => Seen::Account(self.account_now(address)?.map(|info| (info.balance, info.nonce, info.code_hash))),
+            Some(key) => Seen::Slot(self.slot_now(address, key)?),
+        })
+    }
+
+    /// The account as the latest lower uncommitted transaction that wrote it left it, else as
+    /// committed.
+    fn account_now(&self, address: Address) -> Result<Option<AccountInfo>, ViewError>
+    where
+        D: DatabaseRef,
+        D::Error: fmt::Display,
+    {
+        match self.lower(&address, |s| s.account(&address)) {
+            Some(info) => Ok(info),
+            None => self.state()?.basic_ref(address).map_err(|e| ViewError(e.to_string())),
+        }
+    }
+
+    /// The slot as the latest lower uncommitted transaction that wrote it left it, else as
+    /// committed.
+    fn slot_now(&self, address: Address, key: StorageKey) -> Result<StorageValue, ViewError>
+    where
+        D: DatabaseRef,
+        D::Error: fmt::Display,
+    {
+        match self.lower(&address, |s| s.slot(&address, &key)) {
+            Some(value) => Ok(value),
+            None => self.state()?.storage_ref(address, key).map_err(|e| ViewError(e.to_string())),
+        }
+    }
+
     /// Calls `f` on the speculative executions of lower uncommitted transactions that wrote
     /// `address`, highest first, until it returns a value.
     fn lower<T>(&self, address: &Address, mut f: impl FnMut(&Speculative) -> Option<T>) -> Option<T> {
@@ -1377,19 +1601,14 @@ impl<'a, D> View<'_, 'a, D> {
 
 impl<D> Database for View<'_, '_, D>
 where
-    D: DatabaseRef,
-    D::Error: fmt::Display,
+    D: DatabaseRef + Send + Sync,
+    D::Error: DBErrorMarker + fmt::Display,
 {
     type Error = ViewError;
 
     fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, Self::Error> {
-        let info = match self.lower(&address, |s| s.account(&address)) {
-            Some(info) => info,
-            None => {
-                let db = self.state()?;
-                db.basic_ref(address).map_err(|e| ViewError(e.to_string()))?
-            }
-        };
+        self.settle((address, None))?;
+        let info = self.account_now(address)?;
         self.reads.push(Read::Account(address, info.clone()));
         Ok(info)
     }
@@ -1400,14 +1619,8 @@ where
     }
 
     fn storage(&mut self, address: Address, key: StorageKey) -> Result<StorageValue, Self::Error> {
-        let lower = self.lower(&address, |s| s.slot(&address, &key));
-        let value = match lower {
-            Some(value) => value,
-            None => {
-                let db = self.state()?;
-                db.storage_ref(address, key).map_err(|e| ViewError(e.to_string()))?
-            }
-        };
+        self.settle((address, Some(key)))?;
+        let value = self.slot_now(address, key)?;
         self.reads.push(Read::Slot(address, key, value));
         Ok(value)
     }

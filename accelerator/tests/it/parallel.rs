@@ -5,7 +5,7 @@
 
 use crate::accelerator::executor::{
     first_state_difference,
-    parallel::{ParallelConfig, execute_parallel},
+    parallel::{ParallelConfig, ParallelStats, execute_parallel},
 };
 use ir::execute_block;
 use mempool_tap::{Dataset, recorded::shared_data_for_tests};
@@ -18,8 +18,7 @@ use revm::{
 };
 
 /// Runs `txs` sequentially and in parallel on copies of `db` and compares everything; returns
-/// how many transactions the parallel run committed from speculation, executed again, and
-/// took over from a thread.
+/// what the parallel run did.
 fn compare(
     db: &InMemoryDB,
     cfg: &CfgEnv,
@@ -27,7 +26,7 @@ fn compare(
     txs: &[TxEnv],
     config: &ParallelConfig,
     label: &str,
-) -> (usize, usize, usize) {
+) -> ParallelStats {
     let mut sequential_db = CacheDB::new(db.clone());
     let reference = execute_block(&mut sequential_db, cfg, block, txs).unwrap_or_else(|e| panic!("{label}: {e}"));
     let mut parallel_db = CacheDB::new(db.clone());
@@ -52,7 +51,7 @@ fn compare(
         "{label}: every transaction committed once: {stats:?}"
     );
     assert!(stats.taken_over <= stats.in_order, "{label}: a takeover runs in order: {stats:?}");
-    (stats.speculative, stats.reexecuted, stats.taken_over)
+    parallel.stats
 }
 
 /// [`always_parallel`] where the committer takes over every claimed transaction it finds
@@ -90,13 +89,14 @@ fn every_recorded_block_in_parallel_equals_sequential() {
         for threads in [2, 4] {
             let config = always_parallel(threads);
             let label = format!("block {} x{threads}", block.number);
-            let (s, r, _) = compare(&db, &block.cfg, &block.env, &txs, &config, &label);
+            let stats = compare(&db, &block.cfg, &block.env, &txs, &config, &label);
+            let (s, r) = (stats.speculative, stats.reexecuted);
             speculative += s;
             reexecuted += r;
         }
         // A thread's late result after the committer took its transaction over is never used.
         let label = format!("block {} taking over", block.number);
-        taken_over += compare(&db, &block.cfg, &block.env, &txs, &taking_over(2), &label).2;
+        taken_over += compare(&db, &block.cfg, &block.env, &txs, &taking_over(2), &label).taken_over;
         // Where speculation stops because it does not pay (here at once: any wall time is
         // too much), at its first judged window of 64 commits (the second: the first holds
         // the threads' start), the rest runs in order with its receipts built beside it.
@@ -378,4 +378,42 @@ fn deposits_into_an_address_delegated_mid_block_equal_sequential() {
             compare(&db, &cfg, &block, &txs, &taking_over(threads), &format!("{label}, taking over"));
         }
     }
+}
+
+/// Many senders increment one slot, one after another, between transfers that touch nothing
+/// they read (deposits of many senders into one token balance): the slot turns hot, and views
+/// reading it wait for every lower transaction to commit. Some of the incrementing calls run
+/// out of gas after their read, so that what a waiting view reads depends on a failure below.
+#[test]
+fn consecutive_increments_of_one_slot_by_many_senders_equal_sequential() {
+    let (db, senders) = deposits_state(96);
+    let mut txs = Vec::new();
+    for (i, sender) in senders.iter().enumerate() {
+        if i % 24 < 16 {
+            let mut call = tx(*sender, Some(COUNTER), "", 0, 1);
+            if i % 7 == 3 {
+                // Enough for the intrinsic gas and the slot's read, not for its write.
+                call.gas_limit = 23_500;
+            }
+            txs.push(call);
+        } else {
+            txs.push(transfer(*sender, FRESH, 1_000 + i as u64, 0));
+        }
+    }
+    let (cfg, block) = synthetic_block(SpecId::CANCUN);
+    // Whether and when the slot turns hot depends on the threads' timing: several rounds, and
+    // at least one of them must have found it hot (else this test would not test the waits).
+    let mut hot = 0;
+    for round in 0..4 {
+        for threads in [2, 3, 8] {
+            let label = format!("increments, x{threads}, round {round}");
+            hot += compare(&db, &cfg, &block, &txs, &always_parallel(threads), &label).hot;
+            compare(&db, &cfg, &block, &txs, &taking_over(threads), &format!("{label}, taking over"));
+        }
+    }
+    // Speculation stopped while views wait: their executions are dropped, and the rest runs
+    // in order.
+    let stopping = ParallelConfig { max_reexecuted: 0.05, ..always_parallel(2) };
+    compare(&db, &cfg, &block, &txs, &stopping, "increments, stopping");
+    assert!(hot > 0, "no run found the incremented slot hot");
 }
