@@ -752,7 +752,7 @@ fn replay(
                             p.reexecuted,
                             p.in_order,
                             if p.taken_over > 0 { format!(", {} taken over", p.taken_over) } else { String::new() },
-                            if p.hot > 0 { format!(", {} hot", p.hot) } else { String::new() },
+                            if p.hot > 0 { format!(", {} hot, {} waits", p.hot, p.waits) } else { String::new() },
                             if p.sequential { ", sequential" } else { "" },
                             p.stopped_at.map_or(String::new(), |at| format!(", stopped at {at}"))
                         )) + &timed

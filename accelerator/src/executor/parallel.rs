@@ -58,7 +58,8 @@
 //!   committed in parallel had to run again, the first 16 took less than
 //!   [`ParallelConfig::min_tx_time`] each, or a window of 64 commits took more wall time than
 //!   [`ParallelConfig::max_wall_per_executed`] of the threads' executing time (the threads
-//!   spend the rest in serial work: commits, receipts). The rest then runs in order on one
+//!   spend the rest in serial work: commits, receipts), or the threads waited for hot
+//!   locations more than [`ParallelConfig::max_waited_per_executed`] of it. The rest then runs in order on one
 //!   thread, the others building the receipts trie beside it.
 //!
 //! Why our own: no crate offers a parallel executor on revm 43 (pevm is on revm 38 with its own
@@ -120,10 +121,6 @@ const HOT_WITHIN: usize = 1;
 /// hot (see `Shared::hot`).
 const HOT_AFTER: usize = 3;
 
-/// Speculation stops once views waited for hot locations more than this share of the time the
-/// threads executed (see `Shared::hot`).
-const MAX_WAITED_PER_EXECUTED: f64 = 0.5;
-
 /// Once speculation stopped, the in-order loop hands receipts to the other threads this many
 /// commits at a time.
 const IN_ORDER_BATCH: usize = 16;
@@ -158,6 +155,10 @@ pub struct ParallelConfig {
     /// 1.14x-1.17x late in the block, where a block at 1.09x measured 0.8x-0.85x and one
     /// at 1.3x 0.6x).
     pub max_wall_per_executed: f64,
+    /// Speculation stops once views have waited idle for hot locations (see `Shared::hot`)
+    /// more than this share of the time the threads executed: hot locations serialize the
+    /// block, and one thread does as well.
+    pub max_waited_per_executed: f64,
     /// Nothing is speculated when the transactions left after the sequential prefix would
     /// take less than this at the prefix's pace (its time per unit of gas limit): two threads
     /// save at most half of it, and waking one costs 0.1–0.3 ms, conflicts more. A block of
@@ -191,6 +192,7 @@ impl Default for ParallelConfig {
             min_tx_time: Duration::from_micros(3),
             sequential_for: Duration::from_micros(500),
             max_wall_per_executed: 0.9,
+            max_waited_per_executed: 0.5,
             min_rest: Duration::from_millis(1),
             watch_window: Duration::from_micros(100),
             take_over_running: false,
@@ -219,10 +221,13 @@ pub struct ParallelStats {
     /// The index from which speculation was stopped, if it was (the end of the sequential
     /// prefix when the block's shape or a short rest ruled it out).
     pub stopped_at: Option<usize>,
-    /// Accounts and slots that turned hot: read stale by consecutive transactions, so that
-    /// views waited for the lower transactions to commit before reading them (some may have
-    /// stopped being hot by the end).
+    /// How many times an account or slot turned hot: read stale by consecutive transactions,
+    /// so that views wait for the lower transactions to commit before reading it (one that
+    /// cooled and turned hot again counts twice).
     pub hot: usize,
+    /// Reads of a hot location whose wait for the lower transactions to commit changed the
+    /// value read (each would have been executed again without it).
+    pub waits: usize,
 }
 
 /// A block executed by the parallel fallback.
@@ -320,8 +325,11 @@ where
         first,
         min_tx_time: config.min_tx_time,
         max_wall_per_executed: config.max_wall_per_executed,
+        max_waited_per_executed: config.max_waited_per_executed,
         executed_ns: AtomicU64::new(0),
         waited_ns: AtomicU64::new(0),
+        turned_hot: AtomicUsize::new(0),
+        useful_waits: AtomicUsize::new(0),
         precompiles: PrecompileCache::default(),
         joined: AtomicUsize::new(0),
         executing: (0..threads).map(|_| AtomicUsize::new(usize::MAX)).collect(),
@@ -337,9 +345,10 @@ where
         }
         shared.work();
     });
-    let hot = read(&shared.hot).len();
+    let (hot, waits) = (shared.turned_hot.load(Ordering::Acquire), shared.useful_waits.load(Ordering::Acquire));
     let mut committer = shared.committer.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
     committer.stats.hot = hot;
+    committer.stats.waits = waits;
     if let Some(error) = committer.error {
         return Err(error);
     }
@@ -644,7 +653,8 @@ struct Shared<'a, D> {
     /// Hot accounts and slots: read stale by the speculative executions of [`HOT_AFTER`]
     /// transactions in a row (a lower transaction executing beside each wrote it). A view
     /// reading one first waits until every lower transaction is committed, committing what is
-    /// ready meanwhile, and reads the committed value, which no later commit changes (learnt
+    /// ready meanwhile, and reads the committed value, which no later commit changes (but for
+    /// a takeover of the waiting transaction, whose result is then dropped; learnt
     /// from the block's conflicts, as Block-STM's estimates are from earlier incarnations).
     /// Waiting only for the lower executions to end is not enough: their writes are stale too
     /// until validated. Deposits of many senders into one token balance otherwise conflict
@@ -659,8 +669,8 @@ struct Shared<'a, D> {
     ///   re-executing them);
     /// - a location whose waits mostly change nothing it reads is hot no more
     ///   ([`Shared::judge_wait`]; 19,426,586 lost 1.35x-1.66x to 1.18x-1.44x without it);
-    /// - speculation stops once the threads wait more than [`MAX_WAITED_PER_EXECUTED`] of the
-    ///   time they execute.
+    /// - speculation stops once the threads wait more than
+    ///   [`ParallelConfig::max_waited_per_executed`] of the time they execute.
     ///
     /// Giving up the execution at such a read instead of waiting (the committer executing it
     /// at its turn) deferred more than the deposits and measured no better on 12,522,062.
@@ -692,11 +702,19 @@ struct Shared<'a, D> {
     min_tx_time: Duration,
     /// See [`ParallelConfig::max_wall_per_executed`].
     max_wall_per_executed: f64,
+    /// See [`ParallelConfig::max_waited_per_executed`].
+    max_waited_per_executed: f64,
     /// Nanoseconds the threads spent in speculative executions (waits for hot locations
     /// excepted).
     executed_ns: AtomicU64,
-    /// Nanoseconds views spent waiting for lower transactions to commit (see [`Shared::hot`]).
+    /// Nanoseconds views spent waiting idle for lower transactions to commit (see
+    /// [`Shared::hot`]; the commits and receipts they did meanwhile excepted).
     waited_ns: AtomicU64,
+    /// How many locations turned hot (a location cooled and hot again counts twice).
+    turned_hot: AtomicUsize,
+    /// How many reads of a hot location read a value other than they would have without
+    /// waiting.
+    useful_waits: AtomicUsize,
     /// Precompile results of this block's executions: an execution again (after a conflict,
     /// or in order after speculation stopped) reuses what its speculative run computed.
     precompiles: PrecompileCache,
@@ -712,8 +730,13 @@ struct Shared<'a, D> {
 
 impl<D> Shared<'_, D> {
     /// Records that the speculative execution of transaction `index` read `location` stale;
-    /// it turns hot when another did shortly before (see [`Shared::hot`]).
+    /// it turns hot once [`HOT_AFTER`] transactions in a row did, each within [`HOT_WITHIN`]
+    /// of the one before (see [`Shared::hot`]). Never the fee recipient: the committed state
+    /// lacks the fees not yet credited, so a wait for it would not help.
     fn read_stale(&self, location: Location, index: usize) {
+        if location.0 == self.block.beneficiary {
+            return;
+        }
         let streak = {
             let mut stale = lock(&self.stale);
             let (last, streak) = stale.entry(location).or_insert((index, 0));
@@ -723,6 +746,7 @@ impl<D> Shared<'_, D> {
         };
         if streak >= HOT_AFTER && write(&self.hot).insert(location) {
             self.hot_version.fetch_add(1, Ordering::AcqRel);
+            self.turned_hot.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -735,6 +759,7 @@ impl<D> Shared<'_, D> {
             let (useful, needless) = waits.entry(location).or_default();
             if changed {
                 *useful += 1;
+                self.useful_waits.fetch_add(1, Ordering::Relaxed);
             } else {
                 *needless += 1;
             }
@@ -742,6 +767,9 @@ impl<D> Shared<'_, D> {
         };
         if needless && write(&self.hot).remove(&location) {
             self.hot_version.fetch_add(1, Ordering::AcqRel);
+            // It starts afresh: a streak of stale reads makes it hot again, judged anew.
+            lock(&self.waits).remove(&location);
+            lock(&self.stale).remove(&location);
         }
     }
 }
@@ -798,7 +826,7 @@ where
             }
             let started = Instant::now();
             let speculative = Arc::new(self.speculate_one(&mut evm, index));
-            // Time a view waited for lower executions is not time executing (the payoff check).
+            // Time a view waited for lower commits is not time executing (the payoff check).
             let executing = started.elapsed().saturating_sub(evm.ctx.db_mut().waited);
             self.executed_ns.fetch_add(executing.as_nanos() as u64, Ordering::Relaxed);
             *lock(&self.slots[index]) = Some(speculative.clone());
@@ -929,10 +957,9 @@ where
             let serial = in_parallel.is_multiple_of(PAYOFF_EVERY)
                 && self.serial_window(&mut committer)
                 && in_parallel > PAYOFF_EVERY;
-            // Hot locations serialize: once the threads wait for them more than
-            // [`MAX_WAITED_PER_EXECUTED`] of the time they execute, one thread does as well.
+            // Hot locations serialize (see `ParallelConfig::max_waited_per_executed`).
             let waiting = self.waited_ns.load(Ordering::Relaxed) as f64
-                > MAX_WAITED_PER_EXECUTED * self.executed_ns.load(Ordering::Relaxed) as f64;
+                > self.max_waited_per_executed * self.executed_ns.load(Ordering::Relaxed) as f64;
             if in_parallel >= 8
                 && (too_cheap
                     || serial
@@ -950,16 +977,22 @@ where
     /// committing what is ready and building receipts meanwhile. Only lower transactions are
     /// waited for, so two views never wait for each other. An error once speculation stopped
     /// (this execution is discarded then) or the block failed.
+    /// Adds the time it spent idle (neither committing nor building) to `waited_ns`.
     fn wait_for_lower(&self, index: usize) -> Result<(), ViewError> {
         let mut spins = 0u32;
-        loop {
+        let mut idle = Duration::ZERO;
+        let mut idle_since: Option<Instant> = None;
+        let result = loop {
             if !self.speculate.load(Ordering::Acquire) || self.failed.load(Ordering::Acquire) {
-                return Err(ViewError(STOPPED.into()));
+                break Err(ViewError(STOPPED.into()));
             }
             if self.done.load(Ordering::Acquire) >= index {
-                return Ok(());
+                break Ok(());
             }
-            if !self.commit_ready(Commit::Nested) && !self.receipts.build() {
+            if self.commit_ready(Commit::Nested) || self.receipts.build() {
+                idle += idle_since.take().map_or(Duration::ZERO, |since| since.elapsed());
+            } else {
+                idle_since.get_or_insert_with(Instant::now);
                 spins = spins.wrapping_add(1);
                 if spins.is_multiple_of(YIELD_EVERY) {
                     std::thread::yield_now();
@@ -967,7 +1000,10 @@ where
                     std::hint::spin_loop();
                 }
             }
-        }
+        };
+        idle += idle_since.map_or(Duration::ZERO, |since| since.elapsed());
+        self.waited_ns.fetch_add(idle.as_nanos() as u64, Ordering::Relaxed);
+        result
     }
 
     /// Whether the thread executing claimed transaction `k` is descheduled (see [`Watch`]),
@@ -1084,6 +1120,7 @@ where
             Read::Slot(address, key, seen) => !db.storage_ref(*address, *key).is_ok_and(|now| now == *seen),
         });
         if let Some(read) = stale {
+            drop(db);
             self.read_stale(read.location(), index);
             return None;
         }
@@ -1491,7 +1528,7 @@ struct View<'s, 'a, D> {
     shared: &'s Shared<'a, D>,
     index: usize,
     reads: Vec<Read>,
-    /// How long this execution waited for lower ones (see [`Shared::hot`]).
+    /// How long this execution waited for lower ones to commit (see [`Shared::hot`]).
     waited: Duration,
     /// The hot locations as of a `hot_version` (see [`Shared::hot`]).
     hot: (usize, HashSet<Location>),
@@ -1536,9 +1573,7 @@ impl<'a, D> View<'_, 'a, D> {
             let before = self.now(location)?;
             let started = Instant::now();
             let waited = self.shared.wait_for_lower(self.index);
-            let took = started.elapsed();
-            self.waited += took;
-            self.shared.waited_ns.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+            self.waited += started.elapsed();
             waited?;
             self.shared.judge_wait(location, self.now(location)? != before);
         }

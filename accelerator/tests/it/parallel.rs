@@ -68,6 +68,7 @@ fn always_parallel(threads: usize) -> ParallelConfig {
         by_shape: false,
         sequential_for: std::time::Duration::ZERO,
         max_wall_per_executed: f64::INFINITY,
+        max_waited_per_executed: f64::INFINITY,
         min_rest: std::time::Duration::ZERO,
         ..Default::default()
     }
@@ -402,18 +403,28 @@ fn consecutive_increments_of_one_slot_by_many_senders_equal_sequential() {
     }
     let (cfg, block) = synthetic_block(SpecId::CANCUN);
     // Whether and when the slot turns hot depends on the threads' timing: several rounds, and
-    // at least one of them must have found it hot (else this test would not test the waits).
-    let mut hot = 0;
+    // in at least one of them a view must have read, after waiting, a value other than it
+    // would have read at once (else this test would not test the waits). Conflicts do not
+    // stop speculation here.
+    let (mut hot, mut waits) = (0, 0);
+    let keep_on = |threads| ParallelConfig {
+        max_reexecuted: 1.0,
+        min_tx_time: std::time::Duration::ZERO,
+        ..always_parallel(threads)
+    };
     for round in 0..4 {
         for threads in [2, 3, 8] {
             let label = format!("increments, x{threads}, round {round}");
-            hot += compare(&db, &cfg, &block, &txs, &always_parallel(threads), &label).hot;
+            let stats = compare(&db, &cfg, &block, &txs, &keep_on(threads), &label);
+            (hot, waits) = (hot + stats.hot, waits + stats.waits);
             compare(&db, &cfg, &block, &txs, &taking_over(threads), &format!("{label}, taking over"));
         }
     }
-    // Speculation stopped while views wait: their executions are dropped, and the rest runs
-    // in order.
-    let stopping = ParallelConfig { max_reexecuted: 0.05, ..always_parallel(2) };
-    compare(&db, &cfg, &block, &txs, &stopping, "increments, stopping");
-    assert!(hot > 0, "no run found the incremented slot hot");
+    assert!(hot > 0 && waits > 0, "no run waited for the incremented slot: {hot} hot, {waits} waits");
+    // Speculation stopping on the waits (any is too many) or on conflicts, with views waiting
+    // at that moment or not: their executions are dropped, and the rest runs in order.
+    let on_waits = ParallelConfig { max_waited_per_executed: 0.0, ..keep_on(2) };
+    compare(&db, &cfg, &block, &txs, &on_waits, "increments, stopping on the waits");
+    let on_conflicts = ParallelConfig { max_reexecuted: 0.05, ..always_parallel(2) };
+    compare(&db, &cfg, &block, &txs, &on_conflicts, "increments, stopping on conflicts");
 }
