@@ -1569,7 +1569,9 @@ impl<'a, D> View<'_, 'a, D> {
         if version != self.hot.0 {
             self.hot = (version, read(&self.shared.hot).clone());
         }
-        if self.hot.1.contains(&location) {
+        // Every lower transaction committed already: nothing to wait for, nor to judge.
+        let waits = self.shared.done.load(Ordering::Acquire) < self.index;
+        if waits && self.hot.1.contains(&location) {
             let before = self.now(location)?;
             let started = Instant::now();
             let waited = self.shared.wait_for_lower(self.index);
