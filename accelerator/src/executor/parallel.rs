@@ -59,8 +59,8 @@
 //!   [`ParallelConfig::min_tx_time`] each, or a window of 64 commits took more wall time than
 //!   [`ParallelConfig::max_wall_per_executed`] of the threads' executing time (the threads
 //!   spend the rest in serial work: commits, receipts), or the threads waited for hot
-//!   locations more than [`ParallelConfig::max_waited_per_executed`] of it. The rest then runs in order on one
-//!   thread, the others building the receipts trie beside it.
+//!   locations more than [`ParallelConfig::max_waited_per_executed`] of it. The rest then
+//!   runs in order on one thread, the others building the receipts trie beside it.
 //!
 //! Why our own: no crate offers a parallel executor on revm 43 (pevm is on revm 38 with its own
 //! storage trait; grevm on revm 40), see `../shared/research/crates.md`. Worker threads are
@@ -659,8 +659,9 @@ struct Shared<'a, D> {
     /// Waiting only for the lower executions to end is not enough: their writes are stale too
     /// until validated. Deposits of many senders into one token balance otherwise conflict
     /// one after another, each executed twice: 12,522,062 has runs of 11 and 18 consecutive
-    /// USDT transfers into one address, and speculation stopped at the first (0.80x-1.17x in
-    /// four paired runs; 0.99x-1.21x with the waits).
+    /// USDT transfers into one address, and speculation stopped at the first (paired runs,
+    /// four rounds: 0.96x-1.14x; 0.90x-1.35x with the waits, which most runs reach without
+    /// stopping; a run still stops on conflicts before the first deposit now and then).
     ///
     /// Waiting serializes, so a location is hot only while it pays:
     /// - a location read stale once, or by transactions further apart, is not hot. With two
@@ -976,8 +977,8 @@ where
     /// Waits until every transaction below `index` is committed (see [`Shared::hot`]),
     /// committing what is ready and building receipts meanwhile. Only lower transactions are
     /// waited for, so two views never wait for each other. An error once speculation stopped
-    /// (this execution is discarded then) or the block failed.
-    /// Adds the time it spent idle (neither committing nor building) to `waited_ns`.
+    /// (this execution is discarded then) or the block failed. The time it spent idle (neither
+    /// committing nor building receipts) goes to `waited_ns`.
     fn wait_for_lower(&self, index: usize) -> Result<(), ViewError> {
         let mut spins = 0u32;
         let mut idle = Duration::ZERO;
