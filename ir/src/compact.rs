@@ -1595,9 +1595,10 @@ impl Regs<'_> {
     }
 
     /// Writes the word of a comparison (1 or 0) to computed register `dst`, limb by limb in
-    /// place. Built as a `U256` first, it went through the stack in stores of three widths
-    /// that the copy's two 16-byte loads could not forward from: a stall of a dozen cycles
-    /// per comparison, a sixth of a transfer's evaluation (`prescient bench hit`, perf).
+    /// place. Built as a `U256` first, it went through the stack in three stores (of 8, 16
+    /// and 8 bytes) that the copy's two 16-byte loads could not forward from: one instruction
+    /// after them held 16% of the evaluator's own samples (perf, `prescient bench hit` on a
+    /// block of transfers).
     #[inline(always)]
     fn put_bool(&mut self, dst: u32, b: bool) {
         // SAFETY: a `U256` is four whole limbs, so any limbs are a value in range.

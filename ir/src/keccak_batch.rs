@@ -5,16 +5,17 @@
 //! transactions that hashing took longer than importing them: the import waited for its
 //! receipts thread for a third of its time (perf, blocks 13,330,992 and 13,287,210). The
 //! leaves are independent messages, so several of them go through one permutation of as many
-//! states held lane by lane in vector registers: eight in AVX-512 (`vpternlogq` does θ's
-//! three-way xor and χ in one instruction each, `vprolvq` the rotations), four in AVX2 (the
-//! state in memory, each round plane by plane as XKCP orders it; rotations as two shifts);
-//! elsewhere each input is hashed alone. Whole blocks are read from the inputs in place;
-//! only an input's last block is copied to be padded (copying every block, the AVX2 path
-//! took 4.76 µs in the benchmark below instead of 4.19 µs). `cargo bench -p prescient-tools --bench receipts`: eight
-//! leaves of 300 bytes in 1.54 µs on AVX-512 against 6.49 µs one at a time (`keccak-asm`,
-//! another VM); on this project's AMD EPYC (Zen 3, no AVX-512), 4.19 µs on AVX2 against
-//! 7.50-9.44 µs one at a time (two runs). An earlier AVX2 version, with the whole state in registers (spilled
-//! from sixteen), took 6.98 µs against 6.49 µs and was dropped.
+//! states held lane by lane in vectors: eight in AVX-512 registers (`vpternlogq` does θ's
+//! three-way xor and χ in one instruction each, `vprolvq` the rotations), four in AVX2 ones
+//! (the state in memory, each round plane by plane as XKCP orders it; rotations as two
+//! shifts); elsewhere each input is hashed alone. Whole blocks are read from the inputs in
+//! place; only an input's last block is copied to be padded (copying every block, the AVX2
+//! path took 4.76 µs in the benchmark below instead of 4.19 µs). `cargo bench -p
+//! prescient-tools --bench receipts`: eight leaves of 300 bytes in 1.54 µs on AVX-512
+//! against 6.49 µs one at a time (`keccak-asm`, another VM); on this project's AMD EPYC (Zen
+//! 3, no AVX-512), 4.19 µs on AVX2 against 7.50-9.44 µs one at a time (two runs). An earlier
+//! AVX2 version, with the whole state in registers (spilled from sixteen), took 6.98 µs
+//! against 6.49 µs and was dropped.
 //!
 //! Written here because no crate does this on stable Rust: the `keccak` crate's parallel
 //! backends need `core::simd` (nightly) and a build-time configuration flag, and
@@ -42,7 +43,7 @@ pub enum Path {
     Scalar,
     /// Groups of eight in AVX-512 registers.
     Avx512,
-    /// Groups of four in AVX2 registers.
+    /// Groups of four in AVX2 vectors (the state in memory).
     Avx2,
 }
 
@@ -98,7 +99,7 @@ pub fn keccak256_batch_on(path: Path, inputs: &[&[u8]], out: &mut [B256]) {
     }
 }
 
-/// Hashes `inputs` in groups of up to `N` inputs of at most [`LONG`] bytes, shortest first,
+/// Hashes `inputs` in groups of up to `N` inputs of at most [`LONG`] bytes, longest first,
 /// with `hash_group`; longer inputs, and a group of one, alone.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn grouped<const N: usize>(inputs: &[&[u8]], out: &mut [B256], hash_group: impl Fn(&[&[u8]], &mut [B256])) {
@@ -117,9 +118,10 @@ fn grouped<const N: usize>(inputs: &[&[u8]], out: &mut [B256], hash_group: impl 
         }
     };
     // A group runs as many permutations as its longest input needs: inputs of like length go
-    // together (a receipt with a few logs is two or three times a transfer's leaf).
+    // together (a receipt with a few logs is two or three times a transfer's leaf), longest
+    // first, so that a partial last group holds the shortest.
     let mut order: Vec<usize> = (0..inputs.len()).collect();
-    order.sort_by_key(|&i| inputs[i].len() / RATE);
+    order.sort_by_key(|&i| std::cmp::Reverse(inputs[i].len() / RATE));
     for i in order {
         let input = inputs[i];
         if input.len() > LONG {
