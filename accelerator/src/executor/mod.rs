@@ -345,7 +345,7 @@ where
                     success: applied.status.is_success(),
                     gas_used: applied.gas_used,
                     logs: std::mem::take(&mut applied.logs),
-                    logs_bloom: applied.logs_bloom,
+                    logs_bloom: applied.logs_bloom.map(Box::new),
                 });
                 paths.push(path);
             }

@@ -524,7 +524,7 @@ fn receipt_input(tx: &TxEnv, result: &ExecutionResult, logs_bloom: Option<Bloom>
         success: result.is_success(),
         gas_used: result.tx_gas_used(),
         logs: result.logs().to_vec(),
-        logs_bloom,
+        logs_bloom: logs_bloom.map(Box::new),
     }
 }
 
