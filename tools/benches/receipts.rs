@@ -68,7 +68,7 @@ fn receipts(c: &mut Criterion) {
                     success: true,
                     gas_used: o.gas_used,
                     logs: o.logs.clone(),
-                    logs_bloom: Some(*bloom),
+                    logs_bloom: Some(Box::new(*bloom)),
                 });
             }
             builder.finish().expect("every receipt pushed").receipts_root
