@@ -384,6 +384,14 @@ mod x86 {
             _mm256_or_si256(_mm256_slli_epi64::<L>(v), _mm256_srli_epi64::<R>(v))
         }
 
+        /// χ of one plane: `out[x]` from the plane's rotated words `b`.
+        #[target_feature(enable = "avx2")]
+        fn chi(b: [V; 5], out: &mut [V]) {
+            for x in 0..5 {
+                out[x] = xor(b[x], _mm256_andnot_si256(b[(x + 1) % 5], b[(x + 2) % 5]));
+            }
+        }
+
         /// One round from `a` into `e`, ι with `rc`.
         #[target_feature(enable = "avx2")]
         fn round(a: &[V; 25], e: &mut [V; 25], rc: u64) {
@@ -408,11 +416,7 @@ mod x86 {
                 rol::<21, 43>(xor(a[18], d[3])),
                 rol::<14, 50>(xor(a[24], d[4])),
             ];
-            e[0] = xor(b[0], _mm256_andnot_si256(b[1], b[2]));
-            e[1] = xor(b[1], _mm256_andnot_si256(b[2], b[3]));
-            e[2] = xor(b[2], _mm256_andnot_si256(b[3], b[4]));
-            e[3] = xor(b[3], _mm256_andnot_si256(b[4], b[0]));
-            e[4] = xor(b[4], _mm256_andnot_si256(b[0], b[1]));
+            chi(b, &mut e[0..5]);
             let b = [
                 rol::<28, 36>(xor(a[3], d[3])),
                 rol::<20, 44>(xor(a[9], d[4])),
@@ -420,11 +424,7 @@ mod x86 {
                 rol::<45, 19>(xor(a[16], d[1])),
                 rol::<61, 3>(xor(a[22], d[2])),
             ];
-            e[5] = xor(b[0], _mm256_andnot_si256(b[1], b[2]));
-            e[6] = xor(b[1], _mm256_andnot_si256(b[2], b[3]));
-            e[7] = xor(b[2], _mm256_andnot_si256(b[3], b[4]));
-            e[8] = xor(b[3], _mm256_andnot_si256(b[4], b[0]));
-            e[9] = xor(b[4], _mm256_andnot_si256(b[0], b[1]));
+            chi(b, &mut e[5..10]);
             let b = [
                 rol::<1, 63>(xor(a[1], d[1])),
                 rol::<6, 58>(xor(a[7], d[2])),
@@ -432,11 +432,7 @@ mod x86 {
                 rol::<8, 56>(xor(a[19], d[4])),
                 rol::<18, 46>(xor(a[20], d[0])),
             ];
-            e[10] = xor(b[0], _mm256_andnot_si256(b[1], b[2]));
-            e[11] = xor(b[1], _mm256_andnot_si256(b[2], b[3]));
-            e[12] = xor(b[2], _mm256_andnot_si256(b[3], b[4]));
-            e[13] = xor(b[3], _mm256_andnot_si256(b[4], b[0]));
-            e[14] = xor(b[4], _mm256_andnot_si256(b[0], b[1]));
+            chi(b, &mut e[10..15]);
             let b = [
                 rol::<27, 37>(xor(a[4], d[4])),
                 rol::<36, 28>(xor(a[5], d[0])),
@@ -444,11 +440,7 @@ mod x86 {
                 rol::<15, 49>(xor(a[17], d[2])),
                 rol::<56, 8>(xor(a[23], d[3])),
             ];
-            e[15] = xor(b[0], _mm256_andnot_si256(b[1], b[2]));
-            e[16] = xor(b[1], _mm256_andnot_si256(b[2], b[3]));
-            e[17] = xor(b[2], _mm256_andnot_si256(b[3], b[4]));
-            e[18] = xor(b[3], _mm256_andnot_si256(b[4], b[0]));
-            e[19] = xor(b[4], _mm256_andnot_si256(b[0], b[1]));
+            chi(b, &mut e[15..20]);
             let b = [
                 rol::<62, 2>(xor(a[2], d[2])),
                 rol::<55, 9>(xor(a[8], d[3])),
@@ -456,11 +448,7 @@ mod x86 {
                 rol::<41, 23>(xor(a[15], d[0])),
                 rol::<2, 62>(xor(a[21], d[1])),
             ];
-            e[20] = xor(b[0], _mm256_andnot_si256(b[1], b[2]));
-            e[21] = xor(b[1], _mm256_andnot_si256(b[2], b[3]));
-            e[22] = xor(b[2], _mm256_andnot_si256(b[3], b[4]));
-            e[23] = xor(b[3], _mm256_andnot_si256(b[4], b[0]));
-            e[24] = xor(b[4], _mm256_andnot_si256(b[0], b[1]));
+            chi(b, &mut e[20..25]);
             e[0] = xor(e[0], _mm256_set1_epi64x(rc as i64));
         }
 
