@@ -188,11 +188,26 @@ impl ReadSet {
         // balance, after 41 reads on average with storage first); then storage, where a
         // pool's reserves change (132 of 314, after 13 reads); the rest in program order (one
         // account's reads together).
-        reads.sort_by_key(|(r, role)| match (role, r.op) {
-            (Role::Input, Op::Balance) => 0,
-            (Role::Input, Op::Storage) => 1,
-            _ => 2,
-        });
+        // The first balance compared in program order (in a transaction's program the
+        // sender's) stays with the rest: a read set failing on its first slot (a token
+        // transfer's) then reads no account before it (with it first, `evaluate`'s p10 fell
+        // from 1.93x-1.97x to 1.89x-1.91x over three runs each). [`ReadSet::probe`], the first
+        // balance of this order, is then another account's where the program compares one.
+        let probe = reads.iter().position(|(r, role)| *role == Role::Input && r.op == Op::Balance);
+        let mut keyed: Vec<(u8, (Read, Role))> = reads
+            .into_iter()
+            .enumerate()
+            .map(|(i, (r, role))| {
+                let key = match (role, r.op) {
+                    (Role::Input, Op::Balance) if Some(i) != probe => 0,
+                    (Role::Input, Op::Storage) => 1,
+                    _ => 2,
+                };
+                (key, (r, role))
+            })
+            .collect();
+        keyed.sort_by_key(|(key, _)| *key);
+        let reads: Vec<(Read, Role)> = keyed.into_iter().map(|(_, read)| read).collect();
         let logs_bloom = alloy::primitives::logs_bloom(&outcome.logs);
         let mut applied = Applied::from(outcome);
         applied.logs_bloom = Some(logs_bloom);
