@@ -181,18 +181,18 @@ impl ReadSet {
             Some(fee)
         });
         // Every read must match and the keys are values, so the order is free: the likeliest
-        // to differ first, so that a read set that fails fails early. Balances compared come
-        // first: few in a read set, and the input that differed most often (the ether balance
-        // of an account other than the sender and the fee recipient, which other transactions
-        // of the block moved: on six mainnet blocks, 182 of 314 failed checks differed at a
-        // balance, after 41 reads on average with storage first); then storage, where a
-        // pool's reserves change (132 of 314, after 13 reads); the rest in program order (one
-        // account's reads together).
-        // The first balance compared in program order (in a transaction's program the
-        // sender's) stays with the rest: a read set failing on its first slot (a token
-        // transfer's) then reads no account before it (with it first, `evaluate`'s p10 fell
-        // from 1.93x-1.97x to 1.89x-1.91x over three runs each). [`ReadSet::probe`], the first
-        // balance of this order, is then another account's where the program compares one.
+        // to differ first, so that a read set that fails fails early.
+        // 1. Balances compared, but the first in program order: few in a read set, and the
+        //    input that differed most often (the ether balance of an account other than the
+        //    sender and the fee recipient, which other transactions of the block moved: on six
+        //    mainnet blocks, 182 of 314 failed checks differed at a balance, after 41 reads on
+        //    average with storage first).
+        // 2. Storage, where a pool's reserves change (132 of 314, after 13 reads).
+        // 3. The rest in program order (one account's reads together), with the first balance
+        //    (in a transaction's program the sender's): a read set failing on its first slot
+        //    (a token transfer's) then reads no account before it (with it first, `evaluate`'s
+        //    p10 fell from 1.93x-1.97x to 1.89x-1.91x over three runs each).
+        // [`ReadSet::probe`] takes the first balance of this order.
         let probe = reads.iter().position(|(r, role)| *role == Role::Input && r.op == Op::Balance);
         let mut keyed: Vec<(u8, (Read, Role))> = reads
             .into_iter()
@@ -253,10 +253,12 @@ impl ReadSet {
         }
     }
 
-    /// A cheap first test of the read set: the first account balance it compares (in a
-    /// transaction's program, the sender's), with the recorded value. The balance of a
-    /// sender with several transactions in a block is its likeliest input to differ, and
-    /// testing it from a copy kept beside the read set spares reading the read set itself.
+    /// A cheap first test of the read set: the first account balance it compares in its check
+    /// order (see [`ReadSet::new`]), with the recorded value: another account's than the
+    /// sender's where the program compares one (the balances that most often differed), else
+    /// the sender's (whose balance differs when it has several transactions in a block).
+    /// Testing it from a copy kept beside the read set spares reading the read set itself; it
+    /// is a filter only, the check compares every input.
     pub fn probe(&self) -> Option<(Address, U256)> {
         self.reads
             .iter()
