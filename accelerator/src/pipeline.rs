@@ -40,7 +40,7 @@ use revm::{
 
 use crate::{
     executor::{Accelerated, Divergence, Import, ImportError, ImportTx, import_block_ahead, verify_against_reference},
-    predictor::{Footprint, PendingPool, PoolTx, PreExecution, StateKey, pre_execute},
+    predictor::{Footprint, PendingPool, PoolTx, PreExecution, SlotOverride, StateKey, pre_execute_touched},
     store::ApStore,
 };
 
@@ -65,6 +65,10 @@ pub struct PipelineConfig {
     /// evaluation costs about what checking a read set does, and a check that fails is pure
     /// overhead (measured with `prescient evaluate --no-read-sets`).
     pub read_set_min_insts: usize,
+    /// Most same-block-touch pre-executions per transaction (see [`crate::predictor`]): a
+    /// pre-execution that moved a contract's clock field is run again under the same future
+    /// with that field already at the block's clock, up to this many times per transaction.
+    pub touched_per_tx: usize,
     /// Tracer limits.
     pub record: RecordConfig,
     /// Compile every accelerated program to native code on a background thread, within
@@ -83,6 +87,7 @@ impl Default for PipelineConfig {
             memo_bytes: 64 << 20,
             read_sets: true,
             read_set_min_insts: 256,
+            touched_per_tx: 3,
             record: RecordConfig::default(),
             // Off by default: on the shared blocks, whole-block import with native code measured
             // slower than with the evaluator (3.1x against 3.5x; cold code, see the README).
@@ -104,6 +109,9 @@ pub struct PipelineCounters {
     pub invalid: AtomicU64,
     /// Pre-executions where the state backend failed.
     pub state_failed: AtomicU64,
+    /// Same-block-touch pre-executions run (also counted in `pre_executions`; see
+    /// [`crate::predictor`]).
+    pub touched: AtomicU64,
 }
 
 /// What pre-executing one pending transaction under its futures gave.
@@ -258,11 +266,11 @@ impl Pipeline {
     {
         let mut done = PreExecuted::default();
         for predecessors in futures {
-            let (kind, program) = self.pre_execute_future(tx, predecessors, state, cfg, block);
-            if let Some((program, reads)) = program
-                && self.store_program(tx.hash, program, reads)
-            {
-                done.stored += 1;
+            let (kind, programs) = self.pre_execute_future(tx, predecessors, state, cfg, block);
+            for (program, reads) in programs {
+                if self.store_program(tx.hash, program, reads) {
+                    done.stored += 1;
+                }
             }
             done.results.push(kind);
         }
@@ -270,8 +278,11 @@ impl Pipeline {
     }
 
     /// Pre-executes `tx` under one future and returns the result's name (as
-    /// [`PreExecuted::results`]) and the program with its read set, without storing them:
-    /// for a driver that decides when a program is ready ([`Pipeline::store_program`]).
+    /// [`PreExecuted::results`]) and the programs with their read sets, without storing them:
+    /// for a driver that decides when a program is ready ([`Pipeline::store_program`]). The
+    /// programs are the future's and, when its pre-execution moved a contract's clock field and
+    /// `tx` has [`PipelineConfig::touched_per_tx`] left, the same future's with that field
+    /// already at the block's clock (see [`crate::predictor`]).
     pub fn pre_execute_future<D>(
         &self,
         tx: &PoolTx,
@@ -279,16 +290,50 @@ impl Pipeline {
         state: &D,
         cfg: &CfgEnv,
         block: &BlockEnv,
-    ) -> (&'static str, Option<(Program, Option<ReadSet>)>)
+    ) -> (&'static str, Vec<(Program, Option<ReadSet>)>)
     where
         D: DatabaseRef,
         D::Error: DBErrorMarker,
     {
         let started = Instant::now();
-        let result = pre_execute(state, cfg, block, predecessors, &tx.env, self.config.record, Some(&self.memo));
+        // Each field alone first (a swap through three pairs behind a transaction that traded
+        // on one of them), then all of them, within the transaction's budget.
+        let variants = |touches: Vec<SlotOverride>| {
+            let alone = touches.iter().filter(|_| touches.len() > 1).map(|t| vec![*t]);
+            let sets: Vec<Vec<SlotOverride>> = alone.chain(std::iter::once(touches.clone())).collect();
+            let mut pool = lock(&self.pool);
+            sets.into_iter().take_while(|_| pool.take_touch(&tx.hash, self.config.touched_per_tx)).collect()
+        };
+        let (base, touched) = pre_execute_touched(
+            state,
+            cfg,
+            block,
+            predecessors,
+            &tx.env,
+            self.config.record,
+            Some(&self.memo),
+            variants,
+        );
         metrics::histogram!(crate::metrics::PRE_EXECUTION_SECONDS).record(started.elapsed().as_secs_f64());
-        self.counters.pre_executions.fetch_add(1, Ordering::Relaxed);
-        let (kind, program) = match result {
+        let mut programs = Vec::new();
+        let mut kind = "";
+        for (i, result) in std::iter::once(base).chain(touched).enumerate() {
+            self.counters.pre_executions.fetch_add(1, Ordering::Relaxed);
+            self.counters.touched.fetch_add(u64::from(i > 0), Ordering::Relaxed);
+            let (name, program) = self.classify(tx, result);
+            metrics::counter!(crate::metrics::PRE_EXECUTIONS, "result" => name).increment(1);
+            if i == 0 {
+                kind = name;
+            }
+            programs.extend(program);
+        }
+        (kind, programs)
+    }
+
+    /// The name of a pre-execution's result (as [`PreExecuted::results`]) and its program,
+    /// counted.
+    fn classify(&self, tx: &PoolTx, result: PreExecution) -> (&'static str, Option<(Program, Option<ReadSet>)>) {
+        match result {
             PreExecution::Program(program, reads) => ("program", Some((program, reads.map(|r| *r)))),
             PreExecution::NoProgram(reason) => {
                 self.counters.no_program.fetch_add(1, Ordering::Relaxed);
@@ -312,9 +357,7 @@ impl Pipeline {
                 tracing::warn!(hash = %tx.hash, %why, "pre-execution: the state failed");
                 ("state_error", None)
             }
-        };
-        metrics::counter!(crate::metrics::PRE_EXECUTIONS, "result" => kind).increment(1);
-        (kind, program)
+        }
     }
 
     /// Stores a program of `hash` (merged into its accelerated program) with the read set of
@@ -547,6 +590,77 @@ mod tests {
         // In the other order the spender is invalid: the block is refused, as revm refuses it.
         let reversed = [block_txs[1].clone(), block_txs[0].clone()];
         assert!(pipeline.import(&db, &cfg, &block, &reversed, ImportMode::Timed).is_err());
+    }
+
+    /// A pair in the manner of Uniswap V2: slot 0 packs a counter (low 224 bits) and the
+    /// timestamp of its last update (high 32); an update in a new second first bumps the
+    /// accumulator in slot 1, one in the same second does not.
+    ///
+    /// ```text
+    /// slot = SLOAD(0); if (TIMESTAMP - (slot >> 224)) & 0xffffffff != 0 { SSTORE(1, SLOAD(1) + 1) }
+    /// SSTORE(0, ((slot + 1) & (2^224 - 1)) | (TIMESTAMP << 224))
+    /// ```
+    fn pair_setup() -> (InMemoryDB, CfgEnv, BlockEnv, ImportTx, ImportTx) {
+        const PAIR_CODE: &[u8] = &[
+            0x60, 0x00, 0x54, 0x80, 0x60, 0xe0, 0x1c, 0x42, 0x03, 0x63, 0xff, 0xff, 0xff, 0xff, 0x16, 0x15, 0x60, 0x1c,
+            0x57, 0x60, 0x01, 0x54, 0x60, 0x01, 0x01, 0x60, 0x01, 0x55, 0x5b, 0x60, 0x01, 0x01, 0x7b, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x16, 0x42, 0x60, 0xe0, 0x1b, 0x17, 0x60, 0x00, 0x55, 0x00,
+        ];
+        let (pair, unheard) = (Address::with_last_byte(0x45), Address::with_last_byte(0x56));
+        let (mut db, cfg, block, _) = setup();
+        db.insert_account_info(unheard, AccountInfo::from_balance(U256::from(10u64.pow(18))));
+        let code = Bytecode::new_raw(Bytes::from_static(PAIR_CODE));
+        db.insert_account_info(pair, AccountInfo::new(U256::ZERO, 1, code.hash_slow(), code));
+        // Last updated an hour before the block.
+        let last = block.timestamp - U256::from(3_600);
+        db.insert_account_storage(pair, U256::ZERO, (last << 224) | U256::from(5)).expect("in memory");
+        let heard = ImportTx { hash: B256::with_last_byte(0x11), env: synthetic_call(pair, Bytes::new()) };
+        let mut other = synthetic_call(pair, Bytes::new());
+        other.caller = unheard;
+        (db, cfg, block, heard, ImportTx { hash: B256::with_last_byte(0x12), env: other })
+    }
+
+    #[test]
+    fn a_pair_touched_by_an_unheard_transaction_earlier_in_the_block_hits_through_its_variant() {
+        let (db, cfg, block, heard, unheard) = pair_setup();
+        let pre_execute = |touched_per_tx| {
+            let pipeline = Pipeline::new(PipelineConfig { touched_per_tx, ..Default::default() });
+            pipeline.admit(heard.hash, heard.env.clone(), 0);
+            let (tx, futures) = pipeline.futures(&heard.hash, block.basefee).expect("pending");
+            let done = pipeline.pre_execute(&tx, &futures, &db, &cfg, &block);
+            (pipeline, done)
+        };
+        // With the variant: the future alone (the pair last updated an hour ago) and the same
+        // future with the pair's timestamp already at the block's.
+        let (pipeline, done) = pre_execute(1);
+        assert_eq!(done.results, ["program"]);
+        assert_eq!(done.stored, 2, "the pre-execution and its same-block-touch variant");
+        assert_eq!(pipeline.counters.touched.load(Ordering::Relaxed), 1);
+        assert_eq!(pipeline.counters.pre_executions.load(Ordering::Relaxed), 2);
+        for block_txs in [vec![heard.clone()], vec![unheard.clone(), heard.clone()]] {
+            let imported = pipeline.import(&db, &cfg, &block, &block_txs, ImportMode::Verified).expect("imports");
+            assert!(imported.checked.expect("verified").0.is_empty());
+            let paths = &imported.import.paths;
+            assert!(matches!(paths.last(), Some(crate::executor::TxPath::Hit { .. })), "{paths:?}");
+        }
+        // A second pre-execution of the transaction has no budget left for another variant.
+        let (tx, futures) = pipeline.futures(&heard.hash, block.basefee).expect("pending");
+        assert_eq!(pipeline.pre_execute(&tx, &futures, &db, &cfg, &block).stored, 0, "equal programs");
+        assert_eq!(pipeline.counters.touched.load(Ordering::Relaxed), 1);
+        // Without it, behind the unheard transaction the accumulator's guard misses (and revm
+        // runs it, equal to sequential).
+        let (pipeline, done) = pre_execute(0);
+        assert_eq!(done.stored, 1);
+        assert_eq!(pipeline.counters.touched.load(Ordering::Relaxed), 0);
+        let block_txs = [unheard, heard];
+        let imported = pipeline.import(&db, &cfg, &block, &block_txs, ImportMode::Verified).expect("imports");
+        assert!(imported.checked.expect("verified").0.is_empty());
+        assert!(
+            matches!(imported.import.paths[1], crate::executor::TxPath::Miss { .. }),
+            "{:?}",
+            imported.import.paths
+        );
     }
 
     #[test]

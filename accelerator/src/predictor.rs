@@ -18,6 +18,16 @@
 //!   back-running bot reading its target's balance, or contracts created by one factory,
 //!   whose addresses count its creations, are such pairs.
 //!
+//! - **same-block touch**: a contract that keeps the time (or block number) of its last
+//!   update beside its data (a Uniswap-V2-style pair's `blockTimestampLast`, a lending
+//!   market's accrual block) takes another path when a transaction earlier in the same block
+//!   touched it: the price accumulators are not updated twice, interest is not accrued twice.
+//!   That transaction is often one prescient never heard (a private order flow's, a bundle's).
+//!   When a pre-execution writes such a field ([`same_block_touches`]), the same future with
+//!   the field already at this block's clock is one more pre-execution
+//!   ([`pre_execute_touched`]): the path the transaction takes behind an unheard toucher,
+//!   whose data stays free like any other input's.
+//!
 //! Identical futures are pre-executed once. Each pre-execution records a program (see
 //! [`ir::record`]), optimized and verified before it is stored; a program is only a
 //! shortcut under its guards, so a wrong prediction costs a miss, never a wrong result.
@@ -102,6 +112,8 @@ pub struct PoolTx {
     /// When it was heard (ms since the epoch).
     pub seen_ms: u64,
     seq: u64,
+    /// Same-block-touch pre-executions run for it (see [`PendingPool::take_touch`]).
+    touched: usize,
 }
 
 /// The pending transactions prescient knows, by hash and by sender and nonce.
@@ -198,13 +210,25 @@ impl PendingPool {
         }
         self.seq += 1;
         self.by_sender.entry(env.caller).or_default().insert(env.nonce, hash);
-        self.by_hash.insert(hash, PoolTx { hash, env, seen_ms, seq: self.seq });
+        self.by_hash.insert(hash, PoolTx { hash, env, seen_ms, seq: self.seq, touched: 0 });
         true
     }
 
     /// The transaction with `hash`.
     pub fn get(&self, hash: &B256) -> Option<&PoolTx> {
         self.by_hash.get(hash)
+    }
+
+    /// Whether pending `hash` may have one more same-block-touch pre-execution, at most `limit`
+    /// in all (counted when it may).
+    pub fn take_touch(&mut self, hash: &B256, limit: usize) -> bool {
+        match self.by_hash.get_mut(hash) {
+            Some(tx) if tx.touched < limit => {
+                tx.touched += 1;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Adds what a pre-execution of pending `hash` read and wrote to its footprint.
@@ -449,6 +473,31 @@ where
     D: DatabaseRef,
     D::Error: DBErrorMarker,
 {
+    pre_execute_touched(db, cfg, block, predecessors, tx, config, memo, |_| Vec::new()).0
+}
+
+/// A storage slot set to a value before a pre-execution: `(address, key, value)`.
+pub type SlotOverride = (Address, U256, U256);
+
+/// [`pre_execute`], then the same-block-touch variants of the module docs: `variants` gets the
+/// same-block touches of the pre-execution ([`same_block_touches`], when it gave a program)
+/// and returns the sets of them to pre-execute under; each runs on the state the predecessors
+/// left (executed once), with its slots set, and comes back in its order.
+#[allow(clippy::too_many_arguments)]
+pub fn pre_execute_touched<D>(
+    db: &D,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    predecessors: &[TxEnv],
+    tx: &TxEnv,
+    config: RecordConfig,
+    memo: Option<&PrecompileMemo>,
+    variants: impl FnOnce(Vec<SlotOverride>) -> Vec<Vec<SlotOverride>>,
+) -> (PreExecution, Vec<PreExecution>)
+where
+    D: DatabaseRef,
+    D::Error: DBErrorMarker,
+{
     let mut cache = CacheDB::new(revm::database_interface::WrapDatabaseRef(db));
     if !predecessors.is_empty() {
         let mut evm = ir::reference::evm(&mut cache, cfg, block);
@@ -468,13 +517,54 @@ where
             cache.insert_account_info(tx.caller, info);
         }
         Ok(_) => {}
-        Err(e) => return PreExecution::StateFailed(e.to_string()),
+        Err(e) => return (PreExecution::StateFailed(e.to_string()), Vec::new()),
     }
+    let (base, touches) = record_on(&cache, cfg, block, tx, config, memo);
+    let mut touched = Vec::new();
+    if matches!(base, PreExecution::Program(..)) && !touches.is_empty() {
+        for set in variants(touches) {
+            // Each variant on the predecessors' state: its slots set, then set back.
+            let mut was = Vec::with_capacity(set.len());
+            for (address, key, value) in &set {
+                let done = revm::Database::storage(&mut cache, *address, *key)
+                    .map(|old| was.push((*address, *key, old)))
+                    .and_then(|()| cache.insert_account_storage(*address, *key, *value));
+                if let Err(e) = done {
+                    touched.push(PreExecution::StateFailed(e.to_string()));
+                    return (base, touched);
+                }
+            }
+            touched.push(record_on(&cache, cfg, block, tx, config, memo).0);
+            for (address, key, old) in was {
+                if let Err(e) = cache.insert_account_storage(address, key, old) {
+                    touched.push(PreExecution::StateFailed(e.to_string()));
+                    return (base, touched);
+                }
+            }
+        }
+    }
+    (base, touched)
+}
+
+/// Records `tx` on `cache` (see [`pre_execute`]) and returns the pre-execution with its
+/// same-block touches ([`same_block_touches`], when it gave a program).
+fn record_on<D>(
+    cache: &CacheDB<D>,
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    tx: &TxEnv,
+    config: RecordConfig,
+    memo: Option<&PrecompileMemo>,
+) -> (PreExecution, Vec<SlotOverride>)
+where
+    D: DatabaseRef,
+    D::Error: DBErrorMarker,
+{
     let started = std::time::Instant::now();
-    let recording = match record(&cache, cfg, block, tx, config) {
+    let recording = match record(cache, cfg, block, tx, config) {
         Ok(r) => r,
-        Err(RecordError::Rejected(why)) => return PreExecution::Invalid(why),
-        Err(RecordError::Database(why)) => return PreExecution::StateFailed(why),
+        Err(RecordError::Rejected(why)) => return (PreExecution::Invalid(why), Vec::new()),
+        Err(RecordError::Database(why)) => return (PreExecution::StateFailed(why), Vec::new()),
     };
     metrics::histogram!(crate::metrics::RECORD_SECONDS).record(started.elapsed().as_secs_f64());
     match recording.program {
@@ -490,13 +580,13 @@ where
                 metrics::counter!(crate::metrics::OPTIMIZER_REJECTS).increment(1);
                 program
             } else {
-                return PreExecution::NoProgram(NoApReason::Unmodelled);
+                return (PreExecution::NoProgram(NoApReason::Unmodelled), Vec::new());
             };
             // The program once on the state it was recorded on: its read set, and the memo
             // filled with its precompile results. A program that misses there is a bug.
             let reads = memo.and_then(|memo| {
                 let compiled = Compiled::new(&program).ok()?;
-                let captured = compiled.capture_reads(&cache, cfg, block, Some(memo));
+                let captured = compiled.capture_reads(cache, cfg, block, Some(memo));
                 if captured.is_none() {
                     metrics::counter!(crate::metrics::SELF_MISSES).increment(1);
                 }
@@ -506,10 +596,54 @@ where
                     Box::new(ReadSet::new(&program, reads, outcome))
                 })
             });
-            PreExecution::Program(program, reads)
+            (PreExecution::Program(program, reads), same_block_touches(&recording.state, block))
         }
-        Err(reason) => PreExecution::NoProgram(reason),
+        Err(reason) => (PreExecution::NoProgram(reason), Vec::new()),
     }
+}
+
+/// Widths, in bits, of the clock fields [`same_block_touches`] looks for, narrowest first
+/// (Solidity packs a `uint32` timestamp beside two `uint112` reserves; `uint40` and `uint64`
+/// are the other usual widths, and a whole slot holding the clock matches the narrowest).
+const CLOCK_WIDTHS: [usize; 3] = [32, 40, 64];
+
+/// How far behind the block's clock a field's old value may be and still be taken for the time
+/// of a last update: about a year, in seconds and in blocks of 12 s.
+const MAX_CLOCK_AGE: [u64; 2] = [366 * 24 * 3600, 366 * 24 * 300];
+
+/// The slots `state` (a transaction's writes) moved a byte-aligned field of to the block's
+/// clock (its timestamp or number, masked to the field's width) from an earlier, non-zero
+/// value at most [`MAX_CLOCK_AGE`] behind: a contract recording the time of its last update.
+/// For each, the slot's value before the transaction with that field already at the clock:
+/// the state a transaction earlier in the block that touched it would have left (see the
+/// module docs). One field per slot, the lowest. A hypothesis of the predictor only: the
+/// program of a pre-execution on it guards every input like any other.
+pub fn same_block_touches(state: &revm::state::EvmState, block: &BlockEnv) -> Vec<SlotOverride> {
+    let clocks = [block.timestamp, U256::from(block.number)];
+    let mut touches = Vec::new();
+    for (address, account) in state {
+        'slots: for (key, slot) in &account.storage {
+            let (old, new) = (slot.original_value, slot.present_value);
+            if old == new {
+                continue;
+            }
+            for offset in (0..256).step_by(8) {
+                for width in CLOCK_WIDTHS.into_iter().filter(|w| offset + w <= 256) {
+                    let mask = U256::MAX >> (256 - width);
+                    let (was, now) = ((old >> offset) & mask, (new >> offset) & mask);
+                    let to_clock = clocks.iter().zip(MAX_CLOCK_AGE).any(|(clock, age)| {
+                        now == *clock & mask && !was.is_zero() && was < now && now - was <= U256::from(age)
+                    });
+                    if to_clock {
+                        touches.push((*address, *key, (old & !(mask << offset)) | (now << offset)));
+                        continue 'slots;
+                    }
+                }
+            }
+        }
+    }
+    touches.sort_unstable();
+    touches
 }
 
 #[cfg(test)]
@@ -672,6 +806,48 @@ mod tests {
             "its own chain, then each writer after its sender's earlier ones, in arrival order"
         );
         assert_eq!(pool.dependency_future(&t, 2).map(shape), Some(vec![(1, 0), (2, 0)]), "at most the bound");
+    }
+
+    #[test]
+    fn a_clock_field_moved_to_the_blocks_is_a_same_block_touch() {
+        use revm::state::{Account, EvmState, EvmStorageSlot};
+        let block =
+            BlockEnv { number: U256::from(20_000_000), timestamp: U256::from(1_700_000_000), ..Default::default() };
+        let (ts, number) = (block.timestamp, block.number);
+        // (old, new, expected override)
+        let cases: [(U256, U256, Option<U256>); 7] = [
+            // A pair: reserves below, the timestamp in the high 32 bits, an hour old.
+            (
+                ((ts - U256::from(3_600)) << 224) | U256::from(7),
+                (ts << 224) | U256::from(9),
+                Some((ts << 224) | U256::from(7)),
+            ),
+            // A whole slot holding the block number of the last accrual, 100 blocks old.
+            (number - U256::from(100), number, Some(number)),
+            // A uint40 timestamp at byte 4, beside other fields.
+            (
+                ((ts - U256::from(10_000)) << 32) | U256::from(3),
+                (ts << 32) | U256::from(4),
+                Some((ts << 32) | U256::from(3)),
+            ),
+            // Never set before (zero): a first update, not a later one.
+            (U256::from(1), (ts << 224) | U256::from(1), None),
+            // More than a year behind: not a clock.
+            (ts - U256::from(400u64 * 24 * 3600), ts, None),
+            // Ahead of the clock: not a last update.
+            (ts + U256::from(5), ts, None),
+            // Not moved to the clock at all.
+            (U256::from(1), U256::from(2), None),
+        ];
+        for (i, (old, new, expected)) in cases.into_iter().enumerate() {
+            let address = Address::with_last_byte(i as u8 + 1);
+            let mut account = Account::default();
+            account.storage.insert(U256::from(8), EvmStorageSlot::new_changed(old, new, Default::default()));
+            let state: EvmState = [(address, account)].into_iter().collect();
+            let touches = same_block_touches(&state, &block);
+            let expected: Vec<SlotOverride> = expected.map(|v| (address, U256::from(8), v)).into_iter().collect();
+            assert_eq!(touches, expected, "case {i}");
+        }
     }
 
     #[test]

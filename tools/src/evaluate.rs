@@ -72,6 +72,9 @@ pub struct EvaluateOptions {
     /// The fewest instructions a program needs to be compiled to native code
     /// ([`jit::Limits::min_instructions`]).
     pub jit_min_instructions: usize,
+    /// Most same-block-touch pre-executions per transaction
+    /// ([`PipelineConfig::touched_per_tx`]).
+    pub touched_per_tx: usize,
 }
 
 impl Default for EvaluateOptions {
@@ -86,6 +89,7 @@ impl Default for EvaluateOptions {
             read_sets: true,
             explain: false,
             jit_min_instructions: jit::MIN_INSTRUCTIONS,
+            touched_per_tx: PipelineConfig::default().touched_per_tx,
         }
     }
 }
@@ -442,13 +446,20 @@ impl Worker<'_> {
         }
         self.attempted.insert(hash);
         let started = Instant::now();
-        let (kind, program) = self.pipeline.pre_execute_future(&tx, predecessors, self.db, &self.view.cfg, ctx);
+        let touched = || self.pipeline.counters.touched.load(std::sync::atomic::Ordering::Relaxed);
+        let touched_before = touched();
+        let (kind, programs) = self.pipeline.pre_execute_future(&tx, predecessors, self.db, &self.view.cfg, ctx);
         *r.pre_execution_results.entry(kind.to_string()).or_default() += 1;
+        // A same-block-touch pre-execution after it (see `accelerator::predictor`), in its time.
+        let touched = (touched() - touched_before) as usize;
+        if touched > 0 {
+            *r.pre_execution_results.entry("same_block_touch".to_string()).or_default() += touched;
+        }
         let took = started.elapsed().as_secs_f64() * 1e3;
-        r.pre_executions += 1;
+        r.pre_executions += 1 + touched;
         r.pre_execution_ms += took;
         self.clock_ms = start + took;
-        if let Some((program, reads)) = program {
+        for (program, reads) in programs {
             if self.clock_ms <= self.deadline_ms {
                 if let Some(reads) = &reads {
                     reads.footprint(&mut self.touched.0, &mut self.touched.1);
@@ -712,8 +723,10 @@ pub fn predict_block(
         programs_per_tx: options.futures_per_tx.max(1)
             + 4
             + PipelineConfig::default().flip_futures
-            + accelerator::predictor::TARGETED_RECIPIENTS,
+            + accelerator::predictor::TARGETED_RECIPIENTS
+            + options.touched_per_tx,
         read_sets: options.read_sets,
+        touched_per_tx: options.touched_per_tx,
         // Native code is compiled here once the block is known, on this thread and timed
         // (`compile_block`), not by a background thread whose work would share the cores
         // with the measurements.

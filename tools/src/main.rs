@@ -98,6 +98,11 @@ enum Command {
         /// code (smaller ones stay with the evaluator).
         #[arg(long, default_value_t = EvaluateOptions::default().jit_min_instructions)]
         jit_min_instructions: usize,
+        /// Most same-block-touch pre-executions per transaction: a pre-execution that moved a
+        /// contract's clock field runs again with the field already at the block's clock (0:
+        /// none; what they buy).
+        #[arg(long, default_value_t = EvaluateOptions::default().touched_per_tx)]
+        touched_per_tx: usize,
         /// Report folder (summary.json, blocks.json, report.md and plots).
         #[arg(long, default_value = "evaluate-report")]
         out: PathBuf,
@@ -253,6 +258,11 @@ struct PipelineArgs {
     /// Memory budget of the AP store, in MiB.
     #[arg(long, default_value_t = PipelineConfig::default().store_bytes >> 20)]
     store_mib: usize,
+    /// Most same-block-touch pre-executions per transaction: a pre-execution that moved a
+    /// contract's clock field (a pair's last-update time) runs again with the field already at
+    /// the block's clock, the path behind an unheard transaction that touched it first (0: none).
+    #[arg(long, default_value_t = PipelineConfig::default().touched_per_tx)]
+    touched_per_tx: usize,
     /// Programs kept per transaction.
     #[arg(long, default_value_t = PipelineConfig::default().programs_per_tx)]
     programs_per_tx: usize,
@@ -287,6 +297,7 @@ impl PipelineArgs {
             memo_bytes: self.memo_mib << 20,
             read_sets: defaults.read_sets,
             read_set_min_insts: defaults.read_set_min_insts,
+            touched_per_tx: self.touched_per_tx,
             record: ir::record::RecordConfig {
                 max_insts: self.max_program_insts,
                 max_steps: self.max_trace_steps,
@@ -330,6 +341,7 @@ fn main() -> ExitCode {
             no_read_sets,
             explain,
             jit_min_instructions,
+            touched_per_tx,
             out,
             no_progress,
         } => {
@@ -341,6 +353,7 @@ fn main() -> ExitCode {
                 read_sets: !no_read_sets,
                 explain,
                 jit_min_instructions,
+                touched_per_tx,
                 ..EvaluateOptions::default()
             };
             evaluate(&data, &blocks, &options, &out, no_progress)
