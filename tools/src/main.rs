@@ -57,6 +57,10 @@ enum Command {
         /// mempool of `evaluate`).
         #[arg(long, default_value_t = EvaluateOptions::default().heard)]
         heard: f64,
+        /// Accelerated mode: most same-block-touch pre-executions per transaction (as
+        /// `evaluate --touched-per-tx`).
+        #[arg(long, default_value_t = EvaluateOptions::default().touched_per_tx)]
+        touched_per_tx: usize,
         /// Write the per-block figures and the summary as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -317,7 +321,19 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Replay { data, blocks, mode, threads, latency_us, reps, min_ms, heard, json, no_progress } => {
+        Command::Replay {
+            data,
+            blocks,
+            mode,
+            threads,
+            latency_us,
+            reps,
+            min_ms,
+            heard,
+            touched_per_tx,
+            json,
+            no_progress,
+        } => {
             let config = prescient_tools::replay::ModeConfig {
                 mode,
                 threads: threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
@@ -325,6 +341,7 @@ fn main() -> ExitCode {
                 reps,
                 min_time: std::time::Duration::from_millis(min_ms),
                 heard,
+                touched_per_tx,
                 recipients: Default::default(),
                 arrivals: None,
             };

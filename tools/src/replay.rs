@@ -287,6 +287,9 @@ pub struct ModeConfig {
     pub min_time: Duration,
     /// Share of transactions heard before their block (accelerated mode).
     pub heard: f64,
+    /// Most same-block-touch pre-executions per transaction (accelerated mode; see
+    /// [`crate::evaluate::EvaluateOptions::touched_per_tx`]).
+    pub touched_per_tx: usize,
     /// Every block's fee recipient, for the predictor's candidates (accelerated mode; see
     /// [`crate::evaluate::recorded_recipients`]).
     pub recipients: std::sync::Arc<Vec<crate::evaluate::RecordedRecipient>>,
@@ -369,7 +372,11 @@ pub fn compare_mode(block: &RecordedBlock, config: &ModeConfig) -> ModeReport {
     };
     let predicted = match config.mode {
         Mode::Accelerated => {
-            let options = crate::evaluate::EvaluateOptions { heard: config.heard, ..Default::default() };
+            let options = crate::evaluate::EvaluateOptions {
+                heard: config.heard,
+                touched_per_tx: config.touched_per_tx,
+                ..Default::default()
+            };
             let known =
                 crate::evaluate::KnownRecipients::of_recorded(&config.recipients, block.number, options.fee_recipients);
             match crate::evaluate::predict_block(block, &known, &options, config.arrivals.as_deref()) {

@@ -153,6 +153,7 @@ fn replay_parallel_mode_matches_sequential_on_every_block() {
             reps: 1,
             min_time: std::time::Duration::ZERO,
             heard: 0.95,
+            touched_per_tx: prescient_tools::evaluate::EvaluateOptions::default().touched_per_tx,
             recipients: Default::default(),
             arrivals: None,
         };
@@ -198,6 +199,7 @@ fn replay_accelerated_mode_matches_sequential_whole_blocks() {
             reps: 1,
             min_time: std::time::Duration::ZERO,
             heard: 0.6,
+            touched_per_tx: prescient_tools::evaluate::EvaluateOptions::default().touched_per_tx,
             recipients: recipients.clone(),
             arrivals: None,
         };
