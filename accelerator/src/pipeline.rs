@@ -53,7 +53,8 @@ pub struct PipelineConfig {
     pub flip_futures: usize,
     /// Memory budget of the AP store, in bytes.
     pub store_bytes: usize,
-    /// Programs kept per transaction.
+    /// Programs kept per transaction (and [`PipelineConfig::touched_per_tx`] more for the
+    /// same-block-touch variants).
     pub programs_per_tx: usize,
     /// Pending transactions kept.
     pub pool_capacity: usize,
@@ -174,7 +175,8 @@ impl Pipeline {
         Self {
             pool: Mutex::new(PendingPool::new(config.pool_capacity)),
             store: {
-                let store = ApStore::new(config.store_bytes, config.programs_per_tx);
+                // Same-block-touch variants on top, so that they never push out a future's program.
+                let store = ApStore::new(config.store_bytes, config.programs_per_tx + config.touched_per_tx);
                 match config.jit_code_bytes.map(|max| crate::tiering::Compiler::spawn(Default::default(), max, 4096)) {
                     Some(Ok(compiler)) => store.with_compiler(compiler),
                     Some(Err(e)) => {
@@ -303,9 +305,12 @@ impl Pipeline {
         // on one of them), then all of them, within the transaction's budget.
         let variants = |touches: Vec<SlotOverride>| {
             let alone = touches.iter().filter(|_| touches.len() > 1).map(|t| vec![*t]);
-            let sets: Vec<Vec<SlotOverride>> = alone.chain(std::iter::once(touches.clone())).collect();
             let mut pool = lock(&self.pool);
-            sets.into_iter().take_while(|_| pool.take_touch(&tx.hash, self.config.touched_per_tx)).collect()
+            // Lazily: only the sets the budget allows are built.
+            alone
+                .chain(std::iter::once_with(|| touches.clone()))
+                .take_while(|_| pool.take_touch(&tx.hash, self.config.touched_per_tx))
+                .collect::<Vec<Vec<SlotOverride>>>()
         };
         let (base, touched) = pre_execute_touched(
             state,

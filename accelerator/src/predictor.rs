@@ -535,7 +535,8 @@ where
                 }
             }
             touched.push(record_on(&cache, cfg, block, tx, config, memo).0);
-            for (address, key, old) in was {
+            // In reverse: a slot set twice gets its first value back.
+            for (address, key, old) in was.into_iter().rev() {
                 if let Err(e) = cache.insert_account_storage(address, key, old) {
                     touched.push(PreExecution::StateFailed(e.to_string()));
                     return (base, touched);

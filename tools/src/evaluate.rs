@@ -723,8 +723,7 @@ pub fn predict_block(
         programs_per_tx: options.futures_per_tx.max(1)
             + 4
             + PipelineConfig::default().flip_futures
-            + accelerator::predictor::TARGETED_RECIPIENTS
-            + options.touched_per_tx,
+            + accelerator::predictor::TARGETED_RECIPIENTS,
         read_sets: options.read_sets,
         touched_per_tx: options.touched_per_tx,
         // Native code is compiled here once the block is known, on this thread and timed
