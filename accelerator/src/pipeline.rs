@@ -128,6 +128,17 @@ pub struct PreExecuted {
     pub stored: usize,
 }
 
+/// What [`Pipeline::pre_execute_future`] ran and gave.
+#[derive(Debug)]
+pub struct FutureRun {
+    /// The future's pre-execution's result name (as [`PreExecuted::results`]).
+    pub kind: &'static str,
+    /// Same-block-touch pre-executions run after it (see [`crate::predictor`]).
+    pub touched: usize,
+    /// The programs, with their read sets: the future's, then its variants'.
+    pub programs: Vec<(Program, Option<ReadSet>)>,
+}
+
 /// What [`Pipeline::import`] does besides importing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImportMode {
@@ -271,13 +282,13 @@ impl Pipeline {
     {
         let mut done = PreExecuted::default();
         for predecessors in futures {
-            let (kind, programs) = self.pre_execute_future(tx, predecessors, state, cfg, block);
-            for (program, reads) in programs {
+            let run = self.pre_execute_future(tx, predecessors, state, cfg, block);
+            for (program, reads) in run.programs {
                 if self.store_program(tx.hash, program, reads) {
                     done.stored += 1;
                 }
             }
-            done.results.push(kind);
+            done.results.push(run.kind);
         }
         done
     }
@@ -295,7 +306,7 @@ impl Pipeline {
         state: &D,
         cfg: &CfgEnv,
         block: &BlockEnv,
-    ) -> (&'static str, Vec<(Program, Option<ReadSet>)>)
+    ) -> FutureRun
     where
         D: DatabaseRef,
         D::Error: DBErrorMarker,
@@ -323,24 +334,23 @@ impl Pipeline {
             variants,
         );
         metrics::histogram!(crate::metrics::PRE_EXECUTION_SECONDS).record(started.elapsed().as_secs_f64());
-        let mut programs = Vec::new();
-        let mut kind = "";
+        let mut run = FutureRun { kind: "", touched: touched.len(), programs: Vec::new() };
         for (i, result) in std::iter::once(base).chain(touched).enumerate() {
             self.counters.pre_executions.fetch_add(1, Ordering::Relaxed);
             self.counters.touched.fetch_add(u64::from(i > 0), Ordering::Relaxed);
             let (name, program) = self.classify(tx, result);
             metrics::counter!(crate::metrics::PRE_EXECUTIONS, "result" => name).increment(1);
             if i == 0 {
-                kind = name;
-                programs.extend(program);
+                run.kind = name;
+                run.programs.extend(program);
             } else {
                 // Without its read set: it recorded the slots as set, which the block gives
                 // only if the toucher left the rest of them as they were (a read set that
                 // would fail its check at every import, at the cost of the reads up to there).
-                programs.extend(program.map(|(program, _)| (program, None)));
+                run.programs.extend(program.map(|(program, _)| (program, None)));
             }
         }
-        (kind, programs)
+        run
     }
 
     /// The name of a pre-execution's result (as [`PreExecuted::results`]) and its program,

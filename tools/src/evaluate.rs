@@ -446,20 +446,17 @@ impl Worker<'_> {
         }
         self.attempted.insert(hash);
         let started = Instant::now();
-        let touched = || self.pipeline.counters.touched.load(std::sync::atomic::Ordering::Relaxed);
-        let touched_before = touched();
-        let (kind, programs) = self.pipeline.pre_execute_future(&tx, predecessors, self.db, &self.view.cfg, ctx);
-        *r.pre_execution_results.entry(kind.to_string()).or_default() += 1;
-        // A same-block-touch pre-execution after it (see `accelerator::predictor`), in its time.
-        let touched = (touched() - touched_before) as usize;
-        if touched > 0 {
-            *r.pre_execution_results.entry("same_block_touch".to_string()).or_default() += touched;
+        let run = self.pipeline.pre_execute_future(&tx, predecessors, self.db, &self.view.cfg, ctx);
+        *r.pre_execution_results.entry(run.kind.to_string()).or_default() += 1;
+        // Same-block-touch pre-executions after it (see `accelerator::predictor`), in its time.
+        if run.touched > 0 {
+            *r.pre_execution_results.entry("same_block_touch".to_string()).or_default() += run.touched;
         }
         let took = started.elapsed().as_secs_f64() * 1e3;
-        r.pre_executions += 1 + touched;
+        r.pre_executions += 1 + run.touched;
         r.pre_execution_ms += took;
         self.clock_ms = start + took;
-        for (program, reads) in programs {
+        for (program, reads) in run.programs {
             if self.clock_ms <= self.deadline_ms {
                 if let Some(reads) = &reads {
                     reads.footprint(&mut self.touched.0, &mut self.touched.1);
