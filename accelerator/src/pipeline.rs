@@ -40,7 +40,9 @@ use revm::{
 
 use crate::{
     executor::{Accelerated, Divergence, Import, ImportError, ImportTx, import_block_ahead, verify_against_reference},
-    predictor::{Footprint, PendingPool, PoolTx, PreExecution, SlotOverride, StateKey, pre_execute_touched},
+    predictor::{
+        Footprint, PendingPool, PoolTx, PreExecution, RACE_FUTURES, SlotOverride, StateKey, pre_execute_touched,
+    },
     store::ApStore,
 };
 
@@ -54,7 +56,7 @@ pub struct PipelineConfig {
     /// Memory budget of the AP store, in bytes.
     pub store_bytes: usize,
     /// Programs kept per transaction (and [`PipelineConfig::touched_per_tx`] more for the
-    /// same-block-touch variants).
+    /// same-block-touch variants, [`RACE_FUTURES`] more for a race's futures).
     pub programs_per_tx: usize,
     /// Pending transactions kept.
     pub pool_capacity: usize,
@@ -187,7 +189,8 @@ impl Pipeline {
             pool: Mutex::new(PendingPool::new(config.pool_capacity)),
             store: {
                 // Same-block-touch variants on top, so that they never push out a future's program.
-                let store = ApStore::new(config.store_bytes, config.programs_per_tx + config.touched_per_tx);
+                let store =
+                    ApStore::new(config.store_bytes, config.programs_per_tx + config.touched_per_tx + RACE_FUTURES);
                 match config.jit_code_bytes.map(|max| crate::tiering::Compiler::spawn(Default::default(), max, 4096)) {
                     Some(Ok(compiler)) => store.with_compiler(compiler),
                     Some(Err(e)) => {
@@ -251,16 +254,23 @@ impl Pipeline {
     /// The order flips of a pending transaction in a block of base fee `basefee`, at most
     /// [`PipelineConfig::flip_futures`] ([`PendingPool::flip_futures`]).
     /// Then, when it is none of them, the dependency future
-    /// ([`PendingPool::dependency_future`]).
+    /// ([`PendingPool::dependency_future`]), and the race futures when other senders sent the
+    /// same calldata ([`PendingPool::race_futures`]).
     pub fn flip_futures(&self, hash: &B256, basefee: u64) -> Vec<Vec<TxEnv>> {
         let pool = lock(&self.pool);
         let mut futures = pool.flip_futures(hash, basefee, self.config.max_predecessors, self.config.flip_futures);
+        let shape = |f: &[TxEnv]| f.iter().map(|t| (t.caller, t.nonce)).collect::<Vec<_>>();
         if self.config.flip_futures > 0
             && let Some(dependency) = pool.dependency_future(hash, self.config.max_predecessors)
+            && !futures.iter().any(|f| shape(f) == shape(&dependency))
         {
-            let shape = |f: &[TxEnv]| f.iter().map(|t| (t.caller, t.nonce)).collect::<Vec<_>>();
-            if !futures.iter().any(|f| shape(f) == shape(&dependency)) {
-                futures.push(dependency);
+            futures.push(dependency);
+        }
+        if self.config.flip_futures > 0 {
+            for race in pool.race_futures(hash, basefee, self.config.max_predecessors) {
+                if !futures.iter().any(|f| shape(f) == shape(&race)) {
+                    futures.push(race);
+                }
             }
         }
         futures

@@ -18,6 +18,15 @@
 //!   back-running bot reading its target's balance, or contracts created by one factory,
 //!   whose addresses count its creations, are such pairs.
 //!
+//! - **races**: pending transactions of several senders with the same calldata (a bot's
+//!   swarm, a mint) race: the builder puts one first, it acts, and the others find the race
+//!   run. The fee-greedy order puts them as they were heard, and the victim a back-running
+//!   swarm reacts to may be predicted after all of them (arrival times are noisy). Two more
+//!   futures ([`PendingPool::race_futures`]): the predicted block without the rivals and with
+//!   the writers of what `T` read moved before it (each before the first predecessor that read
+//!   what it wrote: another back-runner of the same victim goes after it), where `T` wins; and
+//!   the same with the first rival just before `T`, where it loses.
+//!
 //! - **same-block touch**: a contract that keeps the time (or block number) of its last
 //!   update beside its data (a Uniswap-V2-style pair's `blockTimestampLast`, a lending
 //!   market's accrual block) takes another path when a transaction earlier in the same block
@@ -32,7 +41,10 @@
 //! [`ir::record`]), optimized and verified before it is stored; a program is only a
 //! shortcut under its guards, so a wrong prediction costs a miss, never a wrong result.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    ops::Bound,
+};
 
 use ir::{
     compact::{Compiled, PrecompileMemo},
@@ -48,7 +60,7 @@ use revm::{
     context::{BlockEnv, CfgEnv, TxEnv},
     database::CacheDB,
     database_interface::DBErrorMarker,
-    primitives::{Address, B256, U256},
+    primitives::{Address, B256, Bytes, U256},
 };
 
 /// A piece of state a program reads or writes: an account (balance, nonce, code) or a slot.
@@ -125,6 +137,9 @@ pub struct PendingPool {
     footprints: HashMap<B256, Footprint>,
     /// The pending transactions that wrote each key (the index of `footprints`' writes).
     writers: HashMap<StateKey, HashSet<B256>>,
+    /// The pending transactions of each calldata (at least [`RACE_MIN_INPUT`] bytes): the
+    /// index of [`PendingPool::race_futures`].
+    by_input: HashMap<Bytes, HashSet<B256>>,
     seq: u64,
     capacity: usize,
 }
@@ -178,6 +193,13 @@ pub fn targeted_recipients(tx: &TxEnv, basefee: u64, known: impl Fn(&Address) ->
     out
 }
 
+/// The race futures of a transaction that races others ([`PendingPool::race_futures`]): it
+/// wins, it loses.
+pub const RACE_FUTURES: usize = 2;
+
+/// The shortest calldata that marks a race ([`PendingPool::race_futures`]): a selector.
+pub const RACE_MIN_INPUT: usize = 4;
+
 /// Calldata bytes [`targeted_recipients`] scans for a known fee recipient.
 pub const MAX_SCANNED_CALLDATA: usize = 4096;
 
@@ -189,6 +211,7 @@ impl PendingPool {
             by_sender: BTreeMap::new(),
             footprints: HashMap::new(),
             writers: HashMap::new(),
+            by_input: HashMap::new(),
             seq: 0,
             capacity: capacity.max(1),
         }
@@ -202,14 +225,16 @@ impl PendingPool {
         }
         let replaced = self.by_sender.get(&env.caller).and_then(|n| n.get(&env.nonce)).copied();
         if let Some(old) = replaced {
-            self.by_hash.remove(&old);
-            self.forget_footprint(&old);
+            self.forget(&old);
         } else if self.by_hash.len() >= self.capacity {
             metrics::counter!(crate::metrics::POOL_REJECTED).increment(1);
             return false;
         }
         self.seq += 1;
         self.by_sender.entry(env.caller).or_default().insert(env.nonce, hash);
+        if env.data.len() >= RACE_MIN_INPUT {
+            self.by_input.entry(env.data.clone()).or_default().insert(hash);
+        }
         self.by_hash.insert(hash, PoolTx { hash, env, seen_ms, seq: self.seq, touched: 0 });
         true
     }
@@ -239,6 +264,21 @@ impl PendingPool {
             }
             self.footprints.entry(*hash).or_default().extend(footprint);
         }
+    }
+
+    /// Removes `hash` from `by_hash` and the indexes built on it (not from `by_sender`).
+    fn forget(&mut self, hash: &B256) -> Option<PoolTx> {
+        let tx = self.by_hash.remove(hash);
+        if let Some(tx) = &tx
+            && let Some(same) = self.by_input.get_mut(&tx.env.data)
+        {
+            same.remove(hash);
+            if same.is_empty() {
+                self.by_input.remove(&tx.env.data);
+            }
+        }
+        self.forget_footprint(hash);
+        tx
     }
 
     fn forget_footprint(&mut self, hash: &B256) {
@@ -274,26 +314,25 @@ impl PendingPool {
     pub fn remove_included(&mut self, included: &[(Address, u64, B256)]) -> Vec<B256> {
         let mut removed = Vec::new();
         for (sender, nonce, hash) in included {
-            if let Some(t) = self.by_hash.remove(hash) {
+            if let Some(t) = self.forget(hash) {
                 removed.push(t.hash);
             }
-            self.forget_footprint(hash);
-            if let Some(nonces) = self.by_sender.get_mut(sender) {
-                let stale: Vec<u64> = nonces.range(..=*nonce).map(|(n, _)| *n).collect();
-                for n in stale {
-                    if let Some(h) = nonces.remove(&n)
-                        && self.by_hash.remove(&h).is_some()
-                    {
-                        removed.push(h);
+            let stale: Vec<B256> = match self.by_sender.get_mut(sender) {
+                Some(nonces) => {
+                    let stale: Vec<u64> = nonces.range(..=*nonce).map(|(n, _)| *n).collect();
+                    let hashes = stale.iter().filter_map(|n| nonces.remove(n)).collect();
+                    if nonces.is_empty() {
+                        self.by_sender.remove(sender);
                     }
+                    hashes
                 }
-                if nonces.is_empty() {
-                    self.by_sender.remove(sender);
+                None => Vec::new(),
+            };
+            for h in stale {
+                if self.forget(&h).is_some() {
+                    removed.push(h);
                 }
             }
-        }
-        for h in &removed {
-            self.forget_footprint(h);
         }
         removed
     }
@@ -399,14 +438,74 @@ impl PendingPool {
         futures
     }
 
-    /// The dependency future of `hash`: only the pending transactions of other senders that
-    /// wrote a key `hash` read (their footprints), each after its sender's earlier pending
-    /// ones, in the order they were heard, after `hash`'s own earlier transactions; at most
-    /// `max_predecessors`. A bundle a builder puts at the top of its block is this shape: the
-    /// transactions it depends on, and none of the fee-ordered rest. `None` when no other
-    /// sender wrote what it read.
-    pub fn dependency_future(&self, hash: &B256, max_predecessors: usize) -> Option<Vec<TxEnv>> {
-        let (tx, own) = (self.by_hash.get(hash)?, self.footprints.get(hash)?);
+    /// The race futures of `hash` (see the module docs): when pending transactions of other
+    /// senders carry the same calldata (a bot's swarm, a mint race), a builder puts one of
+    /// them first and the others find the race run. Two futures: the predicted block without
+    /// any of them before `hash` (nor their senders' later transactions), so that `hash`
+    /// wins; and the same with the first of them in the predicted order, and its sender's
+    /// earlier pending transactions, just before `hash`, so that `hash` loses to it. At most
+    /// `max_predecessors` each, the nearest. Empty when `hash` races nobody.
+    pub fn race_futures(&self, hash: &B256, basefee: u64, max_predecessors: usize) -> Vec<Vec<TxEnv>> {
+        let Some(tx) = self.by_hash.get(hash) else { return Vec::new() };
+        let rivals: HashMap<Address, u64> = self
+            .by_input
+            .get(&tx.env.data)
+            .into_iter()
+            .flatten()
+            .filter_map(|h| self.by_hash.get(h))
+            .filter(|u| u.env.caller != tx.env.caller)
+            .map(|u| (u.env.caller, u.env.nonce))
+            .collect();
+        if rivals.is_empty() {
+            return Vec::new();
+        }
+        let racing = |t: &PoolTx| rivals.get(&t.env.caller).is_some_and(|nonce| t.env.nonce >= *nonce);
+        let order = self.predicted_order(basefee);
+        let position = order.iter().position(|h| h == hash).unwrap_or(0);
+        let nearest = |future: &mut Vec<&PoolTx>| {
+            let excess = future.len().saturating_sub(max_predecessors);
+            future.drain(..excess);
+        };
+        let mut wins: Vec<&PoolTx> =
+            order[..position].iter().filter_map(|h| self.by_hash.get(h)).filter(|t| !racing(t)).collect();
+        nearest(&mut wins);
+        // A transaction predicted after `hash` that wrote what it read (its victim, for a
+        // back-runner) goes before it too, with its sender's earlier transactions: before the
+        // first predecessor that read what it wrote (another back-runner of the same victim,
+        // which its author sent after seeing it).
+        let feeds = |reader: &PoolTx, writer: &PoolTx| match (
+            self.footprints.get(&reader.hash),
+            self.footprints.get(&writer.hash),
+        ) {
+            (Some(reader), Some(writer)) => !reader.reads.is_disjoint(&writer.writes),
+            _ => false,
+        };
+        for writer in self.writers_of_reads(tx).into_iter().filter(|u| !racing(u)) {
+            let chain: Vec<&PoolTx> = self
+                .chain(&writer.env.caller, Bound::Included(writer.env.nonce))
+                .into_iter()
+                .filter(|t| t.hash != *hash && !wins.iter().any(|held| held.hash == t.hash))
+                .collect();
+            let after_own = wins.iter().rposition(|p| p.env.caller == writer.env.caller).map_or(0, |i| i + 1);
+            let first_reader = wins.iter().position(|p| chain.iter().any(|v| feeds(p, v))).unwrap_or(wins.len());
+            let at = first_reader.max(after_own);
+            wins.splice(at..at, chain);
+        }
+        // The rival a fee-greedy builder would put first (the pool's first in its order).
+        let first = order.iter().filter_map(|h| self.by_hash.get(h)).find(|t| racing(t) && t.hash != *hash);
+        let mut loses = wins.clone();
+        if let Some(first) = first {
+            loses.extend(self.chain(&first.env.caller, Bound::Included(first.env.nonce)));
+        }
+        nearest(&mut wins);
+        nearest(&mut loses);
+        [wins, loses].into_iter().map(|f| f.into_iter().map(|t| t.env.clone()).collect()).collect()
+    }
+
+    /// The pending transactions of other senders that wrote a key `tx` read (their
+    /// footprints), in the order they were heard.
+    fn writers_of_reads(&self, tx: &PoolTx) -> Vec<&PoolTx> {
+        let Some(own) = self.footprints.get(&tx.hash) else { return Vec::new() };
         let mut writers: Vec<&PoolTx> = own
             .reads
             .iter()
@@ -415,22 +514,36 @@ impl PendingPool {
             .filter_map(|h| self.by_hash.get(h))
             .filter(|u| u.env.caller != tx.env.caller)
             .collect();
+        writers.sort_by_key(|u| (u.seq, u.hash));
+        writers.dedup_by_key(|u| u.hash);
+        writers
+    }
+
+    /// `sender`'s pending transactions up to `to`, in nonce order.
+    fn chain(&self, sender: &Address, to: Bound<u64>) -> Vec<&PoolTx> {
+        self.by_sender
+            .get(sender)
+            .into_iter()
+            .flat_map(|nonces| nonces.range((Bound::Unbounded, to)))
+            .filter_map(|(_, h)| self.by_hash.get(h))
+            .collect()
+    }
+
+    /// The dependency future of `hash`: only the pending transactions of other senders that
+    /// wrote a key `hash` read (their footprints), each after its sender's earlier pending
+    /// ones, in the order they were heard, after `hash`'s own earlier transactions; at most
+    /// `max_predecessors`. A bundle a builder puts at the top of its block is this shape: the
+    /// transactions it depends on, and none of the fee-ordered rest. `None` when no other
+    /// sender wrote what it read.
+    pub fn dependency_future(&self, hash: &B256, max_predecessors: usize) -> Option<Vec<TxEnv>> {
+        let tx = self.by_hash.get(hash)?;
+        let writers = self.writers_of_reads(tx);
         if writers.is_empty() {
             return None;
         }
-        writers.sort_by_key(|u| (u.seq, u.hash));
-        writers.dedup_by_key(|u| u.hash);
-        let chain = |sender: &Address, to: std::ops::Bound<u64>| -> Vec<&PoolTx> {
-            self.by_sender
-                .get(sender)
-                .into_iter()
-                .flat_map(|nonces| nonces.range((std::ops::Bound::Unbounded, to)))
-                .filter_map(|(_, h)| self.by_hash.get(h))
-                .collect()
-        };
-        let mut future: Vec<&PoolTx> = chain(&tx.env.caller, std::ops::Bound::Excluded(tx.env.nonce));
+        let mut future: Vec<&PoolTx> = self.chain(&tx.env.caller, Bound::Excluded(tx.env.nonce));
         for u in writers {
-            for t in chain(&u.env.caller, std::ops::Bound::Included(u.env.nonce)) {
+            for t in self.chain(&u.env.caller, Bound::Included(u.env.nonce)) {
                 if !future.iter().any(|held| held.hash == t.hash) {
                     future.push(t);
                 }
@@ -807,6 +920,51 @@ mod tests {
             "its own chain, then each writer after its sender's earlier ones, in arrival order"
         );
         assert_eq!(pool.dependency_future(&t, 2).map(shape), Some(vec![(1, 0), (2, 0)]), "at most the bound");
+    }
+
+    #[test]
+    fn a_race_has_a_future_where_it_wins_behind_its_victim_and_one_where_it_loses() {
+        let mut pool = PendingPool::new(100);
+        let call = |(h, mut env): (B256, TxEnv), data: &[u8]| {
+            env.data = Bytes::copy_from_slice(data);
+            (h, env)
+        };
+        let race = [0xc8, 0x9e, 0x43, 0x61, 7];
+        // All of one tip, so predicted in the order heard: F, R1, B, T, R2, V.
+        let (f, f_env) = tx(7, 0, 10);
+        let (r1, r1_env) = call(tx(2, 0, 10), &race); // a rival predicted first
+        let (r1_later, r1_later_env) = tx(2, 1, 10); // and its sender's next transaction
+        let (b, b_env) = call(tx(3, 0, 10), &[0xc8, 0x9e, 0x43, 0x61, 8]); // another back-runner of V
+        let (t, t_env) = call(tx(1, 0, 10), &race);
+        let (r2, r2_env) = call(tx(4, 0, 10), &race); // a rival predicted after
+        let (v, v_env) = tx(5, 0, 10); // the victim, heard last
+        for (h, env) in
+            [(f, f_env), (r1, r1_env), (r1_later, r1_later_env), (b, b_env), (t, t_env), (r2, r2_env), (v, v_env)]
+        {
+            assert!(pool.insert(h, env, 0));
+        }
+        let shape = |f: &Vec<TxEnv>| f.iter().map(|t| (t.caller.0[19], t.nonce)).collect::<Vec<_>>();
+        let races = |pool: &PendingPool, max| pool.race_futures(&t, 100, max).iter().map(shape).collect::<Vec<_>>();
+        assert_eq!(
+            races(&pool, 16),
+            vec![vec![(7, 0), (3, 0)], vec![(7, 0), (3, 0), (2, 0)]],
+            "without footprints: the predicted block without its rivals, and with the first of them"
+        );
+        let key = StateKey::Account(Address::with_last_byte(5));
+        let reads = Footprint { reads: HashSet::from([key]), writes: HashSet::new() };
+        pool.note_footprint(&t, &reads);
+        pool.note_footprint(&b, &reads);
+        pool.note_footprint(&v, &Footprint { reads: HashSet::new(), writes: HashSet::from([key]) });
+        assert_eq!(
+            races(&pool, 16),
+            vec![vec![(7, 0), (5, 0), (3, 0)], vec![(7, 0), (5, 0), (3, 0), (2, 0)]],
+            "the victim before the first predecessor that read what it wrote"
+        );
+        assert_eq!(races(&pool, 2), vec![vec![(5, 0), (3, 0)], vec![(3, 0), (2, 0)]], "the nearest, at most the bound");
+        assert!(pool.race_futures(&v, 100, 16).is_empty(), "no calldata of its own kind: no race");
+        pool.remove_included(&[(Address::with_last_byte(2), 1, r1_later), (Address::with_last_byte(4), 0, r2)]);
+        assert!(pool.race_futures(&t, 100, 16).is_empty(), "the rivals left the pool, and its index");
+        assert!(pool.by_input.values().all(|same| same.len() == 1), "{:?}", pool.by_input);
     }
 
     #[test]
