@@ -495,7 +495,11 @@ impl PendingPool {
         let first = order.iter().filter_map(|h| self.by_hash.get(h)).find(|t| racing(t) && t.hash != *hash);
         let mut loses = wins.clone();
         if let Some(first) = first {
-            loses.extend(self.chain(&first.env.caller, Bound::Included(first.env.nonce)));
+            for t in self.chain(&first.env.caller, Bound::Included(first.env.nonce)) {
+                if !wins.iter().any(|held| held.hash == t.hash) {
+                    loses.push(t);
+                }
+            }
         }
         nearest(&mut wins);
         nearest(&mut loses);
@@ -930,25 +934,33 @@ mod tests {
             (h, env)
         };
         let race = [0xc8, 0x9e, 0x43, 0x61, 7];
-        // All of one tip, so predicted in the order heard: F, R1, B, T, R2, V.
+        // All of one tip, so predicted in the order heard: F, P, R1, R1', B, T, R2, V.
         let (f, f_env) = tx(7, 0, 10);
-        let (r1, r1_env) = call(tx(2, 0, 10), &race); // a rival predicted first
-        let (r1_later, r1_later_env) = tx(2, 1, 10); // and its sender's next transaction
+        let (p, p_env) = tx(2, 0, 10); // a rival's sender's earlier transaction
+        let (r1, r1_env) = call(tx(2, 1, 10), &race); // a rival predicted first
+        let (r1_later, r1_later_env) = tx(2, 2, 10); // and its sender's next transaction
         let (b, b_env) = call(tx(3, 0, 10), &[0xc8, 0x9e, 0x43, 0x61, 8]); // another back-runner of V
         let (t, t_env) = call(tx(1, 0, 10), &race);
         let (r2, r2_env) = call(tx(4, 0, 10), &race); // a rival predicted after
         let (v, v_env) = tx(5, 0, 10); // the victim, heard last
-        for (h, env) in
-            [(f, f_env), (r1, r1_env), (r1_later, r1_later_env), (b, b_env), (t, t_env), (r2, r2_env), (v, v_env)]
-        {
+        for (h, env) in [
+            (f, f_env),
+            (p, p_env),
+            (r1, r1_env),
+            (r1_later, r1_later_env),
+            (b, b_env),
+            (t, t_env),
+            (r2, r2_env),
+            (v, v_env),
+        ] {
             assert!(pool.insert(h, env, 0));
         }
         let shape = |f: &Vec<TxEnv>| f.iter().map(|t| (t.caller.0[19], t.nonce)).collect::<Vec<_>>();
         let races = |pool: &PendingPool, max| pool.race_futures(&t, 100, max).iter().map(shape).collect::<Vec<_>>();
         assert_eq!(
             races(&pool, 16),
-            vec![vec![(7, 0), (3, 0)], vec![(7, 0), (3, 0), (2, 0)]],
-            "without footprints: the predicted block without its rivals, and with the first of them"
+            vec![vec![(7, 0), (2, 0), (3, 0)], vec![(7, 0), (2, 0), (3, 0), (2, 1)]],
+            "without footprints: the predicted block without its rivals, and with the first of them (once)"
         );
         let key = StateKey::Account(Address::with_last_byte(5));
         let reads = Footprint { reads: HashSet::from([key]), writes: HashSet::new() };
@@ -957,12 +969,12 @@ mod tests {
         pool.note_footprint(&v, &Footprint { reads: HashSet::new(), writes: HashSet::from([key]) });
         assert_eq!(
             races(&pool, 16),
-            vec![vec![(7, 0), (5, 0), (3, 0)], vec![(7, 0), (5, 0), (3, 0), (2, 0)]],
+            vec![vec![(7, 0), (2, 0), (5, 0), (3, 0)], vec![(7, 0), (2, 0), (5, 0), (3, 0), (2, 1)]],
             "the victim before the first predecessor that read what it wrote"
         );
-        assert_eq!(races(&pool, 2), vec![vec![(5, 0), (3, 0)], vec![(3, 0), (2, 0)]], "the nearest, at most the bound");
+        assert_eq!(races(&pool, 2), vec![vec![(5, 0), (3, 0)], vec![(3, 0), (2, 1)]], "the nearest, at most the bound");
         assert!(pool.race_futures(&v, 100, 16).is_empty(), "no calldata of its own kind: no race");
-        pool.remove_included(&[(Address::with_last_byte(2), 1, r1_later), (Address::with_last_byte(4), 0, r2)]);
+        pool.remove_included(&[(Address::with_last_byte(2), 2, r1_later), (Address::with_last_byte(4), 0, r2)]);
         assert!(pool.race_futures(&t, 100, 16).is_empty(), "the rivals left the pool, and its index");
         assert!(pool.by_input.values().all(|same| same.len() == 1), "{:?}", pool.by_input);
     }
