@@ -18,8 +18,8 @@
 //!   back-running bot reading its target's balance, or contracts created by one factory,
 //!   whose addresses count its creations, are such pairs.
 //!
-//! - **races**: pending transactions of several senders with the same calldata (a bot's
-//!   swarm, a mint) race: the builder puts one first, it acts, and the others find the race
+//! - **races**: pending transactions of several senders making the same call (contract and
+//!   calldata: a bot's swarm, a mint) race: the builder puts one first, it acts, and the others find the race
 //!   run. The fee-greedy order puts them as they were heard, and the victim a back-running
 //!   swarm reacts to may be predicted after all of them (arrival times are noisy). Two more
 //!   futures ([`PendingPool::race_futures`]): the predicted block without the rivals and with
@@ -139,7 +139,7 @@ pub struct PendingPool {
     writers: HashMap<StateKey, HashSet<B256>>,
     /// The pending transactions of each calldata (at least [`RACE_MIN_INPUT`] bytes): the
     /// index of [`PendingPool::race_futures`].
-    by_input: HashMap<Bytes, HashSet<B256>>,
+    by_input: HashMap<RaceKey, HashSet<B256>>,
     seq: u64,
     capacity: usize,
 }
@@ -197,6 +197,16 @@ pub fn targeted_recipients(tx: &TxEnv, basefee: u64, known: impl Fn(&Address) ->
 /// wins, it loses.
 pub const RACE_FUTURES: usize = 2;
 
+/// What marks transactions of one race: the contract called and the calldata.
+type RaceKey = (Option<Address>, Bytes);
+
+fn race_key(tx: &TxEnv) -> RaceKey {
+    (tx.kind.to().copied(), tx.data.clone())
+}
+
+/// Most transactions of one [`RaceKey`] for a race ([`PendingPool::race_futures`]).
+pub const MAX_RIVALS: usize = 32;
+
 /// The shortest calldata that marks a race ([`PendingPool::race_futures`]): a selector.
 pub const RACE_MIN_INPUT: usize = 4;
 
@@ -233,7 +243,7 @@ impl PendingPool {
         self.seq += 1;
         self.by_sender.entry(env.caller).or_default().insert(env.nonce, hash);
         if env.data.len() >= RACE_MIN_INPUT {
-            self.by_input.entry(env.data.clone()).or_default().insert(hash);
+            self.by_input.entry(race_key(&env)).or_default().insert(hash);
         }
         self.by_hash.insert(hash, PoolTx { hash, env, seen_ms, seq: self.seq, touched: 0 });
         true
@@ -269,12 +279,13 @@ impl PendingPool {
     /// Removes `hash` from `by_hash` and the indexes built on it (not from `by_sender`).
     fn forget(&mut self, hash: &B256) -> Option<PoolTx> {
         let tx = self.by_hash.remove(hash);
-        if let Some(tx) = &tx
-            && let Some(same) = self.by_input.get_mut(&tx.env.data)
-        {
-            same.remove(hash);
-            if same.is_empty() {
-                self.by_input.remove(&tx.env.data);
+        if let Some(tx) = &tx {
+            let key = race_key(&tx.env);
+            if let Some(same) = self.by_input.get_mut(&key) {
+                same.remove(hash);
+                if same.is_empty() {
+                    self.by_input.remove(&key);
+                }
             }
         }
         self.forget_footprint(hash);
@@ -439,36 +450,44 @@ impl PendingPool {
     }
 
     /// The race futures of `hash` (see the module docs): when pending transactions of other
-    /// senders carry the same calldata (a bot's swarm, a mint race), a builder puts one of
-    /// them first and the others find the race run. Two futures: the predicted block without
-    /// any of them before `hash` (nor their senders' later transactions), so that `hash`
-    /// wins; and the same with the first of them in the predicted order, and its sender's
-    /// earlier pending transactions, just before `hash`, so that `hash` loses to it. At most
-    /// `max_predecessors` each, the nearest. Empty when `hash` races nobody.
+    /// senders make the same call (contract and calldata: a bot's swarm, a mint race), a
+    /// builder puts one of them first and the others find the race run. Two futures: the
+    /// predicted block without any of them before `hash` (nor their senders' later
+    /// transactions), with the writers of what `hash` read that are predicted after it moved
+    /// before it, so that `hash` wins; and the same with the first of them in the predicted
+    /// order, and its sender's earlier pending transactions, just before `hash`, so that
+    /// `hash` loses to it. At most `max_predecessors` each, the nearest, and none whose
+    /// sender's earlier pending transaction is not before it. Empty when `hash` races nobody,
+    /// or more than [`MAX_RIVALS`] make the call (contention, not a race).
     pub fn race_futures(&self, hash: &B256, basefee: u64, max_predecessors: usize) -> Vec<Vec<TxEnv>> {
         let Some(tx) = self.by_hash.get(hash) else { return Vec::new() };
-        let rivals: HashMap<Address, u64> = self
-            .by_input
-            .get(&tx.env.data)
-            .into_iter()
-            .flatten()
-            .filter_map(|h| self.by_hash.get(h))
-            .filter(|u| u.env.caller != tx.env.caller)
-            .map(|u| (u.env.caller, u.env.nonce))
-            .collect();
+        let Some(same) = self.by_input.get(&race_key(&tx.env)) else { return Vec::new() };
+        // Many senders with one call to one contract (a wrapped-ether deposit) is contention,
+        // not a race: no one of them decides the others' paths.
+        if same.len() > MAX_RIVALS {
+            return Vec::new();
+        }
+        // Each rival sender's first racing transaction: it and its sender's later ones race.
+        let mut rivals: HashMap<Address, u64> = HashMap::new();
+        for u in same.iter().filter_map(|h| self.by_hash.get(h)).filter(|u| u.env.caller != tx.env.caller) {
+            rivals.entry(u.env.caller).and_modify(|n| *n = (*n).min(u.env.nonce)).or_insert(u.env.nonce);
+        }
         if rivals.is_empty() {
             return Vec::new();
         }
         let racing = |t: &PoolTx| rivals.get(&t.env.caller).is_some_and(|nonce| t.env.nonce >= *nonce);
         let order = self.predicted_order(basefee);
         let position = order.iter().position(|h| h == hash).unwrap_or(0);
-        let nearest = |future: &mut Vec<&PoolTx>| {
-            let excess = future.len().saturating_sub(max_predecessors);
-            future.drain(..excess);
-        };
-        let mut wins: Vec<&PoolTx> =
-            order[..position].iter().filter_map(|h| self.by_hash.get(h)).filter(|t| !racing(t)).collect();
-        nearest(&mut wins);
+        let before: HashSet<&B256> = order[..position].iter().collect();
+        let mut wins: Vec<&PoolTx> = order[..position]
+            .iter()
+            .rev()
+            .filter_map(|h| self.by_hash.get(h))
+            .filter(|t| !racing(t))
+            .take(max_predecessors)
+            .collect();
+        wins.reverse();
+        let mut held: HashSet<B256> = wins.iter().map(|t| t.hash).collect();
         // A transaction predicted after `hash` that wrote what it read (its victim, for a
         // back-runner) goes before it too, with its sender's earlier transactions: before the
         // first predecessor that read what it wrote (another back-runner of the same victim,
@@ -480,30 +499,48 @@ impl PendingPool {
             (Some(reader), Some(writer)) => !reader.reads.is_disjoint(&writer.writes),
             _ => false,
         };
-        for writer in self.writers_of_reads(tx).into_iter().filter(|u| !racing(u)) {
+        let victims = self.writers_of_reads(tx).into_iter().filter(|u| !racing(u) && !before.contains(&u.hash));
+        for writer in victims.take(max_predecessors) {
             let chain: Vec<&PoolTx> = self
                 .chain(&writer.env.caller, Bound::Included(writer.env.nonce))
                 .into_iter()
-                .filter(|t| t.hash != *hash && !wins.iter().any(|held| held.hash == t.hash))
+                .filter(|t| t.hash != *hash && !held.contains(&t.hash))
                 .collect();
             let after_own = wins.iter().rposition(|p| p.env.caller == writer.env.caller).map_or(0, |i| i + 1);
             let first_reader = wins.iter().position(|p| chain.iter().any(|v| feeds(p, v))).unwrap_or(wins.len());
             let at = first_reader.max(after_own);
+            held.extend(chain.iter().map(|t| t.hash));
             wins.splice(at..at, chain);
         }
         // The rival a fee-greedy builder would put first (the pool's first in its order).
         let first = order.iter().filter_map(|h| self.by_hash.get(h)).find(|t| racing(t) && t.hash != *hash);
         let mut loses = wins.clone();
         if let Some(first) = first {
-            for t in self.chain(&first.env.caller, Bound::Included(first.env.nonce)) {
-                if !wins.iter().any(|held| held.hash == t.hash) {
-                    loses.push(t);
-                }
-            }
+            loses.extend(
+                self.chain(&first.env.caller, Bound::Included(first.env.nonce))
+                    .into_iter()
+                    .filter(|t| !held.contains(&t.hash)),
+            );
         }
-        nearest(&mut wins);
-        nearest(&mut loses);
-        [wins, loses].into_iter().map(|f| f.into_iter().map(|t| t.env.clone()).collect()).collect()
+        [wins, loses].into_iter().map(|future| self.nearest_valid(future, max_predecessors)).collect()
+    }
+
+    /// The last `max` of `future`, without a transaction whose sender's earlier pending one is
+    /// not before it (trimming cut it, or it was never there): it would fail on its nonce.
+    fn nearest_valid(&self, mut future: Vec<&PoolTx>, max: usize) -> Vec<TxEnv> {
+        future.drain(..future.len().saturating_sub(max));
+        let mut next: HashMap<Address, u64> = HashMap::new();
+        future
+            .into_iter()
+            .filter(|t| {
+                let lowest = || self.by_sender.get(&t.env.caller).and_then(|n| n.keys().next().copied());
+                let expected = next.entry(t.env.caller).or_insert_with(|| lowest().unwrap_or(t.env.nonce));
+                let valid = t.env.nonce == *expected;
+                *expected += u64::from(valid);
+                valid
+            })
+            .map(|t| t.env.clone())
+            .collect()
     }
 
     /// The pending transactions of other senders that wrote a key `tx` read (their
@@ -972,9 +1009,24 @@ mod tests {
             vec![vec![(7, 0), (2, 0), (5, 0), (3, 0)], vec![(7, 0), (2, 0), (5, 0), (3, 0), (2, 1)]],
             "the victim before the first predecessor that read what it wrote"
         );
-        assert_eq!(races(&pool, 2), vec![vec![(5, 0), (3, 0)], vec![(3, 0), (2, 1)]], "the nearest, at most the bound");
+        assert_eq!(
+            races(&pool, 2),
+            vec![vec![(5, 0), (3, 0)], vec![(3, 0)]],
+            "the nearest, at most the bound, and never a transaction whose sender's earlier one was cut"
+        );
+        let mut elsewhere = pool.get(&t).expect("pending").env.clone();
+        elsewhere.caller = Address::with_last_byte(8);
+        elsewhere.kind = revm::primitives::TxKind::Call(Address::with_last_byte(9));
+        assert!(pool.insert(B256::repeat_byte(8), elsewhere, 0));
+        assert!(
+            pool.race_futures(&B256::repeat_byte(8), 100, 16).is_empty(),
+            "the same calldata to another contract is no rival"
+        );
+        let (_, plain) = tx(4, 0, 10);
+        assert!(pool.insert(B256::repeat_byte(4), plain, 0), "a replacement");
+        assert!(pool.by_input.values().all(|same| !same.contains(&r2)), "the replaced rival left the index");
         assert!(pool.race_futures(&v, 100, 16).is_empty(), "no calldata of its own kind: no race");
-        pool.remove_included(&[(Address::with_last_byte(2), 2, r1_later), (Address::with_last_byte(4), 0, r2)]);
+        pool.remove_included(&[(Address::with_last_byte(2), 2, r1_later)]);
         assert!(pool.race_futures(&t, 100, 16).is_empty(), "the rivals left the pool, and its index");
         assert!(pool.by_input.values().all(|same| same.len() == 1), "{:?}", pool.by_input);
     }
