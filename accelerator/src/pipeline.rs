@@ -51,7 +51,8 @@ use crate::{
 pub struct PipelineConfig {
     /// Most predecessors in a predicted-block future.
     pub max_predecessors: usize,
-    /// Most order flips per transaction ([`PendingPool::flip_futures`]).
+    /// Most order flips per transaction ([`PendingPool::flip_futures`]); zero also turns off the
+    /// dependency and race futures that come with them ([`Pipeline::flip_futures`]).
     pub flip_futures: usize,
     /// Memory budget of the AP store, in bytes.
     pub store_bytes: usize,
@@ -123,8 +124,8 @@ pub struct PipelineCounters {
 /// What pre-executing one pending transaction under its futures gave.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PreExecuted {
-    /// One result name per future, in order: `program`, a no-program reason, `invalid` or
-    /// `state_error`.
+    /// One result name per distinct future, in order: `program`, a no-program reason,
+    /// `invalid` or `state_error`.
     pub results: Vec<&'static str>,
     /// Programs that entered the store.
     pub stored: usize,
@@ -291,7 +292,16 @@ impl Pipeline {
         D::Error: DBErrorMarker,
     {
         let mut done = PreExecuted::default();
+        // A future listed twice (a race's winning future can be the predicted block, and the
+        // service lists `futures` and `flip_futures` together) is pre-executed once.
+        let shape = |f: &[TxEnv]| f.iter().map(|t| (t.caller, t.nonce)).collect::<Vec<_>>();
+        let mut seen: Vec<Vec<(Address, u64)>> = Vec::with_capacity(futures.len());
         for predecessors in futures {
+            let this = shape(predecessors);
+            if seen.contains(&this) {
+                continue;
+            }
+            seen.push(this);
             let run = self.pre_execute_future(tx, predecessors, state, cfg, block);
             for (program, reads) in run.programs {
                 if self.store_program(tx.hash, program, reads) {
@@ -553,8 +563,10 @@ mod tests {
         let mut stored = 0;
         for t in &txs {
             let (tx, futures) = pipeline.futures(&t.hash, block.basefee).expect("pending");
-            let done = pipeline.pre_execute(&tx, &futures, &db, &cfg, &block);
+            let twice: Vec<Vec<TxEnv>> = futures.iter().chain(&futures).cloned().collect();
+            let done = pipeline.pre_execute(&tx, &twice, &db, &cfg, &block);
             assert!(done.stored >= 1, "{:?}", done.results);
+            assert_eq!(done.results.len(), futures.len(), "a future listed twice runs once");
             stored += done.stored;
         }
         // The second has two futures: alone (its nonce chain) and after the first.

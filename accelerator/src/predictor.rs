@@ -19,13 +19,14 @@
 //!   whose addresses count its creations, are such pairs.
 //!
 //! - **races**: pending transactions of several senders making the same call (contract and
-//!   calldata: a bot's swarm, a mint) race: the builder puts one first, it acts, and the others find the race
-//!   run. The fee-greedy order puts them as they were heard, and the victim a back-running
-//!   swarm reacts to may be predicted after all of them (arrival times are noisy). Two more
-//!   futures ([`PendingPool::race_futures`]): the predicted block without the rivals and with
-//!   the writers of what `T` read moved before it (each before the first predecessor that read
-//!   what it wrote: another back-runner of the same victim goes after it), where `T` wins; and
-//!   the same with the first rival just before `T`, where it loses.
+//!   calldata: a bot's swarm, a mint) race: the builder puts one first, it acts, and the
+//!   others find the race run. The fee-greedy order puts them as they were heard, and the
+//!   victim a back-running swarm reacts to may be predicted after all of them (arrival times
+//!   are noisy). Two more futures ([`PendingPool::race_futures`]): the predicted block without
+//!   the rivals and with the writers of what `T` read that are predicted after it moved before
+//!   it (each before the first predecessor that read what it wrote: another back-runner of
+//!   the same victim goes after it), where `T` wins; and the same with the first rival just
+//!   before `T`, where it loses.
 //!
 //! - **same-block touch**: a contract that keeps the time (or block number) of its last
 //!   update beside its data (a Uniswap-V2-style pair's `blockTimestampLast`, a lending
@@ -137,8 +138,8 @@ pub struct PendingPool {
     footprints: HashMap<B256, Footprint>,
     /// The pending transactions that wrote each key (the index of `footprints`' writes).
     writers: HashMap<StateKey, HashSet<B256>>,
-    /// The pending transactions of each calldata (at least [`RACE_MIN_INPUT`] bytes): the
-    /// index of [`PendingPool::race_futures`].
+    /// The pending transactions of each call (contract and calldata of at least
+    /// [`RACE_MIN_INPUT`] bytes): the index of [`PendingPool::race_futures`].
     by_input: HashMap<RaceKey, HashSet<B256>>,
     seq: u64,
     capacity: usize,
