@@ -436,3 +436,47 @@ fn consecutive_increments_of_one_slot_by_many_senders_equal_sequential() {
     let on_conflicts = ParallelConfig { max_reexecuted: 0.05, ..always_parallel(2) };
     compare(&db, &cfg, &block, &txs, &on_conflicts, "increments, stopping on conflicts");
 }
+
+/// Nonce chains whose members conflict (9,069,000's shape): each sender sends a run of
+/// increments of the one counter, some running out of gas after the read, with deposits
+/// between the runs. A chain member read stale is executed again on the committed state
+/// while its sender's next transaction is speculated; that view waits for it (its writes are
+/// in the committer's hands, or its speculative run failed) rather than read the nonce it has
+/// not spent yet, and everything still equals sequential, also when speculation stops or the
+/// committer takes transactions over.
+#[test]
+fn runs_of_one_senders_conflicting_calls_equal_sequential() {
+    let (db, senders) = deposits_state(12);
+    let mut txs = Vec::new();
+    for (i, sender) in senders.iter().enumerate() {
+        for nonce in 0..6u64 {
+            let mut call = tx(*sender, Some(COUNTER), "", nonce, 1);
+            if (i as u64 + nonce) % 5 == 4 {
+                // Enough for the intrinsic gas and the slot's read, not for its write.
+                call.gas_limit = 23_500;
+            }
+            txs.push(call);
+        }
+        if i % 3 == 0 {
+            // The run's sender deposits last.
+            txs.push(transfer(*sender, DEPOSIT, 1_000, 6));
+        }
+    }
+    let (cfg, block) = synthetic_block(SpecId::CANCUN);
+    let keep_on = |threads| ParallelConfig {
+        max_reexecuted: 1.0,
+        min_tx_time: std::time::Duration::ZERO,
+        ..always_parallel(threads)
+    };
+    let mut reexecuted = 0;
+    for round in 0..4 {
+        for threads in [2, 3, 8] {
+            let label = format!("runs, x{threads}, round {round}");
+            reexecuted += compare(&db, &cfg, &block, &txs, &keep_on(threads), &label).reexecuted;
+            compare(&db, &cfg, &block, &txs, &taking_over(threads), &format!("{label}, taking over"));
+        }
+    }
+    assert!(reexecuted > 0, "the runs conflicted in no round: nothing waited for a member executed again");
+    let on_conflicts = ParallelConfig { max_reexecuted: 0.05, ..always_parallel(2) };
+    compare(&db, &cfg, &block, &txs, &on_conflicts, "runs, stopping on conflicts");
+}
