@@ -10,7 +10,7 @@ pub const SERIES: &[mempool_tap::metrics::Series] = &[
         PRE_EXECUTION_SECONDS,
         "histogram",
         "",
-        "Wall time of one pre-execution (one future): predecessors, recording, optimization.",
+        "Wall time of one pre-execution (one future, with its same-block-touch variants): predecessors, recording, optimization.",
     ),
     (
         PRE_EXECUTIONS,
@@ -76,7 +76,7 @@ pub const SERIES: &[mempool_tap::metrics::Series] = &[
 pub const POOL_PENDING: &str = "prescient_pool_pending";
 /// Pending transactions the full pool refused. (counter).
 pub const POOL_REJECTED: &str = "prescient_pool_rejected_total";
-/// Wall time of one pre-execution (one future): predecessors, recording, optimization. (histogram).
+/// Wall time of one pre-execution (one future, with its same-block-touch variants): predecessors, recording, optimization. (histogram).
 pub const PRE_EXECUTION_SECONDS: &str = "prescient_pre_execution_seconds";
 /// Pre-executions by result. (counter, labels: result: program, a no-program reason, invalid, state_error).
 pub const PRE_EXECUTIONS: &str = "prescient_pre_executions_total";
