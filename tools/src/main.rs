@@ -777,12 +777,17 @@ fn replay(
                         timed.mode_ms,
                         timed.ratio,
                         timed.parallel.as_ref().map_or(String::new(), |p| format!(
-                            " ({} speculative, {} executed again, {} in order{}{}{}{})",
+                            " ({} speculative, {} executed again, {} in order{}{}{}{}{})",
                             p.speculative,
                             p.reexecuted,
                             p.in_order,
                             if p.taken_over > 0 { format!(", {} taken over", p.taken_over) } else { String::new() },
                             if p.hot > 0 { format!(", {} hot, {} waits", p.hot, p.waits) } else { String::new() },
+                            if p.unknown_waits > 0 {
+                                format!(", {} waited for unknown writes", p.unknown_waits)
+                            } else {
+                                String::new()
+                            },
                             if p.sequential { ", sequential" } else { "" },
                             p.stopped_at.map_or(String::new(), |at| format!(", stopped at {at}"))
                         )) + &timed

@@ -155,9 +155,10 @@ pub struct ParallelConfig {
     /// 1.14x-1.17x late in the block, where a block at 1.09x measured 0.8x-0.85x and one
     /// at 1.3x 0.6x).
     pub max_wall_per_executed: f64,
-    /// Speculation stops once views have waited idle for hot locations (see `Shared::hot`)
-    /// more than this share of the time the threads executed: hot locations serialize the
-    /// block, and one thread does as well.
+    /// Speculation stops once views have waited idle for hot locations (see `Shared::hot`), or
+    /// for lower writers whose writes were not known (`View::lower`), more than this share of
+    /// the time the threads executed: such waits serialize the block, and one thread does as
+    /// well.
     pub max_waited_per_executed: f64,
     /// Nothing is speculated when the transactions left after the sequential prefix would
     /// take less than this at the prefix's pace (its time per unit of gas limit): two threads
@@ -228,6 +229,10 @@ pub struct ParallelStats {
     /// Reads of a hot location whose wait for the lower transactions to commit changed the
     /// value read (each would have been executed again without it).
     pub waits: usize,
+    /// Reads that waited for the commit of a lower transaction that wrote the account and
+    /// whose writes were not known: in the committer's hands, or its speculative run failed
+    /// (see `View::lower`).
+    pub unknown_waits: usize,
 }
 
 /// A block executed by the parallel fallback.
@@ -330,6 +335,7 @@ where
         waited_ns: AtomicU64::new(0),
         turned_hot: AtomicUsize::new(0),
         useful_waits: AtomicUsize::new(0),
+        unknown_waits: AtomicUsize::new(0),
         precompiles: PrecompileCache::default(),
         joined: AtomicUsize::new(0),
         executing: (0..threads).map(|_| AtomicUsize::new(usize::MAX)).collect(),
@@ -349,6 +355,7 @@ where
     let mut committer = shared.committer.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
     committer.stats.hot = hot;
     committer.stats.waits = waits;
+    committer.stats.unknown_waits = shared.unknown_waits.load(Ordering::Acquire);
     if let Some(error) = committer.error {
         return Err(error);
     }
@@ -716,6 +723,8 @@ struct Shared<'a, D> {
     /// How many reads of a hot location read a value other than they would have without
     /// waiting.
     useful_waits: AtomicUsize,
+    /// How many reads waited for a lower writer whose writes were not known (`View::lower`).
+    unknown_waits: AtomicUsize,
     /// Precompile results of this block's executions: an execution again (after a conflict,
     /// or in order after speculation stopped) reuses what its speculative run computed.
     precompiles: PrecompileCache,
@@ -833,14 +842,21 @@ where
             self.executed_ns.fetch_add(executing.as_nanos() as u64, Ordering::Relaxed);
             *lock(&self.slots[index]) = Some(speculative.clone());
             self.executing[me].store(usize::MAX, Ordering::Release);
-            if let Some((_, state)) = &speculative.outcome {
-                let mut writers = lock(&self.writers);
-                for (address, _) in state.iter().filter(|(_, a)| a.is_touched()) {
-                    let list = writers.entry(*address).or_default();
-                    let at = list.partition_point(|j| *j < index);
-                    list.insert(at, index);
-                }
+            // A failed run's writes are not known, but its sender's account is written when it
+            // runs again (its nonce at least): a view reading that account waits for it
+            // (`View::lower`).
+            let touched = speculative
+                .outcome
+                .iter()
+                .flat_map(|(_, state)| state.iter().filter(|(_, a)| a.is_touched()).map(|(address, _)| address));
+            let failed = speculative.outcome.is_none().then_some(&self.txs[index].caller);
+            let mut writers = lock(&self.writers);
+            for address in touched.chain(failed) {
+                let list = writers.entry(*address).or_default();
+                let at = list.partition_point(|j| *j < index);
+                list.insert(at, index);
             }
+            drop(writers);
         }
         while self.done.load(Ordering::Acquire) < n && !self.failed.load(Ordering::Acquire) {
             if !self.commit_ready(Commit::Finish) && !self.receipts.build() {
@@ -1664,6 +1680,10 @@ impl<'a, D> View<'_, 'a, D> {
                 unknown
             };
             let Some(j) = unknown else { return Ok(None) };
+            // (Not when it was committed since `done` was read: no wait then.)
+            if self.shared.done.load(Ordering::Acquire) <= j {
+                self.shared.unknown_waits.fetch_add(1, Ordering::Relaxed);
+            }
             let started = Instant::now();
             let waited = self.shared.wait_for_lower(j + 1);
             self.waited.set(self.waited.get() + started.elapsed());

@@ -441,9 +441,9 @@ fn consecutive_increments_of_one_slot_by_many_senders_equal_sequential() {
 /// increments of the one counter, some running out of gas after the read, with deposits
 /// between the runs. A chain member read stale is executed again on the committed state
 /// while its sender's next transaction is speculated; that view waits for it (its writes are
-/// in the committer's hands, or its speculative run failed) rather than read the nonce it has
-/// not spent yet, and everything still equals sequential, also when speculation stops or the
-/// committer takes transactions over.
+/// in the committer's hands, or its speculative run failed: `unknown_waits`) rather than read
+/// the nonce it has not spent yet, and everything still equals sequential, also when
+/// speculation stops or the committer takes transactions over.
 #[test]
 fn runs_of_one_senders_conflicting_calls_equal_sequential() {
     let (db, senders) = deposits_state(12);
@@ -468,15 +468,21 @@ fn runs_of_one_senders_conflicting_calls_equal_sequential() {
         min_tx_time: std::time::Duration::ZERO,
         ..always_parallel(threads)
     };
-    let mut reexecuted = 0;
-    for round in 0..4 {
+    // Whether a view meets a writer in the committer's hands depends on the threads' timing:
+    // four rounds at least, more until one did, up to `MAX_ROUNDS`.
+    const MAX_ROUNDS: usize = 32;
+    let mut unknown_waits = 0;
+    for round in 0..MAX_ROUNDS {
+        if round >= 4 && unknown_waits > 0 {
+            break;
+        }
         for threads in [2, 3, 8] {
             let label = format!("runs, x{threads}, round {round}");
-            reexecuted += compare(&db, &cfg, &block, &txs, &keep_on(threads), &label).reexecuted;
+            unknown_waits += compare(&db, &cfg, &block, &txs, &keep_on(threads), &label).unknown_waits;
             compare(&db, &cfg, &block, &txs, &taking_over(threads), &format!("{label}, taking over"));
         }
     }
-    assert!(reexecuted > 0, "the runs conflicted in no round: nothing waited for a member executed again");
+    assert!(unknown_waits > 0, "no view of {MAX_ROUNDS} rounds waited for a writer whose writes were unknown");
     let on_conflicts = ParallelConfig { max_reexecuted: 0.05, ..always_parallel(2) };
     compare(&db, &cfg, &block, &txs, &on_conflicts, "runs, stopping on conflicts");
 }
