@@ -286,6 +286,10 @@ fn an_invalid_transaction_fails_the_block_as_sequential_does() {
 }
 
 const DEPOSIT: Address = address!("0x5000000000000000000000000000000000000007");
+/// `SLOW_INCREMENT`'s address.
+const SLOW_COUNTER: Address = address!("0x500000000000000000000000000000000000000a");
+/// `SLOAD(0)`, a loop of 4,096 rounds, `SSTORE(0, value + 1)`.
+const SLOW_INCREMENT: &str = "6000546110005b60019003806006575060010160005500";
 const FRESH: Address = address!("0x5000000000000000000000000000000000000008");
 const WATCHER: Address = address!("0x4000000000000000000000000000000000000009");
 
@@ -446,11 +450,15 @@ fn consecutive_increments_of_one_slot_by_many_senders_equal_sequential() {
 /// speculation stops or the committer takes transactions over.
 #[test]
 fn runs_of_one_senders_conflicting_calls_equal_sequential() {
-    let (db, senders) = deposits_state(12);
+    let (mut db, senders) = deposits_state(12);
+    // Slot 0 read, a loop of 4,096 rounds, slot 0 incremented: a call long enough (about 100
+    // µs) that the committer executing it again is seen by the other threads' views.
+    let slow = Bytecode::new_raw(hex::decode(SLOW_INCREMENT).expect("hex").into());
+    db.insert_account_info(SLOW_COUNTER, AccountInfo::new(U256::ZERO, 1, slow.hash_slow(), slow));
     let mut txs = Vec::new();
     for (i, sender) in senders.iter().enumerate() {
         for nonce in 0..6u64 {
-            let mut call = tx(*sender, Some(COUNTER), "", nonce, 1);
+            let mut call = tx(*sender, Some(SLOW_COUNTER), "", nonce, 1);
             if (i as u64 + nonce) % 5 == 4 {
                 // Enough for the intrinsic gas and the slot's read, not for its write.
                 call.gas_limit = 23_500;
@@ -468,20 +476,24 @@ fn runs_of_one_senders_conflicting_calls_equal_sequential() {
         min_tx_time: std::time::Duration::ZERO,
         ..always_parallel(threads)
     };
-    // Whether a view meets a writer in the committer's hands depends on the threads' timing:
-    // four rounds at least, more until one did, up to `MAX_ROUNDS`.
-    const MAX_ROUNDS: usize = 32;
-    let mut unknown_waits = 0;
+    // Whether a view meets a writer in the committer's hands depends on the threads' timing
+    // (the other tests of this binary run beside it): four rounds at least, more until one
+    // did, up to `MAX_ROUNDS`.
+    const MAX_ROUNDS: usize = 64;
+    let (mut unknown_waits, mut rounds) = (0, 0);
     for round in 0..MAX_ROUNDS {
         if round >= 4 && unknown_waits > 0 {
             break;
         }
+        rounds += 1;
         for threads in [2, 3, 8] {
             let label = format!("runs, x{threads}, round {round}");
             unknown_waits += compare(&db, &cfg, &block, &txs, &keep_on(threads), &label).unknown_waits;
-            compare(&db, &cfg, &block, &txs, &taking_over(threads), &format!("{label}, taking over"));
+            let label = format!("{label}, taking over");
+            unknown_waits += compare(&db, &cfg, &block, &txs, &taking_over(threads), &label).unknown_waits;
         }
     }
+    eprintln!("runs: {unknown_waits} reads waited for unknown writes in {rounds} rounds");
     assert!(unknown_waits > 0, "no view of {MAX_ROUNDS} rounds waited for a writer whose writes were unknown");
     let on_conflicts = ParallelConfig { max_reexecuted: 0.05, ..always_parallel(2) };
     compare(&db, &cfg, &block, &txs, &on_conflicts, "runs, stopping on conflicts");
