@@ -383,11 +383,6 @@ impl PendingPool {
         removed
     }
 
-    /// The predicted block order of the whole pool for a block with `basefee`.
-    pub fn predicted_order(&self, basefee: u64) -> Vec<B256> {
-        self.order(basefee).hashes.clone()
-    }
-
     /// The predicted block order of the whole pool for a block with `basefee`, computed once
     /// until a transaction enters or leaves the pool (or the base fee differs).
     pub fn order(&self, basefee: u64) -> std::sync::Arc<PredictedOrder> {
@@ -928,8 +923,8 @@ mod tests {
             let (h, env) = tx(c, n, tip);
             assert!(pool.insert(h, env, 0));
         }
-        let order = pool.predicted_order(100);
-        let names: Vec<_> = order.iter().map(|h| U256::from_be_bytes(h.0).to::<u64>()).collect();
+        let order = pool.order(100);
+        let names: Vec<_> = order.hashes().iter().map(|h| U256::from_be_bytes(h.0).to::<u64>()).collect();
         // Sender 1's tip-50 transaction waits for its nonce-0 transaction (tip 1).
         assert_eq!(names, vec![2000, 3005, 1000, 1001]);
         let (h, _) = tx(1, 1, 50);

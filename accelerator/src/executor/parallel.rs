@@ -1665,7 +1665,9 @@ impl<'a, D> View<'_, 'a, D> {
                 let below = list.partition_point(|j| *j < self.index);
                 let mut unknown = None;
                 for j in list[..below].iter().rev().take_while(|j| **j >= done) {
-                    match lock(&self.shared.slots[*j]).clone() {
+                    // The slot's lock is released before `f` looks into the execution.
+                    let speculative = lock(&self.shared.slots[*j]).clone();
+                    match speculative {
                         Some(speculative) if speculative.outcome.is_some() => {
                             if let Some(value) = f(&speculative) {
                                 return Ok(Some(value));
