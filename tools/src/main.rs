@@ -822,7 +822,7 @@ fn replay(
         let modes = ModeSummary::of(&timings);
         mismatches = modes.mismatches;
         println!(
-            "{:?} {}{}: {:.2}x sequential time-weighted over {} blocks ({:.2}x on the {} blocks of 150 transactions or more), lowest {:.2}x; {} mismatches",
+            "{:?} {}{}: {:.2}x sequential time-weighted over {} blocks ({:.2}x on the {} blocks of 150 transactions or more), lowest {:.2}x ({:.2}x paired); {} mismatches",
             config.mode,
             match config.mode {
                 Mode::Accelerated => format!("at {:.0}% heard", 100.0 * config.heard),
@@ -838,6 +838,7 @@ fn replay(
             modes.speedup_150,
             modes.blocks_150,
             modes.lowest,
+            modes.lowest_paired,
             modes.mismatches
         );
         if let Some(path) = json {

@@ -470,19 +470,36 @@ fn rest_worth_speculating(estimate: f64, left: usize, config: &ParallelConfig) -
 
 /// Whether a block is worth speculating on, from what is known before executing it (a block
 /// that is not runs in order, its receipts built beside it). Not when it has fewer than
-/// [`ParallelConfig::min_txs`] transactions, or when more than a third of them follow an
-/// earlier transaction of the same sender (nonce chains: one after another whatever the
-/// threads, and a chain member executed again dooms the speculative runs of the members after
-/// it; at a half, the old bound, a block of 97 with a 32-long chain into one contract measured
-/// 0.87x). Plain transfers count like calls: their recipients do not conflict ([`credited`]),
-/// and with receipts built beside the commits a block of transfers from many senders gains
-/// from threads (measured with `prescient replay --mode parallel`).
+/// [`ParallelConfig::min_txs`] transactions, or when more than a third of them, or of their
+/// gas limits, follow an earlier transaction of the same sender (nonce chains: one after
+/// another whatever the threads, and a chain member executed again dooms the speculative runs
+/// of the members after it).
+/// - By count: at a half, the old bound, a block of 97 with a 32-long chain into one contract
+///   measured 0.87x.
+/// - By gas limit: a few heavy members weigh as much as many light ones. 9,069,000's seven
+///   calls of about 190 µs from one sender are a fifth of its 56 transactions but 36% of their
+///   gas limits and a third of its time; a thread claiming the next member waits for the
+///   previous, so both threads took turns on the chain (nine replays: median 0.92x, lowest
+///   0.87x). Running the chain's members elsewhere while the waiting thread claims on
+///   (parking them behind their predecessor) measured worse there and on 10,760,440: the free
+///   thread ran ahead on stale state, and more was executed again in order.
+///
+/// Plain transfers count like calls: their recipients do not conflict ([`credited`]), and with
+/// receipts built beside the commits a block of transfers from many senders gains from threads
+/// (measured with `prescient replay --mode parallel`).
 fn worth_parallel(txs: &[TxEnv], same_sender: &[Option<usize>], config: &ParallelConfig) -> bool {
     if !config.by_shape {
         return txs.len() >= config.min_txs;
     }
-    let chained = same_sender.iter().filter(|p| p.is_some()).count();
-    txs.len() >= config.min_txs && chained * 3 <= txs.len()
+    let (mut chained, mut chained_gas, mut gas) = (0usize, 0u128, 0u128);
+    for (tx, previous) in txs.iter().zip(same_sender) {
+        gas += u128::from(tx.gas_limit);
+        if previous.is_some() {
+            chained += 1;
+            chained_gas += u128::from(tx.gas_limit);
+        }
+    }
+    txs.len() >= config.min_txs && chained * 3 <= txs.len() && chained_gas * 3 <= gas
 }
 
 /// Whether this module's fee credit ([`fee_of`]) and its recipients' credits ([`credited`])
@@ -1876,6 +1893,19 @@ mod tests {
         };
         assert!(worth(&with_chain(13), &config));
         assert!(!worth(&with_chain(14), &config));
+        // Nor when more than a third of their gas limits are: four chained members of 4 each
+        // are 16 of 52 (a tenth of the transactions, under a third of the gas), of 5 each 20
+        // of 56 (over).
+        let with_heavy_chain = |heavy: u64| -> Vec<TxEnv> {
+            let mut txs = with_chain(4);
+            for tx in &mut txs {
+                tx.gas_limit = if tx.caller == Address::with_last_byte(1) && tx.nonce > 0 { heavy } else { 1 };
+            }
+            txs
+        };
+        assert_eq!(with_heavy_chain(4).iter().map(|t| t.gas_limit).sum::<u64>(), 52);
+        assert!(worth(&with_heavy_chain(4), &config));
+        assert!(!worth(&with_heavy_chain(5), &config));
         // Without the shape rule, only the size counts.
         let forced = ParallelConfig { by_shape: false, ..config };
         assert!(worth(&chain, &forced));
