@@ -648,6 +648,10 @@ fn bench_machine() -> Result<bool> {
         Some(ns) => println!("round trip between two threads: {ns:.0} ns"),
         None => println!("round trip between two threads: not measured (no second thread ran)"),
     }
+    match probe.compute_scaling {
+        Some(x) => println!("two threads computed {x:.2}x this thread's hashes alone (2 on two equal free cores)"),
+        None => println!("two threads' compute: not measured (no second thread ran)"),
+    }
     Ok(true)
 }
 
@@ -722,6 +726,14 @@ fn replay(
     let mut summary = Summary::default();
     let mut load_failures = 0usize;
     let mut timings = Vec::new();
+    // What two threads can gain over one on this machine now, before and after the blocks (a
+    // VM's vCPUs may share a host core some of the time: see `machine`).
+    let scaling = || {
+        (config.mode != Mode::Sequential)
+            .then(|| prescient_tools::machine::compute_scaling(std::time::Duration::from_millis(100)))
+            .flatten()
+    };
+    let scaling_before = scaling();
     for block_ref in &selected {
         bar.set_message(format!("block {}", block_ref.number));
         let block = match dataset.load(block_ref) {
@@ -791,8 +803,11 @@ fn replay(
                             if p.sequential { ", sequential" } else { "" },
                             p.stopped_at.map_or(String::new(), |at| format!(", stopped at {at}"))
                         )) + &timed
-                            .hits
-                            .map_or(String::new(), |h| format!(" ({h} of {} through a program)", timed.txs))
+                            .compute_scaling
+                            .map_or(String::new(), |x| format!(" (two threads computed {x:.2}x one)"))
+                            + &timed
+                                .hits
+                                .map_or(String::new(), |h| format!(" ({h} of {} through a program)", timed.txs))
                     ),
                 }
             }
@@ -819,6 +834,7 @@ fn replay(
     );
     let mut mismatches = 0;
     if config.mode != Mode::Sequential {
+        let scaling_after = scaling();
         let modes = ModeSummary::of(&timings);
         mismatches = modes.mismatches;
         println!(
@@ -841,6 +857,12 @@ fn replay(
             modes.lowest_paired,
             modes.mismatches
         );
+        let shown = |x: Option<f64>| x.map_or("not measured".to_string(), |x| format!("{x:.2}x"));
+        println!(
+            "two threads computed {} this thread's work alone before the blocks, {} after (2x on two equal free cores)",
+            shown(scaling_before),
+            shown(scaling_after)
+        );
         if let Some(path) = json {
             let value = serde_json::json!({
                 "mode": config.mode,
@@ -850,6 +872,8 @@ fn replay(
                 "min_ms": config.min_time.as_millis() as u64,
                 "summary": modes,
                 "mismatches": modes.mismatches,
+                "compute_scaling_before": scaling_before,
+                "compute_scaling_after": scaling_after,
                 "blocks": timings,
             });
             std::fs::write(path, serde_json::to_string_pretty(&value)?)

@@ -325,6 +325,10 @@ pub struct ModeReport {
     pub cold_reads: u64,
     /// Accelerated mode: transactions imported through a program (the rest ran in revm).
     pub hits: Option<usize>,
+    /// Parallel mode: what two threads computed against this thread alone just before the
+    /// block was timed ([`crate::machine::compute_scaling`], 30 ms a phase): the ceiling of
+    /// two threads over one at that moment, which a VM's neighbours move.
+    pub compute_scaling: Option<f64>,
 }
 
 /// Runs `block` whole (system part, transactions, system part) on `db` with the parallel
@@ -375,6 +379,7 @@ pub fn compare_mode(block: &RecordedBlock, config: &ModeConfig) -> ModeReport {
         parallel: None,
         cold_reads: 0,
         hits: None,
+        compute_scaling: None,
     };
     let predicted = match config.mode {
         Mode::Accelerated => {
@@ -481,6 +486,9 @@ pub fn compare_mode(block: &RecordedBlock, config: &ModeConfig) -> ModeReport {
     if mismatch.is_some() {
         report.mismatch = mismatch;
         return report;
+    }
+    if config.mode == Mode::Parallel {
+        report.compute_scaling = crate::machine::compute_scaling(Duration::from_millis(30));
     }
     let (mut sequential, mut ours): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
     let enough = |times: &[Duration]| times.iter().sum::<Duration>() >= config.min_time;
