@@ -480,9 +480,10 @@ fn rest_worth_speculating(estimate: f64, left: usize, config: &ParallelConfig) -
 ///   calls of about 190 µs from one sender are a fifth of its 56 transactions but 36% of their
 ///   gas limits and a third of its time; a thread claiming the next member waits for the
 ///   previous, so both threads took turns on the chain (twelve full replays: 0.81x-1.09x,
-///   median 0.92x; in order now, 0.96x-1.00x). Running the chain's members elsewhere while the waiting thread claims on
-///   (parking them behind their predecessor) measured worse there and on 10,760,440: the free
-///   thread ran ahead on stale state, and more was executed again in order.
+///   median 0.92x; in order now, 0.96x-1.00x). Running the chain's members elsewhere while
+///   the waiting thread claims on (parking them behind their predecessor) measured worse there
+///   and on 10,760,440: the free thread ran ahead on stale state, and more was executed again
+///   in order.
 ///
 /// Plain transfers count like calls: their recipients do not conflict ([`credited`]), and with
 /// receipts built beside the commits a block of transfers from many senders gains from threads
